@@ -1,0 +1,2 @@
+//! Shared helpers for poolguard's criterion benches (not published).
+#![forbid(unsafe_code)]

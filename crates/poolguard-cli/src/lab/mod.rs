@@ -1,0 +1,99 @@
+//! `poolguard lab`: each scenario reproduces one failure from the source document, with a
+//! naive baseline and with poolguard, and prints a table of measured figures.
+
+mod table;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[allow(unused_imports)]
+pub(crate) use table::Table;
+
+/// Arguments of `poolguard lab`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct LabArgs {
+    /// Scenarios to run (default: all). `poolguard lab --list` names them.
+    scenarios: Vec<String>,
+    /// List the scenarios and exit.
+    #[arg(long)]
+    list: bool,
+    /// Run the connection scenarios against this PostgreSQL server instead of the simulator
+    /// (e.g. `host=127.0.0.1 user=postgres dbname=test`).
+    #[arg(long)]
+    postgres: Option<String>,
+    /// Run the connection scenarios against this Redis server instead of the simulator
+    /// (e.g. `redis://127.0.0.1:6379`).
+    #[arg(long)]
+    redis: Option<String>,
+}
+
+/// What every scenario is given.
+#[derive(Debug, Clone)]
+#[allow(dead_code)]
+pub(crate) struct LabCtx {
+    pub(crate) postgres: Option<String>,
+    pub(crate) redis: Option<String>,
+}
+
+/// One lab scenario.
+pub(crate) struct Scenario {
+    pub(crate) name: &'static str,
+    pub(crate) about: &'static str,
+    pub(crate) run: fn(&LabCtx) -> Result<(), String>,
+}
+
+/// Every scenario, in the order `poolguard lab` runs them.
+const SCENARIOS: &[Scenario] = &[];
+
+pub(crate) fn run(args: LabArgs) -> ExitCode {
+    if args.list {
+        for s in SCENARIOS {
+            println!("{:<18} {}", s.name, s.about);
+        }
+        return ExitCode::SUCCESS;
+    }
+    let ctx = LabCtx {
+        postgres: args.postgres,
+        redis: args.redis,
+    };
+    let selected: Vec<&Scenario> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for name in &args.scenarios {
+            match SCENARIOS.iter().find(|s| s.name == name) {
+                Some(s) => v.push(s),
+                None => {
+                    let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+                    eprintln!(
+                        "poolguard lab: unknown scenario `{name}`; known scenarios: {}",
+                        known.join(", ")
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        v
+    };
+    if selected.is_empty() {
+        eprintln!("poolguard lab: no scenarios are built into this binary yet");
+        return ExitCode::from(2);
+    }
+    let mut failed = 0;
+    for s in selected {
+        println!("\n=== lab {}: {}", s.name, s.about);
+        let t = Instant::now();
+        match (s.run)(&ctx) {
+            Ok(()) => println!("=== {} done in {:.1?}", s.name, t.elapsed()),
+            Err(e) => {
+                failed += 1;
+                eprintln!("=== {} FAILED after {:.1?}: {e}", s.name, t.elapsed());
+            }
+        }
+    }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,8 @@
+//! Test support shared by poolguard's tests, benches and lab (not published).
+//!
+//! Drop counters, simulated backends and a fault-injecting TCP proxy live here so that the
+//! tests of every crate, the benches and `poolguard lab` exercise the same harness.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
+
+pub mod drops;

@@ -1,0 +1,66 @@
+//! The contract between the pool and a backend.
+
+use std::future::Future;
+
+/// What a backend error means for the connection it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The connection is unusable (server gone, protocol desync): evict it, never reuse it.
+    Fatal,
+    /// The error belongs to the request (bad SQL, constraint violation): the connection is fine.
+    Transient,
+}
+
+/// Creates, checks, resets and closes connections of one backend.
+///
+/// Every async method is called by the pool under a deadline (`connect_timeout`,
+/// `validation_timeout`, `reset_timeout`, the close timeout); implementations need not add
+/// their own, but must be cancel-safe: the pool may drop any of these futures at any await
+/// point, and the connection (if any) is then closed, never reused.
+pub trait Manager: Send + Sync + 'static {
+    /// The pooled connection.
+    type Connection: Send + 'static;
+    /// The backend's error, kept as the cause of every pool error it provokes.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens a new connection.
+    fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
+
+    /// A cheap liveness check (`SELECT 1`, `PING`). An error evicts the connection.
+    fn validate(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Resets session state when a connection comes back (rollback, `DISCARD`, `UNWATCH`).
+    /// An error evicts the connection. The default does nothing.
+    fn reset(
+        &self,
+        conn: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        let _ = conn;
+        async { Ok(()) }
+    }
+
+    /// A cheap synchronous check, run on every return: `true` evicts the connection
+    /// (for example `tokio_postgres::Client::is_closed`). The default is `false`.
+    fn is_broken(&self, conn: &mut Self::Connection) -> bool {
+        let _ = conn;
+        false
+    }
+
+    /// Classifies a backend error: [`ErrorClass::Fatal`] errors evict the connection they
+    /// came from. The default treats every error as fatal, the safe choice.
+    fn classify(&self, error: &Self::Error) -> ErrorClass {
+        let _ = error;
+        ErrorClass::Fatal
+    }
+
+    /// Closes a connection the pool no longer wants (politely, if the protocol has a goodbye).
+    /// Runs off the caller's path, under the pool's close timeout. The default drops it.
+    fn close(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
+        drop(conn);
+        async {}
+    }
+}

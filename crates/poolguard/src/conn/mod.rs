@@ -1,0 +1,5 @@
+//! Async connection pool (issue 4).
+
+mod manager;
+
+pub use manager::{ErrorClass, Manager};

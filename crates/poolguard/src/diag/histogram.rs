@@ -1,0 +1,231 @@
+//! A lock-free latency histogram with bounded relative error.
+//!
+//! Values (nanoseconds) fall into log-linear buckets: exact below 8, then eight buckets per
+//! power of two, so any reported quantile is within 12.5 % of the true value. Recording is
+//! two relaxed `fetch_add`s and one `fetch_max`; the histogram never allocates after creation.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+const SUB_BITS: u32 = 3;
+const SUB: usize = 1 << SUB_BITS;
+/// Enough buckets for every `u64`: the largest index is `(63 - 3 + 1) * 8 + 7`.
+const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB;
+
+fn bucket_of(v: u64) -> usize {
+    if v < SUB as u64 {
+        return v as usize;
+    }
+    let msb = 63 - v.leading_zeros();
+    let shift = msb - SUB_BITS;
+    let sub = ((v >> shift) as usize) & (SUB - 1);
+    (shift as usize + 1) * SUB + sub
+}
+
+/// The largest value that falls into bucket `i` (what a quantile reports).
+fn bucket_upper(i: usize) -> u64 {
+    if i < SUB {
+        return i as u64;
+    }
+    let shift = (i / SUB - 1) as u32;
+    let sub = (i % SUB) as u64;
+    let lower = (SUB as u64 + sub) << shift;
+    lower.saturating_add((1u64 << shift) - 1)
+}
+
+/// A concurrent histogram of durations.
+pub struct Histogram {
+    buckets: Box<[AtomicU64]>,
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+    max_ns: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.snapshot(), f)
+    }
+}
+
+impl Histogram {
+    /// An empty histogram.
+    pub fn new() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one duration (saturating at `u64::MAX` nanoseconds).
+    pub fn record(&self, d: Duration) {
+        self.record_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Records one value in nanoseconds.
+    pub fn record_nanos(&self, ns: u64) {
+        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_ns.fetch_add(ns, Relaxed);
+        self.max_ns.fetch_max(ns, Relaxed);
+    }
+
+    /// A consistent-enough copy for reporting (concurrent records may be half-counted).
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
+        HistogramSnapshot {
+            count: buckets.iter().sum(),
+            sum_ns: self.sum_ns.load(Relaxed),
+            max_ns: self.max_ns.load(Relaxed),
+            buckets,
+        }
+    }
+}
+
+/// A point-in-time copy of a [`Histogram`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    count: u64,
+    sum_ns: u64,
+    max_ns: u64,
+    buckets: Vec<u64>,
+}
+
+impl HistogramSnapshot {
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// The largest value recorded (exact).
+    pub fn max(&self) -> Duration {
+        Duration::from_nanos(self.max_ns)
+    }
+
+    /// The mean, or zero when empty.
+    pub fn mean(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns.checked_div(self.count).unwrap_or(0))
+    }
+
+    /// Sum of all values.
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(self.sum_ns)
+    }
+
+    /// The `q` quantile (`0.0..=1.0`, clamped), within 12.5 % above the true value and never
+    /// above the recorded maximum. Zero when empty.
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.count == 0 {
+            return Duration::ZERO;
+        }
+        let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
+        let rank = ((q * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Duration::from_nanos(bucket_upper(i).min(self.max_ns));
+            }
+        }
+        self.max()
+    }
+
+    /// Median.
+    pub fn p50(&self) -> Duration {
+        self.quantile(0.50)
+    }
+
+    /// 95th percentile.
+    pub fn p95(&self) -> Duration {
+        self.quantile(0.95)
+    }
+
+    /// 99th percentile.
+    pub fn p99(&self) -> Duration {
+        self.quantile(0.99)
+    }
+}
+
+impl fmt::Debug for HistogramSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HistogramSnapshot")
+            .field("count", &self.count)
+            .field("p50", &self.p50())
+            .field("p95", &self.p95())
+            .field("p99", &self.p99())
+            .field("max", &self.max())
+            .finish()
+    }
+}
+
+impl fmt::Display for HistogramSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "n={} p50={:?} p95={:?} p99={:?} max={:?}",
+            self.count,
+            self.p50(),
+            self.p95(),
+            self.p99(),
+            self.max()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_cover_their_values() {
+        let mut last = 0;
+        for v in (0..10_000u64).chain([u64::MAX / 3, u64::MAX - 1, u64::MAX]) {
+            let b = bucket_of(v);
+            assert!(b >= last || v > 10_000, "bucket order broke at {v}");
+            assert!(
+                bucket_upper(b) >= v,
+                "value {v} above its bucket's upper bound"
+            );
+            if b > 0 {
+                assert!(bucket_upper(b - 1) < v, "value {v} fits an earlier bucket");
+            }
+            last = b;
+        }
+        assert!(bucket_of(u64::MAX) < BUCKETS);
+    }
+
+    #[test]
+    fn quantiles_within_relative_error() {
+        let h = Histogram::new();
+        for v in 1..=1000u64 {
+            h.record_nanos(v * 1000);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.count(), 1000);
+        for (q, exact) in [(0.5, 500_000u64), (0.95, 950_000), (0.99, 990_000)] {
+            let got = s.quantile(q).as_nanos() as u64;
+            assert!(got >= exact, "q{q}: {got} below {exact}");
+            assert!(
+                got as f64 <= exact as f64 * 1.125,
+                "q{q}: {got} too far above {exact}"
+            );
+        }
+        assert_eq!(s.max(), Duration::from_micros(1000));
+        assert_eq!(s.quantile(1.0), s.max());
+    }
+
+    #[test]
+    fn empty_is_zero() {
+        let s = Histogram::new().snapshot();
+        assert_eq!(s.p99(), Duration::ZERO);
+        assert_eq!(s.mean(), Duration::ZERO);
+    }
+}

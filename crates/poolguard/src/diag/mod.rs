@@ -1,0 +1,13 @@
+//! Diagnostics shared by every pool: latency histograms, doctor findings and the
+//! Prometheus text format.
+//!
+//! Each pool type keeps its own counters; this module only gives them one vocabulary, so that
+//! a service can render every pool it owns the same way.
+
+mod doctor;
+mod histogram;
+mod prometheus;
+
+pub use doctor::{Finding, Severity};
+pub use histogram::{Histogram, HistogramSnapshot};
+pub use prometheus::PrometheusWriter;

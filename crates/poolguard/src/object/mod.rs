@@ -1,0 +1,1 @@
+//! Object pool: `sync.Pool` done right (issue 2).

@@ -1,0 +1,1 @@
+//! Reclaimer: the finalizer queue done right (issue 3).

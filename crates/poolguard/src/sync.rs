@@ -1,0 +1,16 @@
+//! The one place that chooses between `std` and `loom` primitives.
+//!
+//! Concurrent structures that loom checks (`object::shared`, `object::victim`, the reclaimer's
+//! queue accounting) import their atomics, mutexes and `Arc` from here, never from `std`
+//! directly, so `RUSTFLAGS="--cfg loom"` swaps every one of them (see `scripts/loom.sh`).
+#![allow(unused_imports, dead_code)]
+
+#[cfg(loom)]
+pub(crate) use loom::sync::{atomic, Arc, Mutex, MutexGuard};
+#[cfg(loom)]
+pub(crate) use loom::thread;
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::{atomic, Arc, Mutex, MutexGuard};
+#[cfg(not(loom))]
+pub(crate) use std::thread;

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Makes sure the servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 (trust auth,
+# user postgres, database test) and Redis on 127.0.0.1:6379. Starts them when they are
+# installed but stopped, installs them with apt-get when they are missing (needs root).
+set -euo pipefail
+
+log() { echo "services: $*" >&2; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+  for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
+  return 1
+}
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_install() {
+  log "installing $* with apt-get"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_postgres() {
+  if ! port_open 5432; then
+    if ! ls /etc/postgresql/*/main >/dev/null 2>&1; then
+      apt_install postgresql
+    fi
+    local ver; ver=$(ls /etc/postgresql | sort -V | tail -n1)
+    local hba="/etc/postgresql/$ver/main/pg_hba.conf"
+    if ! grep -qE '^host\s+all\s+all\s+127\.0\.0\.1/32\s+trust' "$hba"; then
+      log "allowing trust auth on 127.0.0.1 and ::1 in $hba (test machines only)"
+      as_root sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+    fi
+    log "starting PostgreSQL $ver"
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" main start || true
+    wait_port 5432 || { log "PostgreSQL did not come up on 127.0.0.1:5432; see /var/log/postgresql/"; exit 1; }
+  fi
+  if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
+    log "creating database test"
+    psql -h 127.0.0.1 -U postgres -d postgres -c 'create database test' >/dev/null \
+      || { log "cannot reach database test as postgres on 127.0.0.1:5432 with trust auth"; exit 1; }
+  fi
+  log "PostgreSQL ready on 127.0.0.1:5432"
+}
+
+ensure_redis() {
+  if ! port_open 6379; then
+    command -v redis-server >/dev/null || apt_install redis-server
+    log "starting Redis"
+    mkdir -p /var/lib/redis /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log
+    wait_port 6379 || { log "Redis did not come up on 127.0.0.1:6379; see /var/log/redis/ci.log"; exit 1; }
+  fi
+  log "Redis ready on 127.0.0.1:6379"
+}
+
+ensure_postgres
+ensure_redis
