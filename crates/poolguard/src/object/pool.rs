@@ -195,7 +195,8 @@ impl<T: Recycle + Send + 'static> Pool<T> {
     pub(crate) fn from_builder(b: PoolBuilder<T>) -> Self {
         let c = b.config;
         let slots = c.local_slots.min(c.max_idle / 2);
-        let cell_bytes = (c.max_idle_bytes / 2)
+        // The per-thread cells get at most a quarter of the byte budget between them.
+        let cell_bytes = (c.max_idle_bytes / 4)
             .checked_div(slots)
             .map_or(0, |share| c.max_object_bytes.min(share));
         let shared_objects = c.max_idle - slots;
@@ -340,7 +341,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             Some(c) => bump(&c.returns),
             None => Counters::add(&self.counters.returns_unslotted, 1),
         }
-        match catch_unwind(AssertUnwindSafe(|| obj.reset())) {
+        match catch_unwind(AssertUnwindSafe(|| T::reset(&mut obj))) {
             Ok(true) => {}
             Ok(false) => {
                 Counters::add(&self.counters.discard_reset, 1);
@@ -353,7 +354,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
                 return Err((DiscardReason::ResetPanicked, None));
             }
         }
-        let mut bytes = obj.heap_bytes();
+        let mut bytes = T::heap_bytes(&obj);
         if bytes > self.config.max_object_bytes {
             Counters::add(&self.counters.discard_oversized, 1);
             return Err((DiscardReason::Oversized, Some(obj)));
@@ -363,7 +364,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
                 match c.swap(obj, bytes) {
                     None => return Ok(()),
                     Some(prev) => {
-                        bytes = prev.heap_bytes();
+                        bytes = T::heap_bytes(&prev);
                         obj = prev;
                     }
                 }
@@ -447,7 +448,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         for (i, c) in self.cells.iter().enumerate() {
             if let Some(o) = c.steal() {
                 c.clear_gauge();
-                let b = o.heap_bytes();
+                let b = T::heap_bytes(&o);
                 let t = Instant::now();
                 let r = self.shards.push_victim(i, (o, b));
                 note(t.elapsed());
