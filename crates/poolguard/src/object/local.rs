@@ -92,10 +92,9 @@ impl<T> HotCell<T> {
     /// Owner: takes the cached object, if any.
     #[inline]
     pub(crate) fn take(&self) -> Option<Box<T>> {
+        // Also when empty: a trim may have stolen the object after our last store.
         let got = self.obj.take();
-        if got.is_some() {
-            self.held.store(0, Relaxed);
-        }
+        self.held.store(0, Relaxed);
         got
     }
 
