@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Model-checks poolguard's concurrent structures with loom (every interleaving, bounded).
-# Slow: not part of .ci/run. Usage: scripts/loom.sh [test-name-filter]
+# Runs only the `#[cfg(loom)]` tests (their names contain `loom`). Slow: not part of .ci/run.
+# Usage: scripts/loom.sh [test-name-filter]   (default filter: loom)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
-CARGO_TARGET_DIR=target/loom cargo test -p poolguard --release --lib -- loom "${1:-}" --test-threads=1
+CARGO_TARGET_DIR=target/loom cargo test -p poolguard --release --lib -- "${1:-loom}" --test-threads=1

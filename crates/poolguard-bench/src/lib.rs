@@ -1,2 +1,3 @@
 //! Shared helpers for poolguard's criterion benches (not published).
 #![forbid(unsafe_code)]
+pub mod object;

@@ -1,6 +1,7 @@
 //! `poolguard lab`: each scenario reproduces one failure from the source document, with a
 //! naive baseline and with poolguard, and prints a table of measured figures.
 
+mod pool_abuse;
 mod table;
 
 use std::process::ExitCode;
@@ -43,7 +44,11 @@ pub(crate) struct Scenario {
 }
 
 /// Every scenario, in the order `poolguard lab` runs them.
-const SCENARIOS: &[Scenario] = &[];
+const SCENARIOS: &[Scenario] = &[Scenario {
+    name: "pool-abuse",
+    about: "object-pool misuse (long holds, put-only threads, #23199 oversized buffers): naive Mutex<Vec> vs poolguard",
+    run: pool_abuse::run,
+}];
 
 pub(crate) fn run(args: LabArgs) -> ExitCode {
     if args.list {

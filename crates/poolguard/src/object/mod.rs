@@ -1,1 +1,71 @@
 //! Object pool: `sync.Pool` done right (issue 2).
+//!
+//! A [`Pool`] hands out objects through a guard that resets and returns them on drop. It
+//! never retains more than its caps (`max_idle` objects, `max_idle_bytes` heap bytes, and no
+//! object over `max_object_bytes`), frees what stays unused for two trim cycles, and explains
+//! itself: [`PoolStats`], gctrace-like [`TrimTrace`]s, hold tracking, [`Pool::doctor`] and
+//! Prometheus text.
+//!
+//! ```
+//! use poolguard::object::Pool;
+//!
+//! let pool = Pool::builder(|| String::with_capacity(256)).name("strings").build()?;
+//! let mut s = pool.get();
+//! s.push_str("scratch");
+//! drop(s);
+//! let trace = pool.trim();
+//! println!("{trace}"); // pool strings trim #1 (manual): retained ...
+//! assert_eq!(pool.stats().returns, 1);
+//! # Ok::<(), poolguard::object::BuildError>(())
+//! ```
+//!
+//! # Implementation
+//!
+//! Three tiers, all owned by the pool (never by a thread):
+//!
+//! * **local** ([`local`](self)): one cached object per thread index in a lock-free
+//!   `AtomicCell`, taken and swapped with one atomic exchange each; a trim steals it the
+//!   same way, so threads that stop using the pool do not pin memory.
+//! * **shared**: `shards` mutex-protected stacks; a thread starts at its home shard and walks
+//!   the others, so returns from another thread are found.
+//! * **victim**: each shard keeps two generations; a trim frees the victim one and demotes the
+//!   primary one in O(1) under the shard's lock, then drops the freed batch outside every lock.
+//!
+//! The caps are split between the tiers when the pool is built (each cell may hold one object
+//! of at most its share of the bytes, each shard its share of both caps), so the sum can never
+//! exceed the configured caps and no global counter sits on the hot path.
+
+mod builder;
+mod doctor;
+mod hold;
+mod local;
+mod pool;
+mod recycle;
+mod shared;
+mod stats;
+mod trimmer;
+mod victim;
+
+pub use builder::{
+    BuildError, PoolBuilder, PoolConfig, DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_BYTES,
+    DEFAULT_MAX_OBJECT_BYTES,
+};
+pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
+pub use recycle::Recycle;
+pub use stats::{Discards, LongHold, PoolStats, TrimCause, TrimTrace};
+pub use trimmer::Trimmer;
+
+use crate::diag::{Finding, PrometheusWriter};
+
+impl<T: Recycle + Send + 'static> Pool<T> {
+    /// Diagnoses misuse from the current stats: long holds, oversized discards, low hit
+    /// rate, threads that only put, resets that refuse, returns refused at the caps.
+    pub fn doctor(&self) -> Vec<Finding> {
+        doctor::diagnose(&self.stats(), self.config())
+    }
+
+    /// Appends the pool's stats to a Prometheus text writer.
+    pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
+        self.stats().write_prometheus(w);
+    }
+}

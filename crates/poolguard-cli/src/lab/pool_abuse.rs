@@ -1,0 +1,359 @@
+//! `poolguard lab pool-abuse`: the seed's object-pool misuses and golang/go#23199, each run
+//! with a naive `Mutex<Vec>` free list and with `poolguard::object::Pool`, measured by the
+//! counting global allocator (bytes from the allocator, not from the pools' accounting).
+//!
+//! 1. long-lived objects checked out of a pool (sessions that keep a buffer for seconds);
+//! 2. threads that only return objects they made themselves;
+//! 3. buffers put back without reset and oversized: ten 64 MiB buffers, then a stream of
+//!    1 KiB requests.
+
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use poolguard::object::Pool;
+
+use super::{LabCtx, Table};
+use crate::alloc::{fmt_bytes, AllocMeter};
+
+const MIB: usize = 1 << 20;
+
+/// The naive pool: a `Mutex<Vec<T>>` free list, no reset, no caps, no trimming.
+struct Naive {
+    free: Mutex<Vec<Vec<u8>>>,
+    gets: AtomicU64,
+    hits: AtomicU64,
+}
+
+impl Naive {
+    fn new() -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            gets: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+        }
+    }
+    fn get(&self, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+        self.gets.fetch_add(1, SeqCst);
+        let got = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match got {
+            Some(v) => {
+                self.hits.fetch_add(1, SeqCst);
+                v
+            }
+            None => make(),
+        }
+    }
+    fn put(&self, v: Vec<u8>) {
+        self.free.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+    }
+    fn hit_rate(&self) -> f64 {
+        self.hits.load(SeqCst) as f64 / self.gets.load(SeqCst).max(1) as f64
+    }
+}
+
+/// One table row.
+struct Row {
+    pattern: &'static str,
+    pool: &'static str,
+    retained: [i64; 3],
+    allocs_per_op: f64,
+    hit_rate: f64,
+    reported: String,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+/// Pattern 1: every 20th request opens a "session" that keeps its buffer for 400 requests
+/// (400 ms of simulated time: requests advance a manual clock by 1 ms).
+fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
+    const OPS: u64 = 40_000;
+    const HOLD: usize = 400;
+    println!("  [1/3] long-lived objects: {OPS} requests, every 20th keeps its buffer for {HOLD} requests");
+    for naive in [true, false] {
+        let meter = AllocMeter::start();
+        let now = Arc::new(AtomicU64::new(0));
+        let clock = {
+            let now = Arc::clone(&now);
+            move || Duration::from_millis(now.load(SeqCst))
+        };
+        let pg = Pool::builder(|| Vec::<u8>::with_capacity(4096))
+            .name("session-bufs")
+            .hold_threshold(Duration::from_millis(100))
+            .clock(clock)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let np = Naive::new();
+        let mut sessions_pg = std::collections::VecDeque::new();
+        let mut sessions_np = std::collections::VecDeque::new();
+        let before = meter.delta().allocations;
+        for i in 0..OPS {
+            now.fetch_add(1, SeqCst);
+            if naive {
+                let mut b = np.get(|| Vec::with_capacity(4096));
+                b.clear();
+                b.extend_from_slice(&[1u8; 512]);
+                if i % 20 == 0 {
+                    sessions_np.push_back(b);
+                } else {
+                    np.put(b);
+                }
+                if sessions_np.len() > HOLD / 20 {
+                    if let Some(s) = sessions_np.pop_front() {
+                        np.put(s);
+                    }
+                }
+            } else {
+                let mut b = pg.get(); // the call site hold tracking reports
+                b.extend_from_slice(&[1u8; 512]);
+                if i % 20 == 0 {
+                    sessions_pg.push_back(b);
+                } else {
+                    drop(b);
+                }
+                if sessions_pg.len() > HOLD / 20 {
+                    sessions_pg.pop_front();
+                }
+            }
+        }
+        let allocs = (meter.delta().allocations - before) as f64 / OPS as f64;
+        sessions_pg.clear();
+        sessions_np.clear();
+        let mut retained = [0i64; 3];
+        for (cycle, r) in retained.iter_mut().enumerate() {
+            if cycle > 0 && !naive {
+                let _ = pg.trim();
+            }
+            *r = meter.delta().net_bytes;
+        }
+        let (hit, reported) = if naive {
+            (np.hit_rate(), "nothing".to_string())
+        } else {
+            let s = pg.stats();
+            let site = s
+                .recent_long_holds
+                .last()
+                .map(|h| format!(" at {}", h.site))
+                .unwrap_or_default();
+            (
+                s.hit_rate(),
+                format!("{} long holds (>100ms){site}", s.long_holds),
+            )
+        };
+        rows.push(Row {
+            pattern: "1 long-lived objects",
+            pool: if naive {
+                "naive Mutex<Vec>"
+            } else {
+                "poolguard"
+            },
+            retained,
+            allocs_per_op: allocs,
+            hit_rate: hit,
+            reported,
+        });
+        drop(sessions_pg);
+    }
+    Ok(())
+}
+
+/// Pattern 2: four threads that only put buffers they made themselves (the seed's
+/// goroutines that keep putting), 2000 x 8 KiB each.
+fn only_returns(rows: &mut Vec<Row>) -> Result<(), String> {
+    const PER: usize = 2_000;
+    println!("  [2/3] threads that only return: 4 threads x {PER} puts of 8 KiB buffers");
+    for naive in [true, false] {
+        let meter = AllocMeter::start();
+        let pg = Pool::builder(|| Vec::<u8>::with_capacity(8192))
+            .name("put-only")
+            .max_idle_bytes(4 * MIB)
+            .build()
+            .map_err(|e| e.to_string())?;
+        let np = Naive::new();
+        let before = meter.delta().allocations;
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..PER {
+                        let v = Vec::<u8>::with_capacity(8192);
+                        if naive {
+                            np.put(v);
+                        } else {
+                            let _ = pg.put(v);
+                        }
+                    }
+                });
+            }
+        });
+        let ops = (4 * PER) as f64;
+        let allocs = (meter.delta().allocations - before) as f64 / ops;
+        let mut retained = [0i64; 3];
+        for (cycle, r) in retained.iter_mut().enumerate() {
+            if cycle > 0 && !naive {
+                let _ = pg.trim();
+            }
+            *r = meter.delta().net_bytes;
+        }
+        let s = pg.stats();
+        rows.push(Row {
+            pattern: "2 threads only return",
+            pool: if naive {
+                "naive Mutex<Vec>"
+            } else {
+                "poolguard"
+            },
+            retained,
+            allocs_per_op: allocs,
+            hit_rate: f64::NAN,
+            reported: if naive {
+                "nothing".into()
+            } else {
+                format!(
+                    "{} over-cap discards, {} budget cycles, doctor: {}",
+                    s.discards.over_cap,
+                    s.recent_trims
+                        .iter()
+                        .filter(|t| t.cause == poolguard::object::TrimCause::Budget)
+                        .count(),
+                    pg.doctor()
+                        .iter()
+                        .map(|f| f.code)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            },
+        });
+    }
+    Ok(())
+}
+
+/// Pattern 3 (golang/go#23199): ten 64 MiB buffers put back without reset, then a stream of
+/// 1 KiB requests. poolguard twice: with its default 64 KiB object cap, and with a cap large
+/// enough to accept them (then the two generations free them).
+fn oversized(rows: &mut Vec<Row>) -> Result<(), String> {
+    const STREAM: u64 = 30_000;
+    println!("  [3/3] #23199: ten 64 MiB buffers returned, then {STREAM} requests of 1 KiB, a trim every third");
+    for variant in 0..3 {
+        let meter = AllocMeter::start();
+        let np = Naive::new();
+        let pg = match variant {
+            1 => Pool::builder(|| Vec::<u8>::with_capacity(1024)).name("bufs-64k-cap"),
+            _ => Pool::builder(|| Vec::<u8>::with_capacity(1024))
+                .name("bufs-128m-cap")
+                .max_object_bytes(128 * MIB)
+                .max_idle_bytes(1024 * MIB),
+        }
+        .build()
+        .map_err(|e| e.to_string())?;
+        // Ten big requests, their buffers returned dirty (the naive pool does not reset).
+        let bigs: Vec<Vec<u8>> = (0..10)
+            .map(|_| {
+                let mut v = Vec::<u8>::with_capacity(64 * MIB);
+                v.extend_from_slice(b"previous user's data");
+                v
+            })
+            .collect();
+        for v in bigs {
+            if variant == 0 {
+                np.put(v);
+            } else {
+                let _ = pg.put(v);
+            }
+        }
+        let before = meter.delta().allocations;
+        let mut stale = 0u64;
+        let mut retained = [0i64; 3];
+        for (phase, r) in retained.iter_mut().enumerate() {
+            if phase > 0 && variant != 0 {
+                let _ = pg.trim();
+            }
+            for _ in 0..STREAM / 3 {
+                if variant == 0 {
+                    let mut b = np.get(|| Vec::with_capacity(1024));
+                    if !b.is_empty() {
+                        stale += 1;
+                    }
+                    b.truncate(0);
+                    b.extend_from_slice(&[2u8; 1024]);
+                    np.put(b);
+                } else {
+                    let mut b = pg.get();
+                    if !b.is_empty() {
+                        stale += 1;
+                    }
+                    b.extend_from_slice(&[2u8; 1024]);
+                }
+            }
+            *r = meter.delta().net_bytes;
+        }
+        let allocs = (meter.delta().allocations - before) as f64 / STREAM as f64;
+        let s = pg.stats();
+        let (pool, hit, reported) = match variant {
+            0 => (
+                "naive Mutex<Vec>",
+                np.hit_rate(),
+                format!("nothing ({stale} requests saw stale data)"),
+            ),
+            1 => (
+                "poolguard (64 KiB object cap)",
+                s.hit_rate(),
+                format!(
+                    "{} oversized discards, {stale} stale reads",
+                    s.discards.oversized
+                ),
+            ),
+            _ => (
+                "poolguard (128 MiB object cap)",
+                s.hit_rate(),
+                format!("freed {} objs by trims, {stale} stale reads", s.trim_freed),
+            ),
+        };
+        rows.push(Row {
+            pattern: "3 #23199 oversized, no reset",
+            pool,
+            retained,
+            allocs_per_op: allocs,
+            hit_rate: hit,
+            reported,
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
+    let mut rows = Vec::new();
+    long_lived(&mut rows)?;
+    only_returns(&mut rows)?;
+    oversized(&mut rows)?;
+    let mut t = Table::new([
+        "pattern",
+        "pool",
+        "retained now",
+        "after 1 trim",
+        "after 2 trims",
+        "allocs/op",
+        "hit rate",
+        "what the pool reported",
+    ]);
+    for r in &rows {
+        t.row([
+            r.pattern.to_string(),
+            r.pool.to_string(),
+            fmt_bytes(r.retained[0]),
+            fmt_bytes(r.retained[1]),
+            fmt_bytes(r.retained[2]),
+            format!("{:.3}", r.allocs_per_op),
+            if r.hit_rate.is_nan() {
+                "-".into()
+            } else {
+                pct(r.hit_rate)
+            },
+            r.reported.clone(),
+        ]);
+    }
+    t.print();
+    println!("  retained = bytes still allocated (allocator-measured) that the scenario does not hold; the naive pool never trims.");
+    Ok(())
+}

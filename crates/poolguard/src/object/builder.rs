@@ -1,0 +1,187 @@
+//! Pool configuration: plain data, a `#[must_use]` builder, and a validating `build()`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pool::Pool;
+use super::Recycle;
+
+/// The default `max_object_bytes`: 64 KiB, Go's `fmt` rule for its print buffers.
+pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024;
+/// The default `max_idle_bytes`: 64 MiB.
+pub const DEFAULT_MAX_IDLE_BYTES: usize = 64 * 1024 * 1024;
+/// The default `max_idle`: 1024 objects.
+pub const DEFAULT_MAX_IDLE: usize = 1024;
+
+/// What a pool may retain and how it is laid out. Plain data; see [`PoolBuilder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PoolConfig {
+    /// Objects retained in total, on every tier together (hard cap).
+    pub max_idle: usize,
+    /// Heap bytes retained in total, as reported by [`Recycle::heap_bytes`] (hard cap).
+    pub max_idle_bytes: usize,
+    /// An object reporting more heap bytes than this is dropped on return, not kept.
+    pub max_object_bytes: usize,
+    /// Number of shared stacks (each with its own lock and its own victim generation).
+    pub shards: usize,
+    /// Number of per-thread slots (one cached object each); threads beyond it use the
+    /// shared stacks only. Capped at `max_idle / 2` when the pool is built.
+    pub local_slots: usize,
+    /// Report checkouts held longer than this (off when `None`).
+    pub hold_threshold: Option<Duration>,
+    /// The label used in stats, traces, doctor findings and metrics (default: the type name).
+    pub name: Option<String>,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            max_idle: DEFAULT_MAX_IDLE,
+            max_idle_bytes: DEFAULT_MAX_IDLE_BYTES,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            shards: cores.next_power_of_two().clamp(1, 64),
+            local_slots: (cores * 4).clamp(8, 256),
+            hold_threshold: None,
+            name: None,
+        }
+    }
+}
+
+/// Why a pool could not be built: what was wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_idle` was zero.
+    #[error("max_idle is 0, so the pool could never keep an object; set max_idle to at least 1 (or do not pool)")]
+    ZeroMaxIdle,
+    /// `shards` was zero.
+    #[error("shards is 0; set shards to at least 1 (the default is the number of cores)")]
+    ZeroShards,
+    /// An object of the largest allowed size could not fit the byte budget.
+    #[error("max_object_bytes ({max_object_bytes}) exceeds max_idle_bytes ({max_idle_bytes}): no object of that size could be kept; lower max_object_bytes or raise max_idle_bytes")]
+    ObjectLargerThanBudget {
+        /// The configured per-object cap.
+        max_object_bytes: usize,
+        /// The configured total cap.
+        max_idle_bytes: usize,
+    },
+    /// The hold-tracking threshold was zero.
+    #[error("hold_threshold is zero, so every checkout would be reported; use a positive duration (e.g. 1s) or disable hold tracking")]
+    ZeroHoldThreshold,
+}
+
+/// A time source for hold tracking: the elapsed time since some fixed origin.
+pub(crate) type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+pub(crate) fn system_clock() -> Clock {
+    let origin = Instant::now();
+    Arc::new(move || origin.elapsed())
+}
+
+pub(crate) type Factory<T> = Box<dyn Fn() -> T + Send + Sync>;
+
+/// Builds a [`Pool`]: `Pool::builder(|| Vec::with_capacity(4096)).max_idle(256).build()?`.
+#[must_use = "a builder does nothing until build() is called"]
+pub struct PoolBuilder<T> {
+    pub(crate) factory: Factory<T>,
+    pub(crate) config: PoolConfig,
+    pub(crate) clock: Option<Clock>,
+}
+
+impl<T> fmt::Debug for PoolBuilder<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("type", &std::any::type_name::<T>())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Recycle + Send + 'static> PoolBuilder<T> {
+    pub(crate) fn new(factory: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        Self {
+            factory: Box::new(factory),
+            config: PoolConfig::default(),
+            clock: None,
+        }
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: PoolConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Objects retained in total (default 1024).
+    pub fn max_idle(mut self, n: usize) -> Self {
+        self.config.max_idle = n;
+        self
+    }
+
+    /// Heap bytes retained in total (default 64 MiB).
+    pub fn max_idle_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_idle_bytes = bytes;
+        self
+    }
+
+    /// Largest object kept, in heap bytes (default 64 KiB).
+    pub fn max_object_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_object_bytes = bytes;
+        self
+    }
+
+    /// Number of shared stacks (default: cores rounded up to a power of two).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+
+    /// Number of per-thread slots (default: 4 per core, 8..=256); 0 disables the local tier.
+    pub fn local_slots(mut self, n: usize) -> Self {
+        self.config.local_slots = n;
+        self
+    }
+
+    /// Report checkouts held longer than `threshold`, with their call site (off by default).
+    pub fn hold_threshold(mut self, threshold: Duration) -> Self {
+        self.config.hold_threshold = Some(threshold);
+        self
+    }
+
+    /// The pool's label in stats, traces and metrics (default: the type name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = Some(name.into());
+        self
+    }
+
+    /// The time source of hold tracking (default: a monotonic clock). Tests inject a manual
+    /// clock here instead of sleeping.
+    pub fn clock(mut self, now: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(now));
+        self
+    }
+
+    /// Validates the configuration and builds the pool.
+    pub fn build(self) -> Result<Pool<T>, BuildError> {
+        let c = &self.config;
+        if c.max_idle == 0 {
+            return Err(BuildError::ZeroMaxIdle);
+        }
+        if c.shards == 0 {
+            return Err(BuildError::ZeroShards);
+        }
+        if c.max_object_bytes > c.max_idle_bytes {
+            return Err(BuildError::ObjectLargerThanBudget {
+                max_object_bytes: c.max_object_bytes,
+                max_idle_bytes: c.max_idle_bytes,
+            });
+        }
+        if c.hold_threshold == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroHoldThreshold);
+        }
+        Ok(Pool::from_builder(self))
+    }
+}

@@ -1,0 +1,277 @@
+//! Stats snapshots, trim traces and their Prometheus rendering.
+
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::diag::{HistogramSnapshot, PrometheusWriter};
+
+/// Counters bumped on the slow paths (read-modify-write atomics). The fast-path counters
+/// live in the per-thread cells and the shard locks; see [`super::local`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) gets_unslotted: AtomicU64,
+    pub(crate) returns_unslotted: AtomicU64,
+    pub(crate) misses: AtomicU64,
+    pub(crate) discard_oversized: AtomicU64,
+    pub(crate) discard_reset: AtomicU64,
+    pub(crate) reset_panics: AtomicU64,
+    pub(crate) discard_over_cap: AtomicU64,
+    pub(crate) detached: AtomicU64,
+    pub(crate) trims: AtomicU64,
+    pub(crate) trim_freed: AtomicU64,
+    pub(crate) peak_objects: AtomicU64,
+    pub(crate) peak_bytes: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Relaxed);
+    }
+}
+
+/// Objects a pool dropped instead of keeping, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Discards {
+    /// Reported more heap bytes than `max_object_bytes`.
+    pub oversized: u64,
+    /// `Recycle::reset` returned false or panicked.
+    pub refused_by_reset: u64,
+    /// Of those, how many panicked.
+    pub reset_panics: u64,
+    /// Every tier was at its cap (`max_idle` / `max_idle_bytes`).
+    pub over_cap: u64,
+    /// Victims evicted by the budget to make room for a fresher object.
+    pub evicted_by_budget: u64,
+}
+
+/// Why a trim cycle ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TrimCause {
+    /// [`Pool::trim`](super::Pool::trim).
+    Manual,
+    /// The background [`Trimmer`](super::Trimmer).
+    Background,
+    /// The budget: a pool's worth of returns were refused over cap since the last cycle.
+    Budget,
+}
+
+impl fmt::Display for TrimCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TrimCause::Manual => "manual",
+            TrimCause::Background => "background",
+            TrimCause::Budget => "budget",
+        })
+    }
+}
+
+/// One trim cycle, like a line of Go's `gctrace` (its `Display` is that line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TrimTrace {
+    /// The pool's label.
+    pub pool: String,
+    /// Cycle number (1-based).
+    pub cycle: u64,
+    /// What started it.
+    pub cause: TrimCause,
+    /// Objects and bytes retained before the cycle.
+    pub before: (usize, usize),
+    /// Objects and bytes retained after.
+    pub after: (usize, usize),
+    /// Objects freed (the victim generation plus per-thread objects with no room left).
+    pub freed: usize,
+    /// Their heap bytes.
+    pub freed_bytes: usize,
+    /// The longest time one lock was held by this cycle (what a concurrent get could wait).
+    pub max_pause: Duration,
+    /// Wall time of the whole cycle, disposal included.
+    pub took: Duration,
+}
+
+/// Binary-unit bytes for traces (`1.2 MiB`).
+pub(crate) fn human_bytes(b: usize) -> String {
+    let v = b as f64;
+    if b >= 1 << 30 {
+        format!("{:.1} GiB", v / (1u64 << 30) as f64)
+    } else if b >= 1 << 20 {
+        format!("{:.1} MiB", v / (1u64 << 20) as f64)
+    } else if b >= 1 << 10 {
+        format!("{:.1} KiB", v / 1024.0)
+    } else {
+        format!("{b} B")
+    }
+}
+
+impl fmt::Display for TrimTrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pool {} trim #{} ({}): retained {} in {} objs -> {} in {} objs, freed {} objs {} (victim), max pause {:?}, {:?}",
+            self.pool,
+            self.cycle,
+            self.cause,
+            human_bytes(self.before.1),
+            self.before.0,
+            human_bytes(self.after.1),
+            self.after.0,
+            self.freed,
+            human_bytes(self.freed_bytes),
+            self.max_pause,
+            self.took
+        )
+    }
+}
+
+/// A checkout held longer than the pool's `hold_threshold`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LongHold {
+    /// Where `get()` was called.
+    pub site: &'static Location<'static>,
+    /// How long the object was held.
+    pub held: Duration,
+}
+
+/// A point-in-time copy of a pool's counters and gauges.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct PoolStats {
+    /// The pool's label (its type name unless named).
+    pub name: String,
+    /// The pooled type.
+    pub type_name: &'static str,
+    /// Checkouts.
+    pub gets: u64,
+    /// Gets served by the calling thread's cached object.
+    pub hits_local: u64,
+    /// Gets served by a shared stack's primary generation.
+    pub hits_shared: u64,
+    /// Gets served by a victim generation (an object that survived one trim cycle).
+    pub hits_victim: u64,
+    /// Gets that called the factory.
+    pub misses: u64,
+    /// Objects that came back (guards dropped and `put` calls).
+    pub returns: u64,
+    /// Objects taken out for good with `detach`.
+    pub detached: u64,
+    /// Objects dropped instead of kept, by reason.
+    pub discards: Discards,
+    /// Trim cycles run.
+    pub trims: u64,
+    /// Objects freed by trim cycles.
+    pub trim_freed: u64,
+    /// Objects retained now, on every tier (per-thread cells are a gauge that a concurrent
+    /// trim may leave briefly stale).
+    pub retained_objects: usize,
+    /// Heap bytes retained now.
+    pub retained_bytes: usize,
+    /// The most objects seen retained (sampled at snapshots and trim cycles).
+    pub peak_objects: usize,
+    /// The most bytes seen retained (sampled at snapshots and trim cycles).
+    pub peak_bytes: usize,
+    /// Checkouts held longer than the threshold (0 when hold tracking is off).
+    pub long_holds: u64,
+    /// The most recent long holds (up to 16), with call sites.
+    pub recent_long_holds: Vec<LongHold>,
+    /// The most recent trim traces (up to 16), oldest first.
+    pub recent_trims: Vec<TrimTrace>,
+    /// Lock hold times of trim cycles (what a concurrent get or put could wait).
+    pub trim_pauses: HistogramSnapshot,
+}
+
+impl PoolStats {
+    /// Fraction of gets served without calling the factory (1.0 when there were no gets).
+    pub fn hit_rate(&self) -> f64 {
+        if self.gets == 0 {
+            1.0
+        } else {
+            (self.hits_local + self.hits_shared + self.hits_victim) as f64 / self.gets as f64
+        }
+    }
+
+    /// Appends this snapshot to a Prometheus text writer (metric names `poolguard_object_*`,
+    /// label `pool`).
+    pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
+        let pool: &[(&str, &str)] = &[("pool", &self.name)];
+        w.counter("poolguard_object_gets_total", "Checkouts.", pool, self.gets);
+        for (tier, v) in [
+            ("local", self.hits_local),
+            ("shared", self.hits_shared),
+            ("victim", self.hits_victim),
+        ] {
+            w.counter(
+                "poolguard_object_hits_total",
+                "Gets served from the pool, by tier.",
+                &[("pool", &self.name), ("tier", tier)],
+                v,
+            );
+        }
+        w.counter(
+            "poolguard_object_misses_total",
+            "Gets that called the factory.",
+            pool,
+            self.misses,
+        );
+        w.counter(
+            "poolguard_object_returns_total",
+            "Objects returned.",
+            pool,
+            self.returns,
+        );
+        let d = &self.discards;
+        for (reason, v) in [
+            ("oversized", d.oversized),
+            ("reset", d.refused_by_reset),
+            ("over_cap", d.over_cap),
+            ("evicted", d.evicted_by_budget),
+        ] {
+            w.counter(
+                "poolguard_object_discards_total",
+                "Objects dropped instead of kept, by reason.",
+                &[("pool", &self.name), ("reason", reason)],
+                v,
+            );
+        }
+        w.counter(
+            "poolguard_object_trims_total",
+            "Trim cycles.",
+            pool,
+            self.trims,
+        );
+        w.counter(
+            "poolguard_object_long_holds_total",
+            "Checkouts held past the threshold.",
+            pool,
+            self.long_holds,
+        );
+        w.gauge(
+            "poolguard_object_retained_objects",
+            "Objects retained now.",
+            pool,
+            self.retained_objects as f64,
+        );
+        w.gauge(
+            "poolguard_object_retained_bytes",
+            "Heap bytes retained now.",
+            pool,
+            self.retained_bytes as f64,
+        );
+        w.gauge(
+            "poolguard_object_peak_bytes",
+            "Most heap bytes seen retained.",
+            pool,
+            self.peak_bytes as f64,
+        );
+        w.summary(
+            "poolguard_object_trim_pause_seconds",
+            "Longest lock hold of each trim cycle.",
+            pool,
+            &self.trim_pauses,
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! The background trimmer: an explicit handle owning one thread that runs a trim cycle every
+//! interval. No hidden threads: nothing runs unless a `Trimmer` exists, and dropping the
+//! handle stops and joins the thread. The thread holds only a weak reference, so a pool
+//! dropped first is freed at once and the thread exits at its next tick.
+
+use std::fmt;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use super::{Pool, Recycle};
+
+/// Runs [`Pool::trim`] every interval on its own thread until dropped.
+///
+/// ```
+/// use std::time::Duration;
+/// use poolguard::object::Pool;
+///
+/// let pool = Pool::builder(String::new).build()?;
+/// let trimmer = pool.trimmer(Duration::from_secs(1));
+/// // ... the pool frees what stays unused for two seconds ...
+/// drop(trimmer); // stops and joins the thread
+/// # Ok::<(), poolguard::object::BuildError>(())
+/// ```
+pub struct Trimmer {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+    cycles: Arc<(Mutex<u64>, Condvar)>,
+    interval: Duration,
+}
+
+impl fmt::Debug for Trimmer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trimmer")
+            .field("interval", &self.interval)
+            .field("cycles", &self.cycles())
+            .finish()
+    }
+}
+
+impl Trimmer {
+    /// Cycles run so far by this trimmer.
+    pub fn cycles(&self) -> u64 {
+        *self.cycles.0.lock()
+    }
+
+    /// Blocks until this trimmer has run at least `n` cycles or `timeout` passes; returns
+    /// whether it got there.
+    pub fn wait_for_cycles(&self, n: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (m, cv) = &*self.cycles;
+        let mut done = m.lock();
+        while *done < n {
+            if cv.wait_until(&mut done, deadline).timed_out() {
+                return *done >= n;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for Trimmer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl<T: Recycle + Send + 'static> Pool<T> {
+    /// Starts a background trimmer that runs a cycle every `interval` (an object unused for
+    /// two intervals is freed). It stops when the returned handle is dropped.
+    pub fn trimmer(&self, interval: Duration) -> Trimmer {
+        let (stop, stopped) = bounded::<()>(0);
+        let weak = self.downgrade();
+        let cycles = Arc::new((Mutex::new(0u64), Condvar::new()));
+        let counter = Arc::clone(&cycles);
+        let thread = std::thread::Builder::new()
+            .name(format!("poolguard-trim-{}", self.name()))
+            .spawn(move || loop {
+                match stopped.recv_timeout(interval) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                }
+                let Some(pool) = Pool::upgrade(&weak) else {
+                    return;
+                };
+                let _ = pool.trim_background();
+                drop(pool);
+                let (m, cv) = &*counter;
+                *m.lock() += 1;
+                cv.notify_all();
+            })
+            .map_err(|e| tracing::error!(target: "poolguard::object::trim", error = %e, "could not start the trimmer thread"))
+            .ok();
+        Trimmer {
+            stop: Some(stop),
+            thread,
+            cycles,
+            interval,
+        }
+    }
+}

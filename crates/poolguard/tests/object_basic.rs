@@ -1,0 +1,334 @@
+//! Object pool: checkout, return, reset, detach, put, refusals, builder errors, hold
+//! tracking, doctor and Prometheus output (single-threaded behaviour).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+use poolguard::diag::PrometheusWriter;
+use poolguard::object::{BuildError, DiscardReason, Pool, Recycle};
+use poolguard_testkit::drops::{DropCounter, Tracked};
+
+/// A pooled object whose drop is counted and whose reported size is chosen by the test.
+struct Obj {
+    t: Tracked<Vec<u8>>,
+    bytes: usize,
+    keep: bool,
+    panic_on_reset: Arc<AtomicBool>,
+}
+
+impl Recycle for Obj {
+    fn reset(&mut self) -> bool {
+        if self.panic_on_reset.load(SeqCst) {
+            panic!("reset exploded");
+        }
+        self.t.payload.clear();
+        self.keep
+    }
+    fn heap_bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+fn obj(c: &DropCounter, bytes: usize) -> Obj {
+    Obj {
+        t: c.track(Vec::new()),
+        bytes,
+        keep: true,
+        panic_on_reset: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+fn vec_pool() -> Pool<Vec<u8>> {
+    Pool::builder(|| Vec::with_capacity(1024))
+        .local_slots(64)
+        .build()
+        .expect("valid config")
+}
+
+#[test]
+fn returned_object_is_reset_and_reused() {
+    let pool = vec_pool();
+    let ptr = {
+        let mut b = pool.get();
+        b.extend_from_slice(b"secret");
+        b.as_ptr()
+    };
+    let b = pool.get();
+    assert!(b.is_empty(), "the previous user's data must be cleared");
+    assert_eq!(b.as_ptr(), ptr, "the same allocation is reused");
+    drop(b);
+    let s = pool.stats();
+    assert_eq!((s.gets, s.misses, s.hits_local, s.returns), (2, 1, 1, 2));
+    assert!(s.type_name.contains("Vec<u8>"));
+    assert_eq!(s.name, s.type_name);
+}
+
+#[test]
+fn detach_takes_the_object_out_for_good() {
+    let pool = vec_pool();
+    let mut b = pool.get();
+    b.push(7);
+    let v = b.detach();
+    assert_eq!(v, vec![7]);
+    let s = pool.stats();
+    assert_eq!((s.detached, s.returns, s.retained_objects), (1, 0, 0));
+    let _again = pool.get();
+    assert_eq!(
+        pool.stats().misses,
+        2,
+        "nothing was returned, so a second miss"
+    );
+}
+
+#[test]
+fn put_accepts_foreign_objects_and_hands_back_refused_ones() {
+    let pool = vec_pool();
+    assert!(pool.put(Vec::with_capacity(100)).is_ok());
+    let big: Vec<u8> = Vec::with_capacity(1 << 20);
+    let refused = pool.put(big).expect_err("over max_object_bytes");
+    assert_eq!(refused.reason, DiscardReason::Oversized);
+    assert!(refused.object.expect("handed back").capacity() >= 1 << 20);
+    let s = pool.stats();
+    assert_eq!(s.discards.oversized, 1);
+    assert_eq!(s.returns, 2);
+    assert_eq!(s.retained_objects, 1);
+}
+
+#[test]
+fn reset_refusal_and_panic_drop_the_object_without_poisoning() {
+    let c = DropCounter::new();
+    let pool = Pool::builder({
+        let c = c.clone();
+        move || obj(&c, 10)
+    })
+    .local_slots(64)
+    .build()
+    .expect("valid");
+    let mut g = pool.get();
+    g.keep = false;
+    drop(g);
+    assert_eq!(c.dropped(), 1, "refused by reset: dropped");
+    let g = pool.get();
+    g.panic_on_reset.store(true, SeqCst);
+    drop(g); // must not propagate the panic
+    assert_eq!(c.dropped(), 2, "panicked reset: dropped");
+    let s = pool.stats();
+    assert_eq!(s.discards.refused_by_reset, 2);
+    assert_eq!(s.discards.reset_panics, 1);
+    // The pool still works and its accounting is exact.
+    drop(pool.get());
+    let s = pool.stats();
+    assert_eq!(
+        (s.gets, s.misses, s.returns, s.retained_objects),
+        (3, 3, 3, 1)
+    );
+    let bad = obj(&c, 10);
+    bad.panic_on_reset.store(true, SeqCst);
+    let r = pool.put(bad).expect_err("panicking reset");
+    assert_eq!(r.reason, DiscardReason::ResetPanicked);
+    assert!(r.object.is_none());
+    drop(pool);
+    assert_eq!(c.alive(), 0);
+}
+
+#[test]
+fn caps_refuse_objects_and_hand_them_back() {
+    let c = DropCounter::new();
+    let pool = Pool::builder({
+        let c = c.clone();
+        move || obj(&c, 10)
+    })
+    .max_idle(4)
+    .max_idle_bytes(1000)
+    .max_object_bytes(500)
+    .shards(2)
+    .build()
+    .expect("valid");
+    let mut refused = 0;
+    for _ in 0..10 {
+        if let Err(r) = pool.put(obj(&c, 100)) {
+            assert_eq!(r.reason, DiscardReason::OverCap);
+            assert!(r.object.is_some());
+            refused += 1;
+        }
+    }
+    let s = pool.stats();
+    assert!(s.retained_objects <= 4, "{s:?}");
+    assert!(s.retained_bytes <= 1000);
+    // Every object is accounted for: retained, refused (handed back), or freed by the budget
+    // (victims evicted, or a budget-triggered trim cycle after a pool's worth of refusals).
+    let freed = (s.trim_freed + s.discards.evicted_by_budget) as usize;
+    assert_eq!(refused + s.retained_objects + freed, 10, "{s:?}");
+    assert!(s.trims >= 1, "4 refusals in a row start a budget cycle");
+    assert_eq!(s.discards.over_cap, refused as u64);
+    // Alive = retained only (refused ones were handed back and dropped here).
+    assert_eq!(c.alive() as usize, s.retained_objects);
+}
+
+#[test]
+fn byte_cap_is_hard() {
+    let c = DropCounter::new();
+    let pool = Pool::builder({
+        let c = c.clone();
+        move || obj(&c, 10)
+    })
+    .max_idle(100)
+    .max_idle_bytes(1000)
+    .max_object_bytes(400)
+    .shards(1)
+    .build()
+    .expect("valid");
+    for _ in 0..20 {
+        let _ = pool.put(obj(&c, 300));
+    }
+    let s = pool.stats();
+    assert!(s.retained_bytes <= 1000, "{s:?}");
+    assert_eq!(c.alive() as usize, s.retained_objects);
+    assert!(s.retained_objects <= 3);
+}
+
+#[test]
+fn builder_rejects_bad_configs_with_a_fix() {
+    let e = Pool::builder(Vec::<u8>::new)
+        .max_idle(0)
+        .build()
+        .expect_err("zero");
+    assert_eq!(e, BuildError::ZeroMaxIdle);
+    assert!(e.to_string().contains("at least 1"));
+    let e = Pool::builder(Vec::<u8>::new)
+        .shards(0)
+        .build()
+        .expect_err("zero shards");
+    assert_eq!(e, BuildError::ZeroShards);
+    let e = Pool::builder(Vec::<u8>::new)
+        .max_idle_bytes(100)
+        .max_object_bytes(200)
+        .build()
+        .expect_err("object larger than budget");
+    assert!(e
+        .to_string()
+        .contains("lower max_object_bytes or raise max_idle_bytes"));
+    let e = Pool::builder(Vec::<u8>::new)
+        .hold_threshold(Duration::ZERO)
+        .build()
+        .expect_err("zero threshold");
+    assert_eq!(e, BuildError::ZeroHoldThreshold);
+}
+
+fn manual_clock() -> (
+    Arc<AtomicU64>,
+    impl Fn() -> Duration + Send + Sync + 'static,
+) {
+    let now = Arc::new(AtomicU64::new(0));
+    let n = Arc::clone(&now);
+    (now, move || Duration::from_millis(n.load(SeqCst)))
+}
+
+#[test]
+fn long_holds_are_reported_with_the_call_site() {
+    let (now, clock) = manual_clock();
+    let pool = Pool::builder(Vec::<u8>::new)
+        .hold_threshold(Duration::from_secs(1))
+        .clock(clock)
+        .name("scratch")
+        .build()
+        .expect("valid");
+    let short = pool.get();
+    now.fetch_add(500, SeqCst);
+    drop(short);
+    let line = line!() + 1;
+    let long = pool.get();
+    now.fetch_add(5_000, SeqCst);
+    drop(long);
+    let s = pool.stats();
+    assert_eq!(s.long_holds, 1);
+    let h = &s.recent_long_holds[0];
+    assert!(h.site.file().ends_with("object_basic.rs"), "{}", h.site);
+    assert_eq!(h.site.line(), line);
+    assert_eq!(h.held, Duration::from_secs(5));
+    let findings = pool.doctor();
+    let f = findings
+        .iter()
+        .find(|f| f.code == "object.long-holds")
+        .expect("doctor reports long holds");
+    assert_eq!(f.pool, "scratch");
+    assert!(f.message.contains("object_basic.rs"), "{}", f.message);
+}
+
+#[test]
+fn hold_tracking_is_off_by_default() {
+    let pool = vec_pool();
+    drop(pool.get());
+    let s = pool.stats();
+    assert_eq!(s.long_holds, 0);
+    assert!(s.recent_long_holds.is_empty());
+    assert!(pool.config().hold_threshold.is_none());
+}
+
+#[test]
+fn doctor_flags_oversized_low_hit_rate_and_only_puts() {
+    let pool = Pool::builder(Vec::<u8>::new)
+        .max_object_bytes(1024)
+        .build()
+        .expect("valid");
+    for _ in 0..200 {
+        let mut b = pool.get();
+        b.reserve(4096); // every user grows the buffer past the cap
+    }
+    for _ in 0..500 {
+        let _ = pool.put(Vec::with_capacity(16));
+    }
+    let codes: Vec<&str> = pool.doctor().iter().map(|f| f.code).collect();
+    assert!(codes.contains(&"object.oversized"), "{codes:?}");
+    assert!(codes.contains(&"object.low-hit-rate"), "{codes:?}");
+    assert!(codes.contains(&"object.only-puts"), "{codes:?}");
+    // A healthy pool has nothing to say.
+    let ok = vec_pool();
+    for _ in 0..500 {
+        ok.get().push(1);
+    }
+    assert!(ok.doctor().is_empty(), "{:?}", ok.doctor());
+}
+
+#[test]
+fn prometheus_text_has_tiers_and_reasons() {
+    let pool = Pool::builder(Vec::<u8>::new)
+        .name("bufs")
+        .build()
+        .expect("valid");
+    drop(pool.get());
+    drop(pool.get());
+    let _ = pool.trim();
+    let mut w = PrometheusWriter::new();
+    pool.write_prometheus(&mut w);
+    let text = w.finish();
+    assert!(
+        text.contains("poolguard_object_gets_total{pool=\"bufs\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("poolguard_object_hits_total{pool=\"bufs\",tier=\"local\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("poolguard_object_discards_total{pool=\"bufs\",reason=\"oversized\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("poolguard_object_trims_total{pool=\"bufs\"} 1"),
+        "{text}"
+    );
+}
+
+#[cfg(feature = "bytes")]
+#[test]
+fn bytes_mut_is_poolable() {
+    let pool = Pool::builder(|| bytes::BytesMut::with_capacity(512))
+        .build()
+        .expect("valid");
+    pool.get().extend_from_slice(b"abc");
+    let b = pool.get();
+    assert!(b.is_empty());
+    assert!(b.capacity() >= 512);
+}
