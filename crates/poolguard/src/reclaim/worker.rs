@@ -1,0 +1,102 @@
+//! A worker thread: takes the oldest job, drops it outside the lock, records the figures.
+//!
+//! A worker exits when the reclaimer stops or when the watchdog retired it (its job was
+//! stuck; a replacement already took its place). A panicking `Drop` is caught and counted:
+//! the worker keeps serving.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::queue::{Running, Shared, Slot};
+
+/// Registers a new worker slot and counts its thread; the caller then spawns [`run`] with the
+/// returned id (or calls [`spawn_failed`] if the OS refuses).
+pub(crate) fn reserve_slot(st: &mut super::queue::State) -> usize {
+    st.slots.push(Slot {
+        running: None,
+        retired: false,
+        exited: false,
+    });
+    st.live_threads += 1;
+    st.slots.len() - 1
+}
+
+/// Spawns worker `id`, recording its join handle. On failure the slot is marked exited.
+pub(crate) fn spawn(shared: &Arc<Shared>, id: usize) -> std::io::Result<()> {
+    let s = Arc::clone(shared);
+    let res = std::thread::Builder::new()
+        .name(format!("{}-w{id}", shared.cfg.name))
+        .spawn(move || run(&s, id));
+    match res {
+        Ok(h) => {
+            shared.threads.lock().push((Some(id), h));
+            Ok(())
+        }
+        Err(e) => {
+            shared.counters.spawn_failures.fetch_add(1, Relaxed);
+            let mut st = shared.state.lock();
+            st.slots[id].exited = true;
+            st.slots[id].retired = true;
+            st.live_threads -= 1;
+            shared.progress.notify_all();
+            Err(e)
+        }
+    }
+}
+
+fn run(shared: &Shared, id: usize) {
+    loop {
+        let job = {
+            let mut st = shared.state.lock();
+            loop {
+                if st.stopping || st.slots[id].retired {
+                    break None;
+                }
+                if let Some(job) = st.jobs.pop_front() {
+                    st.slots[id].running = Some(Running {
+                        seq: job.seq,
+                        label: job.label,
+                        started: Instant::now(),
+                        slow_reported: false,
+                        stuck: false,
+                    });
+                    break Some(job);
+                }
+                st.idle += 1;
+                shared.work_ready.wait(&mut st);
+                st.idle -= 1;
+            }
+        };
+        let Some(job) = job else { break };
+        let started = Instant::now();
+        let wait = started.saturating_duration_since(job.enqueued);
+        let label = job.label;
+        let value = job.value;
+        let panicked = catch_unwind(AssertUnwindSafe(move || drop(value))).is_err();
+        let ran = started.elapsed();
+        let c = &shared.counters;
+        let cell = c.labels.get(label);
+        c.queue_wait.record(wait);
+        c.run_time.record(ran);
+        cell.queue_wait.record(wait);
+        cell.run_time.record(ran);
+        if panicked {
+            c.panicked.fetch_add(1, Relaxed);
+            cell.panicked.fetch_add(1, Relaxed);
+            tracing::error!(reclaimer = %shared.cfg.name, job = label, "a deferred drop panicked");
+        }
+        c.completed.fetch_add(1, Relaxed);
+        cell.completed.fetch_add(1, Relaxed);
+        // Figures first, then the slot: a flush that returns sees this job counted.
+        let mut st = shared.state.lock();
+        st.slots[id].running = None;
+        shared.notify_progress(&st);
+    }
+    let mut st = shared.state.lock();
+    st.slots[id].exited = true;
+    st.live_threads -= 1;
+    shared.progress.notify_all();
+    shared.watchdog_wake.notify_all();
+}
