@@ -175,16 +175,17 @@ impl Reclaimer {
 
     fn refuse<T>(&self, label: &'static str, value: T, why: Refusal) -> Deferred<T> {
         let c = &self.shared().counters;
-        let cell = c.labels.get(label);
         match self.shared().cfg.when_full {
             WhenFull::HandBack => {
                 c.handed_back.fetch_add(1, Relaxed);
-                cell.handed_back.fetch_add(1, Relaxed);
+                c.labels
+                    .with(label, |l| l.handed_back.fetch_add(1, Relaxed));
                 Deferred::HandedBack(value, why)
             }
             _ => {
                 c.inline_drops.fetch_add(1, Relaxed);
-                cell.inline_drops.fetch_add(1, Relaxed);
+                c.labels
+                    .with(label, |l| l.inline_drops.fetch_add(1, Relaxed));
                 drop(value);
                 Deferred::DroppedInline(why)
             }

@@ -183,6 +183,7 @@ impl Shared {
         label: &'static str,
         value: Box<T>,
     ) -> Result<(), (Box<T>, Refusal)> {
+        let enqueued = Instant::now();
         let mut st = self.state.lock();
         if st.closed {
             return Err((value, Refusal::Closed));
@@ -196,7 +197,7 @@ impl Shared {
             value,
             label,
             seq,
-            enqueued: Instant::now(),
+            enqueued,
         });
         st.peak_queued = st.peak_queued.max(st.jobs.len());
         let wake = st.idle > 0;

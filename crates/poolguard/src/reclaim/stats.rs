@@ -38,6 +38,14 @@ impl Labels {
         Arc::clone(self.map.write().entry(label).or_default())
     }
 
+    /// Runs `f` on the label's cell without cloning its `Arc` (the read lock is held).
+    pub(crate) fn with<R>(&self, label: &'static str, f: impl FnOnce(&LabelCell) -> R) -> R {
+        if let Some(c) = self.map.read().get(label) {
+            return f(c);
+        }
+        f(&self.get(label))
+    }
+
     fn snapshot(&self) -> Vec<LabelStats> {
         let mut v: Vec<LabelStats> = self
             .map

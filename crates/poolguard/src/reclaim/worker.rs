@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::queue::{Running, Shared, Slot};
+use super::stats::LabelCell;
 
 /// Registers a new worker slot and counts its thread; the caller then spawns [`run`] with the
 /// returned id (or calls [`spawn_failed`] if the OS refuses).
@@ -47,9 +48,18 @@ pub(crate) fn spawn(shared: &Arc<Shared>, id: usize) -> std::io::Result<()> {
 }
 
 fn run(shared: &Shared, id: usize) {
+    // The previous job's slot is cleared in the same lock acquisition that takes the next
+    // one: one lock per job on the worker side.
+    let mut finished_one = false;
+    // Jobs of one label tend to come in runs: keep its cell instead of looking it up.
+    let mut cell: Option<(&'static str, Arc<LabelCell>)> = None;
     loop {
         let job = {
             let mut st = shared.state.lock();
+            if finished_one {
+                st.slots[id].running = None;
+                shared.notify_progress(&st);
+            }
             loop {
                 if st.stopping || st.slots[id].retired {
                     break None;
@@ -70,33 +80,38 @@ fn run(shared: &Shared, id: usize) {
             }
         };
         let Some(job) = job else { break };
+
         let started = Instant::now();
         let wait = started.saturating_duration_since(job.enqueued);
         let label = job.label;
         let value = job.value;
         let panicked = catch_unwind(AssertUnwindSafe(move || drop(value))).is_err();
         let ran = started.elapsed();
+        // Figures first, then the slot: a flush that returns sees this job counted.
         let c = &shared.counters;
-        let cell = c.labels.get(label);
+        let lc = match cell.take() {
+            Some((l, lc)) if l == label => lc,
+            _ => c.labels.get(label),
+        };
         c.queue_wait.record(wait);
         c.run_time.record(ran);
-        cell.queue_wait.record(wait);
-        cell.run_time.record(ran);
+        lc.queue_wait.record(wait);
+        lc.run_time.record(ran);
         if panicked {
             c.panicked.fetch_add(1, Relaxed);
-            cell.panicked.fetch_add(1, Relaxed);
+            lc.panicked.fetch_add(1, Relaxed);
             tracing::error!(reclaimer = %shared.cfg.name, job = label, "a deferred drop panicked");
         }
         c.completed.fetch_add(1, Relaxed);
-        cell.completed.fetch_add(1, Relaxed);
-        // Figures first, then the slot: a flush that returns sees this job counted.
-        let mut st = shared.state.lock();
-        st.slots[id].running = None;
-        shared.notify_progress(&st);
+        lc.completed.fetch_add(1, Relaxed);
+        cell = Some((label, lc));
+        finished_one = true;
     }
     let mut st = shared.state.lock();
+    st.slots[id].running = None;
     st.slots[id].exited = true;
     st.live_threads -= 1;
     shared.progress.notify_all();
+    shared.progress_async.notify_waiters();
     shared.watchdog_wake.notify_all();
 }
