@@ -63,6 +63,13 @@ fn full_queue_drops_inline_and_counts() {
     assert_eq!(counter.dropped(), before + 1);
     let s = r.stats();
     assert_eq!((s.queued, s.peak_queued, s.inline_drops), (4, 4, 1));
+    let per_label: Vec<_> = s
+        .labels
+        .iter()
+        .map(|l| (l.label, l.queued, l.peak_queued, l.inline_drops))
+        .collect();
+    let tracked = std::any::type_name::<poolguard_testkit::drops::Tracked<u8>>();
+    assert_eq!(per_label, [("blocker", 0, 1, 0), (tracked, 4, 4, 1)]);
     assert!(r.doctor().iter().any(|f| f.code == "reclaim.queue-full"));
     ctl.release();
     r.flush(EVENTUALLY).unwrap();

@@ -64,15 +64,27 @@ pub(crate) struct State {
     pub(crate) closes: BTreeSet<u64>,
     /// Workers parked on `work_ready`.
     pub(crate) idle: usize,
+    /// The watchdog sleeps until a job starts (no timed rounds while nothing runs).
+    pub(crate) watchdog_parked: bool,
     /// Callers in `flush`/`flush_async` (workers only notify when non-zero).
     pub(crate) flush_waiters: usize,
     pub(crate) peak_queued: usize,
+    /// Queued now and peak, per label (a handful of labels: searched linearly, pointer first).
+    pub(crate) label_queues: Vec<LabelQueue>,
     /// Threads alive (workers, retired workers still in their job), at most `max_threads`.
     pub(crate) live_threads: usize,
     /// No new work is accepted (set by shutdown).
     pub(crate) closed: bool,
     /// Workers and watchdog exit (set by shutdown after its flush).
     pub(crate) stopping: bool,
+}
+
+/// One label's share of the queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LabelQueue {
+    pub(crate) label: &'static str,
+    pub(crate) queued: usize,
+    pub(crate) peak: usize,
 }
 
 impl std::fmt::Debug for Job {
@@ -85,6 +97,39 @@ impl std::fmt::Debug for Job {
 }
 
 impl State {
+    fn label_queue(&mut self, label: &'static str) -> &mut LabelQueue {
+        let pos = self
+            .label_queues
+            .iter()
+            .position(|q| std::ptr::eq(q.label, label) || q.label == label);
+        let i = pos.unwrap_or_else(|| {
+            self.label_queues.push(LabelQueue {
+                label,
+                queued: 0,
+                peak: 0,
+            });
+            self.label_queues.len() - 1
+        });
+        &mut self.label_queues[i]
+    }
+
+    /// Appends a job, keeping the per-label gauges.
+    fn push_job(&mut self, job: Job) {
+        let q = self.label_queue(job.label);
+        q.queued += 1;
+        q.peak = q.peak.max(q.queued);
+        self.jobs.push_back(job);
+        self.peak_queued = self.peak_queued.max(self.jobs.len());
+    }
+
+    /// Takes the oldest job, keeping the per-label gauges.
+    pub(crate) fn pop_job(&mut self) -> Option<Job> {
+        let job = self.jobs.pop_front()?;
+        let q = self.label_queue(job.label);
+        q.queued = q.queued.saturating_sub(1);
+        Some(job)
+    }
+
     /// Whether every job numbered below `target` has finished.
     pub(crate) fn done_before(&self, target: u64) -> bool {
         self.jobs.front().is_none_or(|j| j.seq >= target)
@@ -111,6 +156,7 @@ impl State {
             live_threads: self.live_threads,
             closes_in_flight: self.closes.len(),
             waiting_flushes: self.flush_waiters,
+            label_queues: self.label_queues.clone(),
             running_slow: self
                 .slots
                 .iter()
@@ -193,13 +239,12 @@ impl Shared {
         }
         let seq = st.next_seq;
         st.next_seq += 1;
-        st.jobs.push_back(Job {
+        st.push_job(Job {
             value,
             label,
             seq,
             enqueued,
         });
-        st.peak_queued = st.peak_queued.max(st.jobs.len());
         let wake = st.idle > 0;
         drop(st);
         if wake {

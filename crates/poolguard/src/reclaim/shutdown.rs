@@ -31,7 +31,7 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     let leftovers: Vec<_> = {
         let mut st = shared.state.lock();
         st.stopping = true;
-        st.jobs.drain(..).collect()
+        std::iter::from_fn(|| st.pop_job()).collect()
     };
     shared.work_ready.notify_all();
     shared.watchdog_wake.notify_all();

@@ -46,13 +46,24 @@ impl Labels {
         f(&self.get(label))
     }
 
-    fn snapshot(&self) -> Vec<LabelStats> {
+    fn snapshot(&self, queues: &[super::queue::LabelQueue]) -> Vec<LabelStats> {
+        for q in queues {
+            self.get(q.label);
+        }
         let mut v: Vec<LabelStats> = self
             .map
             .read()
             .iter()
             .map(|(label, c)| LabelStats {
                 label,
+                queued: queues
+                    .iter()
+                    .find(|q| q.label == *label)
+                    .map_or(0, |q| q.queued),
+                peak_queued: queues
+                    .iter()
+                    .find(|q| q.label == *label)
+                    .map_or(0, |q| q.peak),
                 completed: c.completed.load(Relaxed),
                 inline_drops: c.inline_drops.load(Relaxed),
                 handed_back: c.handed_back.load(Relaxed),
@@ -101,6 +112,7 @@ pub(crate) struct Gauges {
     pub(crate) closes_in_flight: usize,
     pub(crate) waiting_flushes: usize,
     pub(crate) running_slow: Vec<SlowJob>,
+    pub(crate) label_queues: Vec<super::queue::LabelQueue>,
 }
 
 impl Counters {
@@ -137,7 +149,7 @@ impl Counters {
             closes_cancelled: self.closes_cancelled.load(Relaxed),
             queue_wait: self.queue_wait.snapshot(),
             run_time: self.run_time.snapshot(),
-            labels: self.labels.snapshot(),
+            labels: self.labels.snapshot(&g.label_queues),
             shutdown,
         }
     }
@@ -212,6 +224,10 @@ pub struct ShutdownReport {
 pub struct LabelStats {
     /// The label (type name unless labelled).
     pub label: &'static str,
+    /// Gauge: this label's drops waiting in the queue.
+    pub queued: usize,
+    /// Highest `queued` seen for this label.
+    pub peak_queued: usize,
     /// Drops and closes completed by the reclaimer.
     pub completed: u64,
     /// Dropped on the caller because the queue was full or closed, or at shutdown.

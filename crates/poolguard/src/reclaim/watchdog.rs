@@ -44,9 +44,17 @@ fn run(shared: &Arc<Shared>) {
             if st.stopping {
                 return;
             }
-            let deadline = Instant::now() + period;
-            // Woken early only by shutdown or a worker exit; both are re-checked below.
-            let _ = shared.watchdog_wake.wait_until(&mut st, deadline);
+            if st.slots.iter().all(|s| s.running.is_none()) {
+                // Nothing to watch: park until a worker starts a job, exits, or shutdown.
+                st.watchdog_parked = true;
+                shared.watchdog_wake.wait(&mut st);
+                st.watchdog_parked = false;
+            } else {
+                // Woken early only by shutdown or a worker exit; both are re-checked below.
+                let _ = shared
+                    .watchdog_wake
+                    .wait_until(&mut st, Instant::now() + period);
+            }
             if st.stopping {
                 return;
             }

@@ -64,7 +64,7 @@ fn run(shared: &Shared, id: usize) {
                 if st.stopping || st.slots[id].retired {
                     break None;
                 }
-                if let Some(job) = st.jobs.pop_front() {
+                if let Some(job) = st.pop_job() {
                     st.slots[id].running = Some(Running {
                         seq: job.seq,
                         label: job.label,
@@ -72,6 +72,10 @@ fn run(shared: &Shared, id: usize) {
                         slow_reported: false,
                         stuck: false,
                     });
+                    if st.watchdog_parked {
+                        st.watchdog_parked = false;
+                        shared.watchdog_wake.notify_one();
+                    }
                     break Some(job);
                 }
                 st.idle += 1;
