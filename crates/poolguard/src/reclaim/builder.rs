@@ -100,6 +100,9 @@ impl ReclaimConfig {
     }
 
     fn validate(&self) -> Result<(), BuildError> {
+        if self.name.contains('\0') {
+            return Err(BuildError::BadName);
+        }
         if self.workers == 0 {
             return Err(BuildError::NoWorkers);
         }
@@ -135,6 +138,9 @@ const MAX_THREADS: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
+    /// The name contains a NUL byte (it names the threads).
+    #[error("reclaimer name contains a NUL byte; thread names cannot: remove it from `name(..)`")]
+    BadName,
     /// `workers(0)`.
     #[error("reclaimer needs at least one worker thread: set `workers(n)` with n >= 1")]
     NoWorkers,
@@ -288,6 +294,16 @@ mod tests {
         assert!(e.to_string().contains("strictly below"), "{e}");
         let e = ReclaimerBuilder::default().capacity(0).build().unwrap_err();
         assert!(matches!(e, BuildError::ZeroCapacity), "{e}");
+        let e = ReclaimerBuilder::default()
+            .name("a\0b")
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::BadName), "{e}");
+        let e = ReclaimerBuilder::default()
+            .shutdown_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert!(e.to_string().contains("shutdown timeout"), "{e}");
     }
 
     #[test]

@@ -318,3 +318,68 @@ pub(crate) fn pending_before(st: &State, target: u64) -> usize {
             .filter(|s| s.running.as_ref().is_some_and(|r| r.seq < target))
             .count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(seq: u64) -> Job {
+        Job {
+            value: Box::new(()),
+            label: "t",
+            seq,
+            enqueued: Instant::now(),
+        }
+    }
+
+    fn running(seq: u64) -> Slot {
+        Slot {
+            running: Some(Running {
+                seq,
+                label: "t",
+                started: Instant::now(),
+                slow_reported: false,
+                stuck: false,
+            }),
+            retired: false,
+            exited: false,
+        }
+    }
+
+    #[test]
+    fn done_before_looks_at_queue_front_running_slots_and_closes() {
+        let mut st = State::default();
+        assert!(st.done_before(10), "empty is done");
+        st.push_job(job(5));
+        st.push_job(job(7));
+        assert!(!st.done_before(6));
+        assert!(
+            st.done_before(5),
+            "jobs at or after the target do not count"
+        );
+        assert_eq!(pending_before(&st, 8), 2);
+        let j = st.pop_job().unwrap();
+        st.slots.push(running(j.seq));
+        assert!(!st.done_before(6), "a running job before the target counts");
+        st.slots[0].running = None;
+        assert!(st.done_before(6));
+        st.closes.insert(3);
+        assert!(!st.done_before(4));
+        assert_eq!(pending_before(&st, 8), 2, "the close and job 7");
+        st.closes.remove(&3);
+        assert!(st.done_before(7));
+    }
+
+    #[test]
+    fn per_label_gauges_follow_push_and_pop() {
+        let mut st = State::default();
+        st.push_job(job(0));
+        st.push_job(job(1));
+        assert_eq!((st.label_queues[0].queued, st.label_queues[0].peak), (2, 2));
+        st.pop_job();
+        st.pop_job();
+        assert!(st.pop_job().is_none());
+        assert_eq!((st.label_queues[0].queued, st.label_queues[0].peak), (0, 2));
+        assert_eq!(st.peak_queued, 2);
+    }
+}
