@@ -1,6 +1,7 @@
 //! `poolguard lab`: each scenario reproduces one failure from the source document, with a
 //! naive baseline and with poolguard, and prints a table of measured figures.
 
+mod finalizer_stall;
 mod pool_abuse;
 mod table;
 
@@ -44,11 +45,18 @@ pub(crate) struct Scenario {
 }
 
 /// Every scenario, in the order `poolguard lab` runs them.
-const SCENARIOS: &[Scenario] = &[Scenario {
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
     name: "pool-abuse",
     about: "object-pool misuse (long holds, put-only threads, #23199 oversized buffers): naive Mutex<Vec> vs poolguard",
     run: pool_abuse::run,
-}];
+    },
+    Scenario {
+    name: "finalizer-stall",
+    about: "one blocking finalizer stalls Go's single finalizer queue; the reclaimer does not",
+    run: finalizer_stall::run,
+    },
+];
 
 pub(crate) fn run(args: LabArgs) -> ExitCode {
     if args.list {

@@ -1,0 +1,115 @@
+//! Shutdown: stop accepting work, flush within the timeout, drop what is left on the
+//! shutting-down thread, stop and join the threads.
+//!
+//! Exactly-once is kept on every path: a job is either popped by a worker (which drops it)
+//! or drained here (and dropped here), both under the queue lock, never both. The only
+//! threads not joined are those still inside a job that outlasted the timeout (a drop that
+//! never returns cannot be interrupted from safe Rust); they are counted and named in the
+//! report, and exit on their own when the job returns.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::queue::Shared;
+use super::stats::ShutdownReport;
+
+/// Shuts down once; later calls return the first report.
+pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
+    // Held throughout, so concurrent shutdowns wait for the first one and share its report.
+    let mut done = shared.shutdown.lock();
+    if let Some(r) = &*done {
+        return r.clone();
+    }
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+    shared.state.lock().closed = true;
+    let flushed = shared.flush_until(deadline).is_ok();
+
+    let leftovers: Vec<_> = {
+        let mut st = shared.state.lock();
+        st.stopping = true;
+        std::iter::from_fn(|| st.pop_job()).collect()
+    };
+    shared.work_ready.notify_all();
+    shared.watchdog_wake.notify_all();
+
+    let dropped_on_shutdown = leftovers.len() as u64;
+    for job in leftovers {
+        let c = &shared.counters;
+        let cell = c.labels.get(job.label);
+        c.inline_drops.fetch_add(1, Relaxed);
+        cell.inline_drops.fetch_add(1, Relaxed);
+        let value = job.value;
+        if catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
+            c.panicked.fetch_add(1, Relaxed);
+            cell.panicked.fetch_add(1, Relaxed);
+        }
+    }
+
+    // The watchdog exits as soon as it sees `stopping`; after it is joined no thread is
+    // spawned any more.
+    let me = std::thread::current().id();
+    let mut handles = std::mem::take(&mut *shared.threads.lock());
+    if let Some(pos) = handles.iter().position(|(id, _)| id.is_none()) {
+        let (_, h) = handles.swap_remove(pos);
+        if h.thread().id() != me {
+            let _ = h.join();
+        }
+    }
+    handles.append(&mut shared.threads.lock());
+
+    // Idle workers exit at once; busy ones when their job returns, waited for until the
+    // deadline.
+    let (abandoned_labels, closes_outstanding, exited) = {
+        let mut st = shared.state.lock();
+        loop {
+            let busy = st
+                .slots
+                .iter()
+                .filter(|s| !s.exited && s.running.is_some())
+                .count();
+            if st.live_threads == 0 || (st.live_threads <= busy && Instant::now() >= deadline) {
+                break;
+            }
+            if Instant::now() < deadline {
+                let _ = shared.progress.wait_until(&mut st, deadline);
+            } else {
+                shared.progress.wait(&mut st);
+            }
+        }
+        let labels: Vec<&'static str> = st
+            .slots
+            .iter()
+            .filter(|s| !s.exited)
+            .filter_map(|s| s.running.as_ref().map(|r| r.label))
+            .collect();
+        let exited: Vec<bool> = st.slots.iter().map(|s| s.exited).collect();
+        (labels, st.closes.len(), exited)
+    };
+    let mut threads_abandoned = 0;
+    for (id, h) in handles {
+        let joinable = id.is_some_and(|i| exited.get(i).copied().unwrap_or(false));
+        if joinable && h.thread().id() != me {
+            let _ = h.join();
+        } else {
+            threads_abandoned += 1;
+        }
+    }
+
+    let report = ShutdownReport {
+        flushed,
+        dropped_on_shutdown,
+        closes_outstanding,
+        threads_abandoned,
+        abandoned_labels,
+    };
+    if !flushed || threads_abandoned > 0 {
+        tracing::warn!(reclaimer = %shared.cfg.name, ?report,
+            "reclaimer shut down before all queued work ran on its workers");
+    }
+    *done = Some(report.clone());
+    report
+}

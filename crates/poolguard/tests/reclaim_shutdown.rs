@@ -1,0 +1,105 @@
+//! The handle owns the threads: dropping the last clone flushes (bounded), joins every
+//! thread and leaves a report; nothing deferred is lost on the way.
+
+mod reclaim_common;
+
+use std::time::Duration;
+
+use poolguard::reclaim::Reclaimer;
+use poolguard_testkit::drops::DropCounter;
+use reclaim_common::{blocker, quiet};
+
+#[test]
+fn no_thread_outlives_the_last_handle() {
+    let r = quiet("sd-last").workers(3).build().unwrap();
+    let monitor = r.monitor();
+    assert_eq!(monitor.stats().live_threads, 3);
+    let counter = DropCounter::new();
+    let clones: Vec<_> = (0..4)
+        .map(|_| {
+            let r = r.clone();
+            let vals: Vec<_> = (0..100).map(|i| counter.track(i)).collect();
+            std::thread::spawn(move || {
+                for v in vals {
+                    r.defer(v);
+                }
+                // Each thread drops its clone; only the last drop shuts down.
+            })
+        })
+        .collect();
+    drop(r);
+    for c in clones {
+        c.join().unwrap();
+    }
+    let s = monitor.stats();
+    assert_eq!(s.live_threads, 0);
+    let report = s.shutdown.expect("the last handle shut the reclaimer down");
+    assert!(report.flushed);
+    assert_eq!(report.threads_abandoned, 0, "every thread was joined");
+    assert_eq!(report.dropped_on_shutdown, 0);
+    assert_eq!(counter.alive(), 0);
+    assert_eq!(s.completed, 400);
+}
+
+#[test]
+fn dropping_the_last_handle_waits_for_queued_drops() {
+    let r = quiet("sd-flush").workers(1).build().unwrap();
+    let monitor = r.monitor();
+    let counter = DropCounter::new();
+    let (b, ctl) = blocker(&counter);
+    r.defer(b);
+    ctl.wait_started();
+    for i in 0..100 {
+        r.defer(counter.track(i));
+    }
+    // Release the blocker only once the shutdown is waiting in its flush.
+    let releaser = {
+        let monitor = monitor.clone();
+        std::thread::spawn(move || {
+            while monitor.stats().waiting_flushes == 0 {
+                std::thread::yield_now();
+            }
+            ctl.release();
+        })
+    };
+    drop(r);
+    releaser.join().unwrap();
+    assert_eq!(counter.alive(), 0);
+    let s = monitor.stats();
+    assert_eq!(
+        (s.completed, s.inline_drops),
+        (101, 0),
+        "all ran on the worker"
+    );
+    assert!(s.shutdown.unwrap().flushed);
+}
+
+#[test]
+fn a_handle_dropped_by_its_own_worker_does_not_deadlock() {
+    let r = quiet("sd-self")
+        .workers(1)
+        .shutdown_timeout(Duration::from_millis(5))
+        .build()
+        .unwrap();
+    let monitor = r.monitor();
+    let counter = DropCounter::new();
+    r.defer(counter.track(()));
+    // The last handle itself is deferred: its drop runs on the worker.
+    let last = r.clone();
+    drop(r);
+    last.clone().defer(last);
+    while monitor.stats().shutdown.is_none() || monitor.stats().live_threads > 0 {
+        std::thread::yield_now();
+    }
+    assert_eq!(counter.alive(), 0);
+}
+
+#[test]
+fn shutdown_is_shared_by_every_handle_and_idempotent() {
+    let r = Reclaimer::builder().name("sd-twice").build().unwrap();
+    let other = r.clone();
+    let first = r.shutdown(Duration::from_secs(1));
+    let second = other.shutdown(Duration::from_secs(1));
+    assert_eq!(first, second);
+    assert_eq!(r.stats().live_threads, 0);
+}
