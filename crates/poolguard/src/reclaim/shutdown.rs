@@ -26,7 +26,10 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     shared.state.lock().closed = true;
-    let flushed = shared.flush_until(deadline).is_ok();
+    // On a tokio runtime thread, waiting for async closes could wait for the very thread we
+    // block: only the queued drops are waited for; closes still running are reported.
+    let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+    let flushed = shared.flush_until_with(deadline, !on_runtime).is_ok();
 
     let leftovers: Vec<_> = {
         let mut st = shared.state.lock();

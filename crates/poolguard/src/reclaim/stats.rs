@@ -204,12 +204,15 @@ pub struct WatchdogEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Whether everything queued ran on the workers before the timeout.
+    /// Whether everything deferred ran before the timeout (on a runtime thread: every
+    /// deferred drop; elsewhere: drops and async closes).
     pub flushed: bool,
     /// Queued drops that had not run by the timeout and were dropped on the shutting-down
     /// thread instead (none is lost).
     pub dropped_on_shutdown: u64,
     /// Async closes still running on the runtime at shutdown (each ends at its own timeout).
+    /// A shutdown that runs on a tokio runtime thread does not wait for closes (it could be
+    /// blocking the thread they need): call `flush_async` first to wait for them.
     pub closes_outstanding: usize,
     /// Threads still running a job at shutdown that could not be joined (a drop that never
     /// returns cannot be stopped from safe Rust); their labels are in `abandoned_labels`.
