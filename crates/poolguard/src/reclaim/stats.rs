@@ -265,7 +265,8 @@ pub struct ReclaimStats {
     pub peak_queued: usize,
     /// Gauge: drops running on workers now.
     pub running: usize,
-    /// Gauge: threads alive (workers, retired stuck workers still in their job).
+    /// Gauge: worker threads alive, retired stuck workers still in their job included (the
+    /// watchdog thread is not counted).
     pub live_threads: usize,
     /// Gauge: async closes running on the runtime.
     pub closes_in_flight: usize,
