@@ -39,6 +39,7 @@
 mod builder;
 mod close;
 mod queue;
+mod report;
 mod shutdown;
 mod stats;
 mod watchdog;
