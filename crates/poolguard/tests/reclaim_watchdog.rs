@@ -197,3 +197,32 @@ fn a_stuck_drop_at_shutdown_is_reported_and_nothing_is_lost() {
     }
     assert_eq!(counter.dropped(), 11);
 }
+
+#[test]
+fn a_panicking_hook_does_not_stop_the_watchdog() {
+    let (tx, rx) = unbounded();
+    let r = Reclaimer::builder()
+        .name("wd-hook-panic")
+        .workers(1)
+        .slow_threshold(Duration::from_millis(1))
+        .stuck_threshold(Duration::from_millis(4))
+        .on_watchdog(move |e| {
+            if e.kind == WatchdogKind::Slow {
+                panic!("hook fails on the slow report");
+            }
+            let _ = tx.send(e.clone());
+        })
+        .build()
+        .unwrap();
+    let counter = DropCounter::new();
+    let (v, ctl) = blocker(&counter);
+    r.defer_labelled("after-panic", v);
+    ctl.wait_started();
+    // The slow report's hook panicked; the stuck report still arrives.
+    let e = next(&rx);
+    assert_eq!(e.kind, WatchdogKind::Stuck { replaced: true });
+    assert_eq!(r.stats().slow, 1);
+    ctl.release();
+    r.flush(EVENTUALLY).unwrap();
+    assert_eq!(counter.alive(), 0);
+}
