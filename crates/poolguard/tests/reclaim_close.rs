@@ -243,3 +243,31 @@ fn a_flusher_aborted_at_any_point_leaves_no_waiter_behind() {
     });
     assert_eq!(r.stats().closes_completed, 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_last_handle_on_the_runtime_does_not_wait_for_closes() {
+    let r = quiet("close-drop-on-rt")
+        .runtime(tokio::runtime::Handle::current())
+        .shutdown_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let monitor = r.monitor();
+    let counter = DropCounter::new();
+    let conn = counter.track(());
+    r.close_async("hung", Duration::from_secs(3600), async move {
+        let _conn = conn;
+        std::future::pending::<()>().await;
+    });
+    r.defer(counter.track(()));
+    // Blocking this (the only) runtime thread while waiting for the close would wait the
+    // whole shutdown timeout for nothing: the close cannot progress until we return.
+    drop(r);
+    let report = monitor.stats().shutdown.expect("shut down");
+    assert!(report.flushed, "the queued drop ran");
+    assert_eq!(report.closes_outstanding, 1);
+    assert_eq!(counter.dropped(), 1);
+    // The close still ends at its own timeout, on the runtime; the connection goes with it.
+    tokio::time::sleep(Duration::from_secs(3601)).await;
+    assert_eq!(counter.dropped(), 2);
+    assert_eq!(monitor.stats().closes_timed_out, 1);
+}

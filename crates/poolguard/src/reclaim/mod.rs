@@ -39,6 +39,7 @@
 mod builder;
 mod close;
 mod queue;
+mod report;
 mod shutdown;
 mod stats;
 mod watchdog;
@@ -138,13 +139,9 @@ impl Reclaimer {
         let owner = Arc::new(Owner {
             shared: Arc::clone(&shared),
         });
-        let ids: Vec<usize> = {
-            let mut st = shared.state.lock();
-            (0..shared.cfg.workers)
-                .map(|_| worker::reserve_slot(&mut st))
-                .collect()
-        };
-        for id in ids {
+        for _ in 0..shared.cfg.workers {
+            // One at a time: a failed spawn leaves no reserved slot without a thread.
+            let id = worker::reserve_slot(&mut shared.state.lock());
             worker::spawn(&shared, id).map_err(BuildError::Spawn)?;
         }
         watchdog::spawn(&shared).map_err(BuildError::Spawn)?;

@@ -132,8 +132,12 @@ impl State {
 
     /// Whether every job numbered below `target` has finished.
     pub(crate) fn done_before(&self, target: u64) -> bool {
+        self.drops_done_before(target) && self.closes.first().is_none_or(|&s| s >= target)
+    }
+
+    /// Whether every deferred drop (closes aside) numbered below `target` has finished.
+    pub(crate) fn drops_done_before(&self, target: u64) -> bool {
         self.jobs.front().is_none_or(|j| j.seq >= target)
-            && self.closes.first().is_none_or(|&s| s >= target)
             && self
                 .slots
                 .iter()
@@ -286,16 +290,33 @@ impl Shared {
     /// Blocks until every job numbered below the current sequence has finished, or until
     /// `deadline`. Returns whether it finished, with the jobs still pending when it did not.
     pub(crate) fn flush_until(&self, deadline: Instant) -> Result<(), usize> {
+        self.flush_until_with(deadline, true)
+    }
+
+    /// [`flush_until`](Self::flush_until), optionally ignoring async closes (when the caller
+    /// may be blocking the very runtime those closes need).
+    pub(crate) fn flush_until_with(
+        &self,
+        deadline: Instant,
+        with_closes: bool,
+    ) -> Result<(), usize> {
+        let done = |st: &State, target| {
+            if with_closes {
+                st.done_before(target)
+            } else {
+                st.drops_done_before(target)
+            }
+        };
         let mut st = self.state.lock();
         let target = st.next_seq;
         st.flush_waiters += 1;
-        while !st.done_before(target) {
+        while !done(&st, target) {
             if self.progress.wait_until(&mut st, deadline).timed_out() {
                 break;
             }
         }
         st.flush_waiters -= 1;
-        if st.done_before(target) {
+        if done(&st, target) {
             Ok(())
         } else {
             Err(pending_before(&st, target))

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use super::queue::Shared;
 use super::stats::ShutdownReport;
 
+/// How long idle workers may take to exit once the deadline has passed.
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
 /// Shuts down once; later calls return the first report.
 pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     // Held throughout, so concurrent shutdowns wait for the first one and share its report.
@@ -26,7 +29,10 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
         .checked_add(timeout)
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
     shared.state.lock().closed = true;
-    let flushed = shared.flush_until(deadline).is_ok();
+    // On a tokio runtime thread, waiting for async closes could wait for the very thread we
+    // block: only the queued drops are waited for; closes still running are reported.
+    let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+    let flushed = shared.flush_until_with(deadline, !on_runtime).is_ok();
 
     let leftovers: Vec<_> = {
         let mut st = shared.state.lock();
@@ -62,7 +68,9 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     handles.append(&mut shared.threads.lock());
 
     // Idle workers exit at once; busy ones when their job returns, waited for until the
-    // deadline.
+    // deadline. Past it, idle workers still get a short grace to exit (they only need to be
+    // scheduled), so the whole shutdown is bounded by `timeout + EXIT_GRACE`.
+    let grace_end = Instant::now().max(deadline) + EXIT_GRACE;
     let (abandoned_labels, closes_outstanding, exited) = {
         let mut st = shared.state.lock();
         loop {
@@ -71,14 +79,15 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
                 .iter()
                 .filter(|s| !s.exited && s.running.is_some())
                 .count();
-            if st.live_threads == 0 || (st.live_threads <= busy && Instant::now() >= deadline) {
+            let now = Instant::now();
+            if st.live_threads == 0
+                || (st.live_threads <= busy && now >= deadline)
+                || now >= grace_end
+            {
                 break;
             }
-            if Instant::now() < deadline {
-                let _ = shared.progress.wait_until(&mut st, deadline);
-            } else {
-                shared.progress.wait(&mut st);
-            }
+            let until = if now < deadline { deadline } else { grace_end };
+            let _ = shared.progress.wait_until(&mut st, until);
         }
         let labels: Vec<&'static str> = st
             .slots

@@ -1,5 +1,5 @@
-//! What the reclaimer reports: counters, per-label latency, watchdog events, the shutdown
-//! report, and their rendering as doctor findings and Prometheus text.
+//! What the reclaimer reports: counters, per-label latency, watchdog events and the shutdown
+//! report (rendered as doctor findings and Prometheus text in `report.rs`).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::diag::{Finding, Histogram, HistogramSnapshot, PrometheusWriter, Severity};
+use crate::diag::{Histogram, HistogramSnapshot};
 
 /// Counters of one label (a label names a kind of deferred value; by default its type name).
 #[derive(Debug, Default)]
@@ -204,12 +204,15 @@ pub struct WatchdogEvent {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Whether everything queued ran on the workers before the timeout.
+    /// Whether everything deferred ran before the timeout (on a runtime thread: every
+    /// deferred drop; elsewhere: drops and async closes).
     pub flushed: bool,
     /// Queued drops that had not run by the timeout and were dropped on the shutting-down
     /// thread instead (none is lost).
     pub dropped_on_shutdown: u64,
     /// Async closes still running on the runtime at shutdown (each ends at its own timeout).
+    /// A shutdown that runs on a tokio runtime thread does not wait for closes (it could be
+    /// blocking the thread they need): call `flush_async` first to wait for them.
     pub closes_outstanding: usize,
     /// Threads still running a job at shutdown that could not be joined (a drop that never
     /// returns cannot be stopped from safe Rust); their labels are in `abandoned_labels`.
@@ -262,7 +265,8 @@ pub struct ReclaimStats {
     pub peak_queued: usize,
     /// Gauge: drops running on workers now.
     pub running: usize,
-    /// Gauge: threads alive (workers, retired stuck workers still in their job).
+    /// Gauge: worker threads alive, retired stuck workers still in their job included (the
+    /// watchdog thread is not counted).
     pub live_threads: usize,
     /// Gauge: async closes running on the runtime.
     pub closes_in_flight: usize,
@@ -306,212 +310,4 @@ pub struct ReclaimStats {
     pub labels: Vec<LabelStats>,
     /// Set once the reclaimer has shut down.
     pub shutdown: Option<ShutdownReport>,
-}
-
-impl ReclaimStats {
-    /// The doctor's findings: misuse visible in these figures, each with the fix.
-    pub fn doctor(&self) -> Vec<Finding> {
-        let mut out = Vec::new();
-        let pool = &self.name;
-        for j in &self.running_slow {
-            let (sev, code) = if j.stuck {
-                (Severity::Critical, "reclaim.stuck-now")
-            } else {
-                (Severity::Warning, "reclaim.slow-now")
-            };
-            out.push(Finding::new(
-                sev,
-                code,
-                pool,
-                format!(
-                    "`{}` has been running for {:?} on worker {}",
-                    j.label, j.elapsed, j.worker
-                ),
-                "a drop must not wait on I/O: send goodbyes through `close_async` with a timeout",
-            ));
-        }
-        for l in &self.labels {
-            if l.stuck > 0 || l.slow > 0 {
-                out.push(Finding::new(
-                    if l.stuck > 0 {
-                        Severity::Critical
-                    } else {
-                        Severity::Warning
-                    },
-                    "reclaim.slow-drops",
-                    pool,
-                    format!(
-                        "`{}`: {} slow and {} stuck jobs; run time p99 {:?}, max {:?}",
-                        l.label,
-                        l.slow,
-                        l.stuck,
-                        l.run_time.p99(),
-                        l.run_time.max()
-                    ),
-                    "find what this drop blocks on (lock, socket, file) and move it to \
-                     `close_async` with a timeout, or split the value",
-                ));
-            }
-        }
-        if self.inline_drops > 0 || self.handed_back > 0 {
-            out.push(Finding::new(
-                Severity::Warning,
-                "reclaim.queue-full",
-                pool,
-                format!(
-                    "{} values dropped on the caller and {} handed back: the queue (capacity {}, \
-                     peak {}) was full or closed",
-                    self.inline_drops, self.handed_back, self.capacity, self.peak_queued
-                ),
-                "raise `capacity` or `workers`, or find the producer that defers faster than \
-                 the workers drop (see the per-label run times)",
-            ));
-        }
-        if self.replacements_refused > 0 || self.spawn_failures > 0 {
-            out.push(Finding::new(
-                Severity::Critical,
-                "reclaim.thread-limit",
-                pool,
-                format!(
-                    "{} stuck workers could not be replaced (`max_threads` reached) and {} \
-                     spawns failed",
-                    self.replacements_refused, self.spawn_failures
-                ),
-                "fix the stuck drops first; raise `max_threads` only to absorb rare stalls",
-            ));
-        }
-        if self.closes_timed_out > 0 {
-            out.push(Finding::new(
-                Severity::Warning,
-                "reclaim.close-timeouts",
-                pool,
-                format!("{} async closes hit their timeout", self.closes_timed_out),
-                "the peer is slow to say goodbye: check it, or shorten the close and accept it",
-            ));
-        }
-        if self.panicked > 0 {
-            out.push(Finding::new(
-                Severity::Warning,
-                "reclaim.panicking-drops",
-                pool,
-                format!("{} drops panicked (caught on the worker)", self.panicked),
-                "a Drop impl panics: fix it; a panic in drop aborts when it happens during unwinding",
-            ));
-        }
-        if let Some(r) = &self.shutdown {
-            if !r.flushed || r.threads_abandoned > 0 {
-                out.push(Finding::new(
-                    Severity::Warning,
-                    "reclaim.shutdown-incomplete",
-                    pool,
-                    format!(
-                        "shutdown ran {} drops on the closing thread, left {} closes running and \
-                         {} threads in jobs {:?}",
-                        r.dropped_on_shutdown,
-                        r.closes_outstanding,
-                        r.threads_abandoned,
-                        r.abandoned_labels
-                    ),
-                    "raise `shutdown_timeout` or remove the blocking drops",
-                ));
-            }
-        }
-        out
-    }
-
-    /// Appends these figures to `w`, with label `reclaimer="<name>"` (and `job="<label>"`
-    /// on per-label series).
-    pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
-        let r = [("reclaimer", self.name.as_str())];
-        let gauges = [
-            (
-                "poolguard_reclaim_queued",
-                "Drops waiting.",
-                self.queued as f64,
-            ),
-            (
-                "poolguard_reclaim_queued_peak",
-                "Peak drops waiting.",
-                self.peak_queued as f64,
-            ),
-            (
-                "poolguard_reclaim_running",
-                "Drops running.",
-                self.running as f64,
-            ),
-            (
-                "poolguard_reclaim_threads",
-                "Threads alive.",
-                self.live_threads as f64,
-            ),
-            (
-                "poolguard_reclaim_closes_in_flight",
-                "Async closes running.",
-                self.closes_in_flight as f64,
-            ),
-        ];
-        for (name, help, v) in gauges {
-            w.gauge(name, help, &r, v);
-        }
-        let counters = [
-            (
-                "poolguard_reclaim_deferred_total",
-                "Values queued.",
-                self.deferred,
-            ),
-            (
-                "poolguard_reclaim_completed_total",
-                "Drops completed on workers.",
-                self.completed,
-            ),
-            (
-                "poolguard_reclaim_inline_drops_total",
-                "Values dropped on the caller.",
-                self.inline_drops,
-            ),
-            (
-                "poolguard_reclaim_handed_back_total",
-                "Values handed back.",
-                self.handed_back,
-            ),
-            (
-                "poolguard_reclaim_slow_total",
-                "Jobs past the slow threshold.",
-                self.slow,
-            ),
-            (
-                "poolguard_reclaim_stuck_total",
-                "Jobs past the stuck threshold.",
-                self.stuck,
-            ),
-            (
-                "poolguard_reclaim_workers_replaced_total",
-                "Stuck workers replaced.",
-                self.workers_replaced,
-            ),
-            (
-                "poolguard_reclaim_closes_timed_out_total",
-                "Async closes timed out.",
-                self.closes_timed_out,
-            ),
-        ];
-        for (name, help, v) in counters {
-            w.counter(name, help, &r, v);
-        }
-        for l in &self.labels {
-            let lr = [("reclaimer", self.name.as_str()), ("job", l.label)];
-            w.summary(
-                "poolguard_reclaim_queue_wait_seconds",
-                "Time from defer to drop start.",
-                &lr,
-                &l.queue_wait,
-            );
-            w.summary(
-                "poolguard_reclaim_run_seconds",
-                "Time spent in the drop or close.",
-                &lr,
-                &l.run_time,
-            );
-        }
-    }
 }

@@ -15,6 +15,7 @@
 //! capacity drift with no owner deciding it. Replacement keeps the steady state exactly as
 //! configured and makes the cost of a stall visible (`live_threads` above `workers`).
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
@@ -141,12 +142,16 @@ fn report(
         }
     }
     if let Some(hook) = &shared.cfg.on_watchdog {
-        hook(&WatchdogEvent {
+        let event = WatchdogEvent {
             reclaimer: shared.cfg.name.clone(),
             kind,
             label,
             worker,
             elapsed,
-        });
+        };
+        // A panicking hook must not take the watchdog down with it.
+        if catch_unwind(AssertUnwindSafe(|| hook(&event))).is_err() {
+            tracing::error!(reclaimer = %shared.cfg.name, "the on_watchdog hook panicked");
+        }
     }
 }
