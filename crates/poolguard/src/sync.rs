@@ -1,7 +1,7 @@
 //! The one place that chooses between `std` and `loom` primitives.
 //!
-//! Concurrent structures that loom checks (`object::shared`, `object::victim`, the reclaimer's
-//! queue accounting) import their atomics, mutexes and `Arc` from here, never from `std`
+//! Concurrent structures that loom checks (the object pool's sharded two-generation stacks in
+//! `object::shared`) import their atomics, mutexes and `Arc` from here, never from `std`
 //! directly, so `RUSTFLAGS="--cfg loom"` swaps every one of them (see `scripts/loom.sh`).
 #![allow(unused_imports, dead_code)]
 
