@@ -1,0 +1,205 @@
+//! `poolguard::conn::Manager` for tokio-postgres.
+
+use std::io;
+use std::sync::Arc;
+
+use poolguard::conn::{ErrorClass, Manager};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_postgres::config::{Host, TargetSessionAttrs};
+use tokio_postgres::NoTls;
+
+use crate::config::{
+    describe_host, BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod,
+};
+use crate::connection::PgConnection;
+use crate::error::Error;
+use crate::tap::{drive, Socket, TapState, TapStream, TxStatus, WakeCounter};
+
+/// Opens, checks, resets and closes PostgreSQL connections for a `poolguard::conn::Pool`.
+#[derive(Debug)]
+pub struct PostgresManager {
+    config: PostgresConfig,
+}
+
+impl PostgresManager {
+    /// A builder from a connection string (`host=... user=... dbname=...` or a
+    /// `postgres://` URL). Parse errors are reported by [`PostgresManagerBuilder::build`].
+    pub fn builder(connection_string: &str) -> PostgresManagerBuilder {
+        PostgresManagerBuilder::from_str(connection_string)
+    }
+
+    /// A builder from a `tokio_postgres::Config`.
+    pub fn builder_from_config(config: tokio_postgres::Config) -> PostgresManagerBuilder {
+        PostgresManagerBuilder::new(config)
+    }
+
+    /// A manager with default settings from a connection string.
+    pub fn new(connection_string: &str) -> Result<Self, BuildError> {
+        Self::builder(connection_string).build()
+    }
+
+    pub(crate) fn from_config(config: PostgresConfig) -> Self {
+        PostgresManager { config }
+    }
+
+    /// The validated settings.
+    pub fn config(&self) -> &PostgresConfig {
+        &self.config
+    }
+
+    /// Opens the socket to the first host that accepts, in the config's order.
+    async fn open_socket(&self) -> Result<(Socket, String), Error> {
+        let pg = &self.config.pg;
+        let hosts = pg.get_hosts();
+        let addrs = pg.get_hostaddrs();
+        let ports = pg.get_ports();
+        let n = hosts.len().max(addrs.len());
+        let mut last: Option<Error> = None;
+        for i in 0..n {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            let (desc, result) = match (addrs.get(i), hosts.get(i)) {
+                (Some(ip), _) => {
+                    let desc = format!("{ip}:{port}");
+                    (desc, TcpStream::connect((*ip, port)).await.map(Socket::Tcp))
+                }
+                (None, None) => continue,
+                (None, Some(host)) => match host {
+                    Host::Tcp(h) => (
+                        describe_host(host, port),
+                        TcpStream::connect((h.as_str(), port))
+                            .await
+                            .map(Socket::Tcp),
+                    ),
+                    Host::Unix(dir) => (
+                        describe_host(host, port),
+                        UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
+                            .await
+                            .map(Socket::Unix),
+                    ),
+                },
+            };
+            match result {
+                Ok(socket) => {
+                    if let Socket::Tcp(s) = &socket {
+                        let _ = s.set_nodelay(true);
+                    }
+                    return Ok((socket, desc));
+                }
+                Err(source) => last = Some(Error::Connect { addr: desc, source }),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Connect {
+            addr: "(no host)".into(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "no host configured"),
+        }))
+    }
+
+    async fn rollback(&self, conn: &mut PgConnection) -> Result<(), Error> {
+        conn.simple_query("ROLLBACK").await?;
+        match conn.tx_status() {
+            TxStatus::Idle => Ok(()),
+            _ => Err(Error::StillInTransaction),
+        }
+    }
+}
+
+impl Manager for PostgresManager {
+    type Connection = PgConnection;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<PgConnection, Error> {
+        let (socket, addr) = self.open_socket().await?;
+        let tap = Arc::new(TapState::default());
+        let (client, connection) = self
+            .config
+            .pg
+            .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
+            .await?;
+        let task_addr = addr.clone();
+        let counter = WakeCounter::new(Arc::clone(&tap));
+        let task = tokio::spawn(async move {
+            if let Err(e) = drive(connection, counter).await {
+                tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
+            }
+        });
+        let conn = PgConnection::new(
+            client,
+            tap,
+            task,
+            self.config.statement_cache_capacity,
+            addr,
+        );
+        if self.config.pg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+            let rows = conn.simple_query("SHOW transaction_read_only").await?;
+            let read_only = rows.iter().any(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("on"),
+                _ => false,
+            });
+            if read_only {
+                return Err(Error::ReadOnly {
+                    addr: conn.addr().to_owned(),
+                });
+            }
+        }
+        Ok(conn)
+    }
+
+    async fn validate(&self, conn: &mut PgConnection) -> Result<(), Error> {
+        // An empty query is the cheapest full round trip: the server answers
+        // EmptyQueryResponse + ReadyForQuery without parsing or planning anything.
+        conn.simple_query("").await?;
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut PgConnection) -> Result<(), Error> {
+        let method = self.config.recycling;
+        match conn.tx_status() {
+            TxStatus::Idle => {}
+            // In a transaction, or a request still unanswered: ROLLBACK is queued behind it,
+            // so once it is answered the session is known to be idle.
+            TxStatus::InTransaction | TxStatus::Unknown => {
+                return self.finish_reset(conn, method, true).await
+            }
+        }
+        self.finish_reset(conn, method, false).await
+    }
+
+    fn is_broken(&self, conn: &mut PgConnection) -> bool {
+        conn.is_dead()
+    }
+
+    fn classify(&self, error: &Error) -> ErrorClass {
+        error.class()
+    }
+
+    async fn close(&self, conn: PgConnection) {
+        conn.shutdown().await;
+    }
+}
+
+impl PostgresManager {
+    async fn finish_reset(
+        &self,
+        conn: &mut PgConnection,
+        method: RecyclingMethod,
+        rollback: bool,
+    ) -> Result<(), Error> {
+        if rollback {
+            self.rollback(conn).await?;
+        }
+        match method {
+            RecyclingMethod::Fast => Ok(()),
+            RecyclingMethod::Verified => {
+                if !rollback {
+                    conn.simple_query("").await?;
+                }
+                Ok(())
+            }
+            RecyclingMethod::Clean => {
+                conn.clear_statement_cache();
+                conn.batch_execute("DISCARD ALL").await?;
+                Ok(())
+            }
+        }
+    }
+}
