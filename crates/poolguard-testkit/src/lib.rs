@@ -6,3 +6,4 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod drops;
+pub mod sim;
