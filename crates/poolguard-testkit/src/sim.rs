@@ -109,7 +109,7 @@ pub enum SimError {
 #[derive(Debug)]
 enum Switch {
     Fixed(Behavior),
-    Random { rng: StdRng, slow: Duration },
+    Random { rng: Box<StdRng>, slow: Duration },
 }
 
 #[derive(Debug)]
@@ -207,7 +207,7 @@ impl SimManager {
     /// RNG seeded with `seed` (deterministic for a given sequence of calls).
     pub fn randomize(&self, op: Op, seed: u64, slow: Duration) -> &Self {
         self.db.switches.lock()[op.index()] = Switch::Random {
-            rng: StdRng::seed_from_u64(seed),
+            rng: Box::new(StdRng::seed_from_u64(seed)),
             slow,
         };
         self
