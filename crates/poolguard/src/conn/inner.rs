@@ -265,6 +265,19 @@ impl<M: Manager> Shared<M> {
         let mut st = self.state.lock();
         let opened = st.breaker.on_failure(now, error.clone(), text);
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
+        if phase == Phase::Connect {
+            // The oldest waiter gets this connect's own error.
+            if let Some(w) = st.waiters.pop_front() {
+                let e = match error {
+                    Some(source) => Error::Backend { phase, source },
+                    None => Error::PhaseTimeout {
+                        phase,
+                        after: self.cfg.connect_timeout,
+                    },
+                };
+                failed.push((w, e));
+            }
+        }
         if opened {
             self.stats.breaker_opened.fetch_add(1, Relaxed);
             let retry_in = st.breaker.retry_in(now);
@@ -275,17 +288,6 @@ impl<M: Manager> Shared<M> {
                     failures,
                     retry_in,
                     last_error: st.breaker.last_error.clone(),
-                };
-                failed.push((w, e));
-            }
-        } else if phase == Phase::Connect {
-            if let Some(w) = st.waiters.pop_front() {
-                let e = match error {
-                    Some(source) => Error::Backend { phase, source },
-                    None => Error::PhaseTimeout {
-                        phase,
-                        after: self.cfg.connect_timeout,
-                    },
                 };
                 failed.push((w, e));
             }
@@ -559,6 +561,12 @@ impl<M: Manager> Opening<M> {
                     tracing::info!(pool = %shared.cfg.label, "breaker closed: connect succeeded");
                 }
                 shared.deliver(conn, now);
+                // Keep going while waiters or min_idle still want connections.
+                let opens = {
+                    let mut st = shared.state.lock();
+                    shared.plan(&mut st, now, shared.cfg.min_idle)
+                };
+                shared.spawn_opens(opens);
             }
             Ok(Err(e)) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
