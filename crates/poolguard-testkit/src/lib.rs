@@ -7,3 +7,4 @@
 
 pub mod drops;
 pub mod proxy;
+pub mod sim;

@@ -1,0 +1,220 @@
+//! Items 3, 4, 11: min_idle, idle timeout and lifetime with jitter, validation bypass,
+//! keepalive, and the maintenance task's lifetime.
+
+use std::time::Duration;
+
+use poolguard::conn::{CloseReason, Pool};
+use poolguard_testkit::sim::{Behavior, Faults, Op, SimManager};
+
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_idle_is_kept_warm() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .max_size(10)
+        .min_idle(3)
+        .build()
+        .expect("valid");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(p.status().idle, 3);
+    // Take them all: maintenance refills idle to min_idle on its next pass.
+    let held: Vec<_> = [p.get().await, p.get().await, p.get().await]
+        .into_iter()
+        .map(|r| r.expect("get"))
+        .collect();
+    assert_eq!(p.status().idle, 0);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(p.status().idle, 3);
+    assert_eq!(p.status().size, 6);
+    drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_timeout_retires_down_to_min_idle_with_jitter() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .max_size(20)
+        .min_idle(2)
+        .idle_timeout(Some(Duration::from_secs(100)))
+        .jitter(0.2)
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    let held: Vec<_> = futures_collect(&p, 20).await;
+    drop(held);
+    assert_eq!(p.status().idle, 20);
+    // Jitter 20 %: nothing retires before 80 s, everything above min_idle by 101 s,
+    // and not all at once.
+    tokio::time::sleep(Duration::from_secs(79)).await;
+    assert_eq!(p.status().idle, 20);
+    let mut seen = Vec::new();
+    for _ in 0..22 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seen.push(p.status().idle);
+    }
+    assert_eq!(p.status().idle, 2, "down to min_idle");
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert!(
+        distinct.len() >= 4,
+        "retirements spread over time: {seen:?}"
+    );
+    assert_eq!(p.stats().closed_by(CloseReason::Idle), 18);
+}
+
+async fn futures_collect(
+    p: &Pool<SimManager>,
+    n: usize,
+) -> Vec<poolguard::conn::PooledConnection<SimManager>> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(p.get().await.expect("get"));
+    }
+    v
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetime_retires_idle_ones_but_never_under_a_holder() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .max_size(4)
+        .max_lifetime(Some(Duration::from_secs(60)))
+        .jitter(0.1)
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    let held = p.get().await.expect("get");
+    let idle = p.get().await.expect("get");
+    drop(idle);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    settle().await;
+    let s = p.status();
+    assert_eq!(s.idle, 0, "the idle one was retired");
+    assert_eq!(s.in_use, 1, "the held one was not taken away");
+    let id = held.id();
+    drop(held); // retired on return
+    settle().await;
+    assert_eq!(p.stats().closed_by(CloseReason::Lifetime), 2);
+    let c = p.get().await.expect("get");
+    assert_ne!(c.id(), id);
+}
+
+#[tokio::test(start_paused = true)]
+async fn validation_only_after_the_bypass_window() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .validation_bypass(Duration::from_millis(500))
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    drop(p.get().await.expect("get"));
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(p.get().await.expect("get"));
+    }
+    assert_eq!(m.validations(), 0, "busy connections are not validated");
+    tokio::time::sleep(Duration::from_millis(501)).await;
+    drop(p.get().await.expect("get"));
+    assert_eq!(m.validations(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_finds_a_dead_connection_before_a_caller_does() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .max_size(4)
+        .keepalive_interval(Some(Duration::from_secs(10)))
+        .jitter(0.0)
+        .validation_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    let a = p.get().await.expect("get");
+    let b = p.get().await.expect("get");
+    drop((a, b));
+    // The node dies silently, then comes back: the old connections are dead.
+    m.set_outage(true);
+    m.set_outage(false);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    settle().await;
+    assert_eq!(
+        p.stats().closed_by(CloseReason::Validation),
+        2,
+        "both found by keepalive"
+    );
+    assert_eq!(p.status().idle, 0);
+    let before = m.validations();
+    let _c = p.get().await.expect("a fresh one");
+    assert_eq!(m.validations(), before, "the caller paid no validation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_spreads_validation_instead_of_a_storm_at_checkout() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    m.latency(Op::Validate, Duration::from_millis(5));
+    let p = Pool::builder(m.clone())
+        .max_size(8)
+        .keepalive_interval(Some(Duration::from_secs(30)))
+        .build()
+        .expect("valid");
+    let held = futures_collect_sim(&p, 8).await;
+    drop(held);
+    // A long idle period: keepalive keeps them checked, so after it a burst of gets
+    // validates only connections idle past the bypass window, not all of them in a storm
+    // at the moment of the burst... and every one the burst gets is alive.
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let v_idle = m.validations();
+    assert!(
+        v_idle >= 8,
+        "keepalive ran during the idle period ({v_idle})"
+    );
+    let burst = futures_collect_sim(&p, 8).await;
+    assert_eq!(burst.len(), 8);
+    assert_eq!(m.created(), 8, "no connection was lost to the idle period");
+}
+
+async fn futures_collect_sim(
+    p: &Pool<SimManager>,
+    n: usize,
+) -> Vec<poolguard::conn::PooledConnection<SimManager>> {
+    futures_collect(p, n).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_stops_when_the_pool_is_closed() {
+    let m = SimManager::new();
+    let p = Pool::builder(m.clone()).min_idle(2).build().expect("valid");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(m.created(), 2);
+    p.close();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(m.created(), 2, "no refill after close");
+    assert_eq!(m.alive(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn maintenance_stops_when_the_pool_is_dropped_with_a_connect_hanging() {
+    let m = SimManager::new();
+    m.set(Op::Connect, Behavior::Hang);
+    let p = Pool::builder(m.clone())
+        .min_idle(1)
+        .connect_timeout(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    drop(p);
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        m.attempts() <= 1,
+        "maintenance kept trying: {}",
+        m.attempts()
+    );
+}
