@@ -42,13 +42,16 @@ pub struct FaultProxy {
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// A live connection: its cut switch and its relay task.
+type LiveConn = (oneshot::Sender<()>, JoinHandle<()>);
+
 #[derive(Debug)]
 struct Shared {
     upstream: SocketAddr,
     disturbance: watch::Sender<Disturbance>,
     /// Live connections: their cut switches and tasks. Entries are removed by the
     /// connection task when it ends.
-    conns: Mutex<HashMap<u64, (oneshot::Sender<()>, JoinHandle<()>)>>,
+    conns: Mutex<HashMap<u64, LiveConn>>,
     next_id: AtomicU64,
     accepted: AtomicU64,
     cut: AtomicU64,
