@@ -106,6 +106,11 @@ impl PgConnection {
         self.tap.status()
     }
 
+    /// Waits until every request sent so far is answered, then returns the status.
+    pub(crate) async fn settled_tx_status(&self) -> TxStatus {
+        self.tap.settled().await
+    }
+
     /// Whether the socket is gone (client closed or connection task ended).
     pub(crate) fn is_dead(&self) -> bool {
         self.tap.is_dead() || self.client.is_closed() || self.task.0.is_finished()

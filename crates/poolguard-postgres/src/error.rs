@@ -30,6 +30,12 @@ pub enum Error {
         /// The read-only host.
         addr: String,
     },
+    /// The server ended the session (a FATAL error or a closed socket) while the connection
+    /// was being reset.
+    #[error(
+        "the server ended the session (FATAL error or closed socket); the connection is discarded"
+    )]
+    SessionEnded,
     /// The session was still inside a transaction after `ROLLBACK`.
     #[error("the connection was still inside a transaction after ROLLBACK; it is discarded")]
     StillInTransaction,
@@ -48,9 +54,10 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Postgres(e) => classify(e),
-            Error::Connect { .. } | Error::ReadOnly { .. } | Error::StillInTransaction => {
-                ErrorClass::Fatal
-            }
+            Error::Connect { .. }
+            | Error::ReadOnly { .. }
+            | Error::SessionEnded
+            | Error::StillInTransaction => ErrorClass::Fatal,
         }
     }
 }

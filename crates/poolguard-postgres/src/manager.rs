@@ -151,17 +151,24 @@ impl Manager for PostgresManager {
         Ok(())
     }
 
+    /// Rolls back an open transaction, then applies the recycling method. When a request is
+    /// still unanswered (a query cancelled mid-flight, or the `Close` tokio-postgres sends when
+    /// a statement is dropped), it first waits for the answers, which tell whether a
+    /// transaction is open; the pool bounds that wait with `reset_timeout`.
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), Error> {
-        let method = self.config.recycling;
-        match conn.tx_status() {
-            TxStatus::Idle => {}
-            // In a transaction, or a request still unanswered: ROLLBACK is queued behind it,
-            // so once it is answered the session is known to be idle.
-            TxStatus::InTransaction | TxStatus::Unknown => {
-                return self.finish_reset(conn, method, true).await
-            }
-        }
-        self.finish_reset(conn, method, false).await
+        let rollback = match conn.settled_tx_status().await {
+            TxStatus::Idle => false,
+            TxStatus::InTransaction => true,
+            TxStatus::Unknown => return Err(Error::SessionEnded),
+        };
+        self.finish_reset(conn, self.config.recycling, rollback)
+            .await
+    }
+
+    /// A connection needs the reset task only when its session is not known to be idle, or
+    /// when the recycling method always does a round trip.
+    fn needs_reset(&self, conn: &mut PgConnection) -> bool {
+        self.config.recycling != RecyclingMethod::Fast || conn.tx_status() != TxStatus::Idle
     }
 
     fn is_broken(&self, conn: &mut PgConnection) -> bool {

@@ -26,6 +26,7 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Notify;
 
 /// What the tap has learnt about the session; shared by the socket (owned by the connection
 /// task) and the pooled connection.
@@ -46,6 +47,9 @@ pub(crate) struct TapState {
     processed: AtomicU64,
     /// The server sent a FATAL/PANIC error or closed the socket: the session is over.
     dead: AtomicBool,
+    /// Notified after every `ReadyForQuery` and every completed poll of the connection task,
+    /// so [`TapState::settled`] can wait for an unknown status to become known.
+    progress: Notify,
 }
 
 /// The session's transaction status as the wire protocol last reported it.
@@ -68,6 +72,7 @@ impl Default for TapState {
             wakes: AtomicU64::new(0),
             processed: AtomicU64::new(u64::MAX),
             dead: AtomicBool::new(false),
+            progress: Notify::new(),
         }
     }
 }
@@ -95,6 +100,20 @@ impl TapState {
 }
 
 impl TapState {
+    /// Waits until every request sent so far is answered (or the session ends), then returns
+    /// the status. Callers bound it with a timeout (the pool's `reset_timeout`).
+    pub(crate) async fn settled(&self) -> TxStatus {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.status() {
+                TxStatus::Unknown if !self.is_dead() => notified.await,
+                s => return s,
+            }
+        }
+    }
+
     /// Whether the server ended the session (FATAL error or end of stream).
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
@@ -145,6 +164,7 @@ pub(crate) async fn drive<F: Future + Unpin>(mut fut: F, counter: Arc<WakeCounte
         let seen = counter.state.wakes.load(Ordering::SeqCst);
         let res = Pin::new(&mut fut).poll(&mut Context::from_waker(&waker));
         counter.state.processed.store(seen, Ordering::SeqCst);
+        counter.state.progress.notify_waiters();
         res
     })
     .await
@@ -312,11 +332,15 @@ impl AsyncRead for TapStream {
                     &mut |status| {
                         state.status.store(status, Ordering::Release);
                         state.ready.fetch_add(1, Ordering::Release);
+                        state.progress.notify_waiters();
                     },
                     &mut || state.dead.store(true, Ordering::Release),
                 );
             }
-            Poll::Ready(Err(_)) => this.state.dead.store(true, Ordering::Release),
+            Poll::Ready(Err(_)) => {
+                this.state.dead.store(true, Ordering::Release);
+                this.state.progress.notify_waiters();
+            }
             Poll::Pending => {}
         }
         res

@@ -143,6 +143,12 @@ impl Manager for RedisManager {
         Ok(())
     }
 
+    /// Only a connection left with `MULTI`, `WATCH` or `SELECT` state goes through the
+    /// reset task; a clean one goes straight back.
+    fn needs_reset(&self, conn: &mut RedisConnection) -> bool {
+        conn.session.is_dirty()
+    }
+
     fn is_broken(&self, conn: &mut RedisConnection) -> bool {
         if let Some(what) = conn.session.tainted {
             tracing::debug!(

@@ -109,12 +109,21 @@ impl<M: Manager> Shared<M> {
                 if st.closed {
                     return Err(Error::Closed);
                 }
-                if let Some(conn) = st.idle.pop_back() {
-                    if conn.retire_due(now) {
+                if let Some(mut conn) = st.idle.pop_back() {
+                    // A connection that died while idle (server closed it) is evicted here,
+                    // by the manager's cheap sync check, rather than handed out.
+                    let reason = if conn.retire_due(now) {
+                        Some(CloseReason::Lifetime)
+                    } else if self.manager.is_broken(&mut conn.raw) {
+                        Some(CloseReason::Broken)
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
                         st.size -= 1;
                         let opens = self.plan(&mut st, now, 0);
                         drop(st);
-                        self.close_conn(conn, CloseReason::Lifetime);
+                        self.close_conn(conn, reason);
                         self.spawn_opens(opens);
                         now = Instant::now();
                         continue;
@@ -383,7 +392,7 @@ impl<M: Manager> Shared<M> {
             self.spawn_opens(opens);
             return;
         }
-        if self.has_reset && !st.closed {
+        if self.has_reset && !st.closed && self.manager.needs_reset(&mut conn.raw) {
             drop(st);
             self.spawn_reset(conn);
             return;
