@@ -18,3 +18,11 @@ else
 fi
 echo "== doc tests"
 cargo test --workspace --all-features --doc
+# The real PostgreSQL restart restarts the shared server, so it runs alone, after everything
+# else. It is #[ignore]d in the main suite; it fails (never skips) if it cannot run.
+echo "== PostgreSQL restart under load (alone)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p poolguard-postgres --all-features --test restart --run-ignored only
+else
+  cargo test -p poolguard-postgres --all-features --test restart -- --ignored
+fi
