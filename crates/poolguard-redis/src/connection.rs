@@ -1,8 +1,12 @@
 //! The pooled Redis connection: a multiplexed redis-rs connection that tracks the session
 //! state its borrowers leave behind.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
+use tokio::task::JoinHandle;
 
 use crate::session::Session;
 
@@ -13,11 +17,23 @@ use crate::session::Session;
 /// the borrow and bypass the session tracking that keeps `MULTI`/`WATCH`/`SELECT` from
 /// reaching the next borrower).
 ///
-/// The multiplexed connection's driver task is owned by it: it stops when the connection is
-/// dropped.
+/// The multiplexed connection's driver task, which owns the socket, is owned by it: it is
+/// aborted when the connection is dropped.
 pub struct RedisConnection {
     inner: MultiplexedConnection,
     pub(crate) session: Session,
+    /// Set by the socket when the server closed it or it failed.
+    closed: Arc<AtomicBool>,
+    driver: DriverGuard,
+}
+
+/// Aborts the driver task (which owns the socket) when the connection is dropped.
+struct DriverGuard(JoinHandle<()>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl std::fmt::Debug for RedisConnection {
@@ -38,10 +54,29 @@ fn name_of(cmd: &Cmd) -> (Option<&[u8]>, Option<&[u8]>) {
 }
 
 impl RedisConnection {
-    pub(crate) fn new(inner: MultiplexedConnection) -> Self {
+    pub(crate) fn new(
+        inner: MultiplexedConnection,
+        closed: Arc<AtomicBool>,
+        driver: JoinHandle<()>,
+    ) -> Self {
         RedisConnection {
             inner,
             session: Session::default(),
+            closed,
+            driver: DriverGuard(driver),
+        }
+    }
+
+    /// Whether the socket is gone (closed by the server, failed, or the driver ended).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.driver.0.is_finished()
+    }
+
+    fn note<T>(&mut self, result: &redis::RedisResult<T>) {
+        if let Err(e) = result {
+            if crate::error::classify(e) == poolguard::conn::ErrorClass::Fatal {
+                self.session.failed = true;
+            }
         }
     }
 
@@ -60,6 +95,7 @@ impl ConnectionLike for RedisConnection {
         }
         Box::pin(async move {
             let result = self.inner.req_packed_command(cmd).await;
+            self.note(&result);
             if let Some(name) = name {
                 // An error reply is an answer too (EXECABORT ends the transaction); an I/O
                 // error is not, but then the connection is evicted anyway.

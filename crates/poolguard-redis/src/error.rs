@@ -11,6 +11,9 @@ pub enum Error {
     /// redis-rs reported an error.
     #[error("{}", describe(.0))]
     Redis(#[from] RedisError),
+    /// The address kind is not supported (TLS): use `redis://` or `redis+unix://`.
+    #[error("unsupported Redis address {0}: poolguard-redis speaks plain TCP and Unix sockets; use redis:// or redis+unix://")]
+    Unsupported(String),
     /// `PING n` was not answered with `n`: the replies are out of step with the requests.
     #[error("Redis answered PING {sent} with {got:?}: replies are out of step; the connection is discarded")]
     PingMismatch {
@@ -26,7 +29,7 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Redis(e) => classify(e),
-            Error::PingMismatch { .. } => ErrorClass::Fatal,
+            Error::PingMismatch { .. } | Error::Unsupported(_) => ErrorClass::Fatal,
         }
     }
 }

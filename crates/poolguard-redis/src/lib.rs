@@ -34,6 +34,7 @@ mod connection;
 mod error;
 mod manager;
 mod session;
+mod socket;
 
 pub use connection::RedisConnection;
 pub use error::{classify, Error};

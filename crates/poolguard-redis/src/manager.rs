@@ -4,7 +4,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use poolguard::conn::{ErrorClass, Manager};
-use redis::{AsyncConnectionConfig, Client, IntoConnectionInfo, Value};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, Value};
+use tokio::net::{TcpStream, UnixStream};
+
+use crate::socket::WatchedSocket;
 
 use crate::connection::RedisConnection;
 use crate::error::Error;
@@ -93,11 +100,26 @@ impl Manager for RedisManager {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(None)
             .set_response_timeout(self.response_timeout);
-        let inner = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await?;
-        Ok(RedisConnection::new(inner))
+        let info = self.client.get_connection_info();
+        let closed = Arc::new(AtomicBool::new(false));
+        let socket = match info.addr() {
+            ConnectionAddr::Tcp(host, port) => {
+                let s = TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(RedisError::from)?;
+                WatchedSocket::tcp(s, Arc::clone(&closed))
+            }
+            ConnectionAddr::Unix(path) => {
+                let s = UnixStream::connect(path).await.map_err(RedisError::from)?;
+                WatchedSocket::unix(s, Arc::clone(&closed))
+            }
+            other => return Err(Error::Unsupported(format!("{other:?}"))),
+        };
+        let (inner, driver) =
+            MultiplexedConnection::new_with_config(info.redis_settings(), socket, config).await?;
+        // The driver owns the socket; the connection owns the driver (aborted on drop).
+        let driver = tokio::spawn(driver);
+        Ok(RedisConnection::new(inner, closed, driver))
     }
 
     /// `PING n` with a counter: the reply must echo `n`, which proves the replies are in step
@@ -150,6 +172,9 @@ impl Manager for RedisManager {
     }
 
     fn is_broken(&self, conn: &mut RedisConnection) -> bool {
+        if conn.is_closed() {
+            return true;
+        }
         if let Some(what) = conn.session.tainted {
             tracing::debug!(
                 command = what,
@@ -157,7 +182,7 @@ impl Manager for RedisManager {
             );
             return true;
         }
-        false
+        conn.session.failed
     }
 
     fn classify(&self, error: &Error) -> ErrorClass {

@@ -16,6 +16,9 @@ pub(crate) struct Session {
     /// A command changed state that cannot be undone cheaply (subscriptions, `MONITOR`,
     /// `CLIENT REPLY`, `HELLO`, `AUTH`, `RESET`...): the connection is evicted on return.
     pub(crate) tainted: Option<&'static str>,
+    /// A command failed with a fatal error (I/O, timeout, protocol): evict on return even if
+    /// the borrower did not report it.
+    pub(crate) failed: bool,
 }
 
 /// Commands that leave state the manager does not undo; the connection is evicted instead.
