@@ -239,7 +239,7 @@ fn report_async(rt: &Runtime, pool: &AsyncPool, tasks: usize) -> Report {
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while !stop.load(Relaxed) {
-                        if n % 8 == 0 {
+                        if n.is_multiple_of(8) {
                             let t = Instant::now();
                             p.cycle().await;
                             lat.record(t.elapsed());
@@ -284,7 +284,7 @@ fn report_r2d2(pool: &r2d2::Pool<R2d2Noop>, threads: usize) -> Report {
                     while !stop.load(Relaxed) {
                         let t = Instant::now();
                         drop(black_box(pool.get().expect("get")));
-                        if n % 8 == 0 {
+                        if n.is_multiple_of(8) {
                             lat.record(t.elapsed());
                         }
                         n += 1;
