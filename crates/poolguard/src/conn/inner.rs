@@ -96,16 +96,21 @@ impl<M: Manager> Shared<M> {
         // Cooperative budget: a task that gets and returns in a loop without awaiting
         // anything else still yields now and then, so every task progresses.
         tokio::task::coop::consume_budget().await;
-        self.stats.gets.fetch_add(1, Relaxed);
         let start = Instant::now();
         let deadline = start + self.cfg.acquire_timeout;
         let mut now = start;
+        let mut counted = false;
         loop {
             if now >= deadline {
                 return Err(self.timed_out(now, now - start));
             }
             let step = {
                 let mut st = self.state.lock();
+                if !counted {
+                    // Counted under the lock the get takes anyway (no extra atomic).
+                    counted = true;
+                    st.gets += 1;
+                }
                 if st.closed {
                     return Err(Error::Closed);
                 }

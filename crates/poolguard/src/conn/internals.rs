@@ -114,6 +114,8 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) max_size: usize,
     pub(crate) closed: bool,
     pub(crate) next_waiter: u64,
+    /// Calls to `get` (kept here, not in `Stats`: the get path holds this lock anyway).
+    pub(crate) gets: u64,
     pub(crate) breaker: Breaker<E>,
 }
 
@@ -129,6 +131,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             max_size,
             closed: false,
             next_waiter: 0,
+            gets: 0,
             breaker,
         }
     }

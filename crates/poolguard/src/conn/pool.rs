@@ -176,7 +176,9 @@ impl<M: Manager> Pool<M> {
 
     /// Totals since the pool was built.
     pub fn stats(&self) -> StatsSnapshot {
-        self.shared.stats.snapshot()
+        let mut s = self.shared.stats.snapshot();
+        s.gets = self.shared.state.lock().gets;
+        s
     }
 
     /// The configuration in force (`max_size` as built; see [`Status::max_size`]).

@@ -70,7 +70,6 @@ impl fmt::Display for CloseReason {
 /// The live counters (relaxed atomics; totals since the pool was built).
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
-    pub(crate) gets: AtomicU64,
     pub(crate) waited: AtomicU64,
     pub(crate) timed_out: AtomicU64,
     pub(crate) overloaded: AtomicU64,
@@ -99,7 +98,7 @@ impl Stats {
     pub(crate) fn snapshot(&self) -> StatsSnapshot {
         let l = |a: &AtomicU64| a.load(Relaxed);
         StatsSnapshot {
-            gets: l(&self.gets),
+            gets: 0,
             waited: l(&self.waited),
             timed_out: l(&self.timed_out),
             overloaded: l(&self.overloaded),
