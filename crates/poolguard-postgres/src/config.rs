@@ -43,6 +43,9 @@ pub struct PostgresConfig {
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached); `0` disables
     /// the cache. When full, the cache is emptied and starts over.
     pub statement_cache_capacity: usize,
+    /// The TLS connector (feature `tls`), see [`PostgresManagerBuilder::tls`].
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -52,7 +55,22 @@ impl fmt::Debug for PostgresConfig {
             .field("pg", &self.pg)
             .field("recycling", &self.recycling)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("tls", &self.has_tls())
             .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// Whether a TLS connector was given.
+    pub fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
     }
 }
 
@@ -71,8 +89,8 @@ pub enum BuildError {
     /// No user was given.
     #[error("the PostgreSQL config names no user; add `user=...` to the connection string")]
     NoUser,
-    /// TLS was required but this build only speaks plain TCP.
-    #[error("sslmode=require needs TLS, which this manager does not speak; use sslmode=disable or prefer")]
+    /// TLS was required but no connector was given.
+    #[error("sslmode=require needs TLS: enable the `tls` feature and pass a connector with PostgresManagerBuilder::tls (or use sslmode=prefer/disable)")]
     TlsRequired,
 }
 
@@ -90,6 +108,8 @@ impl PostgresManagerBuilder {
                 pg,
                 recycling: RecyclingMethod::default(),
                 statement_cache_capacity: 256,
+                #[cfg(feature = "tls")]
+                tls: None,
             }),
         }
     }
@@ -128,6 +148,27 @@ impl PostgresManagerBuilder {
         })
     }
 
+    /// Encrypts connections with `connector` (any tokio-postgres TLS connector, e.g.
+    /// `tokio_postgres_rustls::MakeRustlsConnect`), as `sslmode` says: `prefer` (the default)
+    /// falls back to plaintext when the server refuses TLS, `require` fails instead,
+    /// `disable` never asks. Unix sockets are never encrypted.
+    #[cfg(feature = "tls")]
+    pub fn tls<T>(self, connector: T) -> Self
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio::net::TcpStream>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send + 'static,
+        T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio::net::TcpStream>>::Future: Send,
+    {
+        let tls = crate::tls::Tls(std::sync::Arc::new(crate::tls::Connector(connector)));
+        self.map(|c| c.tls = Some(tls))
+    }
+
     /// Validates the settings.
     pub fn build(self) -> Result<PostgresManager, BuildError> {
         let config = self.config?;
@@ -137,7 +178,8 @@ impl PostgresManagerBuilder {
         if config.pg.get_user().is_none() {
             return Err(BuildError::NoUser);
         }
-        if config.pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+        if config.pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require && !config.has_tls()
+        {
             return Err(BuildError::TlsRequired);
         }
         Ok(PostgresManager::from_config(config))

@@ -23,6 +23,15 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// TLS could not be set up (handshake failed, certificate rejected, or the server refused
+    /// TLS while `sslmode=require`).
+    #[error("TLS with PostgreSQL at {addr} failed: {reason}")]
+    Tls {
+        /// The host.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// `target_session_attrs=read-write` was asked for and every host is read-only
     /// (a standby, typically after a failover).
     #[error("PostgreSQL at {addr} is read-only but target_session_attrs=read-write was requested")]
@@ -55,6 +64,7 @@ impl Error {
         match self {
             Error::Postgres(e) => classify(e),
             Error::Connect { .. }
+            | Error::Tls { .. }
             | Error::ReadOnly { .. }
             | Error::SessionEnded
             | Error::StillInTransaction => ErrorClass::Fatal,

@@ -37,8 +37,10 @@
 //!
 //! # TLS
 //!
-//! The manager connects with `NoTls` (the socket tap needs the plaintext stream);
-//! `sslmode=require` is refused by the builder with an explanation.
+//! Plaintext by default. With the `tls` feature, pass any tokio-postgres TLS connector to
+//! [`PostgresManagerBuilder::tls`]; the manager negotiates TLS itself, below the socket tap
+//! (which needs the plaintext), so channel binding (`SCRAM-SHA-256-PLUS`) is not offered.
+//! Without a connector, `sslmode=require` is refused by the builder with an explanation.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -52,6 +54,8 @@ mod connection;
 mod error;
 mod manager;
 mod tap;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::PgConnection;

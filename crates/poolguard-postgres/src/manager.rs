@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use poolguard::conn::{ErrorClass, Manager};
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::{Host, TargetSessionAttrs};
+use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
 use tokio_postgres::NoTls;
 
 use crate::config::{
@@ -19,6 +19,9 @@ use crate::tap::{drive, Socket, TapState, TapStream, TxStatus, WakeCounter};
 #[derive(Debug)]
 pub struct PostgresManager {
     config: PostgresConfig,
+    /// `config.pg` with `sslmode=disable`: TLS, when used, is negotiated below the tap, so
+    /// tokio-postgres must not try again.
+    raw: tokio_postgres::Config,
 }
 
 impl PostgresManager {
@@ -39,7 +42,9 @@ impl PostgresManager {
     }
 
     pub(crate) fn from_config(config: PostgresConfig) -> Self {
-        PostgresManager { config }
+        let mut raw = config.pg.clone();
+        raw.ssl_mode(SslMode::Disable);
+        PostgresManager { config, raw }
     }
 
     /// The validated settings.
@@ -83,7 +88,10 @@ impl PostgresManager {
                     if let Socket::Tcp(s) = &socket {
                         let _ = s.set_nodelay(true);
                     }
-                    return Ok((socket, desc));
+                    match self.secure(socket, hosts.get(i), addrs.get(i), &desc).await {
+                        Ok(socket) => return Ok((socket, desc)),
+                        Err(e) => last = Some(e),
+                    }
                 }
                 Err(source) => last = Some(Error::Connect { addr: desc, source }),
             }
@@ -92,6 +100,57 @@ impl PostgresManager {
             addr: "(no host)".into(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "no host configured"),
         }))
+    }
+
+    /// Negotiates TLS on a TCP socket when a connector is configured and `sslmode` allows.
+    #[cfg(feature = "tls")]
+    async fn secure(
+        &self,
+        socket: Socket,
+        host: Option<&Host>,
+        ip: Option<&std::net::IpAddr>,
+        desc: &str,
+    ) -> Result<Socket, Error> {
+        use crate::tls::{negotiate, Negotiated};
+        let (Some(tls), Socket::Tcp(stream)) = (&self.config.tls, &socket) else {
+            return Ok(socket);
+        };
+        let mode = self.config.pg.get_ssl_mode();
+        if mode == SslMode::Disable {
+            return Ok(socket);
+        }
+        let _ = stream;
+        let Socket::Tcp(stream) = socket else {
+            unreachable!("matched above")
+        };
+        let name = match (host, ip) {
+            (Some(Host::Tcp(h)), _) => h.clone(),
+            (_, Some(ip)) => ip.to_string(),
+            _ => String::new(),
+        };
+        let tls_error = |reason: String| Error::Tls {
+            addr: desc.to_owned(),
+            reason,
+        };
+        match negotiate(tls, stream, &name).await {
+            Ok(Negotiated::Tls(s)) => Ok(Socket::Tls(s)),
+            Ok(Negotiated::Refused(s)) if mode != SslMode::Require => Ok(Socket::Tcp(s)),
+            Ok(Negotiated::Refused(_)) => Err(tls_error(
+                "the server does not accept TLS and sslmode=require".into(),
+            )),
+            Err(e) => Err(tls_error(e.to_string())),
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    async fn secure(
+        &self,
+        socket: Socket,
+        _host: Option<&Host>,
+        _ip: Option<&std::net::IpAddr>,
+        _desc: &str,
+    ) -> Result<Socket, Error> {
+        Ok(socket)
     }
 
     async fn rollback(&self, conn: &mut PgConnection) -> Result<(), Error> {
@@ -111,8 +170,7 @@ impl Manager for PostgresManager {
         let (socket, addr) = self.open_socket().await?;
         let tap = Arc::new(TapState::default());
         let (client, connection) = self
-            .config
-            .pg
+            .raw
             .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
             .await?;
         let task_addr = addr.clone();

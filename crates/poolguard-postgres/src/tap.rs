@@ -282,10 +282,23 @@ impl Framer {
 }
 
 /// The raw socket under a pooled connection.
-#[derive(Debug)]
 pub(crate) enum Socket {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// An encrypted stream (feature `tls`); the tap sits above the encryption.
+    #[cfg(feature = "tls")]
+    Tls(Box<dyn crate::tls::TlsIo>),
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Socket::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            Socket::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
+            #[cfg(feature = "tls")]
+            Socket::Tls(_) => f.write_str("Tls(..)"),
+        }
+    }
 }
 
 /// A socket whose traffic updates a [`TapState`].
@@ -319,6 +332,8 @@ impl AsyncRead for TapStream {
         let res = match &mut this.socket {
             Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         };
         match &res {
             Poll::Ready(Ok(())) if buf.filled().len() == before => {
@@ -357,6 +372,8 @@ impl AsyncWrite for TapStream {
         let res = match &mut this.socket {
             Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         };
         if let Poll::Ready(Ok(n)) = res {
             let state = &this.state;
@@ -378,6 +395,8 @@ impl AsyncWrite for TapStream {
         match &mut self.socket {
             Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
             Socket::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -385,6 +404,8 @@ impl AsyncWrite for TapStream {
         match &mut self.socket {
             Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

@@ -272,9 +272,13 @@ async fn killed_clients_are_replaced() {
         stats.closed_by(CloseReason::Broken),
     );
     assert!(report.hung.is_empty());
-    for (task, n) in report.failures_per_task().iter().enumerate() {
-        assert!(*n <= 1, "caller {task} saw {n} failures");
-    }
+    // Each killed connection costs at most the one command in flight on it.
+    assert!(
+        report.failures.len() <= ids.len(),
+        "{} commands failed for {} killed connections",
+        report.failures.len(),
+        ids.len()
+    );
     assert!(
         stats.created >= 5,
         "killed connections were replaced: created {}",
