@@ -1,6 +1,10 @@
 //! `poolguard lab`: each scenario reproduces one failure from the source document, with a
 //! naive baseline and with poolguard, and prints a table of measured figures.
 
+mod config_traps;
+mod conn_leak;
+mod db_outage;
+mod spike;
 mod table;
 
 use std::process::ExitCode;
@@ -43,7 +47,28 @@ pub(crate) struct Scenario {
 }
 
 /// Every scenario, in the order `poolguard lab` runs them.
-const SCENARIOS: &[Scenario] = &[];
+const SCENARIOS: &[Scenario] = &[
+    Scenario {
+        name: "conn-leak",
+        about: "a handler that never returns its connection: the pool names the site and the holder",
+        run: conn_leak::run,
+    },
+    Scenario {
+        name: "db-outage",
+        about: "backend down under load (scaled 10 s -> 3 s): with the breaker vs without",
+        run: db_outage::run,
+    },
+    Scenario {
+        name: "spike",
+        about: "HikariCP's spike test: 50 requests, 150 ms connects, min idle 5: connections opened",
+        run: spike::run,
+    },
+    Scenario {
+        name: "config-traps",
+        about: "min idle 0 vs warm; validation timeout 30 s vs 1 s on a dead node; abandon on borrow vs maintenance",
+        run: config_traps::run,
+    },
+];
 
 pub(crate) fn run(args: LabArgs) -> ExitCode {
     if args.list {
