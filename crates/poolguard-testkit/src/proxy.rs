@@ -111,6 +111,14 @@ impl FaultProxy {
         }
     }
 
+    /// Like [`refuse`](Self::refuse) without waiting: the listening socket closes as soon as
+    /// its task is cancelled (a connect racing that may be reset instead of refused).
+    pub fn refuse_now(&self) {
+        if let Some(task) = self.listener.lock().take() {
+            task.abort();
+        }
+    }
+
     /// Listens again on the same port (after [`refuse`](Self::refuse)); does nothing if
     /// already listening.
     pub fn accept(&self) -> io::Result<()> {
@@ -282,4 +290,25 @@ async fn relay(client: TcpStream, shared: Arc<Shared>, id: u64, mut cut: oneshot
 enum Outcome {
     Cut,
     Closed,
+}
+
+/// The lab's fault switches, applied to a real server through the proxy: an outage is a
+/// blackhole (new connects hang, open connections go silent), refusal closes the listener,
+/// latency delays every chunk.
+impl crate::sim::Faults for FaultProxy {
+    fn set_outage(&self, down: bool) {
+        self.blackhole(down);
+    }
+
+    fn set_extra_latency(&self, extra: Duration) {
+        self.set_latency(extra);
+    }
+
+    fn set_refuse(&self, refuse: bool) {
+        if refuse {
+            self.refuse_now();
+        } else if let Err(e) = self.accept() {
+            tracing::warn!(error = %e, "fault proxy could not listen again");
+        }
+    }
 }

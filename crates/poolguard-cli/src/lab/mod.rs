@@ -4,6 +4,7 @@
 mod config_traps;
 mod conn_leak;
 mod db_outage;
+mod real;
 mod spike;
 mod table;
 
@@ -108,7 +109,11 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
     for s in selected {
         println!("\n=== lab {}: {}", s.name, s.about);
         let t = Instant::now();
-        match (s.run)(&ctx) {
+        // --postgres/--redis: the connection scenarios run against those servers instead.
+        let real = (ctx.postgres.is_some() || ctx.redis.is_some())
+            .then(|| real::run(s.name, &ctx))
+            .flatten();
+        match real.unwrap_or_else(|| (s.run)(&ctx)) {
             Ok(()) => println!("=== {} done in {:.1?}", s.name, t.elapsed()),
             Err(e) => {
                 failed += 1;
