@@ -16,8 +16,16 @@ use crate::manager::PostgresManager;
 pub enum RecyclingMethod {
     /// No round trip when the connection is clean. The socket tap (see the crate docs) knows
     /// the session's transaction status from the protocol itself, so `ROLLBACK` is sent only
-    /// when the borrower left a transaction open or a request is still unanswered (a query
-    /// cancelled mid-flight). Cost: zero round trips in the common case, one otherwise.
+    /// when the borrower left a transaction open; when a request is still unanswered (a query
+    /// cancelled mid-flight), its answer is awaited first, since it decides. Cost: zero round
+    /// trips in the common case, one otherwise.
+    ///
+    /// A query given as an SQL string (`client.query("...", ..)`) prepares a throwaway
+    /// statement and closes it when done; that `Close` may still be unanswered when the
+    /// connection comes back, and the reset then waits for its answer (no extra round trip
+    /// of its own, but the return goes through the pool's reset task). Use
+    /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached) or
+    /// `simple_query` on hot paths.
     #[default]
     Fast,
     /// Fast, plus one empty-query round trip on every return, so a connection that died

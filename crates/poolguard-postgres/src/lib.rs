@@ -16,8 +16,9 @@
 //! - **No transaction crosses borrows.** Every connection's socket goes through a tap that
 //!   follows the protocol's framing and records the transaction status byte of each
 //!   `ReadyForQuery`, and counts the requests written. On return, a connection that is in a
-//!   transaction (raw `BEGIN` included), or that has a request still unanswered (a cancelled
-//!   query), gets `ROLLBACK` before anyone else may have it; a clean one costs no round trip.
+//!   transaction (raw `BEGIN` included) gets `ROLLBACK` before anyone else may have it; one
+//!   with a request still unanswered (a cancelled query) first waits for the answer, which
+//!   decides; a clean one costs no round trip and skips the pool's reset task.
 //! - **Dead connections are evicted.** Errors are classified by SQLSTATE ([`classify`]):
 //!   57P01 (terminated by an administrator), 57P02, 57P03 and class 08 are fatal; so are I/O
 //!   and protocol errors. `is_broken` checks the client and the connection task on every
