@@ -14,12 +14,16 @@
 //!   this tier is not round-trip-for-round-trip identical).
 //!
 //! Criterion reports the time per request (throughput = 1 / time); p50/p99 of the per-request
-//! latency (get + query + return) are printed on stderr after each pool's run.
+//! latency (get + query + return) are printed on stderr after each pool's run. Because the
+//! machine is shared and load drifts between back-to-back measurements, each group ends with
+//! an interleaved summary (stderr, `interleaved ...`): the pools take turns for several rounds
+//! and the median throughput of each, its ratio to poolguard and its p50/p99 are printed.
 //!
 //! Needs PostgreSQL on 127.0.0.1:5432 (user postgres, db test) and Redis on 127.0.0.1:6379:
 //! `scripts/services.sh` starts them.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,17 +49,24 @@ fn runtime() -> Runtime {
         .expect("tokio runtime")
 }
 
-/// Runs `iters` requests spread over `TASKS` tasks; records each request's latency.
-async fn drive<F, Fut>(iters: u64, hist: &Arc<Histogram>, op: F) -> Duration
+/// One request of one pool (get, query, return), type-erased so pools can be interleaved.
+type Op = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+fn op<F, Fut>(f: F) -> Op
 where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
 {
+    Arc::new(move || Box::pin(f()))
+}
+
+/// Runs `iters` requests spread over `TASKS` tasks; records each request's latency.
+async fn drive(iters: u64, hist: &Arc<Histogram>, op: &Op) -> Duration {
     let start = Instant::now();
     let tasks: Vec<_> = (0..TASKS as u64)
         .map(|i| {
             let n = iters / TASKS as u64 + u64::from(i < iters % TASKS as u64);
-            let (op, hist) = (op.clone(), Arc::clone(hist));
+            let (op, hist) = (Arc::clone(op), Arc::clone(hist));
             tokio::spawn(async move {
                 for _ in 0..n {
                     let t = Instant::now();
@@ -71,22 +82,21 @@ where
     start.elapsed()
 }
 
-fn bench_one<F, Fut>(
+/// The criterion measurement of one pool; the pool is also kept for the interleaved rounds.
+fn bench_one(
     g: &mut BenchmarkGroup<'_, WallTime>,
+    contenders: &mut Vec<(String, Op)>,
     group: &str,
     rt: &Runtime,
     name: &str,
-    op: F,
-) where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
+    op: Op,
+) {
     // Warm every pool to its full size first.
     let hist = Arc::new(Histogram::new());
-    rt.block_on(drive(TASKS as u64 * 4, &hist, op.clone()));
+    rt.block_on(drive(TASKS as u64 * 4, &hist, &op));
     let hist = Arc::new(Histogram::new());
     g.bench_function(name, |b| {
-        b.iter_custom(|iters| rt.block_on(drive(iters, &hist, op.clone())));
+        b.iter_custom(|iters| rt.block_on(drive(iters, &hist, &op)));
     });
     let s = hist.snapshot();
     eprintln!(
@@ -96,6 +106,48 @@ fn bench_one<F, Fut>(
         s.p99(),
         s.max()
     );
+    contenders.push((name.to_owned(), op));
+}
+
+/// The machine is shared, so load drifts between criterion's back-to-back measurements. This
+/// summary interleaves the pools instead: `ROUNDS` rounds, each running `REQUESTS` requests on
+/// every pool in turn; it prints each pool's median throughput, its ratio to the first pool,
+/// and the latency quantiles over all its rounds.
+fn interleaved(rt: &Runtime, group: &str, contenders: &[(String, Op)]) {
+    const ROUNDS: usize = 7;
+    const REQUESTS: u64 = 16_384;
+    let hists: Vec<Arc<Histogram>> = contenders
+        .iter()
+        .map(|_| Arc::new(Histogram::new()))
+        .collect();
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
+    for round in 0..ROUNDS {
+        for k in 0..contenders.len() {
+            // Rotate the order so no pool always runs right after the same other one.
+            let i = (k + round) % contenders.len();
+            let took = rt.block_on(drive(REQUESTS, &hists[i], &contenders[i].1));
+            rates[i].push(REQUESTS as f64 / took.as_secs_f64());
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let base = median(&mut rates[0].clone());
+    eprintln!("interleaved {group} ({ROUNDS} rounds x {REQUESTS} requests per pool):");
+    for (i, (name, _)) in contenders.iter().enumerate() {
+        let m = median(&mut rates[i]);
+        let s = hists[i].snapshot();
+        eprintln!(
+            "  {name:<38} median {:>6.1} K req/s  ratio {:.2}  p50 {:>9.3?}  p99 {:>9.3?}  p99.9 {:>9.3?}  max {:>9.3?}",
+            m / 1000.0,
+            m / base,
+            s.p50(),
+            s.p99(),
+            s.quantile(0.999),
+            s.max()
+        );
+    }
 }
 
 fn configure(g: &mut BenchmarkGroup<'_, WallTime>) {
@@ -111,6 +163,7 @@ fn postgres(c: &mut Criterion) {
     const GROUP: &str = "postgres_select1_pool16_tasks64";
     let mut g = c.benchmark_group(GROUP);
     configure(&mut g);
+    let mut contenders = Vec::new();
 
     let m = PostgresManager::builder(PG_URL)
         .recycling(RecyclingMethod::Fast)
@@ -126,13 +179,20 @@ fn postgres(c: &mut Criterion) {
             panic!("PostgreSQL is not reachable ({e}); run scripts/services.sh");
         }
     });
-    bench_one(&mut g, GROUP, &rt, "poolguard", move || {
-        let pool = pool.clone();
-        async move {
-            let c = pool.get().await.expect("get");
-            c.simple_query("SELECT 1").await.expect("query");
-        }
-    });
+    bench_one(
+        &mut g,
+        &mut contenders,
+        GROUP,
+        &rt,
+        "poolguard",
+        op(move || {
+            let pool = pool.clone();
+            async move {
+                let c = pool.get().await.expect("get");
+                c.simple_query("SELECT 1").await.expect("query");
+            }
+        }),
+    );
 
     let pg: tokio_postgres::Config = PG_URL.parse().expect("config");
     let mgr = deadpool_postgres::Manager::from_config(
@@ -146,13 +206,20 @@ fn postgres(c: &mut Criterion) {
         .max_size(POOL)
         .build()
         .expect("deadpool");
-    bench_one(&mut g, GROUP, &rt, "deadpool-postgres", move || {
-        let dp = dp.clone();
-        async move {
-            let c = dp.get().await.expect("get");
-            c.simple_query("SELECT 1").await.expect("query");
-        }
-    });
+    bench_one(
+        &mut g,
+        &mut contenders,
+        GROUP,
+        &rt,
+        "deadpool-postgres",
+        op(move || {
+            let dp = dp.clone();
+            async move {
+                let c = dp.get().await.expect("get");
+                c.simple_query("SELECT 1").await.expect("query");
+            }
+        }),
+    );
 
     let bb = rt.block_on(async {
         let mgr = bb8_postgres::PostgresConnectionManager::new(pg, tokio_postgres::NoTls);
@@ -164,14 +231,22 @@ fn postgres(c: &mut Criterion) {
             .await
             .expect("bb8")
     });
-    bench_one(&mut g, GROUP, &rt, "bb8-postgres", move || {
-        let bb = bb.clone();
-        async move {
-            let c = bb.get().await.expect("get");
-            c.simple_query("SELECT 1").await.expect("query");
-        }
-    });
+    bench_one(
+        &mut g,
+        &mut contenders,
+        GROUP,
+        &rt,
+        "bb8-postgres",
+        op(move || {
+            let bb = bb.clone();
+            async move {
+                let c = bb.get().await.expect("get");
+                c.simple_query("SELECT 1").await.expect("query");
+            }
+        }),
+    );
     g.finish();
+    interleaved(&rt, GROUP, &contenders);
 }
 
 async fn ping<C: redis::aio::ConnectionLike + Send>(c: &mut C) {
@@ -184,6 +259,7 @@ fn redis_group(c: &mut Criterion) {
     const GROUP: &str = "redis_ping_pool16_tasks64";
     let mut g = c.benchmark_group(GROUP);
     configure(&mut g);
+    let mut contenders = Vec::new();
 
     for (name, bypass, test_on_checkout) in [
         ("no-checkout-check", Duration::from_millis(500), false),
@@ -202,16 +278,17 @@ fn redis_group(c: &mut Criterion) {
         });
         bench_one(
             &mut g,
+            &mut contenders,
             GROUP,
             &rt,
             &format!("poolguard/{name}"),
-            move || {
+            op(move || {
                 let pool = pool.clone();
                 async move {
                     let mut c = pool.get().await.expect("get");
                     ping(&mut *c).await;
                 }
-            },
+            }),
         );
 
         let bb = rt.block_on(async {
@@ -227,16 +304,17 @@ fn redis_group(c: &mut Criterion) {
         });
         bench_one(
             &mut g,
+            &mut contenders,
             GROUP,
             &rt,
             &format!("bb8-redis/{name}"),
-            move || {
+            op(move || {
                 let bb = bb.clone();
                 async move {
                     let mut c = bb.get().await.expect("get");
                     ping(&mut *c).await;
                 }
-            },
+            }),
         );
     }
 
@@ -247,18 +325,20 @@ fn redis_group(c: &mut Criterion) {
         .expect("deadpool-redis");
     bench_one(
         &mut g,
+        &mut contenders,
         GROUP,
         &rt,
         "deadpool-redis/checkout-validation",
-        move || {
+        op(move || {
             let dp = dp.clone();
             async move {
                 let mut c = dp.get().await.expect("get");
                 ping(&mut *c).await;
             }
-        },
+        }),
     );
     g.finish();
+    interleaved(&rt, GROUP, &contenders);
 }
 
 criterion_group!(benches, postgres, redis_group);
