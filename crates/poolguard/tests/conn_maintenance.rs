@@ -218,3 +218,30 @@ async fn maintenance_stops_when_the_pool_is_dropped_with_a_connect_hanging() {
         m.attempts()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_long_hold_does_not_count_as_idle_time() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .jitter(0.0)
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    drop(p.get().await.expect("first use (its return is sampled)"));
+    let c = p
+        .get()
+        .await
+        .expect("second use (its return is not sampled)");
+    tokio::time::sleep(Duration::from_secs(120)).await; // held twice the idle timeout
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        p.status().idle,
+        1,
+        "a just-returned connection was retired as idle"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(p.status().idle, 0, "retired after a real idle timeout");
+}

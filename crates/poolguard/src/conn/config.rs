@@ -44,6 +44,13 @@ pub struct Config {
     pub leak_threshold: Option<Duration>,
     /// A connection held longer than this is abandoned by maintenance: it stops counting
     /// against `max_size` and is closed when it comes back. `None`: off (default).
+    ///
+    /// The trade-off (the source document's "removeAbandoned" trap): pools that reclaim
+    /// abandoned connections *on borrow* close them under their holder, killing legitimate
+    /// long transactions. poolguard never touches a held connection: it only stops counting
+    /// it, so a replacement can be opened. The cost is that the backend may then see up to
+    /// `max_size` + abandoned connections, and a truly leaked connection stays open until
+    /// its guard is dropped. Set it well above your longest legitimate transaction.
     pub abandon_timeout: Option<Duration>,
     /// Most callers waiting at once; past it `get` fails at once with `Overloaded`. Default 1024.
     pub max_waiters: usize,

@@ -36,8 +36,10 @@ pub(crate) struct Conn<C> {
     pub(crate) idle_limit: Option<Duration>,
     /// `keepalive_interval - jitter`.
     pub(crate) keepalive: Option<Duration>,
-    /// Last time it came back to the pool.
+    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
     pub(crate) last_used: Instant,
+    /// Times it was checked out and returned (drives hold-time sampling).
+    pub(crate) uses: u64,
     /// Last time it was known alive (validated, reset or returned).
     pub(crate) last_checked: Instant,
 }
@@ -60,6 +62,7 @@ impl<C> Conn<C> {
             idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
             keepalive: cfg.keepalive_interval.map(|d| jittered(d, cfg.jitter)),
             last_used: now,
+            uses: 0,
             last_checked: now,
         }
     }
