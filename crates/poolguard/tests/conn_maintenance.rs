@@ -156,30 +156,41 @@ async fn keepalive_finds_a_dead_connection_before_a_caller_does() {
     assert_eq!(m.validations(), before, "the caller paid no validation");
 }
 
-#[tokio::test(start_paused = true)]
-async fn keepalive_spreads_validation_instead_of_a_storm_at_checkout() {
+/// deadpool #191: after a quiet night every pooled connection is dead, and the first request
+/// recycles (and fails) each of them in turn before a new one is opened. Keepalive finds them
+/// during the idle period instead; the request after it pays no failed validation.
+async fn failed_validations_on_first_get_after_restart(keepalive: Option<Duration>) -> u64 {
     let m = SimManager::new();
     m.with_reset(false);
-    m.latency(Op::Validate, Duration::from_millis(5));
     let p = Pool::builder(m.clone())
         .max_size(8)
-        .keepalive_interval(Some(Duration::from_secs(30)))
+        .keepalive_interval(keepalive)
+        .idle_timeout(None)
         .build()
         .expect("valid");
     let held = futures_collect_sim(&p, 8).await;
     drop(held);
-    // A long idle period: keepalive keeps them checked, so after it a burst of gets
-    // validates only connections idle past the bypass window, not all of them in a storm
-    // at the moment of the burst... and every one the burst gets is alive.
+    // The server restarts during the quiet period: every pooled connection is dead.
+    m.set_outage(true);
+    m.set_outage(false);
     tokio::time::sleep(Duration::from_secs(300)).await;
-    let v_idle = m.validations();
-    assert!(
-        v_idle >= 8,
-        "keepalive ran during the idle period ({v_idle})"
+    let before = p.stats().validation_failures;
+    let _c = p.get().await.expect("a live connection");
+    p.stats().validation_failures - before
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_spares_the_first_request_after_an_idle_period_a_validation_storm() {
+    assert_eq!(
+        failed_validations_on_first_get_after_restart(None).await,
+        8,
+        "without keepalive the first get meets every dead connection"
     );
-    let burst = futures_collect_sim(&p, 8).await;
-    assert_eq!(burst.len(), 8);
-    assert_eq!(m.created(), 8, "no connection was lost to the idle period");
+    assert_eq!(
+        failed_validations_on_first_get_after_restart(Some(Duration::from_secs(30))).await,
+        0,
+        "keepalive found them before a caller did"
+    );
 }
 
 async fn futures_collect_sim(

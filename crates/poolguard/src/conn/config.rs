@@ -57,7 +57,8 @@ pub struct Config {
     /// Most connections being opened at once. Default 1 (as HikariCP): surplus opens are
     /// elided because returns usually serve waiters before a new connection is ready.
     pub max_concurrent_opens: usize,
-    /// Consecutive connect/validation failures that open the circuit breaker.
+    /// Consecutive failed connects (errors or timeouts) and validation timeouts that open the
+    /// circuit breaker (a validation *error* only evicts its connection: the backend answered).
     /// `None` disables the breaker. Default 5.
     pub breaker_threshold: Option<u32>,
     /// First wait before a half-open probe; doubles after each failed probe. Default 1 s.

@@ -267,8 +267,11 @@ impl<M: Manager> Shared<M> {
             Ok(Err(e)) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %self.cfg.label, conn = id, error = %e, "validation failed; closing the connection");
+                // The backend answered (or the socket said it is gone): this connection is
+                // dead, the backend is not necessarily. Evict it without feeding the breaker,
+                // so a server restart does not open it while fresh connects would succeed.
                 let text = format!("validate: {e}");
-                self.failure(Some(Arc::new(e)), text, Phase::Validate);
+                self.state.lock().breaker.note(Arc::new(e), text);
                 false
             }
             Err(_) => {
