@@ -277,11 +277,13 @@ impl<M: Manager> Shared<M> {
             Err(_) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %self.cfg.label, conn = id, timeout = ?limit, "validation timed out; closing the connection");
-                self.failure(
-                    None,
-                    format!("validate: timed out after {limit:?}"),
-                    Phase::Validate,
-                );
+                let text = format!("validate: timed out after {limit:?}");
+                if limit >= self.cfg.validation_timeout {
+                    self.failure(None, text, Phase::Validate);
+                } else {
+                    // Cut short by the caller's own deadline: says nothing about the backend.
+                    self.state.lock().breaker.last_text = Some(text);
+                }
                 false
             }
         }
