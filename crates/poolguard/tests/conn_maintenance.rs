@@ -256,3 +256,32 @@ async fn a_long_hold_does_not_count_as_idle_time() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!(p.status().idle, 0, "retired after a real idle timeout");
 }
+
+#[tokio::test(start_paused = true)]
+async fn lifetimes_are_jittered_so_connections_do_not_expire_together() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .max_size(20)
+        .max_lifetime(Some(Duration::from_secs(100)))
+        .jitter(0.2)
+        .idle_timeout(None)
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    drop(futures_collect(&p, 20).await);
+    tokio::time::sleep(Duration::from_secs(79)).await;
+    assert_eq!(p.status().idle, 20, "none before 80 % of the lifetime");
+    let mut seen = Vec::new();
+    for _ in 0..22 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seen.push(p.status().idle);
+    }
+    assert_eq!(p.status().idle, 0, "all retired by the lifetime");
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert!(
+        distinct.len() >= 4,
+        "retirements spread over time: {seen:?}"
+    );
+    assert_eq!(p.stats().closed_by(CloseReason::Lifetime), 20);
+}
