@@ -39,10 +39,13 @@ type State<M> = Internals<<M as Manager>::Connection, <M as Manager>::Error>;
 type PoolError<M> = Error<<M as Manager>::Error>;
 type WaiterOf<M> = Waiter<<M as Manager>::Connection, <M as Manager>::Error>;
 
+// `repr(C)` with the lock first: the `Arc`'s reference counts, the lock word and the head of
+// the state share cache lines, so a get touches fewer lines that the other worker also writes.
+#[repr(C)]
 pub(crate) struct Shared<M: Manager> {
+    pub(crate) state: Mutex<State<M>>,
     pub(crate) manager: M,
     pub(crate) cfg: Config,
-    pub(crate) state: Mutex<State<M>>,
     pub(crate) stats: Stats,
     pub(crate) rt: Handle,
     /// Closes still running.

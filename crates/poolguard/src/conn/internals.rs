@@ -99,8 +99,17 @@ pub(crate) struct Waiter<C, E: std::error::Error + 'static> {
     pub(crate) tx: oneshot::Sender<Reply<C, E>>,
 }
 
+/// `repr(C)`, hot fields first: the get/return path reads `closed`, `gets`, `size`,
+/// `max_size`, `idle`, `waiters` and `holders`, which then sit next to the lock word.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Internals<C, E: std::error::Error + 'static> {
+    pub(crate) closed: bool,
+    /// Calls to `get` (kept here, not in `Stats`: the get path holds this lock anyway).
+    pub(crate) gets: u64,
+    /// See the module rules.
+    pub(crate) size: usize,
+    pub(crate) max_size: usize,
     /// Idle connections; pushed and popped at the back (the most recently used is reused
     /// first, so the surplus ages out at the front).
     pub(crate) idle: VecDeque<Conn<C>>,
@@ -108,17 +117,11 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) waiters: VecDeque<Waiter<C, E>>,
     /// Call site and age of every checked-out connection.
     pub(crate) holders: Holders,
-    /// See the module rules.
-    pub(crate) size: usize,
     /// Connects in progress (included in `size`).
     pub(crate) opening: usize,
     /// Abandoned connections still held (not in `size`).
     pub(crate) abandoned: usize,
-    pub(crate) max_size: usize,
-    pub(crate) closed: bool,
     pub(crate) next_waiter: u64,
-    /// Calls to `get` (kept here, not in `Stats`: the get path holds this lock anyway).
-    pub(crate) gets: u64,
     pub(crate) breaker: Breaker<E>,
 }
 
