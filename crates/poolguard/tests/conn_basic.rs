@@ -180,3 +180,13 @@ async fn report_evicts_only_fatal_errors() {
     assert_ne!(c.id(), id);
     let _ = m.classify(&SimError::BadQuery);
 }
+
+#[test]
+fn handles_cross_tasks_and_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Pool<SimManager>>();
+    send::<poolguard::conn::PooledConnection<SimManager>>();
+    send_sync::<Error<SimError>>();
+    send_sync::<poolguard::conn::TimeoutSnapshot>();
+}

@@ -156,30 +156,41 @@ async fn keepalive_finds_a_dead_connection_before_a_caller_does() {
     assert_eq!(m.validations(), before, "the caller paid no validation");
 }
 
-#[tokio::test(start_paused = true)]
-async fn keepalive_spreads_validation_instead_of_a_storm_at_checkout() {
+/// deadpool #191: after a quiet night every pooled connection is dead, and the first request
+/// recycles (and fails) each of them in turn before a new one is opened. Keepalive finds them
+/// during the idle period instead; the request after it pays no failed validation.
+async fn failed_validations_on_first_get_after_restart(keepalive: Option<Duration>) -> u64 {
     let m = SimManager::new();
     m.with_reset(false);
-    m.latency(Op::Validate, Duration::from_millis(5));
     let p = Pool::builder(m.clone())
         .max_size(8)
-        .keepalive_interval(Some(Duration::from_secs(30)))
+        .keepalive_interval(keepalive)
+        .idle_timeout(None)
         .build()
         .expect("valid");
     let held = futures_collect_sim(&p, 8).await;
     drop(held);
-    // A long idle period: keepalive keeps them checked, so after it a burst of gets
-    // validates only connections idle past the bypass window, not all of them in a storm
-    // at the moment of the burst... and every one the burst gets is alive.
+    // The server restarts during the quiet period: every pooled connection is dead.
+    m.set_outage(true);
+    m.set_outage(false);
     tokio::time::sleep(Duration::from_secs(300)).await;
-    let v_idle = m.validations();
-    assert!(
-        v_idle >= 8,
-        "keepalive ran during the idle period ({v_idle})"
+    let before = p.stats().validation_failures;
+    let _c = p.get().await.expect("a live connection");
+    p.stats().validation_failures - before
+}
+
+#[tokio::test(start_paused = true)]
+async fn keepalive_spares_the_first_request_after_an_idle_period_a_validation_storm() {
+    assert_eq!(
+        failed_validations_on_first_get_after_restart(None).await,
+        8,
+        "without keepalive the first get meets every dead connection"
     );
-    let burst = futures_collect_sim(&p, 8).await;
-    assert_eq!(burst.len(), 8);
-    assert_eq!(m.created(), 8, "no connection was lost to the idle period");
+    assert_eq!(
+        failed_validations_on_first_get_after_restart(Some(Duration::from_secs(30))).await,
+        0,
+        "keepalive found them before a caller did"
+    );
 }
 
 async fn futures_collect_sim(
@@ -217,4 +228,60 @@ async fn maintenance_stops_when_the_pool_is_dropped_with_a_connect_hanging() {
         "maintenance kept trying: {}",
         m.attempts()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_hold_does_not_count_as_idle_time() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .idle_timeout(Some(Duration::from_secs(60)))
+        .jitter(0.0)
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    drop(p.get().await.expect("first use (its return is sampled)"));
+    let c = p
+        .get()
+        .await
+        .expect("second use (its return is not sampled)");
+    tokio::time::sleep(Duration::from_secs(120)).await; // held twice the idle timeout
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        p.status().idle,
+        1,
+        "a just-returned connection was retired as idle"
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(p.status().idle, 0, "retired after a real idle timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetimes_are_jittered_so_connections_do_not_expire_together() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    let p = Pool::builder(m.clone())
+        .max_size(20)
+        .max_lifetime(Some(Duration::from_secs(100)))
+        .jitter(0.2)
+        .idle_timeout(None)
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    drop(futures_collect(&p, 20).await);
+    tokio::time::sleep(Duration::from_secs(79)).await;
+    assert_eq!(p.status().idle, 20, "none before 80 % of the lifetime");
+    let mut seen = Vec::new();
+    for _ in 0..22 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        seen.push(p.status().idle);
+    }
+    assert_eq!(p.status().idle, 0, "all retired by the lifetime");
+    let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert!(
+        distinct.len() >= 4,
+        "retirements spread over time: {seen:?}"
+    );
+    assert_eq!(p.stats().closed_by(CloseReason::Lifetime), 20);
 }

@@ -137,7 +137,7 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
         "failure p50",
         "failure p99",
         "hung >= 1 s",
-        "failed fast by breaker",
+        "fast failures by breaker (whole run)",
         "first success after recovery",
     ]);
     rt.block_on(async {

@@ -142,6 +142,12 @@ impl<E> Breaker<E> {
         open
     }
 
+    /// Records an error as the last one seen without counting it as a failure.
+    pub(crate) fn note(&mut self, error: Arc<E>, text: String) {
+        self.last_error = Some(error);
+        self.last_text = Some(text);
+    }
+
     /// Time until the next probe, when open.
     pub(crate) fn retry_in(&self, now: Instant) -> Duration {
         match self.state {

@@ -44,13 +44,21 @@ pub struct Config {
     pub leak_threshold: Option<Duration>,
     /// A connection held longer than this is abandoned by maintenance: it stops counting
     /// against `max_size` and is closed when it comes back. `None`: off (default).
+    ///
+    /// The trade-off (the source document's "removeAbandoned" trap): pools that reclaim
+    /// abandoned connections *on borrow* close them under their holder, killing legitimate
+    /// long transactions. poolguard never touches a held connection: it only stops counting
+    /// it, so a replacement can be opened. The cost is that the backend may then see up to
+    /// `max_size` + abandoned connections, and a truly leaked connection stays open until
+    /// its guard is dropped. Set it well above your longest legitimate transaction.
     pub abandon_timeout: Option<Duration>,
     /// Most callers waiting at once; past it `get` fails at once with `Overloaded`. Default 1024.
     pub max_waiters: usize,
     /// Most connections being opened at once. Default 1 (as HikariCP): surplus opens are
     /// elided because returns usually serve waiters before a new connection is ready.
     pub max_concurrent_opens: usize,
-    /// Consecutive connect/validation failures that open the circuit breaker.
+    /// Consecutive failed connects (errors or timeouts) and validation timeouts that open the
+    /// circuit breaker (a validation *error* only evicts its connection: the backend answered).
     /// `None` disables the breaker. Default 5.
     pub breaker_threshold: Option<u32>,
     /// First wait before a half-open probe; doubles after each failed probe. Default 1 s.

@@ -36,8 +36,10 @@ pub(crate) struct Conn<C> {
     pub(crate) idle_limit: Option<Duration>,
     /// `keepalive_interval - jitter`.
     pub(crate) keepalive: Option<Duration>,
-    /// Last time it came back to the pool.
+    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
     pub(crate) last_used: Instant,
+    /// Times it was checked out and returned (drives hold-time sampling).
+    pub(crate) uses: u64,
     /// Last time it was known alive (validated, reset or returned).
     pub(crate) last_checked: Instant,
 }
@@ -60,6 +62,7 @@ impl<C> Conn<C> {
             idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
             keepalive: cfg.keepalive_interval.map(|d| jittered(d, cfg.jitter)),
             last_used: now,
+            uses: 0,
             last_checked: now,
         }
     }
@@ -96,8 +99,17 @@ pub(crate) struct Waiter<C, E: std::error::Error + 'static> {
     pub(crate) tx: oneshot::Sender<Reply<C, E>>,
 }
 
+/// `repr(C)`, hot fields first: the get/return path reads `closed`, `gets`, `size`,
+/// `max_size`, `idle`, `waiters` and `holders`, which then sit next to the lock word.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct Internals<C, E: std::error::Error + 'static> {
+    pub(crate) closed: bool,
+    /// Calls to `get` (kept here, not in `Stats`: the get path holds this lock anyway).
+    pub(crate) gets: u64,
+    /// See the module rules.
+    pub(crate) size: usize,
+    pub(crate) max_size: usize,
     /// Idle connections; pushed and popped at the back (the most recently used is reused
     /// first, so the surplus ages out at the front).
     pub(crate) idle: VecDeque<Conn<C>>,
@@ -105,17 +117,11 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) waiters: VecDeque<Waiter<C, E>>,
     /// Call site and age of every checked-out connection.
     pub(crate) holders: Holders,
-    /// See the module rules.
-    pub(crate) size: usize,
     /// Connects in progress (included in `size`).
     pub(crate) opening: usize,
     /// Abandoned connections still held (not in `size`).
     pub(crate) abandoned: usize,
-    pub(crate) max_size: usize,
-    pub(crate) closed: bool,
     pub(crate) next_waiter: u64,
-    /// Calls to `get` (kept here, not in `Stats`: the get path holds this lock anyway).
-    pub(crate) gets: u64,
     pub(crate) breaker: Breaker<E>,
 }
 
