@@ -37,7 +37,29 @@ ensure_postgres() {
     psql -h 127.0.0.1 -U postgres -d postgres -c 'create database test' >/dev/null \
       || { log "cannot reach database test as postgres on 127.0.0.1:5432 with trust auth"; exit 1; }
   fi
+  ensure_password_role
   log "PostgreSQL ready on 127.0.0.1:5432"
+}
+
+# The backends' wrong-password test needs one role that authenticates with a password even
+# though everything else uses trust: role poolguard_pw (password poolguard-secret), scram on
+# 127.0.0.1, placed before the trust line. Only that role is affected.
+ensure_password_role() {
+  local ver; ver=$(ls /etc/postgresql | sort -V | tail -n1)
+  local hba="/etc/postgresql/$ver/main/pg_hba.conf"
+  if ! grep -qE '^host\s+all\s+poolguard_pw\s' "$hba"; then
+    log "adding scram auth for role poolguard_pw in $hba (wrong-password test)"
+    as_root sed -i '1i host all poolguard_pw 127.0.0.1/32 scram-sha-256' "$hba"
+    psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select pg_reload_conf()' >/dev/null
+  fi
+  psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -q >/dev/null <<'SQL' \
+    || { log "cannot create role poolguard_pw"; exit 1; }
+DO $$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'poolguard_pw') THEN
+    CREATE ROLE poolguard_pw LOGIN PASSWORD 'poolguard-secret';
+  END IF;
+END $$;
+SQL
 }
 
 ensure_redis() {

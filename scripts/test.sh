@@ -12,6 +12,14 @@ echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== doc tests"
 cargo test --workspace --all-features --doc
+# The real PostgreSQL restart restarts the shared server, so it runs alone, before the main
+# suite. It is #[ignore]d there; it fails (never skips) if it cannot run.
+echo "== PostgreSQL restart under load (alone)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run -p poolguard-postgres --all-features --test restart --run-ignored only
+else
+  cargo test -p poolguard-postgres --all-features --test restart -- --ignored
+fi
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-features --no-fail-fast

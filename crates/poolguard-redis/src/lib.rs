@@ -1,4 +1,27 @@
-//! Redis manager for poolguard's connection pool (issue 5).
+//! Redis (redis-rs) manager for poolguard's connection pool.
+//!
+//! ```no_run
+//! use poolguard_redis::RedisManager;
+//!
+//! # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = RedisManager::new("redis://127.0.0.1:6379/0")?;
+//! # let _ = manager; Ok(()) }
+//! ```
+//!
+//! # What the manager guarantees
+//!
+//! - **Validation proves the replies are in step**: `PING n` with a counter must come back
+//!   as `n`.
+//! - **No session state reaches the next borrower.** [`RedisConnection`] sees every command
+//!   it sends and tracks `MULTI`, `WATCH` and `SELECT`; on return it sends `DISCARD`,
+//!   `UNWATCH` or `SELECT db` only when needed (a clean connection costs no round trip). A
+//!   `MULTI` whose `EXEC` was cancelled mid-flight counts as open. Commands whose state
+//!   cannot be undone cheaply (`SUBSCRIBE`, `MONITOR`, `CLIENT REPLY`, `HELLO`, `AUTH`...)
+//!   evict the connection on return.
+//! - **Fatal errors are recognised** ([`classify`]): I/O, timeouts, unparsable replies,
+//!   authentication failures and `READONLY` (a failover made the node a replica) evict.
+//! - **Connect errors say what is wrong**: a refused port and a wrong password have their
+//!   own messages, never a timeout.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -6,3 +29,14 @@
     missing_debug_implementations,
     rust_2018_idioms
 )]
+
+mod connection;
+mod error;
+mod manager;
+mod session;
+mod socket;
+
+pub use connection::RedisConnection;
+pub use error::{classify, Error};
+pub use manager::{BuildError, RedisManager, RedisManagerBuilder};
+pub use redis;

@@ -6,3 +6,6 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 pub mod drops;
+pub mod outage;
+pub mod proxy;
+pub mod sim;

@@ -1,8 +1,13 @@
 //! `poolguard lab`: each scenario reproduces one failure from the source document, with a
 //! naive baseline and with poolguard, and prints a table of measured figures.
 
+mod config_traps;
+mod conn_leak;
+mod db_outage;
 mod finalizer_stall;
 mod pool_abuse;
+mod real;
+mod spike;
 mod table;
 
 use std::process::ExitCode;
@@ -47,14 +52,34 @@ pub(crate) struct Scenario {
 /// Every scenario, in the order `poolguard lab` runs them.
 const SCENARIOS: &[Scenario] = &[
     Scenario {
-    name: "pool-abuse",
-    about: "object-pool misuse (long holds, put-only threads, #23199 oversized buffers): naive Mutex<Vec> vs poolguard",
-    run: pool_abuse::run,
+        name: "pool-abuse",
+        about: "object-pool misuse (long holds, put-only threads, #23199 oversized buffers): naive Mutex<Vec> vs poolguard",
+        run: pool_abuse::run,
     },
     Scenario {
-    name: "finalizer-stall",
-    about: "one blocking finalizer stalls Go's single finalizer queue; the reclaimer does not",
-    run: finalizer_stall::run,
+        name: "finalizer-stall",
+        about: "one blocking finalizer stalls Go's single finalizer queue; the reclaimer does not",
+        run: finalizer_stall::run,
+    },
+    Scenario {
+        name: "conn-leak",
+        about: "a handler that never returns its connection: the pool names the site and the holder",
+        run: conn_leak::run,
+    },
+    Scenario {
+        name: "db-outage",
+        about: "backend down under load (scaled 10 s -> 3 s): with the breaker vs without",
+        run: db_outage::run,
+    },
+    Scenario {
+        name: "spike",
+        about: "HikariCP's spike test: 50 requests, 150 ms connects, min idle 5: connections opened",
+        run: spike::run,
+    },
+    Scenario {
+        name: "config-traps",
+        about: "min idle 0 vs warm; validation timeout 30 s vs 1 s on a dead node; abandon on borrow vs maintenance",
+        run: config_traps::run,
     },
 ];
 
@@ -96,7 +121,11 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
     for s in selected {
         println!("\n=== lab {}: {}", s.name, s.about);
         let t = Instant::now();
-        match (s.run)(&ctx) {
+        // --postgres/--redis: the connection scenarios run against those servers instead.
+        let real = (ctx.postgres.is_some() || ctx.redis.is_some())
+            .then(|| real::run(s.name, &ctx))
+            .flatten();
+        match real.unwrap_or_else(|| (s.run)(&ctx)) {
             Ok(()) => println!("=== {} done in {:.1?}", s.name, t.elapsed()),
             Err(e) => {
                 failed += 1;

@@ -1,5 +1,49 @@
-//! Async connection pool (issue 4).
+//! An async connection pool generic over a [`Manager`]: every wait bounded, fair FIFO
+//! handoff, leak detection with call sites, a circuit breaker, and errors that say why.
+//!
+//! ```no_run
+//! # async fn demo<M: poolguard::conn::Manager>(manager: M) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use poolguard::conn::Pool;
+//!
+//! let pool = Pool::builder(manager)
+//!     .max_size(16)
+//!     .min_idle(2)
+//!     .acquire_timeout(Duration::from_secs(5))
+//!     .leak_threshold(Some(Duration::from_secs(30)))
+//!     .build()?;
+//! let conn = pool.get().await?; // Deref/DerefMut to M::Connection
+//! drop(conn); // back to the pool (or to the oldest waiter)
+//! println!("{:?}", pool.status());
+//! # Ok(()) }
+//! ```
+//!
+//! # Design
+//!
+//! * [`Pool`] (`pool.rs`) is the public front; `inner.rs` is the engine (acquire, return,
+//!   open, close); `internals.rs` is the state under the one lock; `guard.rs` the checked-out
+//!   handle; `breaker.rs`, `leak.rs`, `maintenance.rs`, `stats.rs` are what they say.
+//! * Callers only ever wait on the pool. Connections are opened on background tasks and
+//!   handed to the oldest waiter; returns go to the oldest waiter before the idle list.
+//! * Every connection is owned by exactly one guard at every await point, so cancellation
+//!   loses nothing (see `inner.rs`).
 
+mod breaker;
+mod config;
+mod error;
+mod guard;
+mod inner;
+mod internals;
+mod leak;
+mod maintenance;
 mod manager;
+mod pool;
+mod stats;
 
+pub use breaker::BreakerState;
+pub use config::{Builder, Config};
+pub use error::{ConfigError, Error, Holder, Phase, TimeoutSnapshot};
+pub use guard::PooledConnection;
 pub use manager::{ErrorClass, Manager};
+pub use pool::Pool;
+pub use stats::{CloseReason, StatsSnapshot, Status};

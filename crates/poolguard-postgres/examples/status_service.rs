@@ -1,0 +1,106 @@
+//! A small HTTP service on poolguard-postgres that exposes its pool's status as JSON.
+//!
+//! ```sh
+//! cargo run -p poolguard-postgres --example status_service -- 127.0.0.1:3000 \
+//!     "host=127.0.0.1 user=postgres dbname=test"
+//! curl localhost:3000/now      # a query through the pool
+//! curl localhost:3000/status   # the pool as JSON (size, idle, waiters, breaker, stats)
+//! curl localhost:3000/metrics  # Prometheus text
+//! ```
+//!
+//! When the database is down, `/now` answers 503 at once with the pool's own explanation
+//! (breaker open, connection refused, wrong password...), never after a hang.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use poolguard::conn::{CloseReason, Pool};
+use poolguard_postgres::PostgresManager;
+use serde_json::{json, Value};
+
+type PgPool = Pool<PostgresManager>;
+
+async fn now(State(pool): State<PgPool>) -> Result<String, (StatusCode, String)> {
+    let unavailable = |e: String| (StatusCode::SERVICE_UNAVAILABLE, e);
+    let mut conn = pool.get().await.map_err(|e| unavailable(e.to_string()))?;
+    // Every await has a deadline: the query too.
+    let query = conn.query_one("SELECT now()::text", &[]);
+    match tokio::time::timeout(Duration::from_secs(5), query).await {
+        Ok(Ok(row)) => Ok(row.get::<_, String>(0)),
+        Ok(Err(e)) => {
+            let e = poolguard_postgres::Error::from(e);
+            conn.report(&e);
+            Err(unavailable(e.to_string()))
+        }
+        Err(_) => {
+            conn.mark_broken();
+            Err(unavailable("query timed out after 5 s".into()))
+        }
+    }
+}
+
+async fn status(State(pool): State<PgPool>) -> Json<Value> {
+    let s = pool.status();
+    let st = pool.stats();
+    let closed: serde_json::Map<String, Value> = CloseReason::ALL
+        .iter()
+        .map(|r| (r.as_str().to_owned(), json!(st.closed_by(*r))))
+        .collect();
+    Json(json!({
+        "size": s.size,
+        "max_size": s.max_size,
+        "idle": s.idle,
+        "in_use": s.in_use,
+        "opening": s.opening,
+        "waiters": s.waiters,
+        "breaker": s.breaker.to_string(),
+        "closed": s.closed,
+        "stats": {
+            "gets": st.gets,
+            "waited": st.waited,
+            "timed_out": st.timed_out,
+            "unavailable": st.unavailable,
+            "created": st.created,
+            "connect_failures": st.connect_failures,
+            "validation_failures": st.validation_failures,
+            "closed_by": closed,
+            "wait_p99_us": st.wait_time.p99().as_micros() as u64,
+            "hold_p99_us": st.hold_time.p99().as_micros() as u64,
+        },
+        "doctor": pool.doctor().iter().map(|f| f.to_string()).collect::<Vec<_>>(),
+    }))
+}
+
+async fn metrics(State(pool): State<PgPool>) -> String {
+    pool.prometheus()
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let addr = args.next().unwrap_or_else(|| "127.0.0.1:3000".into());
+    let url = args
+        .next()
+        .unwrap_or_else(|| "host=127.0.0.1 user=postgres dbname=test".into());
+    let manager = PostgresManager::builder(&url)
+        .application_name("poolguard-example")
+        .build()?;
+    let pool = Pool::builder(manager)
+        .label("example")
+        .max_size(8)
+        .min_idle(2)
+        .acquire_timeout(Duration::from_secs(2))
+        .build()?;
+    let app = Router::new()
+        .route("/now", get(now))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(pool);
+    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    println!("listening on http://{addr} (/now, /status, /metrics)");
+    axum::serve(listener, app).await?;
+    Ok(())
+}

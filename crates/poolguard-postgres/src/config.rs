@@ -1,0 +1,203 @@
+//! Manager configuration: plain data plus a validating builder.
+
+use std::fmt;
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+
+use crate::manager::PostgresManager;
+
+/// What happens to a connection when a borrower gives it back, and what it costs.
+///
+/// Whatever the method, a connection given back inside a transaction is rolled back before
+/// anyone else gets it, and a closed connection is evicted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RecyclingMethod {
+    /// No round trip when the connection is clean. The socket tap (see the crate docs) knows
+    /// the session's transaction status from the protocol itself, so `ROLLBACK` is sent only
+    /// when the borrower left a transaction open; when a request is still unanswered (a query
+    /// cancelled mid-flight), its answer is awaited first, since it decides. Cost: zero round
+    /// trips in the common case, one otherwise.
+    ///
+    /// A query given as an SQL string (`client.query("...", ..)`) prepares a throwaway
+    /// statement and closes it when done; that `Close` may still be unanswered when the
+    /// connection comes back, and the reset then waits for its answer (no extra round trip
+    /// of its own, but the return goes through the pool's reset task). Use
+    /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached) or
+    /// `simple_query` on hot paths.
+    #[default]
+    Fast,
+    /// Fast, plus one empty-query round trip on every return, so a connection that died
+    /// during the borrow is found now instead of at its next checkout. Cost: one round trip
+    /// per borrow.
+    Verified,
+    /// Verified, plus `DISCARD ALL` on every return: session settings (`SET`), temporary
+    /// tables, prepared statements (the statement cache is emptied too), `LISTEN`s and
+    /// advisory locks are all dropped. Cost: one round trip plus the server's cleanup work,
+    /// and every cached statement must be prepared again.
+    Clean,
+}
+
+/// The manager's settings. Build it with [`PostgresManager::builder`] so it is validated.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct PostgresConfig {
+    /// Connection settings (hosts, user, password, database, application name...).
+    pub pg: tokio_postgres::Config,
+    /// What happens to a connection on return.
+    pub recycling: RecyclingMethod,
+    /// Prepared statements kept per connection by
+    /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached); `0` disables
+    /// the cache. When full, the cache is emptied and starts over.
+    pub statement_cache_capacity: usize,
+    /// The TLS connector (feature `tls`), see [`PostgresManagerBuilder::tls`].
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Tls>,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // tokio_postgres::Config's Debug already redacts the password.
+        f.debug_struct("PostgresConfig")
+            .field("pg", &self.pg)
+            .field("recycling", &self.recycling)
+            .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("tls", &self.has_tls())
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// Whether a TLS connector was given.
+    pub fn has_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        {
+            self.tls.is_some()
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            false
+        }
+    }
+}
+
+/// Why a [`PostgresManagerBuilder`] refused its settings.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The connection string did not parse.
+    #[error("invalid PostgreSQL connection string: {0}; use `host=127.0.0.1 user=postgres dbname=app` or `postgres://user@host/db`")]
+    ConnectionString(#[source] tokio_postgres::Error),
+    /// No host was given.
+    #[error(
+        "the PostgreSQL config names no host; add `host=...` (or a `postgres://host/...` URL)"
+    )]
+    NoHost,
+    /// No user was given.
+    #[error("the PostgreSQL config names no user; add `user=...` to the connection string")]
+    NoUser,
+    /// TLS was required but no connector was given.
+    #[error("sslmode=require needs TLS: enable the `tls` feature and pass a connector with PostgresManagerBuilder::tls (or use sslmode=prefer/disable)")]
+    TlsRequired,
+}
+
+/// Builds a validated [`PostgresManager`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until build() is called"]
+pub struct PostgresManagerBuilder {
+    config: Result<PostgresConfig, BuildError>,
+}
+
+impl PostgresManagerBuilder {
+    pub(crate) fn new(pg: tokio_postgres::Config) -> Self {
+        PostgresManagerBuilder {
+            config: Ok(PostgresConfig {
+                pg,
+                recycling: RecyclingMethod::default(),
+                statement_cache_capacity: 256,
+                #[cfg(feature = "tls")]
+                tls: None,
+            }),
+        }
+    }
+
+    pub(crate) fn from_str(s: &str) -> Self {
+        match tokio_postgres::Config::from_str(s) {
+            Ok(pg) => Self::new(pg),
+            Err(e) => PostgresManagerBuilder {
+                config: Err(BuildError::ConnectionString(e)),
+            },
+        }
+    }
+
+    fn map(mut self, f: impl FnOnce(&mut PostgresConfig)) -> Self {
+        if let Ok(c) = &mut self.config {
+            f(c);
+        }
+        self
+    }
+
+    /// What happens to a connection on return (default [`RecyclingMethod::Fast`]).
+    pub fn recycling(self, method: RecyclingMethod) -> Self {
+        self.map(|c| c.recycling = method)
+    }
+
+    /// Prepared statements cached per connection (default 256; 0 disables the cache).
+    pub fn statement_cache_capacity(self, capacity: usize) -> Self {
+        self.map(|c| c.statement_cache_capacity = capacity)
+    }
+
+    /// Sets `application_name`, which shows in `pg_stat_activity` (handy to find, or
+    /// terminate, this pool's backends).
+    pub fn application_name(self, name: &str) -> Self {
+        self.map(|c| {
+            c.pg.application_name(name);
+        })
+    }
+
+    /// Encrypts connections with `connector` (any tokio-postgres TLS connector, e.g.
+    /// `tokio_postgres_rustls::MakeRustlsConnect`), as `sslmode` says: `prefer` (the default)
+    /// falls back to plaintext when the server refuses TLS, `require` fails instead,
+    /// `disable` never asks. Unix sockets are never encrypted.
+    #[cfg(feature = "tls")]
+    pub fn tls<T>(self, connector: T) -> Self
+    where
+        T: tokio_postgres::tls::MakeTlsConnect<tokio::net::TcpStream>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        T::Stream: Send + 'static,
+        T::TlsConnect: Send + 'static,
+        T::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        <T::TlsConnect as tokio_postgres::tls::TlsConnect<tokio::net::TcpStream>>::Future: Send,
+    {
+        let tls = crate::tls::Tls(std::sync::Arc::new(crate::tls::Connector(connector)));
+        self.map(|c| c.tls = Some(tls))
+    }
+
+    /// Validates the settings.
+    pub fn build(self) -> Result<PostgresManager, BuildError> {
+        let config = self.config?;
+        if config.pg.get_hosts().is_empty() && config.pg.get_hostaddrs().is_empty() {
+            return Err(BuildError::NoHost);
+        }
+        if config.pg.get_user().is_none() {
+            return Err(BuildError::NoUser);
+        }
+        if config.pg.get_ssl_mode() == tokio_postgres::config::SslMode::Require && !config.has_tls()
+        {
+            return Err(BuildError::TlsRequired);
+        }
+        Ok(PostgresManager::from_config(config))
+    }
+}
+
+/// `host:port` for messages.
+pub(crate) fn describe_host(host: &Host, port: u16) -> String {
+    match host {
+        Host::Tcp(h) => format!("{h}:{port}"),
+        Host::Unix(p) => format!("{}/.s.PGSQL.{port}", p.display()),
+    }
+}

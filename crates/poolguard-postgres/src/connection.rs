@@ -1,0 +1,140 @@
+//! The pooled connection: a `tokio_postgres::Client`, the task that drives its socket, the
+//! socket tap and a per-connection statement cache.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::sync::Arc;
+
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, Statement};
+
+use crate::tap::{TapState, TxStatus};
+
+/// Aborts the connection task when dropped, so a connection never outlives its owner.
+struct TaskGuard(JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A pooled PostgreSQL connection. It dereferences to [`tokio_postgres::Client`].
+///
+/// It owns the task that drives its socket: dropping the connection aborts that task, and
+/// [`Manager::close`](poolguard::conn::Manager::close) ends it politely (a `Terminate`
+/// message) within the pool's close timeout.
+pub struct PgConnection {
+    // Field order matters: the client is dropped before the task guard aborts the task.
+    client: Client,
+    tap: Arc<TapState>,
+    statements: HashMap<String, Statement>,
+    statement_cache_capacity: usize,
+    task: TaskGuard,
+    addr: String,
+}
+
+impl fmt::Debug for PgConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConnection")
+            .field("addr", &self.addr)
+            .field("closed", &self.client.is_closed())
+            .field("cached_statements", &self.statements.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgConnection {
+    pub(crate) fn new(
+        client: Client,
+        tap: Arc<TapState>,
+        task: JoinHandle<()>,
+        statement_cache_capacity: usize,
+        addr: String,
+    ) -> Self {
+        PgConnection {
+            client,
+            tap,
+            statements: HashMap::new(),
+            statement_cache_capacity,
+            task: TaskGuard(task),
+            addr,
+        }
+    }
+
+    /// The client (also reachable through `Deref`).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The `host:port` this connection was opened to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Prepares `sql` once per connection and returns the cached statement on later borrows.
+    ///
+    /// Prepared statements live in the server session, so they stay valid across borrows of
+    /// the same connection; they are lost with the connection, and emptied by
+    /// [`RecyclingMethod::Clean`](crate::RecyclingMethod::Clean) (which runs `DISCARD ALL`).
+    pub async fn prepare_cached(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        if self.statement_cache_capacity > 0 {
+            if self.statements.len() >= self.statement_cache_capacity {
+                self.statements.clear();
+            }
+            self.statements.insert(sql.to_owned(), statement.clone());
+        }
+        Ok(statement)
+    }
+
+    /// Statements currently cached by [`prepare_cached`](Self::prepare_cached).
+    pub fn cached_statements(&self) -> usize {
+        self.statements.len()
+    }
+
+    pub(crate) fn clear_statement_cache(&mut self) {
+        self.statements.clear();
+    }
+
+    /// The transaction status the wire protocol last reported.
+    pub(crate) fn tx_status(&self) -> TxStatus {
+        self.tap.status()
+    }
+
+    /// Waits until every request sent so far is answered, then returns the status.
+    pub(crate) async fn settled_tx_status(&self) -> TxStatus {
+        self.tap.settled().await
+    }
+
+    /// Whether the socket is gone (client closed or connection task ended).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.tap.is_dead() || self.client.is_closed() || self.task.0.is_finished()
+    }
+
+    /// Drops the client (which makes the connection task send `Terminate` and stop) and waits
+    /// for the task. If this future is dropped first, the task is aborted.
+    pub(crate) async fn shutdown(self) {
+        let PgConnection { client, task, .. } = self;
+        drop(client);
+        let mut task = task;
+        let _ = (&mut task.0).await;
+    }
+}
+
+impl Deref for PgConnection {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for PgConnection {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}

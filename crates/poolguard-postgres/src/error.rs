@@ -1,0 +1,155 @@
+//! Errors of the PostgreSQL manager and their classification for the pool.
+
+use std::fmt;
+use std::io;
+
+use poolguard::conn::ErrorClass;
+use tokio_postgres::error::SqlState;
+
+/// An error from the PostgreSQL manager: connecting, validating, resetting or a query the
+/// application reports to the pool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server answered with an error, or the protocol failed (see [`Error::code`]).
+    #[error("{}", DescribePg(.0))]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No TCP (or Unix socket) connection could be opened to any configured host.
+    #[error("cannot connect to PostgreSQL at {addr}: {source} (is the server running and listening there?)")]
+    Connect {
+        /// The last address tried.
+        addr: String,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+    /// TLS could not be set up (handshake failed, certificate rejected, or the server refused
+    /// TLS while `sslmode=require`).
+    #[error("TLS with PostgreSQL at {addr} failed: {reason}")]
+    Tls {
+        /// The host.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// `target_session_attrs=read-write` was asked for and every host is read-only
+    /// (a standby, typically after a failover).
+    #[error("PostgreSQL at {addr} is read-only but target_session_attrs=read-write was requested")]
+    ReadOnly {
+        /// The read-only host.
+        addr: String,
+    },
+    /// The server ended the session (a FATAL error or a closed socket) while the connection
+    /// was being reset.
+    #[error(
+        "the server ended the session (FATAL error or closed socket); the connection is discarded"
+    )]
+    SessionEnded,
+    /// The session was still inside a transaction after `ROLLBACK`.
+    #[error("the connection was still inside a transaction after ROLLBACK; it is discarded")]
+    StillInTransaction,
+}
+
+impl Error {
+    /// The SQLSTATE code of a server error, if this is one.
+    pub fn code(&self) -> Option<&SqlState> {
+        match self {
+            Error::Postgres(e) => e.code(),
+            _ => None,
+        }
+    }
+
+    /// What this error means for the connection it came from.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Postgres(e) => classify(e),
+            Error::Connect { .. }
+            | Error::Tls { .. }
+            | Error::ReadOnly { .. }
+            | Error::SessionEnded
+            | Error::StillInTransaction => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// Classifies a tokio-postgres error: [`ErrorClass::Fatal`] when the connection it came from
+/// must not be reused.
+///
+/// Fatal: SQLSTATE class 08 (connection exception), 57P01 `admin_shutdown` (the backend was
+/// terminated, e.g. `pg_terminate_backend`, or the server is shutting down), 57P02
+/// `crash_shutdown`, 57P03 `cannot_connect_now`, class 28 (authentication) and 3D000 (no such
+/// database, both only at connect), the closed connection, and every error without a
+/// SQLSTATE that is not a client-side conversion error (I/O, protocol desync, TLS).
+///
+/// Transient: every other SQLSTATE (syntax, constraint, serialization failure, statement
+/// timeout 57014...) and client-side conversion errors (`ToSql`/`FromSql`, wrong column,
+/// wrong row count): the connection is fine.
+///
+/// tokio-postgres does not expose its error kinds; errors without a SQLSTATE are recognised by
+/// their fixed messages, and anything unrecognised is Fatal, the safe default.
+pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
+    if error.is_closed() {
+        return ErrorClass::Fatal;
+    }
+    if let Some(code) = error.code() {
+        let c = code.code();
+        return if c.starts_with("08")
+            || c.starts_with("28")
+            || matches!(c, "57P01" | "57P02" | "57P03" | "3D000")
+        {
+            ErrorClass::Fatal
+        } else {
+            ErrorClass::Transient
+        };
+    }
+    let text = error.to_string();
+    const CLIENT_SIDE: [&str; 6] = [
+        "error serializing parameter",
+        "error deserializing column",
+        "invalid column",
+        "query returned an unexpected number of",
+        "expected ",
+        "invalid configuration",
+    ];
+    if CLIENT_SIDE.iter().any(|p| text.starts_with(p)) {
+        ErrorClass::Transient
+    } else {
+        ErrorClass::Fatal
+    }
+}
+
+/// Display of a tokio-postgres error that always shows the SQLSTATE and says what to fix for
+/// the connect-time errors people actually hit.
+struct DescribePg<'a>(&'a tokio_postgres::Error);
+
+impl fmt::Display for DescribePg<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(db) = self.0.as_db_error() else {
+            write!(f, "PostgreSQL: {}", self.0)?;
+            if let Some(source) = std::error::Error::source(self.0) {
+                write!(f, ": {source}")?;
+            }
+            return Ok(());
+        };
+        write!(
+            f,
+            "PostgreSQL {} {}: {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        )?;
+        let hint = match db.code().code() {
+            "28P01" => Some("wrong password: check the password in the connection string"),
+            "28000" => Some("authentication rejected: check the user name and pg_hba.conf"),
+            "3D000" => Some("unknown database: create it or fix dbname in the connection string"),
+            "57P01" => Some("the backend was terminated by an administrator or a shutdown"),
+            "57P03" => Some("the server is starting up or shutting down; retry shortly"),
+            "53300" => Some("too many connections: lower max_size or raise max_connections"),
+            _ => None,
+        };
+        if let Some(hint) = hint {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}

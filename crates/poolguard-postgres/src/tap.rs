@@ -1,0 +1,495 @@
+//! A transparent socket wrapper that follows the PostgreSQL wire protocol's framing to learn,
+//! without any extra round trip, whether the session is inside a transaction.
+//!
+//! # Implementation details
+//!
+//! Every backend message is `type byte, u32 length (counting itself), body`. The server ends
+//! the answer to every client `Query` (`Q`), `Sync` (`S`) and `FunctionCall` (`F`), and the
+//! startup exchange, with one `ReadyForQuery` (`Z`) whose one-byte body is the transaction
+//! status: `I` idle, `T` in a transaction block, `E` in a failed transaction block.
+//!
+//! The read half skips bodies and records the status byte of each `Z`; the write half counts
+//! `Q`/`S`/`F` messages (the first client message, the startup packet, has no type byte).
+//! When `ready_for_query == requests + 1` every request written so far has been answered and
+//! the last status byte is the session's status. Anything else means a request is in flight
+//! (typically a query future dropped by a cancelled caller), and the state is unknown.
+//!
+//! The parsers only ever look at lengths and type bytes; they never buffer, so the cost is a
+//! few comparisons per message.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio::sync::Notify;
+
+/// What the tap has learnt about the session; shared by the socket (owned by the connection
+/// task) and the pooled connection.
+#[derive(Debug)]
+pub(crate) struct TapState {
+    /// `Q`, `S` and `F` messages written to the server. Written by the connection task only.
+    requests: AtomicU64,
+    /// `ReadyForQuery` messages received. Incremented after `status` is stored.
+    ready: AtomicU64,
+    /// Status byte of the last `ReadyForQuery` (`0` before the first one).
+    status: AtomicU8,
+    /// Wake-ups of the connection task, counted by its waker (see [`WakeCounter`]). A client
+    /// request is pushed into the task's channel and then wakes it, so a count ahead of
+    /// `processed` means a request may be queued but not yet written to the socket.
+    wakes: AtomicU64,
+    /// The `wakes` value read just before the connection task's last completed poll;
+    /// `u64::MAX` until the first poll (a request sent before it woke nobody).
+    processed: AtomicU64,
+    /// The server sent a FATAL/PANIC error or closed the socket: the session is over.
+    dead: AtomicBool,
+    /// Notified after every `ReadyForQuery` and every completed poll of the connection task,
+    /// so [`TapState::settled`] can wait for an unknown status to become known.
+    progress: Notify,
+}
+
+/// The session's transaction status as the wire protocol last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxStatus {
+    /// Every request answered, not in a transaction block.
+    Idle,
+    /// Every request answered, inside a transaction block (`T`) or a failed one (`E`).
+    InTransaction,
+    /// A request is still unanswered (or the startup never finished): unknown.
+    Unknown,
+}
+
+impl Default for TapState {
+    fn default() -> Self {
+        TapState {
+            requests: AtomicU64::new(0),
+            ready: AtomicU64::new(0),
+            status: AtomicU8::new(0),
+            wakes: AtomicU64::new(0),
+            processed: AtomicU64::new(u64::MAX),
+            dead: AtomicBool::new(false),
+            progress: Notify::new(),
+        }
+    }
+}
+
+impl TapState {
+    pub(crate) fn status(&self) -> TxStatus {
+        // A wake-up not yet followed by a full poll of the connection task: a request may be
+        // sitting in the channel (typically from a query future dropped right after sending).
+        let wakes = self.wakes.load(Ordering::SeqCst);
+        if self.processed.load(Ordering::SeqCst) != wakes {
+            return TxStatus::Unknown;
+        }
+        // `ready` is incremented with Release after `status` is stored; read it first.
+        let ready = self.ready.load(Ordering::Acquire);
+        let requests = self.requests.load(Ordering::Acquire);
+        if ready != requests + 1 {
+            return TxStatus::Unknown;
+        }
+        match self.status.load(Ordering::Acquire) {
+            b'I' => TxStatus::Idle,
+            b'T' | b'E' => TxStatus::InTransaction,
+            _ => TxStatus::Unknown,
+        }
+    }
+}
+
+impl TapState {
+    /// Waits until every request sent so far is answered (or the session ends), then returns
+    /// the status. Callers bound it with a timeout (the pool's `reset_timeout`).
+    pub(crate) async fn settled(&self) -> TxStatus {
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.status() {
+                TxStatus::Unknown if !self.is_dead() => notified.await,
+                s => return s,
+            }
+        }
+    }
+
+    /// Whether the server ended the session (FATAL error or end of stream).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+}
+
+/// The waker the connection task is polled with: it counts wake-ups, then forwards them.
+#[derive(Debug)]
+pub(crate) struct WakeCounter {
+    state: Arc<TapState>,
+    inner: Mutex<Option<Waker>>,
+}
+
+impl WakeCounter {
+    pub(crate) fn new(state: Arc<TapState>) -> Arc<Self> {
+        Arc::new(WakeCounter {
+            state,
+            inner: Mutex::new(None),
+        })
+    }
+}
+
+impl Wake for WakeCounter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.state.wakes.fetch_add(1, Ordering::SeqCst);
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = &*inner {
+            w.wake_by_ref();
+        }
+    }
+}
+
+/// Drives `fut` (the tokio-postgres connection) with a [`WakeCounter`] waker, recording in
+/// `processed` the wake count each completed poll started from.
+pub(crate) async fn drive<F: Future + Unpin>(mut fut: F, counter: Arc<WakeCounter>) -> F::Output {
+    let waker = Waker::from(Arc::clone(&counter));
+    std::future::poll_fn(move |cx| {
+        {
+            let mut inner = counter.inner.lock().unwrap_or_else(|p| p.into_inner());
+            if !inner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *inner = Some(cx.waker().clone());
+            }
+        }
+        let seen = counter.state.wakes.load(Ordering::SeqCst);
+        let res = Pin::new(&mut fut).poll(&mut Context::from_waker(&waker));
+        counter.state.processed.store(seen, Ordering::SeqCst);
+        counter.state.progress.notify_waiters();
+        res
+    })
+    .await
+}
+
+/// Incremental framing of one direction of the protocol.
+#[derive(Debug)]
+struct Framer {
+    /// Whether messages carry a leading type byte (false only for the client's startup packet).
+    typed: bool,
+    header: [u8; 5],
+    /// Header bytes collected so far.
+    have: usize,
+    /// Body bytes of the current message still to skip.
+    body_left: usize,
+    /// The current message is a `Z` whose status byte has not been seen yet.
+    want_status: bool,
+    /// The start of the current `E` (ErrorResponse) body, to spot FATAL/PANIC severities.
+    error_head: Option<([u8; ERROR_HEAD], usize)>,
+}
+
+/// Bytes of an ErrorResponse body looked at: the severity fields come first.
+const ERROR_HEAD: usize = 24;
+
+/// Whether the start of an ErrorResponse body carries a FATAL or PANIC severity (the
+/// non-localized `V` field, or the `S` field on servers older than 9.6).
+fn is_fatal_error(head: &[u8]) -> bool {
+    [&b"VFATAL\0"[..], b"VPANIC\0", b"SFATAL\0", b"SPANIC\0"]
+        .iter()
+        .any(|pat| head.windows(pat.len()).any(|w| w == *pat))
+}
+
+impl Framer {
+    fn new(typed: bool) -> Self {
+        Framer {
+            typed,
+            header: [0; 5],
+            have: 0,
+            body_left: 0,
+            want_status: false,
+            error_head: None,
+        }
+    }
+
+    /// Feeds bytes; calls `on_type` with each message's type byte once its header is complete
+    /// and `on_status` with the first body byte of each `Z`.
+    fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        on_type: &mut impl FnMut(u8),
+        on_status: &mut impl FnMut(u8),
+        on_fatal: &mut impl FnMut(),
+    ) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                if self.want_status {
+                    on_status(bytes[0]);
+                    self.want_status = false;
+                }
+                let n = self.body_left.min(bytes.len());
+                if let Some((head, len)) = &mut self.error_head {
+                    let take = (ERROR_HEAD - *len).min(n);
+                    head[*len..*len + take].copy_from_slice(&bytes[..take]);
+                    *len += take;
+                    if *len == ERROR_HEAD || n == self.body_left {
+                        if is_fatal_error(&head[..*len]) {
+                            on_fatal();
+                        }
+                        self.error_head = None;
+                    }
+                }
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let header_len = if self.typed { 5 } else { 4 };
+            let n = (header_len - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have < header_len {
+                continue;
+            }
+            self.have = 0;
+            let (kind, len) = if self.typed {
+                let len = u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]);
+                (Some(self.header[0]), len)
+            } else {
+                self.typed = true;
+                (
+                    None,
+                    u32::from_be_bytes([
+                        self.header[0],
+                        self.header[1],
+                        self.header[2],
+                        self.header[3],
+                    ]),
+                )
+            };
+            self.body_left = (len as usize).saturating_sub(4);
+            if let Some(kind) = kind {
+                on_type(kind);
+                self.want_status = kind == b'Z' && self.body_left > 0;
+                if kind == b'E' && self.body_left > 0 {
+                    self.error_head = Some(([0; ERROR_HEAD], 0));
+                }
+            }
+        }
+    }
+}
+
+/// The raw socket under a pooled connection.
+pub(crate) enum Socket {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+    /// An encrypted stream (feature `tls`); the tap sits above the encryption.
+    #[cfg(feature = "tls")]
+    Tls(Box<dyn crate::tls::TlsIo>),
+}
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Socket::Tcp(s) => f.debug_tuple("Tcp").field(s).finish(),
+            Socket::Unix(s) => f.debug_tuple("Unix").field(s).finish(),
+            #[cfg(feature = "tls")]
+            Socket::Tls(_) => f.write_str("Tls(..)"),
+        }
+    }
+}
+
+/// A socket whose traffic updates a [`TapState`].
+#[derive(Debug)]
+pub(crate) struct TapStream {
+    socket: Socket,
+    state: Arc<TapState>,
+    reads: Framer,
+    writes: Framer,
+}
+
+impl TapStream {
+    pub(crate) fn new(socket: Socket, state: Arc<TapState>) -> Self {
+        TapStream {
+            socket,
+            state,
+            reads: Framer::new(true),
+            writes: Framer::new(false),
+        }
+    }
+}
+
+impl AsyncRead for TapStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let res = match &mut this.socket {
+            Socket::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        };
+        match &res {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                this.state.dead.store(true, Ordering::Release)
+            }
+            Poll::Ready(Ok(())) => {
+                let state = &this.state;
+                this.reads.feed(
+                    &buf.filled()[before..],
+                    &mut |_| {},
+                    &mut |status| {
+                        state.status.store(status, Ordering::Release);
+                        state.ready.fetch_add(1, Ordering::Release);
+                        state.progress.notify_waiters();
+                    },
+                    &mut || state.dead.store(true, Ordering::Release),
+                );
+            }
+            Poll::Ready(Err(_)) => {
+                this.state.dead.store(true, Ordering::Release);
+                this.state.progress.notify_waiters();
+            }
+            Poll::Pending => {}
+        }
+        res
+    }
+}
+
+impl AsyncWrite for TapStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let res = match &mut this.socket {
+            Socket::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Socket::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        };
+        if let Poll::Ready(Ok(n)) = res {
+            let state = &this.state;
+            this.writes.feed(
+                &buf[..n],
+                &mut |kind| {
+                    if matches!(kind, b'Q' | b'S' | b'F') {
+                        state.requests.fetch_add(1, Ordering::Release);
+                    }
+                },
+                &mut |_| {},
+                &mut || {},
+            );
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.socket {
+            Socket::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Socket::Unix(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.socket {
+            Socket::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Socket::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            #[cfg(feature = "tls")]
+            Socket::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut v = vec![kind];
+        v.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn framer_finds_status_bytes_across_arbitrary_splits() {
+        let mut stream = Vec::new();
+        stream.extend(msg(b'R', &[0, 0, 0, 0]));
+        stream.extend(msg(b'Z', b"I"));
+        stream.extend(msg(b'D', &[9; 300]));
+        stream.extend(msg(b'C', b"INSERT 0 1\0"));
+        stream.extend(msg(b'Z', b"T"));
+        stream.extend(msg(b'Z', b"E"));
+        stream.extend(msg(b'E', b"SERROR\0VERROR\0C22012\0Mdivision by zero\0\0"));
+        stream.extend(msg(
+            b'E',
+            b"SFATAL\0VFATAL\0C57P01\0Mterminating connection\0\0",
+        ));
+        stream.extend(msg(b'N', b"SWARNING\0VWARNING\0\0"));
+        for chunk in [1, 2, 3, 5, 7, 64, 1000] {
+            let mut f = Framer::new(true);
+            let mut types = Vec::new();
+            let mut statuses = Vec::new();
+            let mut fatal = 0;
+            for part in stream.chunks(chunk) {
+                f.feed(
+                    part,
+                    &mut |t| types.push(t),
+                    &mut |s| statuses.push(s),
+                    &mut || fatal += 1,
+                );
+            }
+            assert_eq!(types, b"RZDCZZEEN", "chunk {chunk}");
+            assert_eq!(statuses, b"ITE", "chunk {chunk}");
+            assert_eq!(fatal, 1, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn write_framer_skips_the_untyped_startup_packet() {
+        let mut stream = Vec::new();
+        let startup = [0u8, 3, 0, 0, b'u', b's', b'e', b'r', 0, b'Q', 0];
+        stream.extend_from_slice(&((startup.len() + 4) as u32).to_be_bytes());
+        stream.extend_from_slice(&startup);
+        stream.extend(msg(b'Q', b"BEGIN\0"));
+        stream.extend(msg(b'P', b"\0SELECT 1\0\0\0"));
+        stream.extend(msg(b'S', b""));
+        let mut f = Framer::new(false);
+        let mut types = Vec::new();
+        for part in stream.chunks(3) {
+            f.feed(part, &mut |t| types.push(t), &mut |_| {}, &mut || {});
+        }
+        assert_eq!(types, b"QPS");
+    }
+
+    #[test]
+    fn status_is_unknown_while_a_request_is_unanswered() {
+        let s = TapState::default();
+        s.processed.store(0, Ordering::SeqCst);
+        assert_eq!(s.status(), TxStatus::Unknown, "before startup completes");
+        s.status.store(b'I', Ordering::Release);
+        s.ready.fetch_add(1, Ordering::Release);
+        assert_eq!(s.status(), TxStatus::Idle);
+        s.requests.fetch_add(1, Ordering::Release);
+        assert_eq!(s.status(), TxStatus::Unknown, "query in flight");
+        s.status.store(b'T', Ordering::Release);
+        s.ready.fetch_add(1, Ordering::Release);
+        assert_eq!(s.status(), TxStatus::InTransaction);
+        s.wakes.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(
+            s.status(),
+            TxStatus::Unknown,
+            "connection task woken, not yet run"
+        );
+    }
+}

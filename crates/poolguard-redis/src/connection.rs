@@ -1,0 +1,139 @@
+//! The pooled Redis connection: a multiplexed redis-rs connection that tracks the session
+//! state its borrowers leave behind.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
+use tokio::task::JoinHandle;
+
+use crate::session::Session;
+
+/// A pooled Redis connection. Use it with redis-rs as usual (`cmd(..).query_async(&mut *conn)`,
+/// `AsyncCommands`): it implements [`redis::aio::ConnectionLike`].
+///
+/// It deliberately does not hand out the inner `MultiplexedConnection` (a clone would outlive
+/// the borrow and bypass the session tracking that keeps `MULTI`/`WATCH`/`SELECT` from
+/// reaching the next borrower).
+///
+/// The multiplexed connection's driver task, which owns the socket, is owned by it: it is
+/// aborted when the connection is dropped.
+pub struct RedisConnection {
+    inner: MultiplexedConnection,
+    pub(crate) session: Session,
+    /// Set by the socket when the server closed it or it failed.
+    closed: Arc<AtomicBool>,
+    driver: DriverGuard,
+}
+
+/// Aborts the driver task (which owns the socket) when the connection is dropped.
+struct DriverGuard(JoinHandle<()>);
+
+impl Drop for DriverGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for RedisConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConnection")
+            .field("db", &self.inner.get_db())
+            .field("session", &self.session)
+            .finish_non_exhaustive()
+    }
+}
+
+fn name_of(cmd: &Cmd) -> (Option<&[u8]>, Option<&[u8]>) {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        Arg::Simple(b) => Some(b),
+        _ => None,
+    });
+    (args.next(), args.next())
+}
+
+impl RedisConnection {
+    pub(crate) fn new(
+        inner: MultiplexedConnection,
+        closed: Arc<AtomicBool>,
+        driver: JoinHandle<()>,
+    ) -> Self {
+        RedisConnection {
+            inner,
+            session: Session::default(),
+            closed,
+            driver: DriverGuard(driver),
+        }
+    }
+
+    /// Whether the socket is gone (closed by the server, failed, or the driver ended).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.driver.0.is_finished()
+    }
+
+    fn note<T>(&mut self, result: &redis::RedisResult<T>) {
+        if let Err(e) = result {
+            if crate::error::classify(e) == poolguard::conn::ErrorClass::Fatal {
+                self.session.failed = true;
+            }
+        }
+    }
+
+    /// Runs a command on the inner connection without session tracking (the manager's own
+    /// PING/DISCARD/UNWATCH/SELECT).
+    pub(crate) async fn raw(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
+        self.inner.req_packed_command(cmd).await
+    }
+}
+
+impl ConnectionLike for RedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        let (name, sub) = name_of(cmd);
+        if let Some(name) = name {
+            self.session.before(name, sub);
+        }
+        Box::pin(async move {
+            let result = self.inner.req_packed_command(cmd).await;
+            self.note(&result);
+            if let Some(name) = name {
+                // An error reply is an answer too (EXECABORT ends the transaction); an I/O
+                // error is not, but then the connection is evicted anyway.
+                self.session.answered(name);
+            }
+            result
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        for cmd in pipeline.cmd_iter() {
+            if let (Some(name), sub) = name_of(cmd) {
+                self.session.before(name, sub);
+            }
+        }
+        Box::pin(async move {
+            let result = self
+                .inner
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            if result.is_ok() {
+                for cmd in pipeline.cmd_iter() {
+                    if let (Some(name), sub) = name_of(cmd) {
+                        self.session.before(name, sub);
+                        self.session.answered(name);
+                    }
+                }
+            }
+            result
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}

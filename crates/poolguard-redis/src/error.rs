@@ -1,0 +1,81 @@
+//! Errors of the Redis manager and their classification for the pool.
+
+use poolguard::conn::ErrorClass;
+use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+/// An error from the Redis manager (connecting, validating, resetting) or from a command the
+/// application reports to the pool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// redis-rs reported an error.
+    #[error("{}", describe(.0))]
+    Redis(#[from] RedisError),
+    /// The address kind is not supported (TLS): use `redis://` or `redis+unix://`.
+    #[error("unsupported Redis address {0}: poolguard-redis speaks plain TCP and Unix sockets; use redis:// or redis+unix://")]
+    Unsupported(String),
+    /// `PING n` was not answered with `n`: the replies are out of step with the requests.
+    #[error("Redis answered PING {sent} with {got:?}: replies are out of step; the connection is discarded")]
+    PingMismatch {
+        /// The counter sent.
+        sent: u64,
+        /// What came back.
+        got: String,
+    },
+}
+
+impl Error {
+    /// What this error means for the connection it came from.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Redis(e) => classify(e),
+            Error::PingMismatch { .. } | Error::Unsupported(_) => ErrorClass::Fatal,
+        }
+    }
+}
+
+/// Classifies a redis-rs error: [`ErrorClass::Fatal`] when the connection it came from must
+/// not be reused.
+///
+/// Fatal: I/O errors (reset, refused, broken pipe, end of stream) and timeouts (a reply may
+/// still be on its way), unparsable replies, authentication failures, `READONLY` (the node
+/// became a replica: after a failover, reconnect to find the new primary), and anything
+/// redis-rs itself calls unrecoverable. Transient: every other server error (`WRONGTYPE`,
+/// `ERR` for a bad command, `EXECABORT`, `NOSCRIPT`, `LOADING`, `BUSY`...) and client-side
+/// type conversion errors.
+pub fn classify(error: &RedisError) -> ErrorClass {
+    let fatal_kind = matches!(
+        error.kind(),
+        ErrorKind::Io
+            | ErrorKind::Parse
+            | ErrorKind::AuthenticationFailed
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::Server(ServerErrorKind::ReadOnly)
+    );
+    if fatal_kind
+        || error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_unrecoverable_error()
+    {
+        ErrorClass::Fatal
+    } else {
+        ErrorClass::Transient
+    }
+}
+
+fn describe(e: &RedisError) -> String {
+    let hint = if e.is_connection_refusal() {
+        " (connection refused: is Redis running and listening on that address?)"
+    } else if e.kind() == ErrorKind::AuthenticationFailed
+        || e.code() == Some("WRONGPASS")
+        || e.to_string().contains("WRONGPASS")
+    {
+        " (wrong user name or password: check the credentials in the Redis URL)"
+    } else if e.is_timeout() {
+        " (no answer in time: the server or the network is stalled)"
+    } else {
+        ""
+    };
+    format!("Redis: {e}{hint}")
+}

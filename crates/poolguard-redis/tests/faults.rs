@@ -1,0 +1,339 @@
+//! The pool with the Redis manager under faults, through the fault proxy, against the real
+//! server: outage (cut + refuse + accept), blackhole, CLIENT KILL, connect errors.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use poolguard::conn::{BreakerState, CloseReason, Error as PoolError, Phase, Pool};
+use poolguard_redis::{Error, RedisManager};
+use poolguard_testkit::outage::Load;
+use poolguard_testkit::proxy::FaultProxy;
+use tokio::time::Instant;
+
+type RPool = Pool<RedisManager>;
+
+async fn proxied() -> (FaultProxy, RedisManager) {
+    drop(admin().await);
+    let proxy = FaultProxy::start(SocketAddr::from(([127, 0, 0, 1], 6379)))
+        .await
+        .unwrap();
+    let m =
+        RedisManager::new(format!("redis://127.0.0.1:{}/0", proxy.addr().port()).as_str()).unwrap();
+    (proxy, m)
+}
+
+fn kind(e: &PoolError<Error>) -> String {
+    match e {
+        PoolError::Timeout(_) => "timeout".into(),
+        PoolError::PhaseTimeout { phase, .. } => format!("{phase}-timeout"),
+        PoolError::Backend { phase, .. } => format!("{phase}-error"),
+        PoolError::Unavailable { .. } => "unavailable".into(),
+        _ => "other".into(),
+    }
+}
+
+async fn ping(pool: RPool) -> Result<(), String> {
+    let mut c = pool.get().await.map_err(|e| kind(&e))?;
+    match redis::cmd("PING").query_async::<String>(&mut *c).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            c.report(&Error::from(e));
+            Err("command".into())
+        }
+    }
+}
+
+async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t0.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outage_under_load_fails_fast_and_recovers() {
+    let (proxy, m) = proxied().await;
+    let acquire_timeout = Duration::from_secs(2);
+    let pool = Pool::builder(m)
+        .label("redis-outage")
+        .max_size(8)
+        .min_idle(4)
+        .acquire_timeout(acquire_timeout)
+        .connect_timeout(Duration::from_secs(1))
+        .validation_timeout(Duration::from_millis(500))
+        .breaker_threshold(Some(3))
+        .breaker_backoff(Duration::from_millis(200))
+        .breaker_max_backoff(Duration::from_secs(1))
+        .maintenance_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    wait_for("min_idle warm", Duration::from_secs(10), || {
+        pool.status().idle >= 4
+    })
+    .await;
+    let p = pool.clone();
+    let load = Load::start(
+        16,
+        acquire_timeout + Duration::from_secs(1),
+        Duration::from_millis(5),
+        move |_| ping(p.clone()),
+    );
+    load.wait_successes(200, Duration::from_secs(10))
+        .await
+        .expect("load runs");
+
+    proxy.refuse().await;
+    let cut = proxy.cut_all();
+    let t0 = Instant::now();
+    let mut saw_open = false;
+    while t0.elapsed() < Duration::from_secs(3) {
+        saw_open |= pool.status().breaker == BreakerState::Open;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    proxy.accept().unwrap();
+    let recovered = wait_for(
+        "back to min_idle with the breaker closed",
+        Duration::from_secs(15),
+        || {
+            let s = pool.status();
+            s.breaker == BreakerState::Closed && s.idle + s.in_use >= 4
+        },
+    )
+    .await;
+    let served = load
+        .wait_successes(100, Duration::from_secs(10))
+        .await
+        .expect("requests succeed again");
+    let report = load.stop().await;
+    let stats = pool.stats();
+    eprintln!(
+        "redis outage: cut {cut}; {} ok, {} failed ({:?}), {} hung; max failure latency {:?}; unavailable p50 {:?} max {:?}; \
+         breaker opened {}x; back to min_idle {recovered:?} after accept, 100 requests served within {served:?}",
+        report.ok,
+        report.failures.len(),
+        report.kinds(),
+        report.hung.len(),
+        report.max_failure_latency(),
+        report.failure_latency_quantile("unavailable", 0.5),
+        report.failure_latency_quantile("unavailable", 1.0),
+        stats.breaker_opened,
+    );
+    assert!(cut >= 4);
+    assert!(report.hung.is_empty(), "requests hung: {:?}", report.hung);
+    assert!(report.max_failure_latency() <= acquire_timeout + Duration::from_millis(500));
+    assert!(
+        saw_open && stats.breaker_opened >= 1,
+        "the breaker never opened"
+    );
+    assert!(pool.status().size <= 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blackhole_validation_times_out_and_nobody_waits_past_the_deadline() {
+    let (proxy, m) = proxied().await;
+    let acquire_timeout = Duration::from_millis(1500);
+    let pool = Pool::builder(m)
+        .label("redis-blackhole")
+        .max_size(4)
+        .min_idle(2)
+        .acquire_timeout(acquire_timeout)
+        .connect_timeout(Duration::from_millis(500))
+        .validation_timeout(Duration::from_millis(300))
+        .validation_bypass(Duration::ZERO)
+        .breaker_threshold(Some(3))
+        .breaker_backoff(Duration::from_millis(200))
+        .breaker_max_backoff(Duration::from_millis(500))
+        .maintenance_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    wait_for("min_idle warm", Duration::from_secs(10), || {
+        pool.status().idle >= 2
+    })
+    .await;
+    proxy.blackhole(true);
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let p = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let t0 = Instant::now();
+            let r = tokio::time::timeout(acquire_timeout + Duration::from_secs(2), async {
+                // The command itself has no timeout of its own (BLPOP-friendly default), so
+                // the caller bounds it, as a real caller would.
+                let mut c = p.get().await.map_err(|e| kind(&e))?;
+                match tokio::time::timeout(
+                    Duration::from_millis(500),
+                    redis::cmd("PING").query_async::<String>(&mut *c),
+                )
+                .await
+                {
+                    Ok(Ok(_)) => Ok(()),
+                    _ => {
+                        c.mark_broken();
+                        Err("command".to_owned())
+                    }
+                }
+            })
+            .await;
+            (t0.elapsed(), r)
+        }));
+    }
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        let (took, r) = t.await.unwrap();
+        let r = r.unwrap_or_else(|_| panic!("a task hung past its deadline ({took:?})"));
+        assert!(r.is_err(), "nothing can succeed through a blackhole");
+        worst = worst.max(took);
+    }
+    let stats = pool.stats();
+    eprintln!(
+        "redis blackhole: slowest failure {worst:?} (acquire_timeout {acquire_timeout:?}); validation failures {}, closed by validation {}",
+        stats.validation_failures,
+        stats.closed_by(CloseReason::Validation)
+    );
+    assert!(worst <= acquire_timeout + Duration::from_millis(500));
+    assert!(
+        stats.closed_by(CloseReason::Validation) >= 1,
+        "the silent connection was not evicted"
+    );
+    proxy.blackhole(false);
+    let p = pool.clone();
+    let load = Load::start(
+        2,
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        move |_| ping(p.clone()),
+    );
+    load.wait_successes(10, Duration::from_secs(10))
+        .await
+        .expect("the pool recovers after the blackhole");
+    assert!(load.stop().await.hung.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_clients_are_replaced() {
+    let mut admin = admin().await;
+    let m = RedisManager::new(redis_url().as_str()).unwrap();
+    let pool = Pool::builder(m)
+        .label("redis-kill")
+        .max_size(4)
+        .min_idle(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .maintenance_interval(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    // Learn the pool's client ids by holding all four connections at once.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+    let mut ids = Vec::new();
+    for c in &mut held {
+        ids.push(
+            redis::cmd("CLIENT")
+                .arg("ID")
+                .query_async::<i64>(&mut **c)
+                .await
+                .unwrap(),
+        );
+    }
+    drop(held);
+    let p = pool.clone();
+    let load = Load::start(4, Duration::from_secs(5), Duration::ZERO, move |_| {
+        ping(p.clone())
+    });
+    load.wait_successes(200, Duration::from_secs(10))
+        .await
+        .expect("load runs");
+    for id in &ids {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(*id)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    }
+    let after = load
+        .wait_successes(200, Duration::from_secs(10))
+        .await
+        .expect("the pool keeps serving");
+    let report = load.stop().await;
+    let stats = pool.stats();
+    eprintln!(
+        "redis kill: 4 clients killed; failures per caller {:?} ({:?}); 200 requests served {after:?} later; created {}, closed broken {}",
+        report.failures_per_task(),
+        report.kinds(),
+        stats.created,
+        stats.closed_by(CloseReason::Broken),
+    );
+    assert!(report.hung.is_empty());
+    // Each killed connection costs at most the one command in flight on it.
+    assert!(
+        report.failures.len() <= ids.len(),
+        "{} commands failed for {} killed connections",
+        report.failures.len(),
+        ids.len()
+    );
+    assert!(
+        stats.created >= 5,
+        "killed connections were replaced: created {}",
+        stats.created
+    );
+}
+
+#[tokio::test]
+async fn connect_errors_surface_as_themselves_not_as_timeouts() {
+    let mut admin = admin().await;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let user = unique("poolguard_pw").replace(':', "_");
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&user)
+        .arg("on")
+        .arg(">right")
+        .arg("~*")
+        .arg("+@all")
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    let cases = [
+        (format!("redis://127.0.0.1:{port}"), "connection refused"),
+        (
+            format!("redis://{user}:wrong@127.0.0.1:6379"),
+            "wrong user name or password",
+        ),
+    ];
+    let mut outcomes = Vec::new();
+    for (url, expect) in &cases {
+        let pool = Pool::builder(RedisManager::new(url.as_str()).unwrap())
+            .acquire_timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let t0 = Instant::now();
+        let e = pool.get().await.expect_err("must fail");
+        eprintln!("redis connect error after {:?}: {e}", t0.elapsed());
+        outcomes.push((expect, e));
+    }
+    redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(&user)
+        .query_async::<()>(&mut admin)
+        .await
+        .unwrap();
+    for (expect, e) in outcomes {
+        match &e {
+            PoolError::Backend {
+                phase: Phase::Connect,
+                source,
+            } => assert!(source.to_string().contains(expect), "{source}"),
+            other => panic!("expected the backend's connect error, got {other}"),
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Plain-data configuration of a connection pool and its validating builder.
+
+use std::time::Duration;
+
+use super::error::ConfigError;
+
+/// Every tunable of a [`Pool`](super::Pool), as plain data.
+///
+/// Build one with [`Pool::builder`](super::Pool::builder); the builder validates it. Every
+/// wait the pool performs has one of these deadlines; none of them can be infinite.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// A label for logs, the doctor and Prometheus (`pool="..."`).
+    pub label: String,
+    /// Most connections open at once (idle + in use + being opened). Default 10.
+    pub max_size: usize,
+    /// Idle connections kept warm by maintenance. Default 0.
+    pub min_idle: usize,
+    /// Longest a `get` waits in total. Default 30 s.
+    pub acquire_timeout: Duration,
+    /// Longest one `Manager::connect` may take. Default 10 s.
+    pub connect_timeout: Duration,
+    /// Longest one `Manager::validate` may take. Default 2 s.
+    pub validation_timeout: Duration,
+    /// Longest one `Manager::reset` may take. Default 2 s.
+    pub reset_timeout: Duration,
+    /// Longest one `Manager::close` may take before the connection is simply dropped. Default 5 s.
+    pub close_timeout: Duration,
+    /// A connection idle for less than this is handed out without validation. Default 500 ms.
+    pub validation_bypass: Duration,
+    /// Maintenance validates idle connections not checked for this long. `None` disables
+    /// keepalive. Default 60 s.
+    pub keepalive_interval: Option<Duration>,
+    /// Idle connections above `min_idle` are closed after this long. `None`: never. Default 10 min.
+    pub idle_timeout: Option<Duration>,
+    /// Connections are retired (when idle or on return) after this age. `None`: never.
+    /// Default 30 min.
+    pub max_lifetime: Option<Duration>,
+    /// Each connection's idle timeout and lifetime are shortened by a random fraction up to
+    /// this, so connections do not expire together. Default 0.05 (up to 5 %).
+    pub jitter: f64,
+    /// A connection held longer than this is reported once as a leak. `None`: off (default).
+    pub leak_threshold: Option<Duration>,
+    /// A connection held longer than this is abandoned by maintenance: it stops counting
+    /// against `max_size` and is closed when it comes back. `None`: off (default).
+    ///
+    /// The trade-off (the source document's "removeAbandoned" trap): pools that reclaim
+    /// abandoned connections *on borrow* close them under their holder, killing legitimate
+    /// long transactions. poolguard never touches a held connection: it only stops counting
+    /// it, so a replacement can be opened. The cost is that the backend may then see up to
+    /// `max_size` + abandoned connections, and a truly leaked connection stays open until
+    /// its guard is dropped. Set it well above your longest legitimate transaction.
+    pub abandon_timeout: Option<Duration>,
+    /// Most callers waiting at once; past it `get` fails at once with `Overloaded`. Default 1024.
+    pub max_waiters: usize,
+    /// Most connections being opened at once. Default 1 (as HikariCP): surplus opens are
+    /// elided because returns usually serve waiters before a new connection is ready.
+    pub max_concurrent_opens: usize,
+    /// Consecutive failed connects (errors or timeouts) and validation timeouts that open the
+    /// circuit breaker (a validation *error* only evicts its connection: the backend answered).
+    /// `None` disables the breaker. Default 5.
+    pub breaker_threshold: Option<u32>,
+    /// First wait before a half-open probe; doubles after each failed probe. Default 1 s.
+    pub breaker_backoff: Duration,
+    /// Longest wait between half-open probes. Default 30 s.
+    pub breaker_max_backoff: Duration,
+    /// How often the maintenance task runs. Default 1 s.
+    pub maintenance_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            label: "conn".to_owned(),
+            max_size: 10,
+            min_idle: 0,
+            acquire_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            validation_timeout: Duration::from_secs(2),
+            reset_timeout: Duration::from_secs(2),
+            close_timeout: Duration::from_secs(5),
+            validation_bypass: Duration::from_millis(500),
+            keepalive_interval: Some(Duration::from_secs(60)),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            jitter: 0.05,
+            leak_threshold: None,
+            abandon_timeout: None,
+            max_waiters: 1024,
+            max_concurrent_opens: 1,
+            breaker_threshold: Some(5),
+            breaker_backoff: Duration::from_secs(1),
+            breaker_max_backoff: Duration::from_secs(30),
+            maintenance_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Config {
+    /// Checks every rule; the error says what was wrong and how to fix it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, problem: String, fix: &'static str| {
+            Err(ConfigError {
+                field,
+                problem,
+                fix,
+            })
+        };
+        if self.max_size == 0 {
+            return bad(
+                "max_size",
+                "is 0, so no connection could ever be handed out".into(),
+                "set max_size to at least 1",
+            );
+        }
+        if self.min_idle > self.max_size {
+            return bad(
+                "min_idle",
+                format!("({}) exceeds max_size ({})", self.min_idle, self.max_size),
+                "lower min_idle or raise max_size",
+            );
+        }
+        for (field, d) in [
+            ("acquire_timeout", self.acquire_timeout),
+            ("connect_timeout", self.connect_timeout),
+            ("validation_timeout", self.validation_timeout),
+            ("reset_timeout", self.reset_timeout),
+            ("close_timeout", self.close_timeout),
+            ("maintenance_interval", self.maintenance_interval),
+            ("breaker_backoff", self.breaker_backoff),
+        ] {
+            if d.is_zero() {
+                return bad(
+                    field,
+                    "is zero, so every such operation would fail at once".into(),
+                    "use a positive duration (timeouts cannot be infinite either)",
+                );
+            }
+        }
+        if self.breaker_max_backoff < self.breaker_backoff {
+            return bad(
+                "breaker_max_backoff",
+                format!(
+                    "({:?}) is below breaker_backoff ({:?})",
+                    self.breaker_max_backoff, self.breaker_backoff
+                ),
+                "set breaker_max_backoff >= breaker_backoff",
+            );
+        }
+        if !(0.0..0.5).contains(&self.jitter) {
+            return bad(
+                "jitter",
+                format!("({}) is outside 0.0..0.5", self.jitter),
+                "use a fraction such as 0.05 (connections expire up to 5 % early)",
+            );
+        }
+        if self.max_concurrent_opens == 0 {
+            return bad(
+                "max_concurrent_opens",
+                "is 0, so no connection could ever be opened".into(),
+                "set it to at least 1",
+            );
+        }
+        if self.breaker_threshold == Some(0) {
+            return bad(
+                "breaker_threshold",
+                "is 0, so the breaker would open before any failure".into(),
+                "use None to disable the breaker, or at least 1",
+            );
+        }
+        for (field, d) in [
+            ("idle_timeout", self.idle_timeout),
+            ("max_lifetime", self.max_lifetime),
+            ("keepalive_interval", self.keepalive_interval),
+            ("leak_threshold", self.leak_threshold),
+            ("abandon_timeout", self.abandon_timeout),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                return bad(
+                    field,
+                    "is zero".into(),
+                    "use None to disable it, or a positive duration",
+                );
+            }
+        }
+        if let (Some(leak), Some(abandon)) = (self.leak_threshold, self.abandon_timeout) {
+            if abandon < leak {
+                return bad(
+                    "abandon_timeout",
+                    format!("({abandon:?}) is below leak_threshold ({leak:?})"),
+                    "abandon only connections already reported as leaks: raise abandon_timeout",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Builds a [`Pool`](super::Pool): set what you need, then [`build`](Builder::build).
+#[must_use = "a builder does nothing until `build()` is called"]
+#[derive(Debug)]
+pub struct Builder<M> {
+    pub(crate) manager: M,
+    pub(crate) config: Config,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl<M> Builder<M> {
+    pub(crate) fn new(manager: M) -> Self {
+        Self {
+            manager,
+            config: Config::default(),
+        }
+    }
+
+    /// Replaces the whole configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the label used in logs, the doctor and Prometheus.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.config.label = label.into();
+        self
+    }
+
+    setters! {
+        /// See [`Config::max_size`].
+        max_size: usize,
+        /// See [`Config::min_idle`].
+        min_idle: usize,
+        /// See [`Config::acquire_timeout`].
+        acquire_timeout: Duration,
+        /// See [`Config::connect_timeout`].
+        connect_timeout: Duration,
+        /// See [`Config::validation_timeout`].
+        validation_timeout: Duration,
+        /// See [`Config::reset_timeout`].
+        reset_timeout: Duration,
+        /// See [`Config::close_timeout`].
+        close_timeout: Duration,
+        /// See [`Config::validation_bypass`].
+        validation_bypass: Duration,
+        /// See [`Config::keepalive_interval`].
+        keepalive_interval: Option<Duration>,
+        /// See [`Config::idle_timeout`].
+        idle_timeout: Option<Duration>,
+        /// See [`Config::max_lifetime`].
+        max_lifetime: Option<Duration>,
+        /// See [`Config::jitter`].
+        jitter: f64,
+        /// See [`Config::leak_threshold`].
+        leak_threshold: Option<Duration>,
+        /// See [`Config::abandon_timeout`].
+        abandon_timeout: Option<Duration>,
+        /// See [`Config::max_waiters`].
+        max_waiters: usize,
+        /// See [`Config::max_concurrent_opens`].
+        max_concurrent_opens: usize,
+        /// See [`Config::breaker_threshold`].
+        breaker_threshold: Option<u32>,
+        /// See [`Config::breaker_backoff`].
+        breaker_backoff: Duration,
+        /// See [`Config::breaker_max_backoff`].
+        breaker_max_backoff: Duration,
+        /// See [`Config::maintenance_interval`].
+        maintenance_interval: Duration,
+    }
+}

@@ -1,0 +1,201 @@
+//! What can go wrong, named by phase, with the cause kept.
+
+use std::fmt;
+use std::panic::Location;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::breaker::BreakerState;
+
+/// The step of a connection's life an error happened in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Waiting for a connection from the pool.
+    Wait,
+    /// `Manager::connect`.
+    Connect,
+    /// `Manager::validate`.
+    Validate,
+    /// `Manager::reset`.
+    Reset,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Wait => "wait",
+            Phase::Connect => "connect",
+            Phase::Validate => "validate",
+            Phase::Reset => "reset",
+        })
+    }
+}
+
+/// One checked-out connection, as seen by a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Holder {
+    /// Where `Pool::get` was called.
+    pub site: &'static Location<'static>,
+    /// How long it has been held.
+    pub held: Duration,
+    /// Already reported as a leak.
+    pub leaked: bool,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} held {:.1?}", self.site, self.held)?;
+        if self.leaked {
+            f.write_str(" (leak)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The pool as it was when an acquire timed out: enough to tell exhaustion from a leak
+/// from a dead backend in one log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TimeoutSnapshot {
+    /// Pool label.
+    pub label: String,
+    /// How long the caller waited.
+    pub waited: Duration,
+    /// Connections counted against `max_size` (idle, in use, opening).
+    pub size: usize,
+    /// The limit.
+    pub max_size: usize,
+    /// Idle connections.
+    pub idle: usize,
+    /// Checked-out connections (abandoned ones excluded).
+    pub in_use: usize,
+    /// Connections being opened.
+    pub opening: usize,
+    /// Other callers waiting.
+    pub waiters: usize,
+    /// The breaker's state.
+    pub breaker: BreakerState,
+    /// The last backend error (phase and message), if any.
+    pub last_error: Option<String>,
+    /// The longest holders, oldest first (at most three).
+    pub longest_holders: Vec<Holder>,
+}
+
+impl fmt::Display for TimeoutSnapshot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pool `{}` gave no connection within {:.1?}: size {}/{} (idle {}, in use {}, opening {}), {} other waiters, breaker {}",
+            self.label,
+            self.waited,
+            self.size,
+            self.max_size,
+            self.idle,
+            self.in_use,
+            self.opening,
+            self.waiters,
+            self.breaker
+        )?;
+        match &self.last_error {
+            Some(e) => write!(f, ", last backend error: {e}")?,
+            None => f.write_str(", no backend error")?,
+        }
+        if !self.longest_holders.is_empty() {
+            f.write_str("; longest holders: ")?;
+            for (i, h) in self.longest_holders.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{h}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An error from [`Pool::get`](super::Pool::get).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<E: std::error::Error + 'static> {
+    /// No connection within `acquire_timeout`; the snapshot says why.
+    #[error("acquire timed out: {0}")]
+    Timeout(Box<TimeoutSnapshot>),
+    /// Opening the connection this caller waited for took longer than `connect_timeout`.
+    #[error("{phase} timed out after {after:?}")]
+    PhaseTimeout {
+        /// Which step.
+        phase: Phase,
+        /// Its limit.
+        after: Duration,
+    },
+    /// The backend refused (wrong password, refused port, ...).
+    #[error("backend error during {phase}: {source}")]
+    Backend {
+        /// Which step.
+        phase: Phase,
+        /// The backend's error.
+        source: Arc<E>,
+    },
+    /// The pool was closed.
+    #[error("the pool is closed")]
+    Closed,
+    /// Too many callers are already waiting (`max_waiters`): shed load instead of queueing.
+    #[error("pool overloaded: {waiters} callers already waiting (max_waiters {max_waiters})")]
+    Overloaded {
+        /// Callers waiting.
+        waiters: usize,
+        /// The limit.
+        max_waiters: usize,
+    },
+    /// The circuit breaker is open: the backend failed repeatedly; failing fast.
+    #[error("backend unavailable (breaker open after {failures} consecutive failures, next probe in {retry_in:?}); last error: {}", display_last(.last_error))]
+    Unavailable {
+        /// Consecutive failures seen.
+        failures: u32,
+        /// Time until the next half-open probe.
+        retry_in: Duration,
+        /// The error that opened it (or the last one since).
+        last_error: Option<Arc<E>>,
+    },
+}
+
+fn display_last<E: fmt::Display>(e: &Option<Arc<E>>) -> String {
+    match e {
+        Some(e) => e.to_string(),
+        None => "timeout".to_owned(),
+    }
+}
+
+impl<E: std::error::Error + 'static> Error<E> {
+    /// The phase this error belongs to.
+    pub fn phase(&self) -> Option<Phase> {
+        match self {
+            Error::Timeout(_) => Some(Phase::Wait),
+            Error::PhaseTimeout { phase, .. } | Error::Backend { phase, .. } => Some(*phase),
+            _ => None,
+        }
+    }
+
+    /// The acquire-timeout snapshot, if this is one.
+    pub fn snapshot(&self) -> Option<&TimeoutSnapshot> {
+        match self {
+            Error::Timeout(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// A configuration the builder refused: which field, what was wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid pool config: `{field}` {problem}; fix: {fix}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: &'static str,
+}

@@ -1,0 +1,747 @@
+//! The engine behind [`Pool`](super::Pool): acquire, return, open, close.
+//!
+//! # Cancellation safety
+//!
+//! Every connection outside the idle list is owned by exactly one value whose `Drop` puts
+//! it back in a consistent state, and the owner exists before the first `.await` that could
+//! be cancelled:
+//! * a held connection: [`PooledConnection`] (drop = return);
+//! * one being validated, reset or keepalive-checked: [`Detached`] (drop = close it and
+//!   release its place in `size`, since its protocol state is unknown);
+//! * one being opened: [`Opening`] (drop = release the reserved place);
+//! * a waiter: [`WaitGuard`] (drop = leave the queue, and return any connection that was
+//!   handed over in the meantime).
+//!
+//! So dropping a `get` future or aborting a task at any await point loses no capacity.
+
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+use super::breaker::{Admit, Breaker};
+use super::error::{Error, Phase, TimeoutSnapshot};
+use super::guard::PooledConnection;
+use super::internals::{Conn, Handoff, Internals, Reply, Waiter};
+use super::stats::{CloseReason, Stats};
+use super::{Config, Manager};
+
+/// The hold-time histogram records every `HOLD_SAMPLE`th use of each connection (the first
+/// one included), so the return path usually needs no clock read.
+pub(crate) const HOLD_SAMPLE: u64 = 8;
+
+type State<M> = Internals<<M as Manager>::Connection, <M as Manager>::Error>;
+type PoolError<M> = Error<<M as Manager>::Error>;
+type WaiterOf<M> = Waiter<<M as Manager>::Connection, <M as Manager>::Error>;
+
+// `repr(C)` with the lock first: the `Arc`'s reference counts, the lock word and the head of
+// the state share cache lines, so a get touches fewer lines that the other worker also writes.
+#[repr(C)]
+pub(crate) struct Shared<M: Manager> {
+    pub(crate) state: Mutex<State<M>>,
+    pub(crate) manager: M,
+    pub(crate) cfg: Config,
+    pub(crate) stats: Stats,
+    pub(crate) rt: Handle,
+    /// Closes still running.
+    pub(crate) closing: AtomicUsize,
+    pub(crate) next_id: AtomicU64,
+    /// Live `Pool` handles; the last one to go closes the pool.
+    pub(crate) handles: AtomicUsize,
+    /// Wakes the maintenance task when the pool closes.
+    pub(crate) shutdown: Arc<Notify>,
+    /// `Manager::has_reset`, read once.
+    pub(crate) has_reset: bool,
+    /// When the pool was built: the origin of `coarse`.
+    pub(crate) epoch: Instant,
+    /// Nanoseconds since `epoch`, stored by each maintenance pass: a clock read for the
+    /// return path that costs a relaxed load (it lags by at most `maintenance_interval`).
+    pub(crate) coarse: AtomicU64,
+}
+
+impl<M: Manager> std::fmt::Debug for Shared<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("label", &self.cfg.label)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Step<M: Manager> {
+    Ready(Conn<M::Connection>, usize),
+    Validate(Conn<M::Connection>),
+    Wait(WaitGuard<M>, usize),
+}
+
+impl<M: Manager> Shared<M> {
+    pub(crate) fn new(manager: M, cfg: Config, rt: Handle) -> Self {
+        let breaker = Breaker::new(
+            cfg.breaker_threshold,
+            cfg.breaker_backoff,
+            cfg.breaker_max_backoff,
+        );
+        let has_reset = manager.has_reset();
+        Self {
+            state: Mutex::new(Internals::new(cfg.max_size, breaker)),
+            manager,
+            cfg,
+            stats: Stats::default(),
+            rt,
+            closing: AtomicUsize::new(0),
+            next_id: AtomicU64::new(0),
+            handles: AtomicUsize::new(1),
+            shutdown: Arc::new(Notify::new()),
+            has_reset,
+            epoch: Instant::now(),
+            coarse: AtomicU64::new(0),
+        }
+    }
+
+    /// The coarse clock (see `coarse`).
+    pub(crate) fn coarse_now(&self) -> Instant {
+        self.epoch + Duration::from_nanos(self.coarse.load(Relaxed))
+    }
+
+    pub(crate) fn tick_coarse(&self, now: Instant) {
+        let ns = now.saturating_duration_since(self.epoch).as_nanos();
+        self.coarse
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    /// `Pool::get`.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>, PoolError<M>> {
+        // Cooperative budget: a task that gets and returns in a loop without awaiting
+        // anything else still yields now and then, so every task progresses.
+        tokio::task::coop::consume_budget().await;
+        let start = Instant::now();
+        let deadline = start + self.cfg.acquire_timeout;
+        let mut now = start;
+        let mut counted = false;
+        loop {
+            if now >= deadline {
+                return Err(self.timed_out(now, now - start));
+            }
+            let step = {
+                let mut st = self.state.lock();
+                if !counted {
+                    // Counted under the lock the get takes anyway (no extra atomic).
+                    counted = true;
+                    st.gets += 1;
+                }
+                if st.closed {
+                    return Err(Error::Closed);
+                }
+                if let Some(mut conn) = st.idle.pop_back() {
+                    // A connection that died while idle (server closed it) is evicted here,
+                    // by the manager's cheap sync check, rather than handed out.
+                    let reason = if conn.retire_due(now) {
+                        Some(CloseReason::Lifetime)
+                    } else if self.manager.is_broken(&mut conn.raw) {
+                        Some(CloseReason::Broken)
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        st.size -= 1;
+                        let opens = self.plan(&mut st, now, 0);
+                        drop(st);
+                        self.close_conn(conn, reason);
+                        self.spawn_opens(opens);
+                        now = Instant::now();
+                        continue;
+                    }
+                    if now.saturating_duration_since(conn.last_checked)
+                        <= self.cfg.validation_bypass
+                    {
+                        let slot = st.holders.insert(site, now);
+                        Step::Ready(conn, slot)
+                    } else {
+                        Step::Validate(conn)
+                    }
+                } else {
+                    if let Admit::Reject(retry_in) = st.breaker.admit(now) {
+                        self.stats.unavailable.fetch_add(1, Relaxed);
+                        return Err(Error::Unavailable {
+                            failures: st.breaker.failures,
+                            retry_in,
+                            last_error: st.breaker.last_error.clone(),
+                        });
+                    }
+                    if st.waiters.len() >= self.cfg.max_waiters {
+                        self.stats.overloaded.fetch_add(1, Relaxed);
+                        return Err(Error::Overloaded {
+                            waiters: st.waiters.len(),
+                            max_waiters: self.cfg.max_waiters,
+                        });
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let id = st.next_waiter;
+                    st.next_waiter += 1;
+                    st.waiters.push_back(Waiter { id, site, tx });
+                    let opens = self.plan(&mut st, now, 0);
+                    Step::Wait(
+                        WaitGuard {
+                            shared: Arc::clone(self),
+                            id,
+                            rx,
+                            done: false,
+                        },
+                        opens,
+                    )
+                }
+            };
+            match step {
+                Step::Ready(conn, slot) => {
+                    return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
+                }
+                Step::Validate(conn) => {
+                    if let Some(g) = self.validate_checkout(conn, site, deadline).await {
+                        return Ok(g);
+                    }
+                }
+                Step::Wait(mut wait, opens) => {
+                    self.spawn_opens(opens);
+                    self.stats.waited.fetch_add(1, Relaxed);
+                    let got = tokio::time::timeout_at(deadline, &mut wait.rx).await;
+                    let reply = match got {
+                        Ok(Ok(reply)) => Some(reply),
+                        Ok(Err(_)) => Some(Err(Error::Closed)),
+                        // A handoff may have raced the deadline: take it rather than waste it.
+                        Err(_) => wait.cancel(),
+                    };
+                    wait.done = true;
+                    let end = Instant::now();
+                    match reply {
+                        Some(Ok(h)) => {
+                            self.stats.wait_time.record(end - start);
+                            return Ok(PooledConnection::new(
+                                Arc::clone(self),
+                                h.conn,
+                                h.slot,
+                                h.at,
+                            ));
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => return Err(self.timed_out(end, end - start)),
+                    }
+                }
+            }
+            now = Instant::now();
+        }
+    }
+
+    /// Validates an idle connection on checkout (it was idle past the bypass window).
+    /// `None`: it was dead and has been closed; the caller tries again.
+    async fn validate_checkout(
+        self: &Arc<Self>,
+        conn: Conn<M::Connection>,
+        site: &'static Location<'static>,
+        deadline: Instant,
+    ) -> Option<PooledConnection<M>> {
+        let mut d = Detached::new(Arc::clone(self), conn, CloseReason::Validation);
+        let limit = self
+            .cfg
+            .validation_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        if self.check(&mut d, limit).await {
+            let now = Instant::now();
+            let mut conn = d.take();
+            conn.last_checked = now;
+            let slot = self.state.lock().holders.insert(site, now);
+            Some(PooledConnection::new(Arc::clone(self), conn, slot, now))
+        } else {
+            None
+        }
+    }
+
+    /// Runs `Manager::validate` under `limit`, feeding the breaker. On failure the
+    /// connection is left in `d` (dropping it closes it).
+    pub(crate) async fn check(self: &Arc<Self>, d: &mut Detached<M>, limit: Duration) -> bool {
+        self.stats.validations.fetch_add(1, Relaxed);
+        let id = d.id();
+        let res = tokio::time::timeout(limit, self.manager.validate(d.raw())).await;
+        match res {
+            Ok(Ok(())) => {
+                let closed_breaker = self.state.lock().breaker.on_success();
+                if closed_breaker {
+                    tracing::info!(pool = %self.cfg.label, "breaker closed: validation succeeded");
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                self.stats.validation_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %self.cfg.label, conn = id, error = %e, "validation failed; closing the connection");
+                // The backend answered (or the socket said it is gone): this connection is
+                // dead, the backend is not necessarily. Evict it without feeding the breaker,
+                // so a server restart does not open it while fresh connects would succeed.
+                let text = format!("validate: {e}");
+                self.state.lock().breaker.note(Arc::new(e), text);
+                false
+            }
+            Err(_) => {
+                self.stats.validation_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %self.cfg.label, conn = id, timeout = ?limit, "validation timed out; closing the connection");
+                let text = format!("validate: timed out after {limit:?}");
+                if limit >= self.cfg.validation_timeout {
+                    self.failure(None, text, Phase::Validate);
+                } else {
+                    // Cut short by the caller's own deadline: says nothing about the backend.
+                    self.state.lock().breaker.last_text = Some(text);
+                }
+                false
+            }
+        }
+    }
+
+    /// A connect or validation failure: feed the breaker; when it opens, fail every waiter
+    /// fast. Connect failures also go to the oldest waiter, so a wrong password reaches a
+    /// caller as the backend's error, not as a timeout.
+    fn failure(self: &Arc<Self>, error: Option<Arc<M::Error>>, text: String, phase: Phase) {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        let opened = st.breaker.on_failure(now, error.clone(), text);
+        let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
+        if phase == Phase::Connect {
+            // The oldest waiter gets this connect's own error.
+            if let Some(w) = st.waiters.pop_front() {
+                let e = match error {
+                    Some(source) => Error::Backend { phase, source },
+                    None => Error::PhaseTimeout {
+                        phase,
+                        after: self.cfg.connect_timeout,
+                    },
+                };
+                failed.push((w, e));
+            }
+        }
+        if opened {
+            self.stats.breaker_opened.fetch_add(1, Relaxed);
+            let retry_in = st.breaker.retry_in(now);
+            let failures = st.breaker.failures;
+            tracing::warn!(pool = %self.cfg.label, failures, ?retry_in, last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
+            while let Some(w) = st.waiters.pop_front() {
+                let e = Error::Unavailable {
+                    failures,
+                    retry_in,
+                    last_error: st.breaker.last_error.clone(),
+                };
+                failed.push((w, e));
+            }
+        }
+        let opens = self.plan(&mut st, now, 0);
+        drop(st);
+        for (w, e) in failed {
+            let _ = w.tx.send(Err(e));
+        }
+        self.spawn_opens(opens);
+    }
+
+    fn timed_out(&self, now: Instant, waited: Duration) -> PoolError<M> {
+        self.stats.timed_out.fetch_add(1, Relaxed);
+        let snap = self.timeout_snapshot(now, waited);
+        tracing::warn!(pool = %self.cfg.label, "{snap}");
+        Error::Timeout(Box::new(snap))
+    }
+
+    pub(crate) fn timeout_snapshot(&self, now: Instant, waited: Duration) -> TimeoutSnapshot {
+        let st = self.state.lock();
+        TimeoutSnapshot {
+            label: self.cfg.label.clone(),
+            waited,
+            size: st.size,
+            max_size: st.max_size,
+            idle: st.idle.len(),
+            in_use: st.in_use(),
+            opening: st.opening,
+            waiters: st.waiters.len(),
+            breaker: st.breaker.state(),
+            last_error: st.breaker.last_text.clone(),
+            longest_holders: st.holders.longest(now, 3),
+        }
+    }
+
+    /// `plan_opens` with this pool's limits.
+    pub(crate) fn plan(&self, st: &mut State<M>, now: Instant, warm_min_idle: usize) -> usize {
+        st.plan_opens(now, self.cfg.max_concurrent_opens, warm_min_idle)
+    }
+
+    pub(crate) fn spawn_opens(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            let opening = Opening {
+                shared: Arc::clone(self),
+                armed: true,
+            };
+            self.rt.spawn(opening.run());
+        }
+    }
+
+    /// A held connection comes back (its guard was dropped).
+    pub(crate) fn release(
+        self: &Arc<Self>,
+        mut conn: Conn<M::Connection>,
+        slot: usize,
+        mut broken: bool,
+        since: Instant,
+    ) {
+        // One clock read per cycle is the fast path's budget: the return reads the clock
+        // only for sampled uses (hold-time histogram); otherwise the checkout time stands
+        // in for "last used" (errs toward validating a long-held connection once more, and
+        // lifetime is re-checked at the next checkout with a fresh clock anyway).
+        conn.uses = conn.uses.wrapping_add(1);
+        let now = if conn.uses % HOLD_SAMPLE == 1 {
+            let now = Instant::now();
+            self.stats
+                .hold_time
+                .record(now.saturating_duration_since(since));
+            now
+        } else {
+            since.max(self.coarse_now())
+        };
+        if !broken && self.manager.is_broken(&mut conn.raw) {
+            broken = true;
+        }
+        let mut st = self.state.lock();
+        let hold = st.holders.remove(slot);
+        if let Some(h) = hold {
+            if h.leaked {
+                self.stats.unleaked.fetch_add(1, Relaxed);
+                tracing::info!(pool = %self.cfg.label, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
+            }
+            if h.abandoned {
+                st.abandoned -= 1;
+                drop(st);
+                self.close_conn(conn, CloseReason::Abandoned);
+                return;
+            }
+        }
+        let retire = if broken {
+            Some(CloseReason::Broken)
+        } else if conn.retire_due(now) {
+            Some(CloseReason::Lifetime)
+        } else {
+            None
+        };
+        if let Some(reason) = retire {
+            st.size -= 1;
+            let opens = self.plan(&mut st, now, 0);
+            drop(st);
+            self.close_conn(conn, reason);
+            self.spawn_opens(opens);
+            return;
+        }
+        if self.has_reset && !st.closed && self.manager.needs_reset(&mut conn.raw) {
+            drop(st);
+            self.spawn_reset(conn);
+            return;
+        }
+        conn.last_used = now;
+        conn.last_checked = now;
+        self.deliver_locked(st, conn, now);
+    }
+
+    fn spawn_reset(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        let mut d = Detached::new(Arc::clone(self), conn, CloseReason::Reset);
+        let shared = Arc::clone(self);
+        self.rt.spawn(async move {
+            shared.stats.resets.fetch_add(1, Relaxed);
+            let limit = shared.cfg.reset_timeout;
+            let res = tokio::time::timeout(limit, shared.manager.reset(d.raw())).await;
+            match res {
+                Ok(Ok(())) => {
+                    let now = Instant::now();
+                    let mut conn = d.take();
+                    conn.last_used = now;
+                    conn.last_checked = now;
+                    shared.deliver(conn, now);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(pool = %shared.cfg.label, conn = d.id(), error = %e, "reset failed; closing the connection");
+                }
+                Err(_) => {
+                    tracing::warn!(pool = %shared.cfg.label, conn = d.id(), timeout = ?limit, "reset timed out; closing the connection");
+                }
+            }
+        });
+    }
+
+    /// Gives a ready connection (counted in `size`) to the oldest waiter, or makes it idle.
+    pub(crate) fn deliver(self: &Arc<Self>, conn: Conn<M::Connection>, now: Instant) {
+        let st = self.state.lock();
+        self.deliver_locked(st, conn, now);
+    }
+
+    fn deliver_locked<'a>(
+        self: &'a Arc<Self>,
+        mut st: parking_lot::MutexGuard<'a, State<M>>,
+        mut conn: Conn<M::Connection>,
+        now: Instant,
+    ) {
+        loop {
+            if st.closed || st.size > st.max_size {
+                let reason = if st.closed {
+                    CloseReason::PoolClosed
+                } else {
+                    CloseReason::Surplus
+                };
+                st.size -= 1;
+                drop(st);
+                self.close_conn(conn, reason);
+                return;
+            }
+            let Some(w) = st.waiters.pop_front() else {
+                st.idle.push_back(conn);
+                return;
+            };
+            let slot = st.holders.insert(w.site, now);
+            drop(st);
+            match w.tx.send(Ok(Handoff {
+                conn,
+                slot,
+                at: now,
+            })) {
+                Ok(()) => return,
+                Err(Ok(h)) => {
+                    // That waiter gave up in the meantime: try the next one.
+                    conn = h.conn;
+                    st = self.state.lock();
+                    st.holders.remove(slot);
+                }
+                Err(Err(_)) => return,
+            }
+        }
+    }
+
+    /// Releases a connection's place in `size` and closes it.
+    pub(crate) fn discard(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
+        let now = Instant::now();
+        let opens = {
+            let mut st = self.state.lock();
+            st.size -= 1;
+            self.plan(&mut st, now, 0)
+        };
+        self.close_conn(conn, reason);
+        self.spawn_opens(opens);
+    }
+
+    /// Closes a connection that no longer counts in `size`, on a bounded background path:
+    /// `Manager::close` gets `close_timeout`, then the connection is dropped regardless.
+    pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
+        self.stats.closed(reason);
+        tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.created.elapsed(), "connection closed");
+        self.closing.fetch_add(1, Relaxed);
+        let guard = Closing(Arc::clone(self));
+        self.rt.spawn(async move {
+            let shared = &guard.0;
+            let limit = shared.cfg.close_timeout;
+            if tokio::time::timeout(limit, shared.manager.close(conn.raw))
+                .await
+                .is_err()
+            {
+                shared.stats.close_timeouts.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %shared.cfg.label, timeout = ?limit, "close timed out; connection dropped");
+            }
+            drop(guard);
+        });
+    }
+
+    /// `Pool::close`: no new gets, waiters woken with `Closed`, idle connections closed,
+    /// held ones closed when they come back. Idempotent.
+    pub(crate) fn close_pool(self: &Arc<Self>) {
+        let (idle, waiters) = {
+            let mut st = self.state.lock();
+            if st.closed {
+                return;
+            }
+            st.closed = true;
+            let idle: Vec<_> = st.idle.drain(..).collect();
+            st.size -= idle.len();
+            let waiters: Vec<_> = st.waiters.drain(..).collect();
+            (idle, waiters)
+        };
+        tracing::info!(pool = %self.cfg.label, idle = idle.len(), waiters = waiters.len(), "pool closed");
+        for w in waiters {
+            let _ = w.tx.send(Err(Error::Closed));
+        }
+        for c in idle {
+            self.close_conn(c, CloseReason::PoolClosed);
+        }
+        self.shutdown.notify_waiters();
+    }
+}
+
+/// Decrements `closing` when a close finishes or its task is dropped.
+struct Closing<M: Manager>(Arc<Shared<M>>);
+
+impl<M: Manager> Drop for Closing<M> {
+    fn drop(&mut self) {
+        self.0.stats.closes_done.fetch_add(1, Relaxed);
+        self.0.closing.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A place reserved in `size` for a connect in progress.
+struct Opening<M: Manager> {
+    shared: Arc<Shared<M>>,
+    armed: bool,
+}
+
+impl<M: Manager> Opening<M> {
+    async fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        let limit = shared.cfg.connect_timeout;
+        let res = tokio::time::timeout(limit, shared.manager.connect()).await;
+        let now = Instant::now();
+        self.armed = false;
+        match res {
+            Ok(Ok(raw)) => {
+                shared.stats.created.fetch_add(1, Relaxed);
+                let id = shared.next_id.fetch_add(1, Relaxed);
+                let conn = Conn::new(raw, id, now, &shared.cfg);
+                let closed_breaker = {
+                    let mut st = shared.state.lock();
+                    st.opening -= 1;
+                    st.breaker.on_success()
+                };
+                tracing::debug!(pool = %shared.cfg.label, conn = id, "connection opened");
+                if closed_breaker {
+                    tracing::info!(pool = %shared.cfg.label, "breaker closed: connect succeeded");
+                }
+                shared.deliver(conn, now);
+                // Keep going while waiters or min_idle still want connections.
+                let opens = {
+                    let mut st = shared.state.lock();
+                    shared.plan(&mut st, now, shared.cfg.min_idle)
+                };
+                shared.spawn_opens(opens);
+            }
+            Ok(Err(e)) => {
+                shared.stats.connect_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %shared.cfg.label, error = %e, "connect failed");
+                shared.unreserve();
+                let text = format!("connect: {e}");
+                shared.failure(Some(Arc::new(e)), text, Phase::Connect);
+            }
+            Err(_) => {
+                shared.stats.connect_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %shared.cfg.label, timeout = ?limit, "connect timed out");
+                shared.unreserve();
+                shared.failure(
+                    None,
+                    format!("connect: timed out after {limit:?}"),
+                    Phase::Connect,
+                );
+            }
+        }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    fn unreserve(&self) {
+        let mut st = self.state.lock();
+        st.size -= 1;
+        st.opening -= 1;
+    }
+}
+
+impl<M: Manager> Drop for Opening<M> {
+    fn drop(&mut self) {
+        if self.armed {
+            // The connect was cancelled (runtime shutting down): give the place back.
+            self.shared.unreserve();
+        }
+    }
+}
+
+/// A connection counted in `size` but neither idle nor held: being validated or reset.
+/// Dropping it (failure or cancellation) closes the connection and frees its place.
+pub(crate) struct Detached<M: Manager> {
+    shared: Arc<Shared<M>>,
+    conn: Option<Conn<M::Connection>>,
+    reason: CloseReason,
+}
+
+impl<M: Manager> Detached<M> {
+    pub(crate) fn new(
+        shared: Arc<Shared<M>>,
+        conn: Conn<M::Connection>,
+        reason: CloseReason,
+    ) -> Self {
+        Self {
+            shared,
+            conn: Some(conn),
+            reason,
+        }
+    }
+
+    fn conn_mut(&mut self) -> &mut Conn<M::Connection> {
+        self.conn
+            .as_mut()
+            .expect("invariant: a Detached holds its connection until take()")
+    }
+
+    pub(crate) fn raw(&mut self) -> &mut M::Connection {
+        &mut self.conn_mut().raw
+    }
+
+    pub(crate) fn id(&mut self) -> u64 {
+        self.conn_mut().id
+    }
+
+    pub(crate) fn take(mut self) -> Conn<M::Connection> {
+        self.conn
+            .take()
+            .expect("invariant: a Detached holds its connection until take()")
+    }
+}
+
+impl<M: Manager> Drop for Detached<M> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.shared.discard(conn, self.reason);
+        }
+    }
+}
+
+/// A queued caller. Dropping it before it got its reply leaves the queue and returns any
+/// connection that was handed over in the meantime.
+pub(crate) struct WaitGuard<M: Manager> {
+    shared: Arc<Shared<M>>,
+    id: u64,
+    rx: oneshot::Receiver<Reply<M::Connection, M::Error>>,
+    done: bool,
+}
+
+impl<M: Manager> WaitGuard<M> {
+    /// Leaves the queue; returns a reply that raced the cancellation, if any.
+    fn cancel(&mut self) -> Option<Reply<M::Connection, M::Error>> {
+        self.done = true;
+        self.shared.state.lock().remove_waiter(self.id);
+        self.rx.close();
+        self.rx.try_recv().ok()
+    }
+}
+
+impl<M: Manager> Drop for WaitGuard<M> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(Ok(h)) = self.cancel() {
+            // Never used: back to the pool without a reset.
+            let now = Instant::now();
+            let mut conn = h.conn;
+            let mut st = self.shared.state.lock();
+            st.holders.remove(h.slot);
+            conn.last_used = now;
+            self.shared.deliver_locked(st, conn, now);
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Who holds what: the call site and checkout time of every checked-out connection.
+//!
+//! A slab under the pool lock; checkout stores `(site, since)` in a free slot and the guard
+//! keeps the slot index, so return is O(1). Recording costs one slot write under a lock the
+//! pool takes anyway, so it is always on: the acquire-timeout snapshot can name the longest
+//! holders even when leak detection is off. Leak detection itself (the `leak_threshold` scan)
+//! and abandonment run only in maintenance, never on the get/return path.
+
+use std::panic::Location;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::error::Holder;
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Hold {
+    pub(crate) site: &'static Location<'static>,
+    pub(crate) since: Instant,
+    /// Reported once as a leak (an "unleaked" report follows on return).
+    pub(crate) leaked: bool,
+    /// Abandoned by maintenance: no longer counted in `size`; closed on return.
+    pub(crate) abandoned: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Holders {
+    slots: Vec<Option<Hold>>,
+    free: Vec<usize>,
+    live: usize,
+}
+
+impl Holders {
+    pub(crate) fn insert(&mut self, site: &'static Location<'static>, since: Instant) -> usize {
+        let hold = Hold {
+            site,
+            since,
+            leaked: false,
+            abandoned: false,
+        };
+        self.live += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i] = Some(hold);
+                i
+            }
+            None => {
+                self.slots.push(Some(hold));
+                self.slots.len() - 1
+            }
+        }
+    }
+
+    pub(crate) fn remove(&mut self, slot: usize) -> Option<Hold> {
+        let h = self.slots.get_mut(slot)?.take()?;
+        self.free.push(slot);
+        self.live -= 1;
+        Some(h)
+    }
+
+    /// Checked out, abandoned ones included.
+    pub(crate) fn len(&self) -> usize {
+        self.live
+    }
+
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Hold> {
+        self.slots.iter_mut().flatten()
+    }
+
+    /// The `n` longest holders, oldest first.
+    pub(crate) fn longest(&self, now: Instant, n: usize) -> Vec<Holder> {
+        let mut all: Vec<&Hold> = self.slots.iter().flatten().collect();
+        all.sort_by_key(|h| h.since);
+        all.into_iter()
+            .take(n)
+            .map(|h| Holder {
+                site: h.site,
+                held: now.saturating_duration_since(h.since),
+                leaked: h.leaked,
+            })
+            .collect()
+    }
+}
+
+/// What a maintenance scan found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub(crate) leaks: Vec<(&'static Location<'static>, Duration)>,
+    pub(crate) abandoned: Vec<(&'static Location<'static>, Duration)>,
+}
+
+/// Marks leaks and abandoned holds; returns what changed (for events and counters).
+pub(crate) fn scan(
+    holders: &mut Holders,
+    now: Instant,
+    leak_threshold: Option<Duration>,
+    abandon_timeout: Option<Duration>,
+) -> Scan {
+    let mut out = Scan::default();
+    if leak_threshold.is_none() && abandon_timeout.is_none() {
+        return out;
+    }
+    for h in holders.iter_mut() {
+        let held = now.saturating_duration_since(h.since);
+        if let Some(t) = leak_threshold {
+            if !h.leaked && held >= t {
+                h.leaked = true;
+                out.leaks.push((h.site, held));
+            }
+        }
+        if let Some(t) = abandon_timeout {
+            if !h.abandoned && held >= t {
+                h.abandoned = true;
+                out.abandoned.push((h.site, held));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_reused_and_leaks_reported_once() {
+        let t0 = Instant::now();
+        let mut h = Holders::default();
+        let a = h.insert(Location::caller(), t0);
+        let b = h.insert(Location::caller(), t0 + Duration::from_secs(1));
+        assert_eq!(h.len(), 2);
+        let s = scan(
+            &mut h,
+            t0 + Duration::from_secs(5),
+            Some(Duration::from_secs(5)),
+            None,
+        );
+        assert_eq!(s.leaks.len(), 1, "only the 5 s hold is a leak");
+        let s = scan(
+            &mut h,
+            t0 + Duration::from_secs(6),
+            Some(Duration::from_secs(5)),
+            None,
+        );
+        assert_eq!(s.leaks.len(), 1, "the first is not reported twice");
+        assert!(h.remove(a).is_some_and(|x| x.leaked));
+        assert!(h.remove(a).is_none());
+        let c = h.insert(Location::caller(), t0);
+        assert_eq!(c, a, "free slot reused");
+        let longest = h.longest(t0 + Duration::from_secs(2), 3);
+        assert_eq!(longest.len(), 2);
+        assert_eq!(longest[0].held, Duration::from_secs(2));
+        let _ = b;
+    }
+}

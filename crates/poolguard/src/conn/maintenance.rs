@@ -1,0 +1,114 @@
+//! The maintenance task: owned by the pool, holds only a weak reference to it, and stops
+//! when the pool is closed or dropped.
+//!
+//! Each pass, under one short lock: leak and abandon scans over the holders; retirement of
+//! idle connections past their (jittered) lifetime, or idle timeout while above `min_idle`;
+//! selection of idle connections due for keepalive validation; opens for `min_idle` and
+//! breaker probes. The slow parts (closes, validations, connects) then run on their own
+//! bounded tasks, so a hanging backend never stalls maintenance.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
+
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::inner::{Detached, Shared};
+use super::leak;
+use super::stats::CloseReason;
+use super::Manager;
+
+pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
+    let weak: Weak<Shared<M>> = Arc::downgrade(shared);
+    let shutdown = Arc::clone(&shared.shutdown);
+    let period = shared.cfg.maintenance_interval;
+    shared.rt.spawn(async move {
+        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            let stop = shutdown.notified();
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop => {}
+            }
+            let Some(shared) = weak.upgrade() else {
+                return;
+            };
+            if shared.state.lock().closed {
+                tracing::debug!(pool = %shared.cfg.label, "maintenance stopped");
+                return;
+            }
+            run_pass(&shared, Instant::now());
+        }
+    });
+}
+
+/// One maintenance pass (also callable from tests through `Pool::run_maintenance`).
+pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
+    shared.tick_coarse(now);
+    let cfg = &shared.cfg;
+    let mut retire = Vec::new();
+    let mut keepalive = Vec::new();
+    let (scan, opens) = {
+        let mut st = shared.state.lock();
+        if st.closed {
+            return;
+        }
+        let scan = leak::scan(
+            &mut st.holders,
+            now,
+            cfg.leak_threshold,
+            cfg.abandon_timeout,
+        );
+        st.size -= scan.abandoned.len();
+        st.abandoned += scan.abandoned.len();
+        // Retire: oldest first (the front of `idle`).
+        let mut keep = std::collections::VecDeque::with_capacity(st.idle.len());
+        let mut idle_left = st.idle.len();
+        while let Some(c) = st.idle.pop_front() {
+            if c.retire_due(now) {
+                st.size -= 1;
+                idle_left -= 1;
+                retire.push((c, CloseReason::Lifetime));
+            } else if st.size > st.max_size {
+                st.size -= 1;
+                idle_left -= 1;
+                retire.push((c, CloseReason::Surplus));
+            } else if idle_left > cfg.min_idle && c.idle_expired(now) {
+                st.size -= 1;
+                idle_left -= 1;
+                retire.push((c, CloseReason::Idle));
+            } else if c.keepalive_due(now) {
+                keepalive.push(c);
+            } else {
+                keep.push_back(c);
+            }
+        }
+        st.idle = keep;
+        let opens = shared.plan(&mut st, now, cfg.min_idle);
+        (scan, opens)
+    };
+    for (site, held) in &scan.leaks {
+        shared.stats.leaks.fetch_add(1, Relaxed);
+        tracing::warn!(pool = %cfg.label, %site, ?held, "connection leak: held past leak_threshold ({:?})", cfg.leak_threshold);
+    }
+    for (site, held) in &scan.abandoned {
+        shared.stats.abandoned.fetch_add(1, Relaxed);
+        tracing::warn!(pool = %cfg.label, %site, ?held, "connection abandoned: no longer counted against max_size; it will be closed when it comes back");
+    }
+    for (c, reason) in retire {
+        shared.close_conn(c, reason);
+    }
+    for c in keepalive {
+        let mut d = Detached::new(Arc::clone(shared), c, CloseReason::Validation);
+        let s = Arc::clone(shared);
+        shared.rt.spawn(async move {
+            if s.check(&mut d, s.cfg.validation_timeout).await {
+                let now = Instant::now();
+                let mut conn = d.take();
+                conn.last_checked = now;
+                s.deliver(conn, now);
+            }
+        });
+    }
+    shared.spawn_opens(opens);
+}

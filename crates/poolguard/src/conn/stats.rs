@@ -1,0 +1,205 @@
+//! Counters, histograms and the `status()` snapshot.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crate::diag::{Histogram, HistogramSnapshot};
+
+use super::breaker::BreakerState;
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// `Manager::is_broken`, or the holder reported a fatal error / called `mark_broken`.
+    Broken,
+    /// Validation failed or timed out.
+    Validation,
+    /// Reset failed or timed out.
+    Reset,
+    /// Idle longer than `idle_timeout`.
+    Idle,
+    /// Older than `max_lifetime`.
+    Lifetime,
+    /// Came back after being abandoned.
+    Abandoned,
+    /// Above `max_size` after a `resize` down.
+    Surplus,
+    /// The pool was closed.
+    PoolClosed,
+}
+
+impl CloseReason {
+    /// Every reason, in the order of [`StatsSnapshot::closed`].
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::Broken,
+        CloseReason::Validation,
+        CloseReason::Reset,
+        CloseReason::Idle,
+        CloseReason::Lifetime,
+        CloseReason::Abandoned,
+        CloseReason::Surplus,
+        CloseReason::PoolClosed,
+    ];
+
+    /// A short lowercase name (Prometheus label value).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Broken => "broken",
+            CloseReason::Validation => "validation",
+            CloseReason::Reset => "reset",
+            CloseReason::Idle => "idle",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::Abandoned => "abandoned",
+            CloseReason::Surplus => "surplus",
+            CloseReason::PoolClosed => "pool_closed",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The live counters (relaxed atomics; totals since the pool was built).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    pub(crate) waited: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+    pub(crate) overloaded: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
+    pub(crate) created: AtomicU64,
+    pub(crate) connect_failures: AtomicU64,
+    pub(crate) validations: AtomicU64,
+    pub(crate) validation_failures: AtomicU64,
+    pub(crate) resets: AtomicU64,
+    pub(crate) leaks: AtomicU64,
+    pub(crate) unleaked: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+    pub(crate) close_timeouts: AtomicU64,
+    pub(crate) closes_done: AtomicU64,
+    pub(crate) breaker_opened: AtomicU64,
+    closed: [AtomicU64; CloseReason::ALL.len()],
+    pub(crate) wait_time: Histogram,
+    pub(crate) hold_time: Histogram,
+}
+
+impl Stats {
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        self.closed[reason.index()].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        StatsSnapshot {
+            gets: 0,
+            waited: l(&self.waited),
+            timed_out: l(&self.timed_out),
+            overloaded: l(&self.overloaded),
+            unavailable: l(&self.unavailable),
+            created: l(&self.created),
+            connect_failures: l(&self.connect_failures),
+            validations: l(&self.validations),
+            validation_failures: l(&self.validation_failures),
+            resets: l(&self.resets),
+            leaks: l(&self.leaks),
+            unleaked: l(&self.unleaked),
+            abandoned: l(&self.abandoned),
+            close_timeouts: l(&self.close_timeouts),
+            closes_done: l(&self.closes_done),
+            breaker_opened: l(&self.breaker_opened),
+            closed: CloseReason::ALL.map(|r| l(&self.closed[r.index()])),
+            wait_time: self.wait_time.snapshot(),
+            hold_time: self.hold_time.snapshot(),
+        }
+    }
+}
+
+/// Totals since the pool was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsSnapshot {
+    /// Calls to `get`.
+    pub gets: u64,
+    /// Gets that had to wait (no idle connection at hand).
+    pub waited: u64,
+    /// Gets that ended in an acquire timeout.
+    pub timed_out: u64,
+    /// Gets refused by admission control (`max_waiters`).
+    pub overloaded: u64,
+    /// Gets refused fast because the breaker was open.
+    pub unavailable: u64,
+    /// Connections opened.
+    pub created: u64,
+    /// Connects that failed or timed out.
+    pub connect_failures: u64,
+    /// Validations run (checkout and keepalive).
+    pub validations: u64,
+    /// Validations that failed or timed out.
+    pub validation_failures: u64,
+    /// Resets run on return.
+    pub resets: u64,
+    /// Connections reported as leaked.
+    pub leaks: u64,
+    /// Leaked connections that came back later.
+    pub unleaked: u64,
+    /// Connections abandoned by maintenance.
+    pub abandoned: u64,
+    /// `Manager::close` calls cut off by `close_timeout`.
+    pub close_timeouts: u64,
+    /// Closes finished (politely or cut off).
+    pub closes_done: u64,
+    /// Times the breaker opened.
+    pub breaker_opened: u64,
+    /// Connections closed, by [`CloseReason`] (indexed as [`CloseReason::ALL`]).
+    pub closed: [u64; CloseReason::ALL.len()],
+    /// Time callers waited (only gets that waited).
+    pub wait_time: HistogramSnapshot,
+    /// Time connections were held by callers, sampled: the 1st, 9th, 17th... use of each
+    /// connection (so the return path rarely reads the clock).
+    pub hold_time: HistogramSnapshot,
+}
+
+impl StatsSnapshot {
+    /// Connections closed for `reason`.
+    pub fn closed_by(&self, reason: CloseReason) -> u64 {
+        self.closed[reason.index()]
+    }
+
+    /// Connections closed for any reason.
+    pub fn closed_total(&self) -> u64 {
+        self.closed.iter().sum()
+    }
+}
+
+/// The pool right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// Connections counted against `max_size`: idle + in use + being opened, validated or reset.
+    pub size: usize,
+    /// The limit.
+    pub max_size: usize,
+    /// Idle connections.
+    pub idle: usize,
+    /// Checked out by callers (abandoned ones excluded).
+    pub in_use: usize,
+    /// Being opened.
+    pub opening: usize,
+    /// Callers waiting.
+    pub waiters: usize,
+    /// Abandoned connections still held by their callers (not counted in `size`).
+    pub abandoned: usize,
+    /// Closes still running.
+    pub closing: usize,
+    /// The breaker.
+    pub breaker: BreakerState,
+    /// `close()` was called (or every `Pool` handle was dropped).
+    pub closed: bool,
+}
