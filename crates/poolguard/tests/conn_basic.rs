@@ -190,3 +190,23 @@ fn handles_cross_tasks_and_threads() {
     send_sync::<Error<SimError>>();
     send_sync::<poolguard::conn::TimeoutSnapshot>();
 }
+
+#[test]
+fn dropping_after_the_runtime_is_gone_neither_panics_nor_leaks() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let m = SimManager::new();
+    let (p, c) = rt.block_on(async {
+        let p = pool(&m, 2);
+        let c = p.get().await.expect("get");
+        let idle = p.get().await.expect("get");
+        drop(idle);
+        (p, c)
+    });
+    drop(rt);
+    drop(c);
+    drop(p);
+    assert_eq!(m.alive(), 0);
+}
