@@ -360,7 +360,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             return Err((DiscardReason::Oversized, Some(obj)));
         }
         if let Some(c) = cell {
-            if bytes <= self.cell_bytes {
+            // Into the own cell only when it is empty: a full cell means this thread returns
+            // more than it gets (overflow), and the object goes straight to the shards
+            // instead of costing an exchange there.
+            if bytes <= self.cell_bytes && !c.maybe_full() {
                 match c.swap(obj, bytes) {
                     None => return Ok(()),
                     Some(prev) => {
@@ -409,11 +412,15 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         let _ = catch_unwind(AssertUnwindSafe(move || drop(batch)));
     }
 
-    /// Objects and bytes retained on every tier (cells from their gauges).
-    fn retained(&self) -> (usize, usize) {
+    /// Objects and bytes retained on every tier (cells from their gauges, except the cells
+    /// in `skip`: just emptied by a trim).
+    fn retained_except(&self, skip: &[bool]) -> (usize, usize) {
         let t = self.shards.totals();
         let (mut objs, mut bytes) = (t.objects, t.bytes);
-        for c in self.cells.iter() {
+        for (i, c) in self.cells.iter().enumerate() {
+            if skip.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             if let Some(b) = c.held() {
                 objs += 1;
                 bytes += b;
@@ -422,6 +429,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         self.counters.peak_objects.fetch_max(objs as u64, Relaxed);
         self.counters.peak_bytes.fetch_max(bytes as u64, Relaxed);
         (objs, bytes)
+    }
+
+    fn retained(&self) -> (usize, usize) {
+        self.retained_except(&[])
     }
 
     fn trim_cycle(&self, cause: TrimCause, skip_if_busy: bool) -> Option<TrimTrace> {
@@ -445,9 +456,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         // 2. Demote the per-thread objects into a victim generation: unused until the next
         //    cycle, they are freed then, also when their thread has stopped using the pool.
         let mut homeless = Vec::new();
+        let mut stolen = vec![false; self.cells.len()];
         for (i, c) in self.cells.iter().enumerate() {
             if let Some(o) = c.steal() {
-                c.clear_gauge();
+                stolen[i] = true;
                 let b = T::heap_bytes(&o);
                 let t = Instant::now();
                 let r = self.shards.push_victim(i, (o, b));
@@ -465,7 +477,8 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         for batch in dead {
             self.dispose(batch);
         }
-        let after = self.retained();
+        let after = self.retained_except(&stolen);
+        drop(stolen);
         let cycle = self.trim.cycles.fetch_add(1, Relaxed) + 1;
         Counters::add(&self.counters.trims, 1);
         Counters::add(&self.counters.trim_freed, freed as u64);
