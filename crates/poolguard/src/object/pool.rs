@@ -305,26 +305,35 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     #[inline]
     fn take(&self) -> Box<T> {
         let tid = thread_index();
-        let home = match tid.and_then(|i| self.cells.get(i)) {
-            Some(cell) => {
-                bump(&cell.gets);
-                if let Some(o) = cell.take() {
-                    bump(&cell.hits);
+        let cell = tid.and_then(|i| self.cells.get(i));
+        match cell {
+            Some(c) => {
+                bump(&c.gets);
+                if let Some(o) = c.take() {
+                    bump(&c.hits);
                     return o;
                 }
-                tid.unwrap_or(0)
             }
-            None => {
-                Counters::add(&self.counters.gets_unslotted, 1);
-                tid.unwrap_or(0)
-            }
-        };
-        self.take_slow(home)
+            None => Counters::add(&self.counters.gets_unslotted, 1),
+        }
+        self.take_slow(tid.unwrap_or(0), cell.map(|c| &**c))
     }
 
     #[cold]
-    fn take_slow(&self, home: usize) -> Box<T> {
-        if let Some(((o, _), _)) = self.shards.pop(home) {
+    fn take_slow(&self, home: usize, cell: Option<&HotCell<T>>) -> Box<T> {
+        // The caller's cell is empty (its take just failed): refill it with a spare taken
+        // under the same shard lock.
+        let spare_bytes = cell.map(|_| self.cell_bytes);
+        if let Some(((o, _), _, spare)) = self.shards.pop_with_spare(home, spare_bytes) {
+            if let (Some(c), Some((s, bytes))) = (cell, spare) {
+                if let Some(displaced) = c.swap(s, bytes) {
+                    // Unreachable while only the owner puts into its cell; never lose it.
+                    let b = T::heap_bytes(&displaced);
+                    if let Err((_, Some(d))) = self.give_back_shared(home, displaced, b) {
+                        self.dispose(vec![(d, b)]);
+                    }
+                }
+            }
             return o;
         }
         Counters::add(&self.counters.misses, 1);
