@@ -242,6 +242,37 @@ mod loom_tests {
     }
 
     #[test]
+    fn loom_get_with_spare_races_a_cycle_and_a_put() {
+        loom::model(|| {
+            let s = Arc::new(Shards::<u32>::new(1, 3, 300));
+            let mut ev = Vec::new();
+            s.push(0, (Box::new(1), 10), &mut ev).expect("room");
+            s.push(0, (Box::new(2), 10), &mut ev).expect("room");
+            let getter = {
+                let s = Arc::clone(&s);
+                thread::spawn(move || {
+                    s.pop_with_spare(0, Some(10))
+                        .map_or(0, |(_, _, spare)| 1 + usize::from(spare.is_some()))
+                })
+            };
+            let putter = {
+                let s = Arc::clone(&s);
+                thread::spawn(move || {
+                    let mut ev = Vec::new();
+                    usize::from(s.push(0, (Box::new(3), 10), &mut ev).is_ok())
+                })
+            };
+            let mut dead = Vec::new();
+            s.rotate(&mut dead, |_| {});
+            let taken = getter.join().expect("getter");
+            let added = putter.join().expect("putter");
+            let t = s.totals();
+            assert!(t.objects <= 3 && t.bytes <= 300);
+            assert_eq!(count(&s, &dead) + taken, 2 + added);
+        });
+    }
+
+    #[test]
     fn loom_victim_eviction_respects_caps() {
         loom::model(|| {
             // One shard of one object: the cycle demotes, the concurrent puts evict or refuse.
