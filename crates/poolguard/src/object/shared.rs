@@ -61,7 +61,7 @@ impl<T> Shards<T> {
         Self { shards }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn len(&self) -> usize {
         self.shards.len()
     }
