@@ -403,8 +403,9 @@ fn expensive_factory(c: &mut Criterion) {
     g.finish();
 }
 
-/// Trim with 100k retained objects: how long a cycle takes, and the worst latency a
-/// concurrent get sees while cycles run.
+/// Trim with 100k retained objects: the latency of a concurrent get while another thread
+/// refills 100k objects and runs cycles (each second cycle frees them), against the same
+/// gets with no trims; plus how long a cycle freeing 100k objects takes.
 fn trim_pause(c: &mut Criterion) {
     const N: usize = 100_000;
     let pool = Pool::builder(|| Vec::<u8>::with_capacity(16))
@@ -417,39 +418,52 @@ fn trim_pause(c: &mut Criterion) {
             let _ = p.put(Vec::with_capacity(16));
         }
     };
-    // The concurrent-get experiment: one thread gets and returns in a loop, timing each get;
-    // the main thread refills 100k objects and runs two cycles (the second frees them), 20x.
-    let stop = AtomicBool::new(false);
-    let (worst, gets) = std::thread::scope(|s| {
-        let getter = s.spawn(|| {
-            let mut worst = Duration::ZERO;
-            let mut gets = 0u64;
-            while !stop.load(Relaxed) {
-                let t = Instant::now();
-                let g = pool.get();
-                let d = t.elapsed();
-                drop(g);
-                worst = worst.max(d);
-                gets += 1;
-            }
-            (worst, gets)
+    let mut g = short(c, "object/trim_100k");
+    for trimming in [false, true] {
+        let lat = poolguard::diag::Histogram::new();
+        let name = if trimming {
+            "get-during-trims"
+        } else {
+            "get-no-trims"
+        };
+        g.bench_function(name, |b| {
+            b.iter_custom(|n| {
+                let stop = AtomicBool::new(false);
+                std::thread::scope(|s| {
+                    if trimming {
+                        s.spawn(|| {
+                            while !stop.load(Relaxed) {
+                                fill(&pool);
+                                let _ = pool.trim();
+                                let _ = pool.trim();
+                            }
+                        });
+                    }
+                    let t0 = Instant::now();
+                    for _ in 0..n {
+                        let t = Instant::now();
+                        let g = pool.get();
+                        lat.record(t.elapsed());
+                        drop(black_box(g));
+                    }
+                    let d = t0.elapsed();
+                    stop.store(true, Relaxed);
+                    d
+                })
+            })
         });
-        for _ in 0..20 {
-            fill(&pool);
-            let _ = pool.trim();
-            let _ = pool.trim();
-        }
-        stop.store(true, Relaxed);
-        getter.join().expect("getter")
-    });
+        let h = lat.snapshot();
+        eprintln!(
+            "trim_100k {name}: get latency {h} p99.9={:?}",
+            h.quantile(0.999)
+        );
+    }
     let s = pool.stats();
     eprintln!(
-        "trim_pause 100k: worst concurrent get {worst:?} over {gets} gets during 40 cycles; \
-         trim lock holds: {}",
-        s.trim_pauses
+        "trim_100k: lock holds of {} cycles: {} (what a concurrent get or put can wait for)",
+        s.trims, s.trim_pauses
     );
-    let mut g = short(c, "object/trim_100k");
-    g.bench_function("poolguard-cycle-freeing-100k", |b| {
+    g.bench_function("cycle-freeing-100k", |b| {
         b.iter_batched(
             || {
                 fill(&pool);

@@ -332,3 +332,29 @@ fn bytes_mut_is_poolable() {
     assert!(b.is_empty());
     assert!(b.capacity() >= 512);
 }
+
+#[test]
+fn a_get_from_the_shared_tier_refills_the_thread_cell() {
+    let pool = vec_pool();
+    let held: Vec<_> = (0..3).map(|_| pool.get()).collect();
+    drop(held); // the first into this thread's cell, the other two to the shared stacks
+    let a = pool.get(); // the cell
+    let b = pool.get(); // a shared stack, which also hands over a spare for the cell
+    let c = pool.get(); // the spare, from the cell
+    let s = pool.stats();
+    assert_eq!((s.hits_local, s.hits_shared, s.misses), (2, 1, 3), "{s:?}");
+    drop((a, b, c));
+    assert_eq!(pool.stats().retained_objects, 3);
+}
+
+#[test]
+fn a_pool_without_local_slots_uses_the_shared_tier_only() {
+    let pool = Pool::builder(Vec::<u8>::new)
+        .local_slots(0)
+        .build()
+        .expect("valid");
+    drop(pool.get());
+    drop(pool.get());
+    let s = pool.stats();
+    assert_eq!((s.hits_local, s.hits_shared, s.misses), (0, 1, 1));
+}

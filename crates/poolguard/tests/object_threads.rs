@@ -178,3 +178,24 @@ fn concurrent_gets_puts_and_trims_conserve_every_object() {
     drop(p);
     assert_eq!(c.alive(), 0, "every object dropped exactly once");
 }
+
+#[test]
+fn a_panic_while_holding_a_guard_returns_the_object() {
+    let c = DropCounter::new();
+    let p = pool(&c, 8, 8 * 1024);
+    let r = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _g = p.get();
+            panic!("user code failed while holding a pooled object");
+        })
+        .join()
+    });
+    assert!(r.is_err(), "the thread panicked");
+    let st = p.stats();
+    assert_eq!((st.gets, st.returns, st.retained_objects), (1, 1, 1));
+    // The pool is not poisoned: the object is handed out again.
+    drop(p.get());
+    assert_eq!(p.stats().misses, 1);
+    drop(p);
+    assert_eq!(c.alive(), 0);
+}

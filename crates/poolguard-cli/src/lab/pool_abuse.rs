@@ -322,11 +322,16 @@ fn oversized(rows: &mut Vec<Row>) -> Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
+fn measure() -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     long_lived(&mut rows)?;
     only_returns(&mut rows)?;
     oversized(&mut rows)?;
+    Ok(rows)
+}
+
+pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
+    let rows = measure()?;
     let mut t = Table::new([
         "pattern",
         "pool",
@@ -356,4 +361,50 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
     t.print();
     println!("  retained = bytes still allocated (allocator-measured) that the scenario does not hold; the naive pool never trims.");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The scenario runs and poolguard reports each misuse. (Allocator figures are not
+    /// asserted: other tests of this binary allocate concurrently in the same process.)
+    #[test]
+    fn pool_abuse_reports_each_misuse() {
+        let rows = measure().expect("scenario runs");
+        assert_eq!(rows.len(), 7);
+        let pg: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.pool.starts_with("poolguard"))
+            .collect();
+        assert!(pg[0].reported.contains("long holds"), "{}", pg[0].reported);
+        assert!(!pg[0].reported.starts_with("0 "), "{}", pg[0].reported);
+        assert!(
+            pg[0].reported.contains("pool_abuse.rs"),
+            "site: {}",
+            pg[0].reported
+        );
+        assert!(
+            pg[1].reported.contains("object.only-puts"),
+            "{}",
+            pg[1].reported
+        );
+        assert!(
+            pg[2].reported.starts_with("10 oversized"),
+            "{}",
+            pg[2].reported
+        );
+        assert!(
+            pg[3].reported.starts_with("freed 9 objs"),
+            "{}",
+            pg[3].reported
+        );
+        let naive3 = rows
+            .iter()
+            .find(|r| r.pattern.starts_with('3') && r.pool.starts_with("naive"));
+        assert!(naive3
+            .expect("row")
+            .reported
+            .contains("30000 requests saw stale data"));
+    }
 }

@@ -63,10 +63,14 @@ pub(crate) fn thread_index() -> Option<usize> {
 /// One thread's cached object and the counters only that thread writes.
 pub(crate) struct HotCell<T> {
     obj: AtomicCell<Option<Box<T>>>,
-    /// Heap bytes of the cached object plus one, 0 when empty. Written by the owner after
-    /// each take/swap; a trim that steals the object may leave it stale until the owner's
-    /// next operation, so it only feeds the retained gauge, never a cap.
-    held: AtomicUsize,
+    /// Occupancy gauge: a version (high 32 bits) and the cached object's heap bytes plus one
+    /// (low 32 bits, saturating), or 0 in the low bits when empty. The owner writes it after
+    /// each take/swap. Only the owner puts into its cell, and only when the gauge says empty,
+    /// so an empty gauge means an empty cell. A trim that steals the object clears the gauge
+    /// with a compare-exchange against the full value it read before stealing, which fails
+    /// if the owner wrote since (it is then stale-full until the owner's next get, which
+    /// finds the cell empty and clears it). Feeds the retained gauge, never a cap.
+    held: AtomicU64,
     pub(crate) gets: AtomicU64,
     pub(crate) hits: AtomicU64,
     pub(crate) returns: AtomicU64,
@@ -78,50 +82,75 @@ pub(crate) fn bump(c: &AtomicU64) {
     c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
+const LOW: u64 = u32::MAX as u64;
+
+#[inline]
+fn next(cur: u64, low: u64) -> u64 {
+    ((cur >> 32).wrapping_add(1) << 32) | low
+}
+
 impl<T> HotCell<T> {
     pub(crate) fn new() -> Self {
         Self {
             obj: AtomicCell::new(None),
-            held: AtomicUsize::new(0),
+            held: AtomicU64::new(0),
             gets: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             returns: AtomicU64::new(0),
         }
     }
 
+    #[inline]
+    fn set(&self, low: u64) {
+        let cur = self.held.load(Relaxed);
+        self.held.store(next(cur, low), Relaxed);
+    }
+
+    /// Owner: whether the cell may hold an object (`false` is exact, see `held`).
+    #[inline]
+    pub(crate) fn maybe_full(&self) -> bool {
+        self.held.load(Relaxed) & LOW != 0
+    }
+
     /// Owner: takes the cached object, if any.
     #[inline]
     pub(crate) fn take(&self) -> Option<Box<T>> {
-        // Also when empty: a trim may have stolen the object after our last store.
+        if !self.maybe_full() {
+            return None;
+        }
         let got = self.obj.take();
-        self.held.store(0, Relaxed);
+        self.set(0);
         got
     }
 
-    /// Owner: caches `obj` (of `bytes` heap bytes) and returns the object it displaced.
+    /// Owner, only when `!maybe_full()`: caches `obj` (of `bytes` heap bytes) and returns
+    /// whatever the cell held (nothing, unless the gauge was wrong).
     #[inline]
     pub(crate) fn swap(&self, obj: Box<T>, bytes: usize) -> Option<Box<T>> {
         let prev = self.obj.swap(Some(obj));
-        self.held.store(bytes.saturating_add(1), Relaxed);
+        self.set((bytes as u64).saturating_add(1).min(LOW));
         prev
     }
 
-    /// Any thread (a trim): takes the cached object out of the cell.
+    /// Any thread (a trim): takes the cached object out of the cell and clears the gauge
+    /// unless the owner wrote it meanwhile.
     pub(crate) fn steal(&self) -> Option<Box<T>> {
-        self.obj.take()
+        let seen = self.held.load(Relaxed);
+        let got = self.obj.take();
+        if got.is_some() && seen & LOW != 0 {
+            let _ = self
+                .held
+                .compare_exchange(seen, next(seen, 0), Relaxed, Relaxed);
+        }
+        got
     }
 
     /// The gauge: `Some(bytes)` when the cell appears to hold an object.
     pub(crate) fn held(&self) -> Option<usize> {
-        match self.held.load(Relaxed) {
+        match self.held.load(Relaxed) & LOW {
             0 => None,
-            n => Some(n - 1),
+            n => Some((n - 1) as usize),
         }
-    }
-
-    /// Any thread: marks the cell empty in the gauge after a steal.
-    pub(crate) fn clear_gauge(&self) {
-        self.held.store(0, Relaxed);
     }
 }
 
@@ -160,7 +189,9 @@ mod tests {
         assert_eq!(cell.held(), Some(10));
         assert_eq!(cell.swap(Box::new(2u8), 20).as_deref(), Some(&1));
         assert_eq!(cell.steal().as_deref(), Some(&2));
-        cell.clear_gauge();
-        assert_eq!(cell.held(), None);
+        assert_eq!(cell.held(), None, "a steal clears the gauge");
+        assert!(cell.take().is_none());
+        assert!(cell.swap(Box::new(3u8), 30).is_none());
+        assert!(cell.maybe_full());
     }
 }

@@ -305,26 +305,35 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     #[inline]
     fn take(&self) -> Box<T> {
         let tid = thread_index();
-        let home = match tid.and_then(|i| self.cells.get(i)) {
-            Some(cell) => {
-                bump(&cell.gets);
-                if let Some(o) = cell.take() {
-                    bump(&cell.hits);
+        let cell = tid.and_then(|i| self.cells.get(i));
+        match cell {
+            Some(c) => {
+                bump(&c.gets);
+                if let Some(o) = c.take() {
+                    bump(&c.hits);
                     return o;
                 }
-                tid.unwrap_or(0)
             }
-            None => {
-                Counters::add(&self.counters.gets_unslotted, 1);
-                tid.unwrap_or(0)
-            }
-        };
-        self.take_slow(home)
+            None => Counters::add(&self.counters.gets_unslotted, 1),
+        }
+        self.take_slow(tid.unwrap_or(0), cell.map(|c| &**c))
     }
 
     #[cold]
-    fn take_slow(&self, home: usize) -> Box<T> {
-        if let Some(((o, _), _)) = self.shards.pop(home) {
+    fn take_slow(&self, home: usize, cell: Option<&HotCell<T>>) -> Box<T> {
+        // The caller's cell is empty (its take just failed): refill it with a spare taken
+        // under the same shard lock.
+        let spare_bytes = cell.map(|_| self.cell_bytes);
+        if let Some(((o, _), _, spare)) = self.shards.pop_with_spare(home, spare_bytes) {
+            if let (Some(c), Some((s, bytes))) = (cell, spare) {
+                if let Some(displaced) = c.swap(s, bytes) {
+                    // Unreachable while only the owner puts into its cell; never lose it.
+                    let b = T::heap_bytes(&displaced);
+                    if let Err((_, Some(d))) = self.give_back_shared(home, displaced, b) {
+                        self.dispose(vec![(d, b)]);
+                    }
+                }
+            }
             return o;
         }
         Counters::add(&self.counters.misses, 1);
@@ -360,7 +369,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             return Err((DiscardReason::Oversized, Some(obj)));
         }
         if let Some(c) = cell {
-            if bytes <= self.cell_bytes {
+            // Into the own cell only when it is empty: a full cell means this thread returns
+            // more than it gets (overflow), and the object goes straight to the shards
+            // instead of costing an exchange there.
+            if bytes <= self.cell_bytes && !c.maybe_full() {
                 match c.swap(obj, bytes) {
                     None => return Ok(()),
                     Some(prev) => {
@@ -409,11 +421,15 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         let _ = catch_unwind(AssertUnwindSafe(move || drop(batch)));
     }
 
-    /// Objects and bytes retained on every tier (cells from their gauges).
-    fn retained(&self) -> (usize, usize) {
+    /// Objects and bytes retained on every tier (cells from their gauges, except the cells
+    /// in `skip`: just emptied by a trim).
+    fn retained_except(&self, skip: &[bool]) -> (usize, usize) {
         let t = self.shards.totals();
         let (mut objs, mut bytes) = (t.objects, t.bytes);
-        for c in self.cells.iter() {
+        for (i, c) in self.cells.iter().enumerate() {
+            if skip.get(i).copied().unwrap_or(false) {
+                continue;
+            }
             if let Some(b) = c.held() {
                 objs += 1;
                 bytes += b;
@@ -422,6 +438,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         self.counters.peak_objects.fetch_max(objs as u64, Relaxed);
         self.counters.peak_bytes.fetch_max(bytes as u64, Relaxed);
         (objs, bytes)
+    }
+
+    fn retained(&self) -> (usize, usize) {
+        self.retained_except(&[])
     }
 
     fn trim_cycle(&self, cause: TrimCause, skip_if_busy: bool) -> Option<TrimTrace> {
@@ -445,9 +465,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         // 2. Demote the per-thread objects into a victim generation: unused until the next
         //    cycle, they are freed then, also when their thread has stopped using the pool.
         let mut homeless = Vec::new();
+        let mut stolen = vec![false; self.cells.len()];
         for (i, c) in self.cells.iter().enumerate() {
             if let Some(o) = c.steal() {
-                c.clear_gauge();
+                stolen[i] = true;
                 let b = T::heap_bytes(&o);
                 let t = Instant::now();
                 let r = self.shards.push_victim(i, (o, b));
@@ -465,7 +486,8 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         for batch in dead {
             self.dispose(batch);
         }
-        let after = self.retained();
+        let after = self.retained_except(&stolen);
+        drop(stolen);
         let cycle = self.trim.cycles.fetch_add(1, Relaxed) + 1;
         Counters::add(&self.counters.trims, 1);
         Counters::add(&self.counters.trim_freed, freed as u64);

@@ -73,6 +73,25 @@ impl<T> Generations<T> {
         Some((e, Gen::Victim))
     }
 
+    /// A spare for the caller's per-thread cell, taken with the same lock as a [`pop`]: the
+    /// freshest object if it reports at most `max_bytes`. Not counted as a hit (the get
+    /// that later finds it in the cell counts as a local hit).
+    ///
+    /// [`pop`]: Self::pop
+    pub(crate) fn pop_spare(&mut self, max_bytes: usize) -> Option<Entry<T>> {
+        if self.primary.last().is_some_and(|e| e.1 <= max_bytes) {
+            let e = self.primary.pop()?;
+            self.primary_bytes -= e.1;
+            return Some(e);
+        }
+        if self.primary.is_empty() && self.victim.last().is_some_and(|e| e.1 <= max_bytes) {
+            let e = self.victim.pop()?;
+            self.victim_bytes -= e.1;
+            return Some(e);
+        }
+        None
+    }
+
     fn fits(&self, bytes: usize) -> bool {
         self.len() < self.cap_objects && self.bytes().saturating_add(bytes) <= self.cap_bytes
     }
