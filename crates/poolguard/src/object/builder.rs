@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::pool::Pool;
 use super::Recycle;
+use crate::reclaim::Reclaimer;
 
 /// The default `max_object_bytes`: 64 KiB, Go's `fmt` rule for its print buffers.
 pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024;
@@ -89,6 +90,7 @@ pub struct PoolBuilder<T> {
     pub(crate) factory: Factory<T>,
     pub(crate) config: PoolConfig,
     pub(crate) clock: Option<Clock>,
+    pub(crate) reclaimer: Option<Reclaimer>,
 }
 
 impl<T> fmt::Debug for PoolBuilder<T> {
@@ -96,6 +98,7 @@ impl<T> fmt::Debug for PoolBuilder<T> {
         f.debug_struct("PoolBuilder")
             .field("type", &std::any::type_name::<T>())
             .field("config", &self.config)
+            .field("reclaimer", &self.reclaimer)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +109,7 @@ impl<T: Recycle + Send + 'static> PoolBuilder<T> {
             factory: Box::new(factory),
             config: PoolConfig::default(),
             clock: None,
+            reclaimer: None,
         }
     }
 
@@ -161,6 +165,17 @@ impl<T: Recycle + Send + 'static> PoolBuilder<T> {
     /// clock here instead of sleeping.
     pub fn clock(mut self, now: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(now));
+        self
+    }
+
+    /// Hands what the pool frees to `reclaimer` instead of dropping it on the caller's
+    /// thread: each trim cycle's freed objects (one job per batch, labelled with the pool's
+    /// type name), budget evictions, and objects dropped on return as oversized. When the
+    /// reclaimer refuses (queue full, shut down) its [`WhenFull`](crate::reclaim::WhenFull)
+    /// policy applies and the batch is dropped on the caller, counted in
+    /// [`PoolStats::reclaim_refused`](super::PoolStats::reclaim_refused); nothing is lost.
+    pub fn reclaimer(mut self, reclaimer: Reclaimer) -> Self {
+        self.reclaimer = Some(reclaimer);
         self
     }
 

@@ -18,6 +18,7 @@ use super::stats::{Counters, Discards, PoolStats, TrimCause, TrimTrace};
 use super::victim::Entry;
 use super::Recycle;
 use crate::diag::Histogram;
+use crate::reclaim::{Deferred, Reclaimer};
 
 const RECENT_TRIMS: usize = 16;
 
@@ -113,6 +114,19 @@ pub(crate) struct Inner<T> {
     counters: Counters,
     hold: Option<HoldTracker>,
     trim: TrimState,
+    /// Where freed batches go instead of the caller's thread (see [`Inner::dispose`]).
+    reclaimer: Option<Reclaimer>,
+}
+
+/// A batch of freed objects, dropped as one: on a reclaimer worker, or on the caller when
+/// there is no reclaimer or it refused. A panicking `Drop` of an object is contained.
+struct Freed<T>(Vec<Entry<T>>);
+
+impl<T> Drop for Freed<T> {
+    fn drop(&mut self) {
+        let batch = std::mem::take(&mut self.0);
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(batch)));
+    }
 }
 
 /// A checked-out object; returns it to the pool (reset) when dropped.
@@ -179,8 +193,10 @@ impl<T: Recycle + Send + 'static> Drop for PoolGuard<'_, T> {
         }
         if let Some(o) = self.obj.take() {
             let inner = &self.pool.inner;
-            if let Err((_, Some(o))) = inner.give_back(o) {
-                inner.dispose(vec![(o, 0)]);
+            if let Err((reason, Some(o))) = inner.give_back(o) {
+                // Only an oversized object is worth a reclaimer job: it is the big drop.
+                let offload = reason == DiscardReason::Oversized;
+                inner.dispose(vec![(o, 0)], offload);
             }
         }
     }
@@ -227,6 +243,7 @@ impl<T: Recycle + Send + 'static> Pool<T> {
                 },
                 name,
                 config: c,
+                reclaimer: b.reclaimer,
             }),
         }
     }
@@ -330,7 +347,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
                     // Unreachable while only the owner puts into its cell; never lose it.
                     let b = T::heap_bytes(&displaced);
                     if let Err((_, Some(d))) = self.give_back_shared(home, displaced, b) {
-                        self.dispose(vec![(d, b)]);
+                        self.dispose(vec![(d, b)], false);
                     }
                 }
             }
@@ -359,7 +376,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             Err(_) => {
                 Counters::add(&self.counters.discard_reset, 1);
                 Counters::add(&self.counters.reset_panics, 1);
-                self.dispose(vec![(obj, 0)]);
+                self.dispose(vec![(obj, 0)], false);
                 return Err((DiscardReason::ResetPanicked, None));
             }
         }
@@ -395,7 +412,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         let mut evicted = Vec::new();
         let r = self.shards.push(home, (obj, bytes), &mut evicted);
         if !evicted.is_empty() {
-            self.dispose(evicted);
+            self.dispose(evicted, true);
         }
         match r {
             Ok(()) => Ok(()),
@@ -413,12 +430,34 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     }
 
     /// The one place where objects the pool lets go of are dropped: outside every lock of
-    /// the pool, with a panicking `Drop` contained. (Issue 3's reclaimer can take this over.)
-    fn dispose(&self, batch: Vec<Entry<T>>) {
+    /// the pool, with a panicking `Drop` contained. With `offload` and a reclaimer, the whole
+    /// batch goes to it as ONE job (labelled with the type name) and the caller pays one
+    /// queue push; when the reclaimer refuses, its policy has dropped the batch here (or
+    /// handed it back, and it is dropped here): counted, never lost. Returns how many
+    /// objects were deferred.
+    fn dispose(&self, batch: Vec<Entry<T>>, offload: bool) -> usize {
         if batch.is_empty() {
-            return;
+            return 0;
         }
-        let _ = catch_unwind(AssertUnwindSafe(move || drop(batch)));
+        let n = batch.len();
+        let freed = Freed(batch);
+        match (&self.reclaimer, offload) {
+            (Some(r), true) => match r.defer_labelled(std::any::type_name::<T>(), freed) {
+                Deferred::Queued => {
+                    Counters::add(&self.counters.reclaim_deferred, n as u64);
+                    n
+                }
+                refused => {
+                    Counters::add(&self.counters.reclaim_refused, n as u64);
+                    drop(refused);
+                    0
+                }
+            },
+            _ => {
+                drop(freed);
+                0
+            }
+        }
     }
 
     /// Objects and bytes retained on every tier (cells from their gauges, except the cells
@@ -483,8 +522,9 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
         let freed: usize = dead.iter().map(Vec::len).sum();
         let freed_bytes: usize = dead.iter().flatten().map(|e| e.1).sum();
+        let mut deferred = 0;
         for batch in dead {
-            self.dispose(batch);
+            deferred += self.dispose(batch, true);
         }
         let after = self.retained_except(&stolen);
         drop(stolen);
@@ -499,6 +539,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             after,
             freed,
             freed_bytes,
+            deferred,
             max_pause,
             took: t0.elapsed(),
         };
@@ -542,6 +583,8 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             },
             trims: c.trims.load(Relaxed),
             trim_freed: c.trim_freed.load(Relaxed),
+            reclaim_deferred: c.reclaim_deferred.load(Relaxed),
+            reclaim_refused: c.reclaim_refused.load(Relaxed),
             retained_objects,
             retained_bytes,
             peak_objects: c.peak_objects.load(Relaxed) as usize,

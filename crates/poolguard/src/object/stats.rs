@@ -21,6 +21,8 @@ pub(crate) struct Counters {
     pub(crate) detached: AtomicU64,
     pub(crate) trims: AtomicU64,
     pub(crate) trim_freed: AtomicU64,
+    pub(crate) reclaim_deferred: AtomicU64,
+    pub(crate) reclaim_refused: AtomicU64,
     pub(crate) peak_objects: AtomicU64,
     pub(crate) peak_bytes: AtomicU64,
 }
@@ -87,6 +89,9 @@ pub struct TrimTrace {
     pub freed: usize,
     /// Their heap bytes.
     pub freed_bytes: usize,
+    /// Of the freed objects, how many were handed to the pool's reclaimer (dropped on its
+    /// workers, not in this cycle); 0 without a reclaimer or when it refused.
+    pub deferred: usize,
     /// The longest time one lock was held by this cycle (what a concurrent get could wait).
     pub max_pause: Duration,
     /// Wall time of the whole cycle, disposal included.
@@ -111,7 +116,7 @@ impl fmt::Display for TrimTrace {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pool {} trim #{} ({}): retained {} in {} objs -> {} in {} objs, freed {} objs {} (victim), max pause {:?}, {:?}",
+            "pool {} trim #{} ({}): retained {} in {} objs -> {} in {} objs, freed {} objs {} (victim{}), max pause {:?}, {:?}",
             self.pool,
             self.cycle,
             self.cause,
@@ -121,6 +126,11 @@ impl fmt::Display for TrimTrace {
             self.after.0,
             self.freed,
             human_bytes(self.freed_bytes),
+            if self.deferred > 0 {
+                format!(", {} deferred", self.deferred)
+            } else {
+                String::new()
+            },
             self.max_pause,
             self.took
         )
@@ -165,6 +175,12 @@ pub struct PoolStats {
     pub trims: u64,
     /// Objects freed by trim cycles.
     pub trim_freed: u64,
+    /// Freed objects handed to the pool's reclaimer (trims, budget evictions, oversized
+    /// returns), dropped on its workers.
+    pub reclaim_deferred: u64,
+    /// Freed objects the reclaimer refused (queue full or shut down), dropped on the
+    /// caller's thread instead.
+    pub reclaim_refused: u64,
     /// Objects retained now, on every tier (per-thread cells are a gauge that a concurrent
     /// trim may leave briefly stale).
     pub retained_objects: usize,
@@ -242,6 +258,18 @@ impl PoolStats {
             "Trim cycles.",
             pool,
             self.trims,
+        );
+        w.counter(
+            "poolguard_object_reclaim_deferred_total",
+            "Freed objects dropped on the reclaimer's workers.",
+            pool,
+            self.reclaim_deferred,
+        );
+        w.counter(
+            "poolguard_object_reclaim_refused_total",
+            "Freed objects the reclaimer refused, dropped on the caller.",
+            pool,
+            self.reclaim_refused,
         );
         w.counter(
             "poolguard_object_long_holds_total",
