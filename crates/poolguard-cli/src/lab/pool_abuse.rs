@@ -119,6 +119,8 @@ fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
             }
         }
         let allocs = (meter.delta().allocations - before) as f64 / OPS as f64;
+        // Live hold tracking: the sessions still out past the threshold, before they end.
+        let held_now = pg.long_holds().len();
         sessions_pg.clear();
         sessions_np.clear();
         let mut retained = [0i64; 3];
@@ -139,7 +141,10 @@ fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
                 .unwrap_or_default();
             (
                 s.hit_rate(),
-                format!("{} long holds (>100ms){site}", s.long_holds),
+                format!(
+                    "{} long holds (>100ms){site}, {held_now} seen still out",
+                    s.long_holds
+                ),
             )
         };
         rows.push(Row {

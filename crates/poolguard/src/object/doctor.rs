@@ -32,6 +32,39 @@ pub(crate) fn diagnose(s: &PoolStats, c: &PoolConfig) -> Vec<Finding> {
             "long-lived objects should be owned, not pooled: allocate them directly or detach() them",
         ));
     }
+    if s.held_now_count > 0 {
+        // Group by call site: a leak shows as one site with many checkouts still out.
+        let mut sites: Vec<(
+            &'static std::panic::Location<'static>,
+            usize,
+            std::time::Duration,
+        )> = Vec::new();
+        for h in &s.held_now {
+            match sites.iter_mut().find(|(site, _, _)| *site == h.site) {
+                Some((_, n, longest)) => {
+                    *n += 1;
+                    *longest = (*longest).max(h.held);
+                }
+                None => sites.push((h.site, 1, h.held)),
+            }
+        }
+        let named: Vec<String> = sites
+            .iter()
+            .map(|(site, n, longest)| format!("{site} x{n} (longest {longest:.1?})"))
+            .collect();
+        out.push(Finding::new(
+            Severity::Warning,
+            "object.held-now",
+            pool,
+            format!(
+                "{} checkouts are out past {:?} right now, not returned: {}",
+                s.held_now_count,
+                c.hold_threshold.unwrap_or_default(),
+                named.join("; ")
+            ),
+            "an object held this long is owned, not pooled, and may never come back: allocate it directly or detach() it, and check that site for a leaked guard",
+        ));
+    }
     let returns = s.returns.max(1);
     if s.discards.oversized > 0 && s.discards.oversized * 100 >= returns {
         out.push(Finding::new(

@@ -14,13 +14,15 @@ use super::builder::{system_clock, Factory, PoolBuilder, PoolConfig};
 use super::hold::{HoldStart, HoldTracker};
 use super::local::{bump, thread_index, HotCell};
 use super::shared::Shards;
-use super::stats::{Counters, Discards, PoolStats, TrimCause, TrimTrace};
+use super::stats::{Counters, Discards, LongHold, PoolStats, TrimCause, TrimTrace};
 use super::victim::Entry;
 use super::Recycle;
 use crate::diag::Histogram;
 use crate::reclaim::{Deferred, Reclaimer};
 
 const RECENT_TRIMS: usize = 16;
+/// Outstanding long holds listed in a stats snapshot.
+const HELD_NOW_SHOWN: usize = 16;
 
 /// A bounded, self-trimming object pool. Cheap to clone (all clones share one pool).
 ///
@@ -316,6 +318,16 @@ impl<T: Recycle + Send + 'static> Pool<T> {
     pub fn stats(&self) -> PoolStats {
         self.inner.stats()
     }
+
+    /// Checkouts held past `hold_threshold` right now, longest first, with their call sites
+    /// (empty when hold tracking is off). Unlike the stats' `recent_long_holds`, these have
+    /// not come back — maybe they never will. Trim cycles report each once via `tracing`.
+    pub fn long_holds(&self) -> Vec<LongHold> {
+        self.inner
+            .hold
+            .as_ref()
+            .map_or_else(Vec::new, HoldTracker::outstanding)
+    }
 }
 
 impl<T: Recycle + Send + 'static> Inner<T> {
@@ -544,6 +556,9 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             took: t0.elapsed(),
         };
         tracing::info!(target: "poolguard::object::trim", "{trace}");
+        if let Some(h) = &self.hold {
+            h.scan(&self.name);
+        }
         let mut recent = self.trim.recent.lock();
         if recent.len() == RECENT_TRIMS {
             recent.pop_front();
@@ -564,7 +579,15 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
         gets += c.gets_unslotted.load(Relaxed);
         returns += c.returns_unslotted.load(Relaxed);
+        let mut held_now = self
+            .hold
+            .as_ref()
+            .map_or_else(Vec::new, HoldTracker::outstanding);
+        let held_now_count = held_now.len();
+        held_now.truncate(HELD_NOW_SHOWN);
         PoolStats {
+            held_now,
+            held_now_count,
             name: self.name.clone(),
             type_name: std::any::type_name::<T>(),
             gets,

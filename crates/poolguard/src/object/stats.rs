@@ -143,8 +143,10 @@ impl fmt::Display for TrimTrace {
 pub struct LongHold {
     /// Where `get()` was called.
     pub site: &'static Location<'static>,
-    /// How long the object was held.
+    /// How long the object was held (so far, when still held).
     pub held: Duration,
+    /// Whether the checkout is still out (not returned or detached yet).
+    pub still_held: bool,
 }
 
 /// A point-in-time copy of a pool's counters and gauges.
@@ -194,6 +196,11 @@ pub struct PoolStats {
     pub long_holds: u64,
     /// The most recent long holds (up to 16), with call sites.
     pub recent_long_holds: Vec<LongHold>,
+    /// Checkouts held past the threshold right now (not returned yet; maybe never).
+    pub held_now_count: usize,
+    /// The longest of them (up to 16), longest first; [`Pool::long_holds`](super::Pool::long_holds)
+    /// lists them all.
+    pub held_now: Vec<LongHold>,
     /// The most recent trim traces (up to 16), oldest first.
     pub recent_trims: Vec<TrimTrace>,
     /// Lock hold times of trim cycles (what a concurrent get or put could wait).
@@ -276,6 +283,12 @@ impl PoolStats {
             "Checkouts held past the threshold.",
             pool,
             self.long_holds,
+        );
+        w.gauge(
+            "poolguard_object_held_past_threshold",
+            "Checkouts held past the hold threshold right now.",
+            pool,
+            self.held_now_count as f64,
         );
         w.gauge(
             "poolguard_object_retained_objects",
