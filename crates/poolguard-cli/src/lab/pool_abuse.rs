@@ -365,7 +365,73 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
     }
     t.print();
     println!("  retained = bytes still allocated (allocator-measured) that the scenario does not hold; the naive pool never trims.");
+    let o = trim_offload()?;
+    println!(
+        "  trims freeing {} touched {} MiB buffers cost the trimming thread {:?} without a reclaimer, {:?} with one ({} objs deferred to its workers, {} refused)",
+        o.objects, OFFLOAD_MIB, o.inline, o.deferred_took, o.deferred, o.refused
+    );
     Ok(())
+}
+
+const OFFLOAD_MIB: usize = 16;
+
+/// What a trim costs the thread that runs it, with and without a reclaimer.
+#[derive(Debug)]
+struct Offload {
+    objects: usize,
+    inline: Duration,
+    deferred_took: Duration,
+    deferred: usize,
+    refused: u64,
+}
+
+/// Pattern 3's big buffers, touched (so freeing them returns real pages), freed by two trims:
+/// once dropped on the trimming thread, once handed to a reclaimer (issue 3 item 7).
+fn trim_offload() -> Result<Offload, String> {
+    const N: usize = 8;
+    let reclaimer = poolguard::reclaim::Reclaimer::builder()
+        .name("lab-reclaim")
+        .workers(1)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut took = [Duration::ZERO; 2];
+    let mut deferred = 0;
+    let mut refused = 0;
+    for (with, t) in took.iter_mut().enumerate() {
+        let b = Pool::builder(|| Vec::<u8>::with_capacity(1024))
+            .name("big-bufs")
+            .max_object_bytes(OFFLOAD_MIB * MIB)
+            .max_idle_bytes(N * OFFLOAD_MIB * MIB)
+            .shards(1)
+            .local_slots(0);
+        let pg = if with == 1 {
+            b.reclaimer(reclaimer.clone())
+        } else {
+            b
+        }
+        .build()
+        .map_err(|e| e.to_string())?;
+        for _ in 0..N {
+            let _ = pg.put(vec![7u8; OFFLOAD_MIB * MIB]);
+        }
+        let _ = pg.trim();
+        let trace = pg.trim();
+        *t = trace.took;
+        if with == 1 {
+            deferred = trace.deferred;
+            refused = pg.stats().reclaim_refused;
+        }
+    }
+    reclaimer
+        .flush(Duration::from_secs(30))
+        .map_err(|e| e.to_string())?;
+    Ok(Offload {
+        objects: N,
+        inline: took[0],
+        deferred_took: took[1],
+        deferred,
+        refused,
+    })
 }
 
 #[cfg(test)]
@@ -374,6 +440,13 @@ mod tests {
 
     /// The scenario runs and poolguard reports each misuse. (Allocator figures are not
     /// asserted: other tests of this binary allocate concurrently in the same process.)
+    /// With a reclaimer, the trim hands all its big buffers over (timings are not asserted).
+    #[test]
+    fn trim_offload_defers_every_big_buffer() {
+        let o = trim_offload().expect("runs");
+        assert_eq!((o.objects, o.deferred, o.refused), (8, 8, 0));
+    }
+
     #[test]
     fn pool_abuse_reports_each_misuse() {
         let rows = measure().expect("scenario runs");
