@@ -19,6 +19,8 @@ struct Obj {
     _t: Tracked<()>,
     bytes: usize,
     seen: Seen,
+    /// Panic in `drop` (after recording it).
+    boom: bool,
 }
 
 impl Drop for Obj {
@@ -28,6 +30,9 @@ impl Drop for Obj {
             .unwrap_or("<unnamed>")
             .to_string();
         self.seen.lock().push(name);
+        if self.boom && !std::thread::panicking() {
+            panic!("a pooled object's drop failed");
+        }
     }
 }
 
@@ -46,6 +51,7 @@ fn pool(c: &DropCounter, seen: &Seen, r: &Reclaimer, bytes: usize) -> Pool<Obj> 
         _t: c.track(()),
         bytes,
         seen: Arc::clone(&seen),
+        boom: false,
     })
     .local_slots(8)
     .max_object_bytes(1024)
@@ -119,6 +125,7 @@ fn a_small_discard_is_not_worth_a_job() {
         _t: counter.track(()),
         bytes: 10,
         seen: Arc::clone(&s2),
+        boom: false,
     })
     .max_idle(1)
     .local_slots(0)
@@ -195,4 +202,22 @@ fn a_shut_down_reclaimer_loses_nothing() {
     assert_eq!((t.freed, t.deferred), (5, 0));
     assert_eq!(c.dropped(), 5);
     assert_eq!(p.stats().reclaim_refused, 5);
+}
+
+#[test]
+fn a_panicking_drop_in_a_refused_batch_is_contained() {
+    let r = quiet("obj-rc-boom").workers(1).build().unwrap();
+    let (c, seen) = (DropCounter::new(), Seen::default());
+    let p = pool(&c, &seen, &r, 100);
+    let mut held: Vec<_> = (0..4).map(|_| p.get()).collect();
+    held[1].boom = true;
+    drop(held);
+    p.trim();
+    r.shutdown(EVENTUALLY); // refuses from now on: the batch is dropped on this thread
+    let t = p.trim();
+    assert_eq!((t.freed, t.deferred), (4, 0));
+    // The panic stopped neither the trim nor the drops of the other objects.
+    assert_eq!((c.created(), c.dropped()), (4, 4));
+    assert_eq!(p.stats().reclaim_refused, 4);
+    drop(p.get());
 }
