@@ -54,6 +54,7 @@ fn pool(c: &DropCounter, seen: &Seen, r: &Reclaimer, bytes: usize) -> Pool<Obj> 
         boom: false,
     })
     .local_slots(8)
+    .shards(4)
     .max_object_bytes(1024)
     .reclaimer(r.clone())
     .build()

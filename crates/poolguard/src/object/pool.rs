@@ -534,10 +534,12 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
         let freed: usize = dead.iter().map(Vec::len).sum();
         let freed_bytes: usize = dead.iter().flatten().map(|e| e.1).sum();
-        let mut deferred = 0;
+        // One batch, so a reclaimer gets one job per cycle whatever the number of shards.
+        let mut all = Vec::with_capacity(freed);
         for batch in dead {
-            deferred += self.dispose(batch, true);
+            all.extend(batch);
         }
+        let deferred = self.dispose(all, true);
         let after = self.retained_except(&stolen);
         drop(stolen);
         let cycle = self.trim.cycles.fetch_add(1, Relaxed) + 1;
