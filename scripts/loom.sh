@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Model-checks poolguard's concurrent structures with loom (every interleaving, bounded).
-# Runs only the `#[cfg(loom)]` tests (their names contain `loom`). Slow: not part of .ci/run.
+# Runs only the `#[cfg(poolguard_loom)]` tests (their names contain `loom`). Slow: not part of .ci/run.
 # Usage: scripts/loom.sh [test-name-filter]   (default filter: loom)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}"
+# A crate-specific cfg, not `--cfg loom`: tokio (used by the dev-dependencies) reacts to
+# `loom` by removing its networking, which would break the build of the test harness.
+export RUSTFLAGS="--cfg poolguard_loom ${RUSTFLAGS:-}"
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-3}"
-CARGO_TARGET_DIR=target/loom cargo test -p poolguard --release --lib -- "${1:-loom}" --test-threads=1
+CARGO_TARGET_DIR=target/loom cargo test -p poolguard --lib -- "${1:-loom}" --test-threads=1

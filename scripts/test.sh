@@ -10,6 +10,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -D warnings"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
+echo "== loom model checks (scripts/loom.sh)"
+bash scripts/loom.sh
 echo "== doc tests"
 cargo test --workspace --all-features --doc
 # The real PostgreSQL restart restarts the shared server, so it runs alone, before the main

@@ -2,15 +2,15 @@
 //!
 //! Concurrent structures that loom checks (the object pool's sharded two-generation stacks in
 //! `object::shared`) import their atomics, mutexes and `Arc` from here, never from `std`
-//! directly, so `RUSTFLAGS="--cfg loom"` swaps every one of them (see `scripts/loom.sh`).
+//! directly, so `RUSTFLAGS="--cfg poolguard_loom"` swaps every one of them (see `scripts/loom.sh`).
 #![allow(unused_imports, dead_code)]
 
-#[cfg(loom)]
+#[cfg(poolguard_loom)]
 pub(crate) use loom::sync::{atomic, Arc, Mutex, MutexGuard};
-#[cfg(loom)]
+#[cfg(poolguard_loom)]
 pub(crate) use loom::thread;
 
-#[cfg(not(loom))]
+#[cfg(not(poolguard_loom))]
 pub(crate) use std::sync::{atomic, Arc, Mutex, MutexGuard};
-#[cfg(not(loom))]
+#[cfg(not(poolguard_loom))]
 pub(crate) use std::thread;

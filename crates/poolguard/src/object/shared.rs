@@ -61,7 +61,7 @@ impl<T> Shards<T> {
         Self { shards }
     }
 
-    #[cfg(all(test, not(loom)))]
+    #[cfg(all(test, not(poolguard_loom)))]
     pub(crate) fn len(&self) -> usize {
         self.shards.len()
     }
@@ -171,7 +171,7 @@ impl<T> Shards<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(all(test, not(poolguard_loom)))]
 mod tests {
     use super::*;
 
@@ -201,7 +201,7 @@ mod tests {
 
 /// Loom: the shard operations keep every object exactly once and never exceed the caps under
 /// every interleaving of a get, a put and a trim cycle.
-#[cfg(all(test, loom))]
+#[cfg(all(test, poolguard_loom))]
 mod loom_tests {
     use super::*;
     use crate::sync::{thread, Arc};
