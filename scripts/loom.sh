@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Model-checks poolguard's concurrent structures with loom (every interleaving, bounded).
-# Runs only the `#[cfg(poolguard_loom)]` tests (their names contain `loom`). Slow: not part of .ci/run.
+# Runs only the `#[cfg(poolguard_loom)]` tests (their names contain `loom`). Also run by scripts/test.sh.
 # Usage: scripts/loom.sh [test-name-filter]   (default filter: loom)
 set -euo pipefail
 cd "$(dirname "$0")/.."
