@@ -48,15 +48,17 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) cfg: Config,
     pub(crate) stats: Stats,
     pub(crate) rt: Handle,
-    /// Closes still running.
+    /// Closes still running. Counted under the state lock in the same critical section
+    /// that takes the connection out of `size` (or `abandoned`), so `size + closing` never
+    /// dips to 0 while a close is pending.
     pub(crate) closing: AtomicUsize,
+    /// Signalled when the pool is closed and the last connection is gone (`Pool::wait_closed`).
+    pub(crate) drained: Notify,
     pub(crate) next_id: AtomicU64,
     /// Live `Pool` handles; the last one to go closes the pool.
     pub(crate) handles: AtomicUsize,
     /// Wakes the maintenance task when the pool closes.
     pub(crate) shutdown: Arc<Notify>,
-    /// `Manager::has_reset`, read once.
-    pub(crate) has_reset: bool,
     /// When the pool was built: the origin of `coarse`.
     pub(crate) epoch: Instant,
     /// Nanoseconds since `epoch`, stored by each maintenance pass: a clock read for the
@@ -85,7 +87,6 @@ impl<M: Manager> Shared<M> {
             cfg.breaker_backoff,
             cfg.breaker_max_backoff,
         );
-        let has_reset = manager.has_reset();
         Self {
             state: Mutex::new(Internals::new(cfg.max_size, breaker)),
             manager,
@@ -93,10 +94,10 @@ impl<M: Manager> Shared<M> {
             stats: Stats::default(),
             rt,
             closing: AtomicUsize::new(0),
+            drained: Notify::new(),
             next_id: AtomicU64::new(0),
             handles: AtomicUsize::new(1),
             shutdown: Arc::new(Notify::new()),
-            has_reset,
             epoch: Instant::now(),
             coarse: AtomicU64::new(0),
         }
@@ -151,6 +152,7 @@ impl<M: Manager> Shared<M> {
                     };
                     if let Some(reason) = reason {
                         st.size -= 1;
+                        self.begin_closes(1);
                         let opens = self.plan(&mut st, now, 0);
                         drop(st);
                         self.close_conn(conn, reason);
@@ -417,6 +419,7 @@ impl<M: Manager> Shared<M> {
             }
             if h.abandoned {
                 st.abandoned -= 1;
+                self.begin_closes(1);
                 drop(st);
                 self.close_conn(conn, CloseReason::Abandoned);
                 return;
@@ -431,13 +434,14 @@ impl<M: Manager> Shared<M> {
         };
         if let Some(reason) = retire {
             st.size -= 1;
+            self.begin_closes(1);
             let opens = self.plan(&mut st, now, 0);
             drop(st);
             self.close_conn(conn, reason);
             self.spawn_opens(opens);
             return;
         }
-        if self.has_reset && !st.closed && self.manager.needs_reset(&mut conn.raw) {
+        if !st.closed && self.manager.needs_reset(&mut conn.raw) {
             drop(st);
             self.spawn_reset(conn);
             return;
@@ -492,6 +496,7 @@ impl<M: Manager> Shared<M> {
                     CloseReason::Surplus
                 };
                 st.size -= 1;
+                self.begin_closes(1);
                 drop(st);
                 self.close_conn(conn, reason);
                 return;
@@ -525,18 +530,33 @@ impl<M: Manager> Shared<M> {
         let opens = {
             let mut st = self.state.lock();
             st.size -= 1;
+            self.begin_closes(1);
             self.plan(&mut st, now, 0)
         };
         self.close_conn(conn, reason);
         self.spawn_opens(opens);
     }
 
+    /// Counts `n` closes as pending. Called under the state lock, in the critical section
+    /// that takes the connections out of `size`/`abandoned`; each is then handed to
+    /// [`close_conn`](Self::close_conn), which ends the count.
+    pub(crate) fn begin_closes(&self, n: usize) {
+        self.closing.fetch_add(n, Relaxed);
+    }
+
+    /// Whether the pool is closed and every connection is gone (none counted, none
+    /// abandoned, no close pending).
+    pub(crate) fn is_drained(&self) -> bool {
+        let st = self.state.lock();
+        st.closed && st.size == 0 && st.abandoned == 0 && self.closing.load(Relaxed) == 0
+    }
+
     /// Closes a connection that no longer counts in `size`, on a bounded background path:
     /// `Manager::close` gets `close_timeout`, then the connection is dropped regardless.
+    /// The caller has counted it with [`begin_closes`](Self::begin_closes).
     pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
         self.stats.closed(reason);
         tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.created.elapsed(), "connection closed");
-        self.closing.fetch_add(1, Relaxed);
         let guard = Closing(Arc::clone(self));
         self.rt.spawn(async move {
             let shared = &guard.0;
@@ -563,6 +583,7 @@ impl<M: Manager> Shared<M> {
             st.closed = true;
             let idle: Vec<_> = st.idle.drain(..).collect();
             st.size -= idle.len();
+            self.begin_closes(idle.len());
             let waiters: Vec<_> = st.waiters.drain(..).collect();
             (idle, waiters)
         };
@@ -574,6 +595,8 @@ impl<M: Manager> Shared<M> {
             self.close_conn(c, CloseReason::PoolClosed);
         }
         self.shutdown.notify_waiters();
+        // Nothing to close at all: `wait_closed` is done now.
+        self.drained.notify_waiters();
     }
 }
 
@@ -583,7 +606,9 @@ struct Closing<M: Manager>(Arc<Shared<M>>);
 impl<M: Manager> Drop for Closing<M> {
     fn drop(&mut self) {
         self.0.stats.closes_done.fetch_add(1, Relaxed);
-        self.0.closing.fetch_sub(1, Relaxed);
+        if self.0.closing.fetch_sub(1, Relaxed) == 1 {
+            self.0.drained.notify_waiters();
+        }
     }
 }
 
@@ -648,6 +673,11 @@ impl<M: Manager> Shared<M> {
         let mut st = self.state.lock();
         st.size -= 1;
         st.opening -= 1;
+        let last = st.closed && st.size == 0;
+        drop(st);
+        if last {
+            self.drained.notify_waiters();
+        }
     }
 }
 

@@ -84,6 +84,7 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
             }
         }
         st.idle = keep;
+        shared.begin_closes(retire.len());
         let opens = shared.plan(&mut st, now, cfg.min_idle);
         (scan, opens)
     };
