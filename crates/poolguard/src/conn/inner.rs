@@ -64,6 +64,8 @@ pub(crate) struct Shared<M: Manager> {
     /// Nanoseconds since `epoch`, stored by each maintenance pass: a clock read for the
     /// return path that costs a relaxed load (it lags by at most `maintenance_interval`).
     pub(crate) coarse: AtomicU64,
+    /// `validation_bypass`, capped at 100 years so `now + bypass` cannot overflow.
+    pub(crate) bypass: Duration,
 }
 
 impl<M: Manager> std::fmt::Debug for Shared<M> {
@@ -82,6 +84,9 @@ enum Step<M: Manager> {
 
 impl<M: Manager> Shared<M> {
     pub(crate) fn new(manager: M, cfg: Config, rt: Handle) -> Self {
+        let cfg_bypass = cfg
+            .validation_bypass
+            .min(Duration::from_secs(100 * 365 * 24 * 3600));
         let breaker = Breaker::new(
             cfg.breaker_threshold,
             cfg.breaker_backoff,
@@ -100,6 +105,7 @@ impl<M: Manager> Shared<M> {
             shutdown: Arc::new(Notify::new()),
             epoch: Instant::now(),
             coarse: AtomicU64::new(0),
+            bypass: cfg_bypass,
         }
     }
 
@@ -160,9 +166,7 @@ impl<M: Manager> Shared<M> {
                         now = Instant::now();
                         continue;
                     }
-                    if now.saturating_duration_since(conn.last_checked)
-                        <= self.cfg.validation_bypass
-                    {
+                    if !conn.stale(now) {
                         let slot = st.holders.insert(site, now);
                         Step::Ready(conn, slot)
                     } else {
@@ -256,7 +260,7 @@ impl<M: Manager> Shared<M> {
         if self.check(&mut d, limit).await {
             let now = Instant::now();
             let mut conn = d.take();
-            conn.last_checked = now;
+            conn.checked_at(now, self.bypass);
             let slot = self.state.lock().holders.insert(site, now);
             Some(PooledConnection::new(Arc::clone(self), conn, slot, now))
         } else {
@@ -447,7 +451,7 @@ impl<M: Manager> Shared<M> {
             return;
         }
         conn.last_used = now;
-        conn.last_checked = now;
+        conn.checked_at(now, self.bypass);
         self.deliver_locked(st, conn, now);
     }
 
@@ -463,7 +467,7 @@ impl<M: Manager> Shared<M> {
                     let now = Instant::now();
                     let mut conn = d.take();
                     conn.last_used = now;
-                    conn.last_checked = now;
+                    conn.checked_at(now, shared.bypass);
                     shared.deliver(conn, now);
                 }
                 Ok(Err(e)) => {
@@ -556,7 +560,7 @@ impl<M: Manager> Shared<M> {
     /// The caller has counted it with [`begin_closes`](Self::begin_closes).
     pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
         self.stats.closed(reason);
-        tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.created.elapsed(), "connection closed");
+        tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
         let guard = Closing(Arc::clone(self));
         self.rt.spawn(async move {
             let shared = &guard.0;
@@ -629,7 +633,7 @@ impl<M: Manager> Opening<M> {
             Ok(Ok(raw)) => {
                 shared.stats.created.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
-                let conn = Conn::new(raw, id, now, &shared.cfg);
+                let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
                 let closed_breaker = {
                     let mut st = shared.state.lock();
                     st.opening -= 1;

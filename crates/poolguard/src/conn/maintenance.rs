@@ -77,7 +77,7 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
                 st.size -= 1;
                 idle_left -= 1;
                 retire.push((c, CloseReason::Idle));
-            } else if c.keepalive_due(now) {
+            } else if c.keepalive_due(now, shared.bypass) {
                 keepalive.push(c);
             } else {
                 keep.push_back(c);
@@ -106,7 +106,7 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
             if s.check(&mut d, s.cfg.validation_timeout).await {
                 let now = Instant::now();
                 let mut conn = d.take();
-                conn.last_checked = now;
+                conn.checked_at(now, s.bypass);
                 s.deliver(conn, now);
             }
         });
