@@ -59,11 +59,6 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) handles: AtomicUsize,
     /// Wakes the maintenance task when the pool closes.
     pub(crate) shutdown: Arc<Notify>,
-    /// When the pool was built: the origin of `coarse`.
-    pub(crate) epoch: Instant,
-    /// Nanoseconds since `epoch`, stored by each maintenance pass: a clock read for the
-    /// return path that costs a relaxed load (it lags by at most `maintenance_interval`).
-    pub(crate) coarse: AtomicU64,
     /// `validation_bypass`, capped at 100 years so `now + bypass` cannot overflow.
     pub(crate) bypass: Duration,
 }
@@ -93,7 +88,7 @@ impl<M: Manager> Shared<M> {
             cfg.breaker_max_backoff,
         );
         Self {
-            state: Mutex::new(Internals::new(cfg.max_size, breaker)),
+            state: Mutex::new(Internals::new(cfg.max_size, breaker, Instant::now())),
             manager,
             cfg,
             stats: Stats::default(),
@@ -103,21 +98,8 @@ impl<M: Manager> Shared<M> {
             next_id: AtomicU64::new(0),
             handles: AtomicUsize::new(1),
             shutdown: Arc::new(Notify::new()),
-            epoch: Instant::now(),
-            coarse: AtomicU64::new(0),
             bypass: cfg_bypass,
         }
-    }
-
-    /// The coarse clock (see `coarse`).
-    pub(crate) fn coarse_now(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.coarse.load(Relaxed))
-    }
-
-    pub(crate) fn tick_coarse(&self, now: Instant) {
-        let ns = now.saturating_duration_since(self.epoch).as_nanos();
-        self.coarse
-            .store(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// `Pool::get`.
@@ -129,11 +111,13 @@ impl<M: Manager> Shared<M> {
         // anything else still yields now and then, so every task progresses.
         tokio::task::coop::consume_budget().await;
         let start = Instant::now();
-        let deadline = start + self.cfg.acquire_timeout;
+        // The deadline is computed where it is needed (waiting, validating, retrying), not
+        // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
+        let deadline = || start + self.cfg.acquire_timeout;
         let mut now = start;
         let mut counted = false;
         loop {
-            if now >= deadline {
+            if counted && now >= deadline() {
                 return Err(self.timed_out(now, now - start));
             }
             let step = {
@@ -209,14 +193,14 @@ impl<M: Manager> Shared<M> {
                     return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
                 }
                 Step::Validate(conn) => {
-                    if let Some(g) = self.validate_checkout(conn, site, deadline).await {
+                    if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
                         return Ok(g);
                     }
                 }
                 Step::Wait(mut wait, opens) => {
                     self.spawn_opens(opens);
                     self.stats.waited.fetch_add(1, Relaxed);
-                    let got = tokio::time::timeout_at(deadline, &mut wait.rx).await;
+                    let got = tokio::time::timeout_at(deadline(), &mut wait.rx).await;
                     let reply = match got {
                         Ok(Ok(reply)) => Some(reply),
                         Ok(Err(_)) => Some(Err(Error::Closed)),
@@ -402,19 +386,23 @@ impl<M: Manager> Shared<M> {
         // in for "last used" (errs toward validating a long-held connection once more, and
         // lifetime is re-checked at the next checkout with a fresh clock anyway).
         conn.uses = conn.uses.wrapping_add(1);
-        let now = if conn.uses % HOLD_SAMPLE == 1 {
+        let sampled = if conn.uses % HOLD_SAMPLE == 1 {
             let now = Instant::now();
             self.stats
                 .hold_time
                 .record(now.saturating_duration_since(since));
-            now
+            Some(now)
         } else {
-            since.max(self.coarse_now())
+            None
         };
         if !broken && self.manager.is_broken(&mut conn.raw) {
             broken = true;
         }
         let mut st = self.state.lock();
+        let now = match sampled {
+            Some(now) => now,
+            None => since.max(st.coarse),
+        };
         let hold = st.holders.remove(slot);
         if let Some(h) = hold {
             if h.leaked {

@@ -158,10 +158,14 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) abandoned: usize,
     pub(crate) next_waiter: u64,
     pub(crate) breaker: Breaker<E>,
+    /// A clock for the return path that costs nothing: advanced by each maintenance pass
+    /// (so it lags by at most `maintenance_interval`); unsampled returns use it, or the
+    /// checkout time when later, as "now".
+    pub(crate) coarse: Instant,
 }
 
 impl<C, E: std::error::Error + 'static> Internals<C, E> {
-    pub(crate) fn new(max_size: usize, breaker: Breaker<E>) -> Self {
+    pub(crate) fn new(max_size: usize, breaker: Breaker<E>, now: Instant) -> Self {
         Self {
             idle: VecDeque::new(),
             waiters: VecDeque::new(),
@@ -174,6 +178,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             next_waiter: 0,
             gets: 0,
             breaker,
+            coarse: now,
         }
     }
 

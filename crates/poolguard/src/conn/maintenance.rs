@@ -44,12 +44,12 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
 
 /// One maintenance pass (also callable from tests through `Pool::run_maintenance`).
 pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
-    shared.tick_coarse(now);
     let cfg = &shared.cfg;
     let mut retire = Vec::new();
     let mut keepalive = Vec::new();
     let (scan, opens) = {
         let mut st = shared.state.lock();
+        st.coarse = st.coarse.max(now);
         if st.closed {
             return;
         }
