@@ -440,6 +440,11 @@ impl<M: Manager> Shared<M> {
         }
         conn.last_used = now;
         conn.checked_at(now, self.bypass);
+        if st.waiters.is_empty() && !st.closed && st.size <= st.max_size {
+            // Nobody waits: straight back to idle (what `deliver_locked` would do, inline).
+            st.idle.push_back(conn);
+            return;
+        }
         self.deliver_locked(st, conn, now);
     }
 
