@@ -72,7 +72,6 @@ impl<M: Manager> std::fmt::Debug for Shared<M> {
 }
 
 enum Step<M: Manager> {
-    Ready(Conn<M::Connection>, usize),
     Validate(Conn<M::Connection>),
     Wait(WaitGuard<M>, usize),
 }
@@ -151,8 +150,10 @@ impl<M: Manager> Shared<M> {
                         continue;
                     }
                     if !conn.stale(now) {
+                        // The fast path: straight out, without a detour through `Step`.
                         let slot = st.holders.insert(site, now);
-                        Step::Ready(conn, slot)
+                        drop(st);
+                        return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
                     } else {
                         Step::Validate(conn)
                     }
@@ -189,9 +190,6 @@ impl<M: Manager> Shared<M> {
                 }
             };
             match step {
-                Step::Ready(conn, slot) => {
-                    return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
-                }
                 Step::Validate(conn) => {
                     if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
                         return Ok(g);
