@@ -121,7 +121,7 @@ struct Db {
     refuse: AtomicBool,
     /// Incremented at every outage start: connections of an older epoch are dead.
     epoch: AtomicU64,
-    has_reset: AtomicBool,
+    reset_on: AtomicBool,
     attempts: AtomicU64,
     created: AtomicU64,
     dropped: AtomicU64,
@@ -185,7 +185,7 @@ impl SimManager {
                 down: AtomicBool::new(false),
                 refuse: AtomicBool::new(false),
                 epoch: AtomicU64::new(0),
-                has_reset: AtomicBool::new(true),
+                reset_on: AtomicBool::new(true),
                 attempts: AtomicU64::new(0),
                 created: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
@@ -221,7 +221,7 @@ impl SimManager {
 
     /// Whether the pool should run `reset` on return (default true).
     pub fn with_reset(&self, on: bool) -> &Self {
-        self.db.has_reset.store(on, SeqCst);
+        self.db.reset_on.store(on, SeqCst);
         self
     }
 
@@ -365,8 +365,8 @@ impl Manager for SimManager {
         self.step(Op::Reset).await
     }
 
-    fn has_reset(&self) -> bool {
-        self.db.has_reset.load(SeqCst)
+    fn needs_reset(&self, _conn: &mut SimConn) -> bool {
+        self.db.reset_on.load(SeqCst)
     }
 
     fn is_broken(&self, conn: &mut SimConn) -> bool {
@@ -413,7 +413,7 @@ impl Manager for NoopManager {
         Ok(())
     }
 
-    fn has_reset(&self) -> bool {
+    fn needs_reset(&self, _conn: &mut ()) -> bool {
         false
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use poolguard::conn::{CloseReason, Pool};
-use poolguard_testkit::sim::{Faults, SimManager};
+use poolguard_testkit::sim::{Faults, Op, SimManager};
 
 async fn settle() {
     for _ in 0..20 {
@@ -92,4 +92,46 @@ async fn prometheus_and_doctor_render_the_state() {
         .find(|f| f.code == "conn.breaker-open")
         .expect("doctor names the open breaker");
     assert!(open.message.contains("connection refused"), "{open}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_closed_wakes_when_the_last_close_finishes() {
+    let m = SimManager::new();
+    m.with_reset(false);
+    m.latency(Op::Close, Duration::from_millis(7));
+    let p = Pool::builder(m.clone()).max_size(2).build().expect("valid");
+    let held = p.get().await.expect("get");
+    drop(p.get().await.expect("second"));
+    let p2 = p.clone();
+    let start = tokio::time::Instant::now();
+    let waiter = tokio::spawn(async move { p2.wait_closed(Duration::from_secs(60)).await });
+    settle().await;
+    assert!(!waiter.is_finished(), "the pool is not even closed yet");
+    p.close();
+    settle().await;
+    assert!(!waiter.is_finished(), "a connection is still held");
+    let returned_at = tokio::time::Instant::now();
+    drop(held);
+    assert!(waiter.await.expect("join"), "everything closed in time");
+    // Woken by the last close itself (7 ms after the return), not by a polling tick.
+    assert_eq!(
+        tokio::time::Instant::now() - returned_at,
+        Duration::from_millis(7)
+    );
+    assert!(returned_at >= start);
+    assert_eq!(m.closes(), 2);
+    assert_eq!(m.alive(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn wait_closed_gives_up_at_its_timeout() {
+    let m = SimManager::new();
+    let p = Pool::builder(m.clone()).max_size(1).build().expect("valid");
+    let held = p.get().await.expect("get");
+    p.close();
+    let start = tokio::time::Instant::now();
+    assert!(!p.wait_closed(Duration::from_secs(3)).await);
+    assert_eq!(tokio::time::Instant::now() - start, Duration::from_secs(3));
+    drop(held);
+    assert!(p.wait_closed(Duration::from_secs(3)).await);
 }

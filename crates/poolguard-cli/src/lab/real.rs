@@ -64,9 +64,6 @@ impl<M: Manager> Manager for Real<M> {
     ) -> impl std::future::Future<Output = Result<(), M::Error>> + Send {
         self.manager.reset(conn)
     }
-    fn has_reset(&self) -> bool {
-        self.manager.has_reset()
-    }
     fn needs_reset(&self, conn: &mut M::Connection) -> bool {
         self.manager.needs_reset(conn)
     }

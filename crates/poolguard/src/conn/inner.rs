@@ -48,20 +48,19 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) cfg: Config,
     pub(crate) stats: Stats,
     pub(crate) rt: Handle,
-    /// Closes still running.
+    /// Closes still running. Counted under the state lock in the same critical section
+    /// that takes the connection out of `size` (or `abandoned`), so `size + closing` never
+    /// dips to 0 while a close is pending.
     pub(crate) closing: AtomicUsize,
+    /// Signalled when the pool is closed and the last connection is gone (`Pool::wait_closed`).
+    pub(crate) drained: Notify,
     pub(crate) next_id: AtomicU64,
     /// Live `Pool` handles; the last one to go closes the pool.
     pub(crate) handles: AtomicUsize,
     /// Wakes the maintenance task when the pool closes.
     pub(crate) shutdown: Arc<Notify>,
-    /// `Manager::has_reset`, read once.
-    pub(crate) has_reset: bool,
-    /// When the pool was built: the origin of `coarse`.
-    pub(crate) epoch: Instant,
-    /// Nanoseconds since `epoch`, stored by each maintenance pass: a clock read for the
-    /// return path that costs a relaxed load (it lags by at most `maintenance_interval`).
-    pub(crate) coarse: AtomicU64,
+    /// `validation_bypass`, capped at 100 years so `now + bypass` cannot overflow.
+    pub(crate) bypass: Duration,
 }
 
 impl<M: Manager> std::fmt::Debug for Shared<M> {
@@ -73,44 +72,33 @@ impl<M: Manager> std::fmt::Debug for Shared<M> {
 }
 
 enum Step<M: Manager> {
-    Ready(Conn<M::Connection>, usize),
     Validate(Conn<M::Connection>),
     Wait(WaitGuard<M>, usize),
 }
 
 impl<M: Manager> Shared<M> {
     pub(crate) fn new(manager: M, cfg: Config, rt: Handle) -> Self {
+        let cfg_bypass = cfg
+            .validation_bypass
+            .min(Duration::from_secs(100 * 365 * 24 * 3600));
         let breaker = Breaker::new(
             cfg.breaker_threshold,
             cfg.breaker_backoff,
             cfg.breaker_max_backoff,
         );
-        let has_reset = manager.has_reset();
         Self {
-            state: Mutex::new(Internals::new(cfg.max_size, breaker)),
+            state: Mutex::new(Internals::new(cfg.max_size, breaker, Instant::now())),
             manager,
             cfg,
             stats: Stats::default(),
             rt,
             closing: AtomicUsize::new(0),
+            drained: Notify::new(),
             next_id: AtomicU64::new(0),
             handles: AtomicUsize::new(1),
             shutdown: Arc::new(Notify::new()),
-            has_reset,
-            epoch: Instant::now(),
-            coarse: AtomicU64::new(0),
+            bypass: cfg_bypass,
         }
-    }
-
-    /// The coarse clock (see `coarse`).
-    pub(crate) fn coarse_now(&self) -> Instant {
-        self.epoch + Duration::from_nanos(self.coarse.load(Relaxed))
-    }
-
-    pub(crate) fn tick_coarse(&self, now: Instant) {
-        let ns = now.saturating_duration_since(self.epoch).as_nanos();
-        self.coarse
-            .store(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
     }
 
     /// `Pool::get`.
@@ -122,11 +110,13 @@ impl<M: Manager> Shared<M> {
         // anything else still yields now and then, so every task progresses.
         tokio::task::coop::consume_budget().await;
         let start = Instant::now();
-        let deadline = start + self.cfg.acquire_timeout;
+        // The deadline is computed where it is needed (waiting, validating, retrying), not
+        // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
+        let deadline = || start + self.cfg.acquire_timeout;
         let mut now = start;
         let mut counted = false;
         loop {
-            if now >= deadline {
+            if counted && now >= deadline() {
                 return Err(self.timed_out(now, now - start));
             }
             let step = {
@@ -151,6 +141,7 @@ impl<M: Manager> Shared<M> {
                     };
                     if let Some(reason) = reason {
                         st.size -= 1;
+                        self.begin_closes(1);
                         let opens = self.plan(&mut st, now, 0);
                         drop(st);
                         self.close_conn(conn, reason);
@@ -158,11 +149,11 @@ impl<M: Manager> Shared<M> {
                         now = Instant::now();
                         continue;
                     }
-                    if now.saturating_duration_since(conn.last_checked)
-                        <= self.cfg.validation_bypass
-                    {
+                    if !conn.stale(now) {
+                        // The fast path: straight out, without a detour through `Step`.
                         let slot = st.holders.insert(site, now);
-                        Step::Ready(conn, slot)
+                        drop(st);
+                        return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
                     } else {
                         Step::Validate(conn)
                     }
@@ -199,18 +190,15 @@ impl<M: Manager> Shared<M> {
                 }
             };
             match step {
-                Step::Ready(conn, slot) => {
-                    return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
-                }
                 Step::Validate(conn) => {
-                    if let Some(g) = self.validate_checkout(conn, site, deadline).await {
+                    if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
                         return Ok(g);
                     }
                 }
                 Step::Wait(mut wait, opens) => {
                     self.spawn_opens(opens);
                     self.stats.waited.fetch_add(1, Relaxed);
-                    let got = tokio::time::timeout_at(deadline, &mut wait.rx).await;
+                    let got = tokio::time::timeout_at(deadline(), &mut wait.rx).await;
                     let reply = match got {
                         Ok(Ok(reply)) => Some(reply),
                         Ok(Err(_)) => Some(Err(Error::Closed)),
@@ -254,7 +242,7 @@ impl<M: Manager> Shared<M> {
         if self.check(&mut d, limit).await {
             let now = Instant::now();
             let mut conn = d.take();
-            conn.last_checked = now;
+            conn.checked_at(now, self.bypass);
             let slot = self.state.lock().holders.insert(site, now);
             Some(PooledConnection::new(Arc::clone(self), conn, slot, now))
         } else {
@@ -396,19 +384,23 @@ impl<M: Manager> Shared<M> {
         // in for "last used" (errs toward validating a long-held connection once more, and
         // lifetime is re-checked at the next checkout with a fresh clock anyway).
         conn.uses = conn.uses.wrapping_add(1);
-        let now = if conn.uses % HOLD_SAMPLE == 1 {
+        let sampled = if conn.uses % HOLD_SAMPLE == 1 {
             let now = Instant::now();
             self.stats
                 .hold_time
                 .record(now.saturating_duration_since(since));
-            now
+            Some(now)
         } else {
-            since.max(self.coarse_now())
+            None
         };
         if !broken && self.manager.is_broken(&mut conn.raw) {
             broken = true;
         }
         let mut st = self.state.lock();
+        let now = match sampled {
+            Some(now) => now,
+            None => since.max(st.coarse),
+        };
         let hold = st.holders.remove(slot);
         if let Some(h) = hold {
             if h.leaked {
@@ -417,6 +409,7 @@ impl<M: Manager> Shared<M> {
             }
             if h.abandoned {
                 st.abandoned -= 1;
+                self.begin_closes(1);
                 drop(st);
                 self.close_conn(conn, CloseReason::Abandoned);
                 return;
@@ -431,19 +424,25 @@ impl<M: Manager> Shared<M> {
         };
         if let Some(reason) = retire {
             st.size -= 1;
+            self.begin_closes(1);
             let opens = self.plan(&mut st, now, 0);
             drop(st);
             self.close_conn(conn, reason);
             self.spawn_opens(opens);
             return;
         }
-        if self.has_reset && !st.closed && self.manager.needs_reset(&mut conn.raw) {
+        if !st.closed && self.manager.needs_reset(&mut conn.raw) {
             drop(st);
             self.spawn_reset(conn);
             return;
         }
         conn.last_used = now;
-        conn.last_checked = now;
+        conn.checked_at(now, self.bypass);
+        if st.waiters.is_empty() && !st.closed && st.size <= st.max_size {
+            // Nobody waits: straight back to idle (what `deliver_locked` would do, inline).
+            st.idle.push_back(conn);
+            return;
+        }
         self.deliver_locked(st, conn, now);
     }
 
@@ -459,7 +458,7 @@ impl<M: Manager> Shared<M> {
                     let now = Instant::now();
                     let mut conn = d.take();
                     conn.last_used = now;
-                    conn.last_checked = now;
+                    conn.checked_at(now, shared.bypass);
                     shared.deliver(conn, now);
                 }
                 Ok(Err(e)) => {
@@ -492,6 +491,7 @@ impl<M: Manager> Shared<M> {
                     CloseReason::Surplus
                 };
                 st.size -= 1;
+                self.begin_closes(1);
                 drop(st);
                 self.close_conn(conn, reason);
                 return;
@@ -525,18 +525,33 @@ impl<M: Manager> Shared<M> {
         let opens = {
             let mut st = self.state.lock();
             st.size -= 1;
+            self.begin_closes(1);
             self.plan(&mut st, now, 0)
         };
         self.close_conn(conn, reason);
         self.spawn_opens(opens);
     }
 
+    /// Counts `n` closes as pending. Called under the state lock, in the critical section
+    /// that takes the connections out of `size`/`abandoned`; each is then handed to
+    /// [`close_conn`](Self::close_conn), which ends the count.
+    pub(crate) fn begin_closes(&self, n: usize) {
+        self.closing.fetch_add(n, Relaxed);
+    }
+
+    /// Whether the pool is closed and every connection is gone (none counted, none
+    /// abandoned, no close pending).
+    pub(crate) fn is_drained(&self) -> bool {
+        let st = self.state.lock();
+        st.closed && st.size == 0 && st.abandoned == 0 && self.closing.load(Relaxed) == 0
+    }
+
     /// Closes a connection that no longer counts in `size`, on a bounded background path:
     /// `Manager::close` gets `close_timeout`, then the connection is dropped regardless.
+    /// The caller has counted it with [`begin_closes`](Self::begin_closes).
     pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
         self.stats.closed(reason);
-        tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.created.elapsed(), "connection closed");
-        self.closing.fetch_add(1, Relaxed);
+        tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
         let guard = Closing(Arc::clone(self));
         self.rt.spawn(async move {
             let shared = &guard.0;
@@ -563,6 +578,7 @@ impl<M: Manager> Shared<M> {
             st.closed = true;
             let idle: Vec<_> = st.idle.drain(..).collect();
             st.size -= idle.len();
+            self.begin_closes(idle.len());
             let waiters: Vec<_> = st.waiters.drain(..).collect();
             (idle, waiters)
         };
@@ -574,6 +590,8 @@ impl<M: Manager> Shared<M> {
             self.close_conn(c, CloseReason::PoolClosed);
         }
         self.shutdown.notify_waiters();
+        // Nothing to close at all: `wait_closed` is done now.
+        self.drained.notify_waiters();
     }
 }
 
@@ -583,7 +601,9 @@ struct Closing<M: Manager>(Arc<Shared<M>>);
 impl<M: Manager> Drop for Closing<M> {
     fn drop(&mut self) {
         self.0.stats.closes_done.fetch_add(1, Relaxed);
-        self.0.closing.fetch_sub(1, Relaxed);
+        if self.0.closing.fetch_sub(1, Relaxed) == 1 {
+            self.0.drained.notify_waiters();
+        }
     }
 }
 
@@ -604,7 +624,7 @@ impl<M: Manager> Opening<M> {
             Ok(Ok(raw)) => {
                 shared.stats.created.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
-                let conn = Conn::new(raw, id, now, &shared.cfg);
+                let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
                 let closed_breaker = {
                     let mut st = shared.state.lock();
                     st.opening -= 1;
@@ -648,6 +668,11 @@ impl<M: Manager> Shared<M> {
         let mut st = self.state.lock();
         st.size -= 1;
         st.opening -= 1;
+        let last = st.closed && st.size == 0;
+        drop(st);
+        if last {
+            self.drained.notify_waiters();
+        }
     }
 }
 

@@ -25,23 +25,34 @@ use super::error::Error;
 use super::leak::Holders;
 
 /// A pooled connection plus its bookkeeping.
+///
+/// Kept small: it moves by value through every checkout and return (idle list, guard,
+/// handoff), so the fields only maintenance reads live in [`Cold`], boxed once per connect.
 #[derive(Debug)]
 pub(crate) struct Conn<C> {
     pub(crate) raw: C,
     pub(crate) id: u64,
-    pub(crate) created: Instant,
+    /// Times it was checked out and returned (drives hold-time sampling).
+    pub(crate) uses: u64,
     /// `created + max_lifetime - jitter`.
     pub(crate) retire_at: Option<Instant>,
+    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
+    pub(crate) last_used: Instant,
+    /// Last time it was known alive (validated, reset or returned) plus
+    /// `validation_bypass`: until then a checkout skips validation. Stored as the sum so the
+    /// checkout compares two instants instead of computing a duration.
+    pub(crate) fresh_until: Instant,
+    pub(crate) cold: Box<Cold>,
+}
+
+/// The per-connection facts that only maintenance and close events read.
+#[derive(Debug)]
+pub(crate) struct Cold {
+    pub(crate) created: Instant,
     /// `idle_timeout - jitter`.
     pub(crate) idle_limit: Option<Duration>,
     /// `keepalive_interval - jitter`.
     pub(crate) keepalive: Option<Duration>,
-    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
-    pub(crate) last_used: Instant,
-    /// Times it was checked out and returned (drives hold-time sampling).
-    pub(crate) uses: u64,
-    /// Last time it was known alive (validated, reset or returned).
-    pub(crate) last_checked: Instant,
 }
 
 fn jittered(d: Duration, jitter: f64) -> Duration {
@@ -53,17 +64,26 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
 }
 
 impl<C> Conn<C> {
-    pub(crate) fn new(raw: C, id: u64, now: Instant, cfg: &super::Config) -> Self {
+    /// `bypass`: see [`Shared::bypass`](super::inner::Shared::bypass).
+    pub(crate) fn new(
+        raw: C,
+        id: u64,
+        now: Instant,
+        cfg: &super::Config,
+        bypass: Duration,
+    ) -> Self {
         Self {
             raw,
             id,
-            created: now,
-            retire_at: cfg.max_lifetime.map(|d| now + jittered(d, cfg.jitter)),
-            idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
-            keepalive: cfg.keepalive_interval.map(|d| jittered(d, cfg.jitter)),
-            last_used: now,
             uses: 0,
-            last_checked: now,
+            retire_at: cfg.max_lifetime.map(|d| now + jittered(d, cfg.jitter)),
+            last_used: now,
+            fresh_until: now + bypass,
+            cold: Box::new(Cold {
+                created: now,
+                idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
+                keepalive: cfg.keepalive_interval.map(|d| jittered(d, cfg.jitter)),
+            }),
         }
     }
 
@@ -72,13 +92,28 @@ impl<C> Conn<C> {
     }
 
     pub(crate) fn idle_expired(&self, now: Instant) -> bool {
-        self.idle_limit
+        self.cold
+            .idle_limit
             .is_some_and(|d| now.saturating_duration_since(self.last_used) >= d)
     }
 
-    pub(crate) fn keepalive_due(&self, now: Instant) -> bool {
-        self.keepalive
-            .is_some_and(|d| now.saturating_duration_since(self.last_checked) >= d)
+    /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
+    ///
+    /// [`Shared::bypass`]: super::inner::Shared::bypass
+    pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
+        self.fresh_until = now + bypass;
+    }
+
+    /// Whether a checkout at `now` must validate it first.
+    pub(crate) fn stale(&self, now: Instant) -> bool {
+        now > self.fresh_until
+    }
+
+    pub(crate) fn keepalive_due(&self, now: Instant, bypass: Duration) -> bool {
+        let last_checked = self.fresh_until.checked_sub(bypass).unwrap_or(now);
+        self.cold
+            .keepalive
+            .is_some_and(|d| now.saturating_duration_since(last_checked) >= d)
     }
 }
 
@@ -123,10 +158,14 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) abandoned: usize,
     pub(crate) next_waiter: u64,
     pub(crate) breaker: Breaker<E>,
+    /// A clock for the return path that costs nothing: advanced by each maintenance pass
+    /// (so it lags by at most `maintenance_interval`); unsampled returns use it, or the
+    /// checkout time when later, as "now".
+    pub(crate) coarse: Instant,
 }
 
 impl<C, E: std::error::Error + 'static> Internals<C, E> {
-    pub(crate) fn new(max_size: usize, breaker: Breaker<E>) -> Self {
+    pub(crate) fn new(max_size: usize, breaker: Breaker<E>, now: Instant) -> Self {
         Self {
             idle: VecDeque::new(),
             waiters: VecDeque::new(),
@@ -139,6 +178,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             next_waiter: 0,
             gets: 0,
             breaker,
+            coarse: now,
         }
     }
 

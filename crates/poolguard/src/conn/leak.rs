@@ -30,7 +30,10 @@ pub(crate) struct Holders {
     live: usize,
 }
 
+// `#[inline]`: called on every get and return from code generic over the manager, which is
+// compiled in the user's crate; without it each is an out-of-line call there.
 impl Holders {
+    #[inline]
     pub(crate) fn insert(&mut self, site: &'static Location<'static>, since: Instant) -> usize {
         let hold = Hold {
             site,
@@ -51,6 +54,7 @@ impl Holders {
         }
     }
 
+    #[inline]
     pub(crate) fn remove(&mut self, slot: usize) -> Option<Hold> {
         let h = self.slots.get_mut(slot)?.take()?;
         self.free.push(slot);

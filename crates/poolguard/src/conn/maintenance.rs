@@ -44,12 +44,12 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
 
 /// One maintenance pass (also callable from tests through `Pool::run_maintenance`).
 pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
-    shared.tick_coarse(now);
     let cfg = &shared.cfg;
     let mut retire = Vec::new();
     let mut keepalive = Vec::new();
     let (scan, opens) = {
         let mut st = shared.state.lock();
+        st.coarse = st.coarse.max(now);
         if st.closed {
             return;
         }
@@ -77,13 +77,14 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
                 st.size -= 1;
                 idle_left -= 1;
                 retire.push((c, CloseReason::Idle));
-            } else if c.keepalive_due(now) {
+            } else if c.keepalive_due(now, shared.bypass) {
                 keepalive.push(c);
             } else {
                 keep.push_back(c);
             }
         }
         st.idle = keep;
+        shared.begin_closes(retire.len());
         let opens = shared.plan(&mut st, now, cfg.min_idle);
         (scan, opens)
     };
@@ -105,7 +106,7 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
             if s.check(&mut d, s.cfg.validation_timeout).await {
                 let now = Instant::now();
                 let mut conn = d.take();
-                conn.last_checked = now;
+                conn.checked_at(now, s.bypass);
                 s.deliver(conn, now);
             }
         });

@@ -43,19 +43,12 @@ pub trait Manager: Send + Sync + 'static {
         async { Ok(()) }
     }
 
-    /// Whether [`reset`](Manager::reset) does anything. When `false`, a returned connection
-    /// goes straight back to the pool (or the oldest waiter) inline, with no task spawned;
-    /// when `true` (the default, the safe choice), the pool runs `reset` on a task under
-    /// `reset_timeout` before reuse. Override it to `false` only if `reset` is a no-op.
-    fn has_reset(&self) -> bool {
-        true
-    }
-
-    /// Whether this returned connection needs [`reset`](Manager::reset) (asked on every
-    /// return, only when [`has_reset`](Manager::has_reset) is `true`). Returning `false` puts
-    /// the connection back inline, without a task, like a manager without reset. For managers
-    /// that know the session is clean (no open transaction): a cheap sync check. The default
-    /// is `true`.
+    /// Whether this returned connection needs [`reset`](Manager::reset), asked on every
+    /// return of a healthy connection while the pool is open. `true` (the default, the safe
+    /// choice): the pool runs `reset` on a task under `reset_timeout` before reuse. `false`:
+    /// the connection goes straight back to the pool (or the oldest waiter) inline, with no
+    /// task spawned. Return `false` always when `reset` is a no-op, or when a cheap sync check
+    /// shows the session is clean (no open transaction, no pending state).
     fn needs_reset(&self, conn: &mut Self::Connection) -> bool {
         let _ = conn;
         true

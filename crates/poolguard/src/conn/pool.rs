@@ -101,15 +101,17 @@ impl<M: Manager> Pool<M> {
     pub async fn wait_closed(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            let s = self.status();
-            if s.closed && s.size == 0 && s.abandoned == 0 && s.closing == 0 {
+            // Registered before the check, so a signal between the check and the await is
+            // not lost; the drained state is final, so waking on it ends the loop.
+            let drained = self.shared.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.shared.is_drained() {
                 return true;
             }
-            if Instant::now() >= deadline {
-                return false;
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return self.shared.is_drained();
             }
-            let step = Duration::from_millis(10).min(deadline - Instant::now());
-            tokio::time::sleep(step).await;
         }
     }
 
@@ -139,6 +141,7 @@ impl<M: Manager> Pool<M> {
                 match st.idle.pop_front() {
                     Some(c) => {
                         st.size -= 1;
+                        self.shared.begin_closes(1);
                         surplus.push(c);
                     }
                     None => break,

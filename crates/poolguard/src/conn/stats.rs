@@ -196,7 +196,8 @@ pub struct Status {
     pub waiters: usize,
     /// Abandoned connections still held by their callers (not counted in `size`).
     pub abandoned: usize,
-    /// Closes still running.
+    /// Closes pending or running: counted from the moment a connection leaves `size` (or
+    /// `abandoned`) to be closed until its close has finished or timed out.
     pub closing: usize,
     /// The breaker.
     pub breaker: BreakerState,
