@@ -39,6 +39,34 @@ async fn builder_rejects_bad_config_with_a_fix() {
     assert_eq!(e.field, "jitter");
 }
 
+#[tokio::test(start_paused = true)]
+async fn absurd_durations_are_refused_not_a_panic_later() {
+    // `now + Duration::MAX` would panic at the first get; the builder refuses it instead.
+    let e = Pool::builder(SimManager::new())
+        .acquire_timeout(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field, "acquire_timeout");
+    assert!(e.to_string().contains("365 days"), "{e}");
+    let e = Pool::builder(SimManager::new())
+        .validation_bypass(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field, "validation_bypass");
+    let e = Pool::builder(SimManager::new())
+        .max_lifetime(Some(Duration::MAX))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field, "max_lifetime");
+    // The longest accepted value works end to end.
+    let p = Pool::builder(SimManager::new())
+        .acquire_timeout(poolguard::conn::MAX_DURATION)
+        .max_lifetime(Some(poolguard::conn::MAX_DURATION))
+        .build()
+        .expect("one year is accepted");
+    drop(p.get().await.expect("get"));
+}
+
 #[test]
 fn build_outside_a_runtime_is_an_error_not_a_panic() {
     let e = Pool::builder(SimManager::new()).build().unwrap_err();

@@ -97,6 +97,10 @@ impl Default for Config {
     }
 }
 
+/// The longest duration any setting accepts: one year. Longer ones are refused by
+/// [`Config::validate`], so that `now + duration` can never overflow the clock.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 impl Config {
     /// Checks every rule; the error says what was wrong and how to fix it.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -181,6 +185,31 @@ impl Config {
                     field,
                     "is zero".into(),
                     "use None to disable it, or a positive duration",
+                );
+            }
+        }
+        let all = [
+            ("acquire_timeout", Some(self.acquire_timeout)),
+            ("connect_timeout", Some(self.connect_timeout)),
+            ("validation_timeout", Some(self.validation_timeout)),
+            ("reset_timeout", Some(self.reset_timeout)),
+            ("close_timeout", Some(self.close_timeout)),
+            ("validation_bypass", Some(self.validation_bypass)),
+            ("maintenance_interval", Some(self.maintenance_interval)),
+            ("breaker_backoff", Some(self.breaker_backoff)),
+            ("breaker_max_backoff", Some(self.breaker_max_backoff)),
+            ("idle_timeout", self.idle_timeout),
+            ("max_lifetime", self.max_lifetime),
+            ("keepalive_interval", self.keepalive_interval),
+            ("leak_threshold", self.leak_threshold),
+            ("abandon_timeout", self.abandon_timeout),
+        ];
+        for (field, d) in all {
+            if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
+                return bad(
+                    field,
+                    format!("({d:?}) is longer than {} days, the longest duration the pool accepts (deadlines that far away overflow the clock)", MAX_DURATION.as_secs() / 86_400),
+                    "use at most 365 days; for \"never\", use None where the setting is optional",
                 );
             }
         }
