@@ -17,6 +17,7 @@
     rust_2018_idioms
 )]
 
+pub(crate) mod deadline;
 pub(crate) mod sync;
 
 pub mod conn;

@@ -103,3 +103,16 @@ fn shutdown_is_shared_by_every_handle_and_idempotent() {
     assert_eq!(first, second);
     assert_eq!(r.stats().live_threads, 0);
 }
+
+#[test]
+fn wait_forever_timeouts_do_not_overflow() {
+    // `Duration::MAX` as "wait as long as it takes" must not panic computing a deadline.
+    let counter = DropCounter::new();
+    let r = quiet("sd-max").build().unwrap();
+    r.defer(counter.track(1));
+    r.flush(Duration::MAX)
+        .expect("flush with an unbounded timeout");
+    assert_eq!(counter.alive(), 0);
+    let report = r.shutdown(Duration::MAX);
+    assert!(report.flushed);
+}

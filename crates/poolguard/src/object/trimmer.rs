@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex};
@@ -50,7 +50,7 @@ impl Trimmer {
     /// Blocks until this trimmer has run at least `n` cycles or `timeout` passes; returns
     /// whether it got there.
     pub fn wait_for_cycles(&self, n: u64, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::after(timeout);
         let (m, cv) = &*self.cycles;
         let mut done = m.lock();
         while *done < n {

@@ -92,7 +92,7 @@ pub(crate) fn spawn<F>(
 
 /// Waits (asynchronously) until every job numbered below the current sequence finished.
 pub(crate) async fn flush(shared: &Shared, timeout: Duration) -> Result<(), usize> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = crate::deadline::after_tokio(timeout);
     let target = {
         let mut st = shared.state.lock();
         st.flush_waiters += 1;

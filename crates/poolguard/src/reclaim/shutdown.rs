@@ -25,9 +25,7 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     if let Some(r) = &*done {
         return r.clone();
     }
-    let deadline = Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+    let deadline = crate::deadline::after(timeout);
     shared.state.lock().closed = true;
     // On a tokio runtime thread, waiting for async closes could wait for the very thread we
     // block: only the queued drops are waited for; closes still running are reported.

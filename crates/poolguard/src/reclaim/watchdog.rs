@@ -54,7 +54,7 @@ fn run(shared: &Arc<Shared>) {
                 // Woken early only by shutdown or a worker exit; both are re-checked below.
                 let _ = shared
                     .watchdog_wake
-                    .wait_until(&mut st, Instant::now() + period);
+                    .wait_until(&mut st, crate::deadline::after(period));
             }
             if st.stopping {
                 return;
