@@ -115,6 +115,17 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host}:{port} resolves to nothing"))
 }
 
+/// Fails with the server's own address and the OS's reason when nothing answers there, before
+/// a proxy is put in front of it (through the proxy, a refusal would read as a reset of the
+/// proxy's port).
+async fn probe(flag: &str, addr: SocketAddr) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("{flag}: cannot connect to {addr}: {e}")),
+        Err(_) => Err(format!("{flag}: no answer from {addr} within 5 s")),
+    }
+}
+
 /// A PostgreSQL backend behind a new fault proxy.
 pub(crate) async fn postgres(url: &str) -> Result<Real<PostgresManager>, String> {
     let mut config: tokio_postgres::Config = url
@@ -125,7 +136,9 @@ pub(crate) async fn postgres(url: &str) -> Result<Real<PostgresManager>, String>
         _ => return Err("--postgres needs a TCP host (host=...), not a Unix socket".into()),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let proxy = FaultProxy::start(resolve(&host, port)?)
+    let upstream = resolve(&host, port)?;
+    probe("--postgres", upstream).await?;
+    let proxy = FaultProxy::start(upstream)
         .await
         .map_err(|e| e.to_string())?;
     config.host("127.0.0.1").port(proxy.addr().port());
@@ -161,7 +174,9 @@ pub(crate) async fn redis(url: &str) -> Result<Real<RedisManager>, String> {
             ))
         }
     };
-    let proxy = FaultProxy::start(resolve(&host, port)?)
+    let upstream = resolve(&host, port)?;
+    probe("--redis", upstream).await?;
+    let proxy = FaultProxy::start(upstream)
         .await
         .map_err(|e| e.to_string())?;
     let info = info.set_addr(redis::ConnectionAddr::Tcp(
