@@ -11,7 +11,8 @@
 //!
 //! Variants: poolguard as in the bench; poolguard with its cooperative-budget yield disabled
 //! (the request future runs under `tokio::task::unconstrained`, so `get`'s `consume_budget`
-//! never yields); deadpool-postgres and bb8-postgres as in the bench. For every pool: p50,
+//! never yields); poolguard and deadpool-postgres with `query("SELECT 1", &[])` (a query by
+//! SQL string, which sends poolguard's connection back through its reset task); deadpool-postgres and bb8-postgres as in the bench. For every pool: p50,
 //! p99, p99.9, max of the request latency; for poolguard also the pool's `waited/gets`, `resets/gets` and its own wait-time and
 //! hold-time quantiles.
 
@@ -79,7 +80,7 @@ fn fmt(s: &HistogramSnapshot) -> String {
 }
 
 /// Fresh pools (so each section's pool statistics are its own) and their request functions.
-fn contenders(rt: &tokio::runtime::Runtime) -> (Vec<(&'static str, Op)>, [PgPool; 2]) {
+fn contenders(rt: &tokio::runtime::Runtime) -> (Vec<(&'static str, Op)>, [PgPool; 3]) {
     let pg_pool = |label: &str| {
         let m = PostgresManager::builder(PG_URL)
             .recycling(RecyclingMethod::Fast)
@@ -94,7 +95,8 @@ fn contenders(rt: &tokio::runtime::Runtime) -> (Vec<(&'static str, Op)>, [PgPool
     };
     let pg1 = pg_pool("poolguard");
     let pg2 = pg_pool("poolguard-unconstrained");
-    let pools = [pg1.clone(), pg2.clone()];
+    let pg3 = pg_pool("poolguard-query-by-sql");
+    let pools = [pg1.clone(), pg2.clone(), pg3.clone()];
 
     let pg: tokio_postgres::Config = PG_URL.parse().expect("config");
     let dp = deadpool_postgres::Pool::builder(deadpool_postgres::Manager::from_config(
@@ -107,6 +109,7 @@ fn contenders(rt: &tokio::runtime::Runtime) -> (Vec<(&'static str, Op)>, [PgPool
     .max_size(POOL)
     .build()
     .expect("deadpool");
+    let dp2 = dp.clone();
     let bb = rt.block_on(async {
         bb8::Pool::builder()
             .max_size(POOL as u32)
@@ -139,6 +142,29 @@ fn contenders(rt: &tokio::runtime::Runtime) -> (Vec<(&'static str, Op)>, [PgPool
                     let c = p.get().await.expect("get");
                     c.simple_query("SELECT 1").await.expect("query");
                 })
+            }),
+        ),
+        (
+            // `query` by SQL string: tokio-postgres prepares an unnamed statement and sends
+            // its `Close` when the statement drops, so the connection goes back unsettled and
+            // through poolguard's reset task (which waits for that answer).
+            "poolguard, query(sql)",
+            op(move || {
+                let p = pg3.clone();
+                async move {
+                    let c = p.get().await.expect("get");
+                    c.query("SELECT 1", &[]).await.expect("query");
+                }
+            }),
+        ),
+        (
+            "deadpool-postgres, query(sql)",
+            op(move || {
+                let p = dp2.clone();
+                async move {
+                    let c = p.get().await.expect("get");
+                    c.query("SELECT 1", &[]).await.expect("query");
+                }
             }),
         ),
         (
