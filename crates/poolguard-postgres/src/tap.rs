@@ -14,6 +14,13 @@
 //! the last status byte is the session's status. Anything else means a request is in flight
 //! (typically a query future dropped by a cancelled caller), and the state is unknown.
 //!
+//! One exception keeps a prepared-by-SQL-string query cheap: tokio-postgres closes the statement
+//! it prepared for `query("...", ..)` with a `Close` + `Sync` batch sent as the statement drops,
+//! so the connection comes back with that batch unanswered. A batch made only of `Close`
+//! messages cannot open a transaction (outside a transaction block an error in it is rolled
+//! back by its `Sync`), so when every request up to the last other one is answered and the
+//! last status was `I`, the session is known idle with close-only batches still in flight.
+//!
 //! The parsers only ever look at lengths and type bytes; they never buffer, so the cost is a
 //! few comparisons per message.
 
@@ -34,6 +41,12 @@ use tokio::sync::Notify;
 pub(crate) struct TapState {
     /// `Q`, `S` and `F` messages written to the server. Written by the connection task only.
     requests: AtomicU64,
+    /// The trailing run of close-only batches: requests `close_start + 1 ..= close_end` ended
+    /// batches made only of `Close` messages. Meaningful only while `close_end == requests`.
+    /// Stored before `requests` is advanced. Written by the connection task only.
+    close_start: AtomicU64,
+    /// See `close_start`.
+    close_end: AtomicU64,
     /// `ReadyForQuery` messages received. Incremented after `status` is stored.
     ready: AtomicU64,
     /// Status byte of the last `ReadyForQuery` (`0` before the first one).
@@ -67,6 +80,8 @@ impl Default for TapState {
     fn default() -> Self {
         TapState {
             requests: AtomicU64::new(0),
+            close_start: AtomicU64::new(0),
+            close_end: AtomicU64::new(0),
             ready: AtomicU64::new(0),
             status: AtomicU8::new(0),
             wakes: AtomicU64::new(0),
@@ -89,6 +104,16 @@ impl TapState {
         let ready = self.ready.load(Ordering::Acquire);
         let requests = self.requests.load(Ordering::Acquire);
         if ready != requests + 1 {
+            // Unanswered requests: if they are all close-only batches sent after the answer
+            // to the last other request, and that left the session idle, it is still idle.
+            let close_end = self.close_end.load(Ordering::Acquire);
+            let close_start = self.close_start.load(Ordering::Acquire);
+            if close_end == requests
+                && ready > close_start
+                && self.status.load(Ordering::Acquire) == b'I'
+            {
+                return TxStatus::Idle;
+            }
             return TxStatus::Unknown;
         }
         match self.status.load(Ordering::Acquire) {
@@ -111,6 +136,29 @@ impl TapState {
                 TxStatus::Unknown if !self.is_dead() => notified.await,
                 s => return s,
             }
+        }
+    }
+
+    /// Records one client message of type `kind`; `close_only` is the writer's "the batch so
+    /// far is only `Close` messages" flag.
+    fn on_client_message(&self, kind: u8, close_only: &mut bool) {
+        match kind {
+            b'Q' | b'S' | b'F' => {
+                let n = self.requests.load(Ordering::Relaxed) + 1;
+                // A `Sync` ending a batch of only `Close`s extends (or starts) the trailing
+                // close-only run; `Q`, `F` and other batches end it (by leaving `close_end`
+                // behind `requests`). Published before the count that makes it visible.
+                if kind == b'S' && *close_only {
+                    if self.close_end.load(Ordering::Relaxed) != n - 1 {
+                        self.close_start.store(n - 1, Ordering::Release);
+                    }
+                    self.close_end.store(n, Ordering::Release);
+                }
+                self.requests.store(n, Ordering::Release);
+                *close_only = true;
+            }
+            b'C' => {}
+            _ => *close_only = false,
         }
     }
 
@@ -308,6 +356,8 @@ pub(crate) struct TapStream {
     state: Arc<TapState>,
     reads: Framer,
     writes: Framer,
+    /// The client batch written since the last `Sync` holds only `Close` messages.
+    close_only: bool,
 }
 
 impl TapStream {
@@ -317,6 +367,7 @@ impl TapStream {
             state,
             reads: Framer::new(true),
             writes: Framer::new(false),
+            close_only: true,
         }
     }
 }
@@ -376,14 +427,10 @@ impl AsyncWrite for TapStream {
             Socket::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         };
         if let Poll::Ready(Ok(n)) = res {
-            let state = &this.state;
+            let (state, close_only) = (&this.state, &mut this.close_only);
             this.writes.feed(
                 &buf[..n],
-                &mut |kind| {
-                    if matches!(kind, b'Q' | b'S' | b'F') {
-                        state.requests.fetch_add(1, Ordering::Release);
-                    }
-                },
+                &mut |kind| state.on_client_message(kind, close_only),
                 &mut |_| {},
                 &mut || {},
             );
@@ -491,5 +538,72 @@ mod tests {
             TxStatus::Unknown,
             "connection task woken, not yet run"
         );
+    }
+
+    #[test]
+    fn close_only_batches_after_an_idle_status_leave_the_session_idle() {
+        let s = TapState::default();
+        s.processed.store(0, Ordering::SeqCst);
+        let answer = |status: u8| {
+            s.status.store(status, Ordering::Release);
+            s.ready.fetch_add(1, Ordering::Release);
+        };
+        let mut close_only = true;
+        answer(b'I'); // startup
+                      // query("SELECT 1", ..): Parse/Describe/Sync, then Bind/Execute/Sync, then the
+                      // statement's Close/Sync when it drops.
+        for k in *b"PDS" {
+            s.on_client_message(k, &mut close_only);
+        }
+        assert_eq!(s.status(), TxStatus::Unknown, "prepare in flight");
+        answer(b'I');
+        for k in *b"BES" {
+            s.on_client_message(k, &mut close_only);
+        }
+        for k in *b"CS" {
+            s.on_client_message(k, &mut close_only);
+        }
+        assert_eq!(
+            s.status(),
+            TxStatus::Unknown,
+            "execute unanswered, close behind it"
+        );
+        answer(b'I');
+        assert_eq!(
+            s.status(),
+            TxStatus::Idle,
+            "only the close is unanswered, after I"
+        );
+        answer(b'I');
+        assert_eq!(s.status(), TxStatus::Idle, "all answered");
+
+        // Inside a transaction a pending close does not make the status known.
+        s.on_client_message(b'Q', &mut close_only); // BEGIN
+        answer(b'T');
+        for k in *b"CS" {
+            s.on_client_message(k, &mut close_only);
+        }
+        assert_eq!(s.status(), TxStatus::Unknown, "close pending after T");
+        answer(b'T');
+        assert_eq!(s.status(), TxStatus::InTransaction);
+        s.on_client_message(b'Q', &mut close_only); // COMMIT
+        answer(b'I');
+
+        // A batch mixing Close with anything else is a real request.
+        for k in *b"CPS" {
+            s.on_client_message(k, &mut close_only);
+        }
+        assert_eq!(s.status(), TxStatus::Unknown, "close + parse in flight");
+        answer(b'I');
+        // A real request behind a close-only batch keeps the status unknown.
+        for k in *b"CS" {
+            s.on_client_message(k, &mut close_only);
+        }
+        s.on_client_message(b'Q', &mut close_only);
+        assert_eq!(s.status(), TxStatus::Unknown, "query behind the close");
+        answer(b'I');
+        assert_eq!(s.status(), TxStatus::Unknown, "query still unanswered");
+        answer(b'T');
+        assert_eq!(s.status(), TxStatus::InTransaction, "the query was BEGIN");
     }
 }

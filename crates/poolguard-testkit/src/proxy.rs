@@ -241,7 +241,7 @@ async fn relay(client: TcpStream, shared: Arc<Shared>, id: u64, mut cut: oneshot
     let (mut client, mut upstream) = (client, upstream);
     let mut up_buf = vec![0u8; 16 * 1024];
     let mut down_buf = vec![0u8; 16 * 1024];
-    let outcome = loop {
+    let outcome = 'relay: loop {
         let d = *faults.borrow_and_update();
         // Read one chunk from either side (nothing while blackholed).
         let (n, to_server) = tokio::select! {
@@ -256,6 +256,16 @@ async fn relay(client: TcpStream, shared: Arc<Shared>, id: u64, mut cut: oneshot
                 Ok(n) => (n, false),
             },
         };
+        // The blackhole may have been switched on while this chunk was being read (the
+        // switch and the data were ready at once): hold the chunk until it lifts, so nothing
+        // sent after `blackhole(true)` returned gets through.
+        while faults.borrow().blackhole {
+            tokio::select! {
+                biased;
+                _ = &mut cut => break 'relay Outcome::Cut,
+                r = faults.changed() => if r.is_err() { break 'relay Outcome::Closed },
+            }
+        }
         if !d.latency.is_zero() {
             tokio::select! {
                 _ = &mut cut => break Outcome::Cut,

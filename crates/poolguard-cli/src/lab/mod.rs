@@ -118,8 +118,10 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         return ExitCode::from(2);
     }
     let mut failed = 0;
-    for s in selected {
-        println!("\n=== lab {}: {}", s.name, s.about);
+    let (total, all) = (selected.len(), Instant::now());
+    for (i, s) in selected.into_iter().enumerate() {
+        // Progress: which scenario of how many is running (the tables come at its end).
+        println!("\n=== lab [{}/{total}] {}: {}", i + 1, s.name, s.about);
         let t = Instant::now();
         // --postgres/--redis: the connection scenarios run against those servers instead.
         let real = (ctx.postgres.is_some() || ctx.redis.is_some())
@@ -133,6 +135,10 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
             }
         }
     }
+    println!(
+        "\n=== lab: {total} scenario(s) in {:.1?}, {failed} failed",
+        all.elapsed()
+    );
     if failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -1,15 +1,5 @@
-//! A small HTTP service on poolguard-postgres that exposes its pool's status as JSON.
-//!
-//! ```sh
-//! cargo run -p poolguard-postgres --example status_service -- 127.0.0.1:3000 \
-//!     "host=127.0.0.1 user=postgres dbname=test"
-//! curl localhost:3000/now      # a query through the pool
-//! curl localhost:3000/status   # the pool as JSON (size, idle, waiters, breaker, stats)
-//! curl localhost:3000/metrics  # Prometheus text
-//! ```
-//!
-//! When the database is down, `/now` answers 503 at once with the pool's own explanation
-//! (breaker open, connection refused, wrong password...), never after a hang.
+//! The router of the `status_service` example, in its own file so that
+//! `tests/example_status_service.rs` can drive it in-process (`tower::ServiceExt::oneshot`).
 
 use std::time::Duration;
 
@@ -21,7 +11,8 @@ use poolguard::conn::{CloseReason, Pool};
 use poolguard_postgres::PostgresManager;
 use serde_json::{json, Value};
 
-type PgPool = Pool<PostgresManager>;
+/// The pool the service shares between its handlers.
+pub(crate) type PgPool = Pool<PostgresManager>;
 
 async fn now(State(pool): State<PgPool>) -> Result<String, (StatusCode, String)> {
     let unavailable = |e: String| (StatusCode::SERVICE_UNAVAILABLE, e);
@@ -78,29 +69,26 @@ async fn metrics(State(pool): State<PgPool>) -> String {
     pool.prometheus()
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let addr = args.next().unwrap_or_else(|| "127.0.0.1:3000".into());
-    let url = args
-        .next()
-        .unwrap_or_else(|| "host=127.0.0.1 user=postgres dbname=test".into());
-    let manager = PostgresManager::builder(&url)
+/// The service's routes: `/now` (a query through the pool), `/status` (the pool as JSON) and
+/// `/metrics` (Prometheus text).
+pub(crate) fn router(pool: PgPool) -> Router {
+    Router::new()
+        .route("/now", get(now))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(pool)
+}
+
+/// The example's pool over the server at `url` (a tokio-postgres connection string): 8
+/// connections at most, 2 kept warm, callers wait 2 s at most.
+pub(crate) fn pool(url: &str) -> Result<PgPool, Box<dyn std::error::Error>> {
+    let manager = PostgresManager::builder(url)
         .application_name("poolguard-example")
         .build()?;
-    let pool = Pool::builder(manager)
+    Ok(Pool::builder(manager)
         .label("example")
         .max_size(8)
         .min_idle(2)
         .acquire_timeout(Duration::from_secs(2))
-        .build()?;
-    let app = Router::new()
-        .route("/now", get(now))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .with_state(pool);
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("listening on http://{addr} (/now, /status, /metrics)");
-    axum::serve(listener, app).await?;
-    Ok(())
+        .build()?)
 }

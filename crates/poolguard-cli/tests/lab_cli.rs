@@ -1,0 +1,144 @@
+//! The built `poolguard` binary: `lab --list`, an unknown scenario, and a connection scenario
+//! against the real PostgreSQL and Redis (`--postgres URL --redis URL`, the servers that
+//! `scripts/services.sh` starts; override with `POOLGUARD_PG` / `POOLGUARD_REDIS`).
+
+use std::process::{Command, Output};
+
+/// The scenarios `poolguard lab` has always had; `--list` must name each of them.
+const SCENARIOS: &[&str] = &[
+    "pool-abuse",
+    "finalizer-stall",
+    "conn-leak",
+    "db-outage",
+    "spike",
+    "config-traps",
+];
+
+fn pg_url() -> String {
+    std::env::var("POOLGUARD_PG")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=test".into())
+}
+
+fn redis_url() -> String {
+    std::env::var("POOLGUARD_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".into())
+}
+
+fn poolguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_poolguard"))
+        .args(args)
+        .output()
+        .expect("run the poolguard binary")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn list_names_every_scenario_with_a_description() {
+    let out = poolguard(&["lab", "--list"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let listed: Vec<(&str, &str)> = stdout
+        .lines()
+        .map(|l| {
+            let (name, about) = l.split_once(' ').unwrap_or((l, ""));
+            (name, about.trim())
+        })
+        .collect();
+    for s in SCENARIOS {
+        let about = listed
+            .iter()
+            .find(|(n, _)| n == s)
+            .unwrap_or_else(|| panic!("`lab --list` does not name {s}:\n{stdout}"))
+            .1;
+        assert!(!about.is_empty(), "{s} has no description:\n{stdout}");
+    }
+    // --list only lists: no scenario ran.
+    assert!(!stdout.contains("=== lab"), "{stdout}");
+}
+
+#[test]
+fn an_unknown_scenario_exits_2_and_names_the_known_ones() {
+    let out = poolguard(&["lab", "no-such-scenario"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("unknown scenario `no-such-scenario`"),
+        "{stderr}"
+    );
+    for s in SCENARIOS {
+        assert!(stderr.contains(s), "the message should list {s}: {stderr}");
+    }
+    assert!(
+        !text(&out.stdout).contains("=== lab"),
+        "nothing ran before the refusal"
+    );
+}
+
+#[test]
+fn spike_runs_against_the_real_postgres_and_redis() {
+    let (pg, redis) = (pg_url(), redis_url());
+    let out = poolguard(&["lab", "spike", "--postgres", &pg, "--redis", &redis]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the lab failed against the real servers (run scripts/services.sh to start them):\n{stdout}\n{stderr}"
+    );
+    // One section per real backend, in order, each with the scenario's table.
+    let pg_at = stdout
+        .find(&format!("--- against PostgreSQL ({pg})"))
+        .unwrap_or_else(|| panic!("no PostgreSQL section:\n{stdout}"));
+    let redis_at = stdout
+        .find(&format!("--- against Redis ({redis})"))
+        .unwrap_or_else(|| panic!("no Redis section:\n{stdout}"));
+    assert!(pg_at < redis_at, "{stdout}");
+    for (backend, section) in [
+        ("PostgreSQL", &stdout[pg_at..redis_at]),
+        ("Redis", &stdout[redis_at..]),
+    ] {
+        assert!(
+            section.contains("| pool (real server, its own connect latency)"),
+            "{backend}: no spike table:\n{section}"
+        );
+        for row in [
+            "| poolguard (max_concurrent_opens 1, default)",
+            "| open one per waiter (max_concurrent_opens 50)",
+        ] {
+            let line = section
+                .lines()
+                .find(|l| l.starts_with(row))
+                .unwrap_or_else(|| panic!("{backend}: no row {row}:\n{section}"));
+            // The last column is `failed`: every request of the spike was served.
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            assert_eq!(cells[cells.len() - 2], "0", "{backend}: {line}");
+        }
+    }
+    assert!(stdout.contains("=== spike done in"), "{stdout}");
+}
+
+#[test]
+fn a_refused_port_fails_with_the_servers_address_and_reason() {
+    // Port 1 on localhost: nothing listens there, so the connect is refused at once.
+    let out = poolguard(&[
+        "lab",
+        "spike",
+        "--postgres",
+        "host=127.0.0.1 port=1 user=postgres dbname=test connect_timeout=5",
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("spike FAILED"), "{stderr}");
+    // The message names the flag, the address the user gave (not the lab's proxy) and why.
+    assert!(stderr.contains("--postgres"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+
+    let out = poolguard(&["lab", "conn-leak", "--redis", "redis://127.0.0.1:1"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("conn-leak FAILED"), "{stderr}");
+    assert!(stderr.contains("--redis"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+}
