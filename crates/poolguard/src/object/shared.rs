@@ -143,12 +143,37 @@ impl<T> Shards<T> {
     pub(crate) fn push(
         &self,
         home: usize,
-        mut e: Entry<T>,
+        e: Entry<T>,
         evicted: &mut Vec<Entry<T>>,
     ) -> Result<(), Entry<T>> {
+        let mut items = [Some(e)];
+        self.push_each(home, &mut items, evicted);
+        match items {
+            [None] => Ok(()),
+            [Some(back)] => Err(back),
+        }
+    }
+
+    /// Like [`push`](Self::push) for two entries, both under one lock when one shard has
+    /// room for both (`older` below `fresher`, so a get takes `fresher` first). Hands back
+    /// each entry no shard had room for.
+    pub(crate) fn push_pair(
+        &self,
+        home: usize,
+        older: Entry<T>,
+        fresher: Entry<T>,
+        evicted: &mut Vec<Entry<T>>,
+    ) -> [Option<Entry<T>>; 2] {
+        let mut items = [Some(older), Some(fresher)];
+        self.push_each(home, &mut items, evicted);
+        items
+    }
+
+    /// Places every `Some` of `items` (in order), leaving `None` where it succeeded.
+    fn push_each(&self, home: usize, items: &mut [Option<Entry<T>>], evicted: &mut Vec<Entry<T>>) {
         // First pass: free shards with room (a return spreads to a free one instead of
-        // sleeping behind a get). Second pass, unless the first placed it: wait for each
-        // lock and evict victims as needed, so a refusal means every shard was full.
+        // sleeping behind a get). Second pass, for what the first did not place: wait for
+        // each lock and evict victims as needed, so a refusal means every shard was full.
         for blocking in [false, true] {
             for s in self.order(home) {
                 let mut g = if blocking {
@@ -159,22 +184,27 @@ impl<T> Shards<T> {
                         None => continue,
                     }
                 };
-                // The free-shard pass never evicts, so skipping a busy home that had room
-                // never costs a neighbour's victim; the waiting pass evicts as it always did.
-                let r = if blocking {
-                    g.push(e, evicted)
-                } else {
-                    g.push_if_fits(e)
-                };
+                for slot in items.iter_mut() {
+                    let Some(e) = slot.take() else { continue };
+                    // The free-shard pass never evicts, so skipping a busy home that had
+                    // room never costs a neighbour's victim; the waiting pass evicts as it
+                    // always did.
+                    let r = if blocking {
+                        g.push(e, evicted)
+                    } else {
+                        g.push_if_fits(e)
+                    };
+                    if let Err(back) = r {
+                        *slot = Some(back);
+                    }
+                }
                 s.len.store(g.len(), Relaxed);
                 drop(g);
-                match r {
-                    Ok(()) => return Ok(()),
-                    Err(back) => e = back,
+                if items.iter().all(Option::is_none) {
+                    return;
                 }
             }
         }
-        Err(e)
     }
 
     /// Puts a demoted per-thread object into a victim generation (home first).
