@@ -383,6 +383,37 @@ mod loom_tests {
     }
 
     #[test]
+    fn loom_pair_push_races_a_get_and_a_cycle() {
+        loom::model(|| {
+            // Two shards of two: a pair lands together, or splits when a shard is busy.
+            let s = Arc::new(Shards::<u32>::new(2, 4, 400));
+            let mut ev = Vec::new();
+            s.push(0, (Box::new(1), 10), &mut ev).expect("room");
+            let getter = {
+                let s = Arc::clone(&s);
+                thread::spawn(move || usize::from(s.pop(1).is_some()))
+            };
+            let pusher = {
+                let s = Arc::clone(&s);
+                thread::spawn(move || {
+                    let mut ev = Vec::new();
+                    let back = s.push_pair(1, (Box::new(2), 10), (Box::new(3), 10), &mut ev);
+                    (back.iter().flatten().count(), ev.len())
+                })
+            };
+            let mut dead = Vec::new();
+            s.rotate(&mut dead, |_| {});
+            let taken = getter.join().expect("getter");
+            let (refused, evicted) = pusher.join().expect("pusher");
+            // Room for all three: nothing refused or evicted, whatever the interleaving.
+            assert_eq!((refused, evicted), (0, 0));
+            let t = s.totals();
+            assert!(t.objects <= 4 && t.bytes <= 400);
+            assert_eq!(count(&s, &dead) + taken, 3);
+        });
+    }
+
+    #[test]
     fn loom_victim_eviction_respects_caps() {
         loom::model(|| {
             // One shard of one object: the cycle demotes, the concurrent puts evict or refuse.
