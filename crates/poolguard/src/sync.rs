@@ -9,8 +9,10 @@
 pub(crate) use loom::sync::{atomic, Arc, Mutex, MutexGuard};
 #[cfg(poolguard_loom)]
 pub(crate) use loom::thread;
+#[cfg(poolguard_loom)]
+pub(crate) use std::sync::TryLockError;
 
 #[cfg(not(poolguard_loom))]
-pub(crate) use std::sync::{atomic, Arc, Mutex, MutexGuard};
+pub(crate) use std::sync::{atomic, Arc, Mutex, MutexGuard, TryLockError};
 #[cfg(not(poolguard_loom))]
 pub(crate) use std::thread;

@@ -358,3 +358,30 @@ fn a_pool_without_local_slots_uses_the_shared_tier_only() {
     let s = pool.stats();
     assert_eq!((s.hits_local, s.hits_shared, s.misses), (0, 1, 1));
 }
+
+/// A thread that only returns sends its cell's object and the returned one to the shards
+/// together; when the shards are full the cell keeps its object, the new one is handed back,
+/// and nothing is lost or reordered.
+#[test]
+fn overflow_returns_go_in_pairs_and_a_full_pool_keeps_the_cell() {
+    // 64 cells (this thread's index is below 64, as in the other tests) and one shard of 64.
+    let pool: Pool<Vec<u8>> = Pool::builder(Vec::new)
+        .max_idle(128)
+        .local_slots(64)
+        .shards(1)
+        .build()
+        .expect("valid");
+    // The capacity names each object (reset clears, capacity stays).
+    for k in 1..=65 {
+        pool.put(Vec::with_capacity(k)).expect("room");
+    }
+    let refused = pool
+        .put(Vec::with_capacity(66))
+        .expect_err("shard and cell are full");
+    assert_eq!(refused.object.map(|v| v.capacity()), Some(66));
+    let s = pool.stats();
+    assert_eq!((s.retained_objects, s.discards.over_cap), (65, 1));
+    // Freshest first: the cell's object, then the shard's stack top down.
+    let got: Vec<usize> = (0..4).map(|_| pool.get().detach().capacity()).collect();
+    assert_eq!(got, [65, 64, 63, 62]);
+}

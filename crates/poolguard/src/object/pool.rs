@@ -397,21 +397,64 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             Counters::add(&self.counters.discard_oversized, 1);
             return Err((DiscardReason::Oversized, Some(obj)));
         }
+        let home = tid.unwrap_or(0);
         if let Some(c) = cell {
-            // Into the own cell only when it is empty: a full cell means this thread returns
-            // more than it gets (overflow), and the object goes straight to the shards
-            // instead of costing an exchange there.
-            if bytes <= self.cell_bytes && !c.maybe_full() {
-                match c.swap(obj, bytes) {
-                    None => return Ok(()),
-                    Some(prev) => {
-                        bytes = T::heap_bytes(&prev);
-                        obj = prev;
+            if bytes <= self.cell_bytes {
+                // Into the own cell when it is empty. A full cell means this thread returns
+                // more than it gets (overflow, e.g. the consumer of a producer/consumer
+                // pair): its object and this one go to the shards together, under one lock,
+                // and the cell is left empty for the next return, so a run of returns takes
+                // half the shard locks (the mirror of a get's spare).
+                if !c.maybe_full() {
+                    match c.swap(obj, bytes) {
+                        None => return Ok(()),
+                        Some(prev) => {
+                            bytes = T::heap_bytes(&prev);
+                            obj = prev;
+                        }
                     }
+                } else if let Some(prev) = c.take() {
+                    return self.give_back_pair(home, c, prev, obj, bytes);
                 }
             }
         }
-        self.give_back_shared(tid.unwrap_or(0), obj, bytes)
+        self.give_back_shared(home, obj, bytes)
+    }
+
+    /// The overflow return: `older` (just taken from the caller's own cell `cell`) and
+    /// `obj` go to the shards under one lock. If the shards refuse `older`, it goes back
+    /// into the (empty, owned) cell, so a full pool keeps what it kept before; a refused
+    /// `obj` is counted and handed back like any refusal.
+    #[cold]
+    fn give_back_pair(
+        &self,
+        home: usize,
+        cell: &HotCell<T>,
+        older: Box<T>,
+        obj: Box<T>,
+        bytes: usize,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        let older_bytes = T::heap_bytes(&older);
+        let mut evicted = Vec::new();
+        let [a, b] = self
+            .shards
+            .push_pair(home, (older, older_bytes), (obj, bytes), &mut evicted);
+        if !evicted.is_empty() {
+            self.dispose(evicted, true);
+        }
+        if let Some((o, ob)) = a {
+            if let Some(displaced) = cell.swap(o, ob) {
+                // Unreachable while only the owner puts into its cell; never lose it.
+                let db = T::heap_bytes(&displaced);
+                if let Err((_, Some(d))) = self.give_back_shared(home, displaced, db) {
+                    self.dispose(vec![(d, db)], false);
+                }
+            }
+        }
+        match b {
+            None => Ok(()),
+            Some((o, _)) => self.refuse_over_cap(o),
+        }
     }
 
     #[cold]
@@ -428,17 +471,20 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
         match r {
             Ok(()) => Ok(()),
-            Err((obj, _)) => {
-                Counters::add(&self.counters.discard_over_cap, 1);
-                let refused = self.trim.refused_since_cycle.fetch_add(1, Relaxed) + 1;
-                if refused >= self.config.max_idle as u64 {
-                    // A pool's worth of returns found no room: what it retains is not being
-                    // used. Run a cycle (unless one is running) so the victims go.
-                    let _ = self.trim_cycle(TrimCause::Budget, true);
-                }
-                Err((DiscardReason::OverCap, Some(obj)))
-            }
+            Err((obj, _)) => self.refuse_over_cap(obj),
         }
+    }
+
+    /// Every shard refused `obj`: count it and hand it back.
+    fn refuse_over_cap(&self, obj: Box<T>) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        Counters::add(&self.counters.discard_over_cap, 1);
+        let refused = self.trim.refused_since_cycle.fetch_add(1, Relaxed) + 1;
+        if refused >= self.config.max_idle as u64 {
+            // A pool's worth of returns found no room: what it retains is not being
+            // used. Run a cycle (unless one is running) so the victims go.
+            let _ = self.trim_cycle(TrimCause::Budget, true);
+        }
+        Err((DiscardReason::OverCap, Some(obj)))
     }
 
     /// The one place where objects the pool lets go of are dropped: outside every lock of

@@ -4,6 +4,12 @@
 //! thread finds what another thread returned (the producer/consumer case) and a full home
 //! shard spills to its neighbours before an object is refused.
 //!
+//! Each walk is made twice at most: first with `try_lock`, skipping shards another thread
+//! holds (a return lands in a free shard, a get takes from a free non-empty one, so a thread
+//! does not sleep in the futex behind a peer while another shard would do); then, only if
+//! some shard was skipped as busy and nothing was found, with a blocking lock, so a refusal
+//! still means every shard was full, and a miss that no shard looked non-empty.
+//!
 //! Caps are split over the shards when the pool is built, so each lock guards its own share
 //! of the budget and no global counter is touched on this path: the sum of the shares is the
 //! pool's cap, whatever the threads do.
@@ -14,7 +20,7 @@ use crossbeam_utils::CachePadded;
 
 use super::victim::{Entry, Gen, Generations};
 use crate::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use crate::sync::{Mutex, MutexGuard};
+use crate::sync::{Mutex, MutexGuard, TryLockError};
 
 struct Shard<T> {
     gens: Mutex<Generations<T>>,
@@ -41,6 +47,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic never happens while a shard is locked (no user code runs under it), but be
     // robust anyway: the data is always consistent between two statements.
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The lock if it is free right now; `None` when another thread holds it.
+fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
 }
 
 impl<T> Shards<T> {
@@ -85,20 +100,39 @@ impl<T> Shards<T> {
         home: usize,
         spare_bytes: Option<usize>,
     ) -> Option<(Entry<T>, Gen, Option<Entry<T>>)> {
-        for s in self.order(home) {
-            if s.len.load(Relaxed) == 0 {
-                continue;
+        // First pass: only shards that are free right now, so a get never sleeps on a lock
+        // held by a returning thread while another non-empty shard would do. Second pass
+        // (only when some non-empty shard was busy): wait for the lock, as before.
+        let mut busy = false;
+        for blocking in [false, true] {
+            for s in self.order(home) {
+                if s.len.load(Relaxed) == 0 {
+                    continue;
+                }
+                let mut g = if blocking {
+                    lock(&s.gens)
+                } else {
+                    match try_lock(&s.gens) {
+                        Some(g) => g,
+                        None => {
+                            busy = true;
+                            continue;
+                        }
+                    }
+                };
+                let got = g.pop();
+                let spare = match (&got, spare_bytes) {
+                    (Some(_), Some(max)) => g.pop_spare(max),
+                    _ => None,
+                };
+                s.len.store(g.len(), Relaxed);
+                drop(g);
+                if let Some((e, gen)) = got {
+                    return Some((e, gen, spare));
+                }
             }
-            let mut g = lock(&s.gens);
-            let got = g.pop();
-            let spare = match (&got, spare_bytes) {
-                (Some(_), Some(max)) => g.pop_spare(max),
-                _ => None,
-            };
-            s.len.store(g.len(), Relaxed);
-            drop(g);
-            if let Some((e, gen)) = got {
-                return Some((e, gen, spare));
+            if !busy {
+                break;
             }
         }
         None
@@ -109,20 +143,68 @@ impl<T> Shards<T> {
     pub(crate) fn push(
         &self,
         home: usize,
-        mut e: Entry<T>,
+        e: Entry<T>,
         evicted: &mut Vec<Entry<T>>,
     ) -> Result<(), Entry<T>> {
-        for s in self.order(home) {
-            let mut g = lock(&s.gens);
-            let r = g.push(e, evicted);
-            s.len.store(g.len(), Relaxed);
-            drop(g);
-            match r {
-                Ok(()) => return Ok(()),
-                Err(back) => e = back,
+        let mut items = [Some(e)];
+        self.push_each(home, &mut items, evicted);
+        match items {
+            [None] => Ok(()),
+            [Some(back)] => Err(back),
+        }
+    }
+
+    /// Like [`push`](Self::push) for two entries, both under one lock when one shard has
+    /// room for both (`older` below `fresher`, so a get takes `fresher` first). Hands back
+    /// each entry no shard had room for.
+    pub(crate) fn push_pair(
+        &self,
+        home: usize,
+        older: Entry<T>,
+        fresher: Entry<T>,
+        evicted: &mut Vec<Entry<T>>,
+    ) -> [Option<Entry<T>>; 2] {
+        let mut items = [Some(older), Some(fresher)];
+        self.push_each(home, &mut items, evicted);
+        items
+    }
+
+    /// Places every `Some` of `items` (in order), leaving `None` where it succeeded.
+    fn push_each(&self, home: usize, items: &mut [Option<Entry<T>>], evicted: &mut Vec<Entry<T>>) {
+        // First pass: free shards with room (a return spreads to a free one instead of
+        // sleeping behind a get). Second pass, for what the first did not place: wait for
+        // each lock and evict victims as needed, so a refusal means every shard was full.
+        for blocking in [false, true] {
+            for s in self.order(home) {
+                let mut g = if blocking {
+                    lock(&s.gens)
+                } else {
+                    match try_lock(&s.gens) {
+                        Some(g) => g,
+                        None => continue,
+                    }
+                };
+                for slot in items.iter_mut() {
+                    let Some(e) = slot.take() else { continue };
+                    // The free-shard pass never evicts, so skipping a busy home that had
+                    // room never costs a neighbour's victim; the waiting pass evicts as it
+                    // always did.
+                    let r = if blocking {
+                        g.push(e, evicted)
+                    } else {
+                        g.push_if_fits(e)
+                    };
+                    if let Err(back) = r {
+                        *slot = Some(back);
+                    }
+                }
+                s.len.store(g.len(), Relaxed);
+                drop(g);
+                if items.iter().all(Option::is_none) {
+                    return;
+                }
             }
         }
-        Err(e)
     }
 
     /// Puts a demoted per-thread object into a victim generation (home first).
@@ -190,6 +272,34 @@ mod tests {
             assert!(s.pop(3).is_some());
         }
         assert!(s.pop(1).is_none());
+    }
+
+    #[test]
+    fn a_put_skips_a_busy_home_shard() {
+        let s: Shards<u32> = Shards::new(2, 4, 400);
+        let mut ev = Vec::new();
+        let held = lock(&s.shards[0].gens);
+        // Home 0 is locked (by this very thread: a blocking lock would never return).
+        s.push(0, (Box::new(7), 10), &mut ev)
+            .expect("room in shard 1");
+        drop(held);
+        assert_eq!(s.shards[0].len.load(Relaxed), 0);
+        assert_eq!(s.shards[1].len.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_get_prefers_a_free_shard_over_a_busy_home() {
+        let s: Shards<u32> = Shards::new(2, 4, 400);
+        let mut ev = Vec::new();
+        s.push(0, (Box::new(1), 10), &mut ev).expect("room");
+        s.push(1, (Box::new(2), 10), &mut ev).expect("room");
+        let held = lock(&s.shards[0].gens);
+        let ((got, _), _) = s.pop(0).expect("shard 1 is free and holds one");
+        drop(held);
+        assert_eq!(*got, 2);
+        // Once free, the home shard is the first choice again.
+        let ((got, _), _) = s.pop(0).expect("shard 0 holds one");
+        assert_eq!(*got, 1);
     }
 
     #[test]
@@ -269,6 +379,37 @@ mod loom_tests {
             let t = s.totals();
             assert!(t.objects <= 3 && t.bytes <= 300);
             assert_eq!(count(&s, &dead) + taken, 2 + added);
+        });
+    }
+
+    #[test]
+    fn loom_pair_push_races_a_get_and_a_cycle() {
+        loom::model(|| {
+            // Two shards of two: a pair lands together, or splits when a shard is busy.
+            let s = Arc::new(Shards::<u32>::new(2, 4, 400));
+            let mut ev = Vec::new();
+            s.push(0, (Box::new(1), 10), &mut ev).expect("room");
+            let getter = {
+                let s = Arc::clone(&s);
+                thread::spawn(move || usize::from(s.pop(1).is_some()))
+            };
+            let pusher = {
+                let s = Arc::clone(&s);
+                thread::spawn(move || {
+                    let mut ev = Vec::new();
+                    let back = s.push_pair(1, (Box::new(2), 10), (Box::new(3), 10), &mut ev);
+                    (back.iter().flatten().count(), ev.len())
+                })
+            };
+            let mut dead = Vec::new();
+            s.rotate(&mut dead, |_| {});
+            let taken = getter.join().expect("getter");
+            let (refused, evicted) = pusher.join().expect("pusher");
+            // Room for all three: nothing refused or evicted, whatever the interleaving.
+            assert_eq!((refused, evicted), (0, 0));
+            let t = s.totals();
+            assert!(t.objects <= 4 && t.bytes <= 400);
+            assert_eq!(count(&s, &dead) + taken, 3);
         });
     }
 

@@ -129,6 +129,17 @@ impl<T> Generations<T> {
         Ok(())
     }
 
+    /// Inserts into the primary generation only if the caps leave room as things are (never
+    /// evicts); hands the entry back otherwise.
+    pub(crate) fn push_if_fits(&mut self, e: Entry<T>) -> Result<(), Entry<T>> {
+        if !self.fits(e.1) {
+            return Err(e);
+        }
+        self.primary_bytes += e.1;
+        self.primary.push(e);
+        Ok(())
+    }
+
     /// Inserts straight into the victim generation (a trim demoting a per-thread object);
     /// never evicts, hands the entry back when there is no room.
     pub(crate) fn push_victim(&mut self, e: Entry<T>) -> Result<(), Entry<T>> {
