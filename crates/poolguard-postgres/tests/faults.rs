@@ -8,9 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use poolguard::conn::{BreakerState, CloseReason, Error as PoolError, Phase, Pool};
+use poolguard::conn::{CloseReason, Error as PoolError, Phase, Pool};
 use poolguard_postgres::{Error, PostgresManager};
-use poolguard_testkit::outage::Load;
+use poolguard_testkit::outage::{
+    error_kind, fault_test_pool, outage_under_load, wait_for, Load, OutagePlan,
+};
 use poolguard_testkit::proxy::FaultProxy;
 use tokio::time::Instant;
 
@@ -32,22 +34,9 @@ async fn proxied(tag: &str) -> (FaultProxy, PostgresManager, String) {
     (proxy, m, app)
 }
 
-/// A short label for a pool error, for the load report.
-fn kind(e: &PoolError<Error>) -> String {
-    match e {
-        PoolError::Timeout(_) => "timeout".into(),
-        PoolError::PhaseTimeout { phase, .. } => format!("{phase}-timeout"),
-        PoolError::Backend { phase, .. } => format!("{phase}-error"),
-        PoolError::Unavailable { .. } => "unavailable".into(),
-        PoolError::Overloaded { .. } => "overloaded".into(),
-        PoolError::Closed => "closed".into(),
-        _ => "other".into(),
-    }
-}
-
 /// One request: get, `SELECT 1`, report a query error to the pool.
 async fn select_one(pool: PgPool) -> Result<(), String> {
-    let mut c = pool.get().await.map_err(|e| kind(&e))?;
+    let mut c = pool.get().await.map_err(|e| error_kind(&e))?;
     match c.simple_query("SELECT 1").await {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -57,74 +46,28 @@ async fn select_one(pool: PgPool) -> Result<(), String> {
     }
 }
 
-async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    t0.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_under_load_fails_fast_and_recovers() {
     let (proxy, m, _app) = proxied("pg_outage").await;
     let acquire_timeout = Duration::from_secs(2);
-    let pool = Pool::builder(m)
-        .label("pg-outage")
-        .max_size(8)
-        .min_idle(4)
-        .acquire_timeout(acquire_timeout)
-        .connect_timeout(Duration::from_secs(1))
-        .validation_timeout(Duration::from_millis(500))
-        .breaker_threshold(Some(3))
-        .breaker_backoff(Duration::from_millis(200))
-        .breaker_max_backoff(Duration::from_secs(1))
-        .maintenance_interval(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    wait_for("min_idle warm", Duration::from_secs(10), || {
-        pool.status().idle >= 4
-    })
-    .await;
+    let pool = fault_test_pool(m, "pg-outage", acquire_timeout);
     let p = pool.clone();
-    // Deadline per request: acquire_timeout plus a generous bound for SELECT 1 itself.
-    let load = Load::start(
-        16,
-        acquire_timeout + Duration::from_secs(1),
-        Duration::from_millis(5),
-        move |_| select_one(p.clone()),
-    );
-    load.wait_successes(200, Duration::from_secs(10))
-        .await
-        .expect("load runs");
-
+    let plan = OutagePlan {
+        tasks: 16,
+        // Deadline per request: acquire_timeout plus a generous bound for SELECT 1 itself.
+        deadline: acquire_timeout + Duration::from_secs(1),
+        recover_within: Duration::from_secs(15),
+    };
     // The server goes away: every connection reset, new ones refused, for 5 s.
-    proxy.refuse().await;
-    let cut = proxy.cut_all();
-    let outage_start = Instant::now();
-    let mut saw_open = false;
-    while outage_start.elapsed() < Duration::from_secs(5) {
-        saw_open |= pool.status().breaker == BreakerState::Open;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let failures_during = load.failures();
-    proxy.accept().unwrap();
-    let back = Instant::now();
-    let recovered = wait_for(
-        "back to min_idle with the breaker closed",
-        Duration::from_secs(15),
-        || {
-            let s = pool.status();
-            s.breaker == BreakerState::Closed && s.idle + s.in_use >= 4
-        },
-    )
-    .await;
-    let served = load
-        .wait_successes(100, Duration::from_secs(10))
-        .await
-        .expect("requests succeed again");
-    let report = load.stop().await;
+    let outage = async {
+        proxy.refuse().await;
+        let cut = proxy.cut_all();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        proxy.accept().unwrap();
+        cut
+    };
+    let o = outage_under_load(&pool, plan, move |_| select_one(p.clone()), outage).await;
+    let (cut, report) = (o.outage, &o.load);
     let stats = pool.stats();
 
     eprintln!(
@@ -138,10 +81,9 @@ async fn outage_under_load_fails_fast_and_recovers() {
         report.failure_latency_quantile("unavailable", 0.5),
         report.failure_latency_quantile("unavailable", 1.0),
         stats.breaker_opened,
-        recovered,
-        served,
+        o.recovered,
+        o.served,
     );
-    let _ = back;
     assert!(cut >= 4, "the pool had connections to cut: {cut}");
     assert!(
         report.hung.is_empty(),
@@ -153,9 +95,9 @@ async fn outage_under_load_fails_fast_and_recovers() {
         "a failure took longer than acquire_timeout: {:?}",
         report.max_failure_latency()
     );
-    assert!(failures_during > 0, "the outage was not noticed");
+    assert!(o.failures_during > 0, "the outage was not noticed");
     assert!(
-        saw_open && stats.breaker_opened >= 1,
+        o.saw_open && stats.breaker_opened >= 1,
         "the breaker never opened"
     );
     assert!(
@@ -267,7 +209,7 @@ async fn terminated_backends_are_replaced_and_each_costs_at_most_its_in_flight_q
     let load = Load::start(4, Duration::from_secs(10), Duration::ZERO, move |_| {
         let p = p.clone();
         async move {
-            let mut c = p.get().await.map_err(|e| kind(&e))?;
+            let mut c = p.get().await.map_err(|e| error_kind(&e))?;
             match c.simple_query("SELECT pg_sleep(0.005)").await {
                 Ok(_) => Ok(()),
                 Err(e) => {

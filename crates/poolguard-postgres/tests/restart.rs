@@ -10,9 +10,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use poolguard::conn::{BreakerState, Error as PoolError, Pool};
 use poolguard_postgres::{Error, PostgresManager};
-use poolguard_testkit::outage::Load;
+use poolguard_testkit::outage::{error_kind, fault_test_pool, outage_under_load, OutagePlan};
 use tokio::time::Instant;
 
 fn cluster_version() -> String {
@@ -43,82 +42,49 @@ async fn real_restart_under_load() {
         .build()
         .unwrap();
     let acquire_timeout = Duration::from_secs(3);
-    let pool = Pool::builder(m)
-        .label("pg-restart")
-        .max_size(8)
-        .min_idle(4)
-        .acquire_timeout(acquire_timeout)
-        .connect_timeout(Duration::from_secs(1))
-        .validation_timeout(Duration::from_millis(500))
-        .breaker_threshold(Some(3))
-        .breaker_backoff(Duration::from_millis(200))
-        .breaker_max_backoff(Duration::from_secs(1))
-        .maintenance_interval(Duration::from_millis(100))
-        .build()
-        .unwrap();
+    let pool = fault_test_pool(m, "pg-restart", acquire_timeout);
     let p = pool.clone();
-    let load = Load::start(
-        8,
-        acquire_timeout + Duration::from_secs(2),
-        Duration::from_millis(5),
-        move |_| {
-            let p = p.clone();
-            async move {
-                let mut c = p.get().await.map_err(|e| match e {
-                    PoolError::Unavailable { .. } => "unavailable".to_owned(),
-                    PoolError::Timeout(_) => "timeout".to_owned(),
-                    other => format!("{:?}", other.phase()),
-                })?;
-                match c.simple_query("SELECT 1").await {
-                    Ok(_) => Ok(()),
-                    Err(e) => {
-                        c.report(&Error::from(e));
-                        Err("query".to_owned())
-                    }
+    let plan = OutagePlan {
+        tasks: 8,
+        deadline: acquire_timeout + Duration::from_secs(2),
+        recover_within: Duration::from_secs(20),
+    };
+    let request = move |_| {
+        let p = p.clone();
+        async move {
+            let mut c = p.get().await.map_err(|e| error_kind(&e))?;
+            match c.simple_query("SELECT 1").await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    c.report(&Error::from(e));
+                    Err("query".to_owned())
                 }
             }
-        },
-    );
-    load.wait_successes(200, Duration::from_secs(10))
+        }
+    };
+    let restart = async move {
+        let t0 = Instant::now();
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("pg_ctlcluster")
+                .args(["--skip-systemctl-redirect", &version, "main", "restart"])
+                .output()
+        })
         .await
-        .expect("load runs");
-
-    let t0 = Instant::now();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("pg_ctlcluster")
-            .args(["--skip-systemctl-redirect", &version, "main", "restart"])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("pg_ctlcluster could not be run (is postgresql-common installed?)");
-    assert!(
-        out.status.success(),
-        "pg_ctlcluster restart failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let restart_took = t0.elapsed();
-    let back = Instant::now();
-    let served = load
-        .wait_successes(100, Duration::from_secs(20))
-        .await
-        .expect("requests succeed after the restart");
-    while !(pool.status().breaker == BreakerState::Closed
-        && pool.status().idle + pool.status().in_use >= 4)
-    {
+        .unwrap()
+        .expect("pg_ctlcluster could not be run (is postgresql-common installed?)");
         assert!(
-            back.elapsed() < Duration::from_secs(20),
-            "pool not back to min_idle: {:?}",
-            pool.status()
+            out.status.success(),
+            "pg_ctlcluster restart failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
         );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let warm = back.elapsed();
-    let report = load.stop().await;
+        t0.elapsed()
+    };
+    let o = outage_under_load(&pool, plan, request, restart).await;
+    let (restart_took, warm, served, report) = (o.outage, o.recovered, o.served, &o.load);
     eprintln!(
         "pg restart: pg_ctlcluster took {restart_took:?}; {} ok, {} failed ({:?}), {} hung; max failure latency {:?}; \
-         100 requests served {served:?} after it returned, min_idle back after {warm:?}",
+         min_idle back {warm:?} after it returned, then 100 requests served within {served:?}",
         report.ok,
         report.failures.len(),
         report.kinds(),

@@ -7,9 +7,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use poolguard::conn::{BreakerState, CloseReason, Error as PoolError, Phase, Pool};
+use poolguard::conn::{CloseReason, Error as PoolError, Phase, Pool};
 use poolguard_redis::{Error, RedisManager};
-use poolguard_testkit::outage::Load;
+use poolguard_testkit::outage::{
+    error_kind, fault_test_pool, outage_under_load, wait_for, Load, OutagePlan,
+};
 use poolguard_testkit::proxy::FaultProxy;
 use tokio::time::Instant;
 
@@ -25,18 +27,8 @@ async fn proxied() -> (FaultProxy, RedisManager) {
     (proxy, m)
 }
 
-fn kind(e: &PoolError<Error>) -> String {
-    match e {
-        PoolError::Timeout(_) => "timeout".into(),
-        PoolError::PhaseTimeout { phase, .. } => format!("{phase}-timeout"),
-        PoolError::Backend { phase, .. } => format!("{phase}-error"),
-        PoolError::Unavailable { .. } => "unavailable".into(),
-        _ => "other".into(),
-    }
-}
-
 async fn ping(pool: RPool) -> Result<(), String> {
-    let mut c = pool.get().await.map_err(|e| kind(&e))?;
+    let mut c = pool.get().await.map_err(|e| error_kind(&e))?;
     match redis::cmd("PING").query_async::<String>(&mut *c).await {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -46,70 +38,26 @@ async fn ping(pool: RPool) -> Result<(), String> {
     }
 }
 
-async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !f() {
-        assert!(t0.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    t0.elapsed()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_under_load_fails_fast_and_recovers() {
     let (proxy, m) = proxied().await;
     let acquire_timeout = Duration::from_secs(2);
-    let pool = Pool::builder(m)
-        .label("redis-outage")
-        .max_size(8)
-        .min_idle(4)
-        .acquire_timeout(acquire_timeout)
-        .connect_timeout(Duration::from_secs(1))
-        .validation_timeout(Duration::from_millis(500))
-        .breaker_threshold(Some(3))
-        .breaker_backoff(Duration::from_millis(200))
-        .breaker_max_backoff(Duration::from_secs(1))
-        .maintenance_interval(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    wait_for("min_idle warm", Duration::from_secs(10), || {
-        pool.status().idle >= 4
-    })
-    .await;
+    let pool = fault_test_pool(m, "redis-outage", acquire_timeout);
     let p = pool.clone();
-    let load = Load::start(
-        16,
-        acquire_timeout + Duration::from_secs(1),
-        Duration::from_millis(5),
-        move |_| ping(p.clone()),
-    );
-    load.wait_successes(200, Duration::from_secs(10))
-        .await
-        .expect("load runs");
-
-    proxy.refuse().await;
-    let cut = proxy.cut_all();
-    let t0 = Instant::now();
-    let mut saw_open = false;
-    while t0.elapsed() < Duration::from_secs(3) {
-        saw_open |= pool.status().breaker == BreakerState::Open;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    proxy.accept().unwrap();
-    let recovered = wait_for(
-        "back to min_idle with the breaker closed",
-        Duration::from_secs(15),
-        || {
-            let s = pool.status();
-            s.breaker == BreakerState::Closed && s.idle + s.in_use >= 4
-        },
-    )
-    .await;
-    let served = load
-        .wait_successes(100, Duration::from_secs(10))
-        .await
-        .expect("requests succeed again");
-    let report = load.stop().await;
+    let plan = OutagePlan {
+        tasks: 16,
+        deadline: acquire_timeout + Duration::from_secs(1),
+        recover_within: Duration::from_secs(15),
+    };
+    let outage = async {
+        proxy.refuse().await;
+        let cut = proxy.cut_all();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        proxy.accept().unwrap();
+        cut
+    };
+    let o = outage_under_load(&pool, plan, move |_| ping(p.clone()), outage).await;
+    let (cut, recovered, served, report) = (o.outage, o.recovered, o.served, &o.load);
     let stats = pool.stats();
     eprintln!(
         "redis outage: cut {cut}; {} ok, {} failed ({:?}), {} hung; max failure latency {:?}; unavailable p50 {:?} max {:?}; \
@@ -127,7 +75,7 @@ async fn outage_under_load_fails_fast_and_recovers() {
     assert!(report.hung.is_empty(), "requests hung: {:?}", report.hung);
     assert!(report.max_failure_latency() <= acquire_timeout + Duration::from_millis(500));
     assert!(
-        saw_open && stats.breaker_opened >= 1,
+        o.saw_open && stats.breaker_opened >= 1,
         "the breaker never opened"
     );
     assert!(pool.status().size <= 8);
@@ -164,7 +112,7 @@ async fn blackhole_validation_times_out_and_nobody_waits_past_the_deadline() {
             let r = tokio::time::timeout(acquire_timeout + Duration::from_secs(2), async {
                 // The command itself has no timeout of its own (BLPOP-friendly default), so
                 // the caller bounds it, as a real caller would.
-                let mut c = p.get().await.map_err(|e| kind(&e))?;
+                let mut c = p.get().await.map_err(|e| error_kind(&e))?;
                 match tokio::time::timeout(
                     Duration::from_millis(500),
                     redis::cmd("PING").query_async::<String>(&mut *c),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use poolguard::conn::{BreakerState, Error as PoolError, Manager, Pool};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -193,5 +194,144 @@ impl Load {
             hung: record.hung,
             per_task,
         }
+    }
+}
+
+/// The pool's size bound in fault tests built by [`fault_test_pool`].
+pub const FAULT_MAX_SIZE: usize = 8;
+/// The pool's `min_idle` in fault tests built by [`fault_test_pool`]: warm-up and recovery
+/// both wait for this many live connections.
+pub const FAULT_MIN_IDLE: usize = 4;
+
+/// The pool every outage test uses: [`FAULT_MAX_SIZE`] connections, [`FAULT_MIN_IDLE`] kept
+/// warm, short connect/validation timeouts, a breaker that opens after 3 failures and backs
+/// off 200 ms..1 s, and a 100 ms maintenance tick, so an outage is noticed and healed fast.
+pub fn fault_test_pool<M: Manager>(manager: M, label: &str, acquire_timeout: Duration) -> Pool<M> {
+    Pool::builder(manager)
+        .label(label)
+        .max_size(FAULT_MAX_SIZE)
+        .min_idle(FAULT_MIN_IDLE)
+        .acquire_timeout(acquire_timeout)
+        .connect_timeout(Duration::from_secs(1))
+        .validation_timeout(Duration::from_millis(500))
+        .breaker_threshold(Some(3))
+        .breaker_backoff(Duration::from_millis(200))
+        .breaker_max_backoff(Duration::from_secs(1))
+        .maintenance_interval(Duration::from_millis(100))
+        .build()
+        .expect("the fault-test pool configuration is valid")
+}
+
+/// A short label for a pool error, used as the failure kind in a [`LoadReport`].
+pub fn error_kind<E: std::error::Error + 'static>(e: &PoolError<E>) -> String {
+    match e {
+        PoolError::Timeout(_) => "timeout".into(),
+        PoolError::PhaseTimeout { phase, .. } => format!("{phase}-timeout"),
+        PoolError::Backend { phase, .. } => format!("{phase}-error"),
+        PoolError::Unavailable { .. } => "unavailable".into(),
+        PoolError::Overloaded { .. } => "overloaded".into(),
+        PoolError::Closed => "closed".into(),
+        _ => "other".into(),
+    }
+}
+
+/// Polls `f` every 5 ms until it holds and returns how long that took; panics (failing the
+/// test, naming `what`) if `limit` passes first.
+pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    t0.elapsed()
+}
+
+/// How [`outage_under_load`] drives the load around the outage.
+#[derive(Debug, Clone, Copy)]
+pub struct OutagePlan {
+    /// Concurrent request tasks.
+    pub tasks: usize,
+    /// Deadline of each request (a request cut off by it counts as hung).
+    pub deadline: Duration,
+    /// How long recovery may take: back to [`FAULT_MIN_IDLE`] with the breaker closed, and
+    /// then 100 more requests served, each within this limit.
+    pub recover_within: Duration,
+}
+
+/// What [`outage_under_load`] saw.
+#[derive(Debug, Clone)]
+pub struct OutageReport<T> {
+    /// What the outage future returned (e.g. how many connections it cut).
+    pub outage: T,
+    /// Whether the breaker was seen open while the outage ran.
+    pub saw_open: bool,
+    /// Failures recorded by the time the outage future returned.
+    pub failures_during: usize,
+    /// From the end of the outage until the pool was back to `min_idle`, breaker closed.
+    pub recovered: Duration,
+    /// From then until 100 more requests had succeeded.
+    pub served: Duration,
+    /// The whole load run.
+    pub load: LoadReport,
+}
+
+/// The outage scenario every backend's fault tests share: waits for `pool` to be warm
+/// ([`FAULT_MIN_IDLE`] idle), runs `plan.tasks` tasks calling `request` until 200 succeed, runs
+/// `outage` (which breaks and then heals the server) while watching the breaker, then waits for
+/// the pool to be back to `min_idle` with the breaker closed and for 100 more successes, and
+/// stops the load. Panics (failing the test) if any of those waits passes its limit.
+pub async fn outage_under_load<M, F, Fut, O>(
+    pool: &Pool<M>,
+    plan: OutagePlan,
+    request: F,
+    outage: O,
+) -> OutageReport<O::Output>
+where
+    M: Manager,
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+    O: Future,
+{
+    wait_for("min_idle warm", Duration::from_secs(10), || {
+        pool.status().idle >= FAULT_MIN_IDLE
+    })
+    .await;
+    let load = Load::start(plan.tasks, plan.deadline, Duration::from_millis(5), request);
+    load.wait_successes(200, Duration::from_secs(10))
+        .await
+        .expect("load runs");
+
+    let mut saw_open = false;
+    let outage = {
+        tokio::pin!(outage);
+        loop {
+            saw_open |= pool.status().breaker == BreakerState::Open;
+            tokio::select! {
+                out = &mut outage => break out,
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+    };
+    let failures_during = load.failures();
+    let recovered = wait_for(
+        "back to min_idle with the breaker closed",
+        plan.recover_within,
+        || {
+            let s = pool.status();
+            s.breaker == BreakerState::Closed && s.idle + s.in_use >= FAULT_MIN_IDLE
+        },
+    )
+    .await;
+    let served = load
+        .wait_successes(100, plan.recover_within)
+        .await
+        .expect("requests succeed again");
+    OutageReport {
+        outage,
+        saw_open,
+        failures_during,
+        recovered,
+        served,
+        load: load.stop().await,
     }
 }
