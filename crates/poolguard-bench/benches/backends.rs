@@ -22,8 +22,6 @@
 //! Needs PostgreSQL on 127.0.0.1:5432 (user postgres, db test) and Redis on 127.0.0.1:6379:
 //! `scripts/services.sh` starts them.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,56 +29,14 @@ use criterion::measurement::WallTime;
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use poolguard::conn::Pool;
 use poolguard::diag::Histogram;
-use poolguard_postgres::{PostgresManager, RecyclingMethod};
+use poolguard_bench::backends::{
+    bb8_pg, deadpool_pg, drive, op, poolguard_pg, runtime, select1_bb8, select1_deadpool,
+    select1_poolguard, Op, POOL, REDIS_URL,
+};
 use poolguard_redis::RedisManager;
 use tokio::runtime::Runtime;
-use tokio::time::Instant;
 
-const PG_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-const REDIS_URL: &str = "redis://127.0.0.1:6379/0";
-const POOL: usize = 16;
-const TASKS: usize = 64;
-
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// One request of one pool (get, query, return), type-erased so pools can be interleaved.
-type Op = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-fn op<F, Fut>(f: F) -> Op
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    Arc::new(move || Box::pin(f()))
-}
-
-/// Runs `iters` requests spread over `TASKS` tasks; records each request's latency.
-async fn drive(iters: u64, hist: &Arc<Histogram>, op: &Op) -> Duration {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..TASKS as u64)
-        .map(|i| {
-            let n = iters / TASKS as u64 + u64::from(i < iters % TASKS as u64);
-            let (op, hist) = (Arc::clone(op), Arc::clone(hist));
-            tokio::spawn(async move {
-                for _ in 0..n {
-                    let t = Instant::now();
-                    op().await;
-                    hist.record(t.elapsed());
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await.expect("bench task panicked");
-    }
-    start.elapsed()
-}
+const TASKS: u64 = 64;
 
 /// The criterion measurement of one pool; the pool is also kept for the interleaved rounds.
 fn bench_one(
@@ -93,10 +49,10 @@ fn bench_one(
 ) {
     // Warm every pool to its full size first.
     let hist = Arc::new(Histogram::new());
-    rt.block_on(drive(TASKS as u64 * 4, &hist, &op));
+    rt.block_on(drive(TASKS * 4, TASKS, &hist, &op));
     let hist = Arc::new(Histogram::new());
     g.bench_function(name, |b| {
-        b.iter_custom(|iters| rt.block_on(drive(iters, &hist, &op)));
+        b.iter_custom(|iters| rt.block_on(drive(iters, TASKS, &hist, &op)));
     });
     let s = hist.snapshot();
     eprintln!(
@@ -125,7 +81,7 @@ fn interleaved(rt: &Runtime, group: &str, contenders: &[(String, Op)]) {
         for k in 0..contenders.len() {
             // Rotate the order so no pool always runs right after the same other one.
             let i = (k + round) % contenders.len();
-            let took = rt.block_on(drive(REQUESTS, &hists[i], &contenders[i].1));
+            let took = rt.block_on(drive(REQUESTS, TASKS, &hists[i], &contenders[i].1));
             rates[i].push(REQUESTS as f64 / took.as_secs_f64());
         }
     }
@@ -165,15 +121,7 @@ fn postgres(c: &mut Criterion) {
     configure(&mut g);
     let mut contenders = Vec::new();
 
-    let m = PostgresManager::builder(PG_URL)
-        .recycling(RecyclingMethod::Fast)
-        .build()
-        .expect("manager");
-    let pool = Pool::builder(m)
-        .max_size(POOL)
-        .min_idle(POOL)
-        .build()
-        .expect("pool");
+    let pool = poolguard_pg("poolguard");
     rt.block_on(async {
         if let Err(e) = pool.get().await {
             panic!("PostgreSQL is not reachable ({e}); run scripts/services.sh");
@@ -185,65 +133,24 @@ fn postgres(c: &mut Criterion) {
         GROUP,
         &rt,
         "poolguard",
-        op(move || {
-            let pool = pool.clone();
-            async move {
-                let c = pool.get().await.expect("get");
-                c.simple_query("SELECT 1").await.expect("query");
-            }
-        }),
+        select1_poolguard(pool),
     );
-
-    let pg: tokio_postgres::Config = PG_URL.parse().expect("config");
-    let mgr = deadpool_postgres::Manager::from_config(
-        pg.clone(),
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    );
-    let dp = deadpool_postgres::Pool::builder(mgr)
-        .max_size(POOL)
-        .build()
-        .expect("deadpool");
     bench_one(
         &mut g,
         &mut contenders,
         GROUP,
         &rt,
         "deadpool-postgres",
-        op(move || {
-            let dp = dp.clone();
-            async move {
-                let c = dp.get().await.expect("get");
-                c.simple_query("SELECT 1").await.expect("query");
-            }
-        }),
+        select1_deadpool(deadpool_pg()),
     );
-
-    let bb = rt.block_on(async {
-        let mgr = bb8_postgres::PostgresConnectionManager::new(pg, tokio_postgres::NoTls);
-        bb8::Pool::builder()
-            .max_size(POOL as u32)
-            .min_idle(Some(POOL as u32))
-            .test_on_check_out(false)
-            .build(mgr)
-            .await
-            .expect("bb8")
-    });
+    let bb = rt.block_on(bb8_pg());
     bench_one(
         &mut g,
         &mut contenders,
         GROUP,
         &rt,
         "bb8-postgres",
-        op(move || {
-            let bb = bb.clone();
-            async move {
-                let c = bb.get().await.expect("get");
-                c.simple_query("SELECT 1").await.expect("query");
-            }
-        }),
+        select1_bb8(bb),
     );
     g.finish();
     interleaved(&rt, GROUP, &contenders);

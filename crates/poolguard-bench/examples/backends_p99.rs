@@ -16,56 +16,13 @@
 //! p99, p99.9, max of the request latency; for poolguard also the pool's `waited/gets`, `resets/gets` and its own wait-time and
 //! hold-time quantiles.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use poolguard::conn::Pool;
 use poolguard::diag::{Histogram, HistogramSnapshot};
-use poolguard_postgres::{PostgresManager, RecyclingMethod};
-use tokio::time::Instant;
-
-const PG_URL: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
-const POOL: usize = 16;
-
-type PgPool = Pool<PostgresManager>;
-
-type Op = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
-
-fn op<F, Fut>(f: F) -> Op
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    Arc::new(move || Box::pin(f()))
-}
-
-/// `requests` requests over `tasks` tasks; each request's latency into `hist`. A deadline
-/// bounds the whole round (a probe must not hang on a broken server).
-async fn drive(requests: u64, tasks: u64, hist: &Arc<Histogram>, op: &Op) -> Duration {
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|i| {
-            let n = requests / tasks + u64::from(i < requests % tasks);
-            let (op, hist) = (Arc::clone(op), Arc::clone(hist));
-            tokio::spawn(async move {
-                for _ in 0..n {
-                    let t = Instant::now();
-                    op().await;
-                    hist.record(t.elapsed());
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        tokio::time::timeout(Duration::from_secs(60), h)
-            .await
-            .expect("a round took over 60 s")
-            .expect("probe task panicked");
-    }
-    start.elapsed()
-}
+use poolguard_bench::backends::{
+    bb8_pg, deadpool_pg, drive, op, poolguard_pg, runtime, select1_bb8, select1_deadpool,
+    select1_poolguard, Op, PgPool, POOL,
+};
 
 fn fmt(s: &HistogramSnapshot) -> String {
     format!(
@@ -81,59 +38,16 @@ fn fmt(s: &HistogramSnapshot) -> String {
 
 /// Fresh pools (so each section's pool statistics are its own) and their request functions.
 fn contenders(rt: &tokio::runtime::Runtime) -> (Vec<(&'static str, Op)>, [PgPool; 3]) {
-    let pg_pool = |label: &str| {
-        let m = PostgresManager::builder(PG_URL)
-            .recycling(RecyclingMethod::Fast)
-            .build()
-            .expect("manager");
-        Pool::builder(m)
-            .label(label)
-            .max_size(POOL)
-            .min_idle(POOL)
-            .build()
-            .expect("pool")
-    };
-    let pg1 = pg_pool("poolguard");
-    let pg2 = pg_pool("poolguard-unconstrained");
-    let pg3 = pg_pool("poolguard-query-by-sql");
+    let pg1 = poolguard_pg("poolguard");
+    let pg2 = poolguard_pg("poolguard-unconstrained");
+    let pg3 = poolguard_pg("poolguard-query-by-sql");
     let pools = [pg1.clone(), pg2.clone(), pg3.clone()];
-
-    let pg: tokio_postgres::Config = PG_URL.parse().expect("config");
-    let dp = deadpool_postgres::Pool::builder(deadpool_postgres::Manager::from_config(
-        pg.clone(),
-        tokio_postgres::NoTls,
-        deadpool_postgres::ManagerConfig {
-            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
-        },
-    ))
-    .max_size(POOL)
-    .build()
-    .expect("deadpool");
+    let dp = deadpool_pg();
     let dp2 = dp.clone();
-    let bb = rt.block_on(async {
-        bb8::Pool::builder()
-            .max_size(POOL as u32)
-            .min_idle(Some(POOL as u32))
-            .test_on_check_out(false)
-            .build(bb8_postgres::PostgresConnectionManager::new(
-                pg,
-                tokio_postgres::NoTls,
-            ))
-            .await
-            .expect("bb8")
-    });
+    let bb = rt.block_on(bb8_pg());
 
     let contenders: Vec<(&'static str, Op)> = vec![
-        (
-            "poolguard",
-            op(move || {
-                let p = pg1.clone();
-                async move {
-                    let c = p.get().await.expect("get");
-                    c.simple_query("SELECT 1").await.expect("query");
-                }
-            }),
-        ),
+        ("poolguard", select1_poolguard(pg1)),
         (
             "poolguard, no coop yield",
             op(move || {
@@ -167,26 +81,8 @@ fn contenders(rt: &tokio::runtime::Runtime) -> (Vec<(&'static str, Op)>, [PgPool
                 }
             }),
         ),
-        (
-            "deadpool-postgres",
-            op(move || {
-                let p = dp.clone();
-                async move {
-                    let c = p.get().await.expect("get");
-                    c.simple_query("SELECT 1").await.expect("query");
-                }
-            }),
-        ),
-        (
-            "bb8-postgres",
-            op(move || {
-                let p = bb.clone();
-                async move {
-                    let c = p.get().await.expect("get");
-                    c.simple_query("SELECT 1").await.expect("query");
-                }
-            }),
-        ),
+        ("deadpool-postgres", select1_deadpool(dp)),
+        ("bb8-postgres", select1_bb8(bb)),
     ];
 
     (contenders, pools)
@@ -196,11 +92,7 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(5);
     let requests: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(16_384);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = runtime();
     let _enter = rt.enter();
 
     for tasks in [64u64, 16] {
