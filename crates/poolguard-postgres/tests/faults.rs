@@ -11,7 +11,8 @@ use common::*;
 use poolguard::conn::{CloseReason, Error as PoolError, Phase, Pool};
 use poolguard_postgres::{Error, PostgresManager};
 use poolguard_testkit::outage::{
-    error_kind, fault_test_pool, outage_under_load, wait_for, Load, OutagePlan,
+    blackhole_test_pool, error_kind, fault_test_pool, outage_under_load, serves_again, wait_for,
+    Load, OutagePlan, BLACKHOLE_ACQUIRE_TIMEOUT,
 };
 use poolguard_testkit::proxy::FaultProxy;
 use tokio::time::Instant;
@@ -111,25 +112,8 @@ async fn outage_under_load_fails_fast_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackhole_validation_times_out_and_nobody_waits_past_the_deadline() {
     let (proxy, m, _app) = proxied("pg_blackhole").await;
-    let acquire_timeout = Duration::from_millis(1500);
-    let pool = Pool::builder(m)
-        .label("pg-blackhole")
-        .max_size(4)
-        .min_idle(2)
-        .acquire_timeout(acquire_timeout)
-        .connect_timeout(Duration::from_millis(500))
-        .validation_timeout(Duration::from_millis(300))
-        .validation_bypass(Duration::ZERO)
-        .breaker_threshold(Some(3))
-        .breaker_backoff(Duration::from_millis(200))
-        .breaker_max_backoff(Duration::from_millis(500))
-        .maintenance_interval(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    wait_for("min_idle warm", Duration::from_secs(10), || {
-        pool.status().idle >= 2
-    })
-    .await;
+    let acquire_timeout = BLACKHOLE_ACQUIRE_TIMEOUT;
+    let pool = blackhole_test_pool(m, "pg-blackhole").await;
 
     // The network goes silent: sockets stay open, nothing comes back.
     proxy.blackhole(true);
@@ -170,16 +154,7 @@ async fn blackhole_validation_times_out_and_nobody_waits_past_the_deadline() {
 
     proxy.blackhole(false);
     let p = pool.clone();
-    let load = Load::start(
-        2,
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        move |_| select_one(p.clone()),
-    );
-    load.wait_successes(10, Duration::from_secs(10))
-        .await
-        .expect("the pool recovers after the blackhole");
-    let report = load.stop().await;
+    let report = serves_again(move |_| select_one(p.clone())).await;
     assert!(report.hung.is_empty());
 }
 

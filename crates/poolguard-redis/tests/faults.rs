@@ -10,7 +10,8 @@ use common::*;
 use poolguard::conn::{CloseReason, Error as PoolError, Phase, Pool};
 use poolguard_redis::{Error, RedisManager};
 use poolguard_testkit::outage::{
-    error_kind, fault_test_pool, outage_under_load, wait_for, Load, OutagePlan,
+    blackhole_test_pool, error_kind, fault_test_pool, outage_under_load, serves_again, Load,
+    OutagePlan, BLACKHOLE_ACQUIRE_TIMEOUT,
 };
 use poolguard_testkit::proxy::FaultProxy;
 use tokio::time::Instant;
@@ -84,25 +85,8 @@ async fn outage_under_load_fails_fast_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackhole_validation_times_out_and_nobody_waits_past_the_deadline() {
     let (proxy, m) = proxied().await;
-    let acquire_timeout = Duration::from_millis(1500);
-    let pool = Pool::builder(m)
-        .label("redis-blackhole")
-        .max_size(4)
-        .min_idle(2)
-        .acquire_timeout(acquire_timeout)
-        .connect_timeout(Duration::from_millis(500))
-        .validation_timeout(Duration::from_millis(300))
-        .validation_bypass(Duration::ZERO)
-        .breaker_threshold(Some(3))
-        .breaker_backoff(Duration::from_millis(200))
-        .breaker_max_backoff(Duration::from_millis(500))
-        .maintenance_interval(Duration::from_millis(100))
-        .build()
-        .unwrap();
-    wait_for("min_idle warm", Duration::from_secs(10), || {
-        pool.status().idle >= 2
-    })
-    .await;
+    let acquire_timeout = BLACKHOLE_ACQUIRE_TIMEOUT;
+    let pool = blackhole_test_pool(m, "redis-blackhole").await;
     proxy.blackhole(true);
     let mut tasks = Vec::new();
     for _ in 0..8 {
@@ -150,16 +134,8 @@ async fn blackhole_validation_times_out_and_nobody_waits_past_the_deadline() {
     );
     proxy.blackhole(false);
     let p = pool.clone();
-    let load = Load::start(
-        2,
-        Duration::from_secs(5),
-        Duration::from_millis(20),
-        move |_| ping(p.clone()),
-    );
-    load.wait_successes(10, Duration::from_secs(10))
-        .await
-        .expect("the pool recovers after the blackhole");
-    assert!(load.stop().await.hung.is_empty());
+    let report = serves_again(move |_| ping(p.clone())).await;
+    assert!(report.hung.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,6 +222,55 @@ pub fn fault_test_pool<M: Manager>(manager: M, label: &str, acquire_timeout: Dur
         .expect("the fault-test pool configuration is valid")
 }
 
+/// The acquire timeout of [`blackhole_test_pool`].
+pub const BLACKHOLE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The pool every blackhole test uses: 4 connections, 2 kept warm, acquire timeout
+/// [`BLACKHOLE_ACQUIRE_TIMEOUT`], connect 500 ms, validation 300 ms on every checkout from the
+/// idle list (bypass 0), a breaker that opens after 3 failures and backs off 200..500 ms, and a
+/// 100 ms maintenance tick; waits until the 2 idle connections are open.
+pub async fn blackhole_test_pool<M: Manager>(manager: M, label: &str) -> Pool<M> {
+    let pool = Pool::builder(manager)
+        .label(label)
+        .max_size(4)
+        .min_idle(2)
+        .acquire_timeout(BLACKHOLE_ACQUIRE_TIMEOUT)
+        .connect_timeout(Duration::from_millis(500))
+        .validation_timeout(Duration::from_millis(300))
+        .validation_bypass(Duration::ZERO)
+        .breaker_threshold(Some(3))
+        .breaker_backoff(Duration::from_millis(200))
+        .breaker_max_backoff(Duration::from_millis(500))
+        .maintenance_interval(Duration::from_millis(100))
+        .build()
+        .expect("the blackhole-test pool configuration is valid");
+    wait_for("min_idle warm", Duration::from_secs(10), || {
+        pool.status().idle >= 2
+    })
+    .await;
+    pool
+}
+
+/// After a fault is lifted: 2 tasks call `request` (5 s deadline each) until 10 succeed
+/// (panicking, failing the test, if that takes over 10 s), then the load is stopped and
+/// reported.
+pub async fn serves_again<F, Fut>(request: F) -> LoadReport
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    let load = Load::start(
+        2,
+        Duration::from_secs(5),
+        Duration::from_millis(20),
+        request,
+    );
+    load.wait_successes(10, Duration::from_secs(10))
+        .await
+        .expect("the pool recovers after the fault");
+    load.stop().await
+}
+
 /// A short label for a pool error, used as the failure kind in a [`LoadReport`].
 pub fn error_kind<E: std::error::Error + 'static>(e: &PoolError<E>) -> String {
     match e {
