@@ -11,8 +11,8 @@ use common::*;
 use poolguard::conn::{CloseReason, Error as PoolError, Phase, Pool};
 use poolguard_postgres::{Error, PostgresManager};
 use poolguard_testkit::outage::{
-    blackhole_test_pool, error_kind, fault_test_pool, outage_under_load, serves_again, wait_for,
-    Load, OutagePlan, BLACKHOLE_ACQUIRE_TIMEOUT,
+    blackhole_test_pool, error_kind, fault_test_pool, outage_under_load, proxy_outage,
+    serves_again, wait_for, Load, OutagePlan, BLACKHOLE_ACQUIRE_TIMEOUT,
 };
 use poolguard_testkit::proxy::FaultProxy;
 use tokio::time::Instant;
@@ -60,13 +60,7 @@ async fn outage_under_load_fails_fast_and_recovers() {
         recover_within: Duration::from_secs(15),
     };
     // The server goes away: every connection reset, new ones refused, for 5 s.
-    let outage = async {
-        proxy.refuse().await;
-        let cut = proxy.cut_all();
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        proxy.accept().unwrap();
-        cut
-    };
+    let outage = proxy_outage(&proxy, Duration::from_secs(5));
     let o = outage_under_load(&pool, plan, move |_| select_one(p.clone()), outage).await;
     let (cut, report) = (o.outage, &o.load);
     let stats = pool.stats();

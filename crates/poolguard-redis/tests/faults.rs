@@ -10,8 +10,8 @@ use common::*;
 use poolguard::conn::{CloseReason, Error as PoolError, Phase, Pool};
 use poolguard_redis::{Error, RedisManager};
 use poolguard_testkit::outage::{
-    blackhole_test_pool, error_kind, fault_test_pool, outage_under_load, serves_again, Load,
-    OutagePlan, BLACKHOLE_ACQUIRE_TIMEOUT,
+    blackhole_test_pool, error_kind, fault_test_pool, outage_under_load, proxy_outage,
+    serves_again, Load, OutagePlan, BLACKHOLE_ACQUIRE_TIMEOUT,
 };
 use poolguard_testkit::proxy::FaultProxy;
 use tokio::time::Instant;
@@ -50,13 +50,7 @@ async fn outage_under_load_fails_fast_and_recovers() {
         deadline: acquire_timeout + Duration::from_secs(1),
         recover_within: Duration::from_secs(15),
     };
-    let outage = async {
-        proxy.refuse().await;
-        let cut = proxy.cut_all();
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        proxy.accept().unwrap();
-        cut
-    };
+    let outage = proxy_outage(&proxy, Duration::from_secs(3));
     let o = outage_under_load(&pool, plan, move |_| ping(p.clone()), outage).await;
     let (cut, recovered, served, report) = (o.outage, o.recovered, o.served, &o.load);
     let stats = pool.stats();

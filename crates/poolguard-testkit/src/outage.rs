@@ -12,6 +12,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use poolguard::conn::{BreakerState, Error as PoolError, Manager, Pool};
 use tokio::task::JoinHandle;
+
+use crate::proxy::FaultProxy;
 use tokio::time::Instant;
 
 /// One failed request.
@@ -269,6 +271,19 @@ where
         .await
         .expect("the pool recovers after the fault");
     load.stop().await
+}
+
+/// A server outage through `proxy`: new connections refused, every live one reset, for
+/// `lasting`; then connections are accepted again. Returns how many connections were cut. Meant
+/// as the `outage` of [`outage_under_load`].
+pub async fn proxy_outage(proxy: &FaultProxy, lasting: Duration) -> usize {
+    proxy.refuse().await;
+    let cut = proxy.cut_all();
+    tokio::time::sleep(lasting).await;
+    proxy
+        .accept()
+        .expect("the proxy accepts again on the same port");
+    cut
 }
 
 /// A short label for a pool error, used as the failure kind in a [`LoadReport`].
