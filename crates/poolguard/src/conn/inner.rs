@@ -140,12 +140,7 @@ impl<M: Manager> Shared<M> {
                         None
                     };
                     if let Some(reason) = reason {
-                        st.size -= 1;
-                        self.begin_closes(1);
-                        let opens = self.plan(&mut st, now, 0);
-                        drop(st);
-                        self.close_conn(conn, reason);
-                        self.spawn_opens(opens);
+                        self.discard_locked(st, conn, reason, now);
                         now = Instant::now();
                         continue;
                     }
@@ -423,12 +418,7 @@ impl<M: Manager> Shared<M> {
             None
         };
         if let Some(reason) = retire {
-            st.size -= 1;
-            self.begin_closes(1);
-            let opens = self.plan(&mut st, now, 0);
-            drop(st);
-            self.close_conn(conn, reason);
-            self.spawn_opens(opens);
+            self.discard_locked(st, conn, reason, now);
             return;
         }
         if !st.closed && self.manager.needs_reset(&mut conn.raw) {
@@ -521,13 +511,23 @@ impl<M: Manager> Shared<M> {
 
     /// Releases a connection's place in `size` and closes it.
     pub(crate) fn discard(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
-        let now = Instant::now();
-        let opens = {
-            let mut st = self.state.lock();
-            st.size -= 1;
-            self.begin_closes(1);
-            self.plan(&mut st, now, 0)
-        };
+        let st = self.state.lock();
+        self.discard_locked(st, conn, reason, Instant::now());
+    }
+
+    /// [`discard`](Self::discard) for a caller that already holds the state lock: releases
+    /// the place, plans replacement opens, unlocks, then closes and spawns the opens.
+    fn discard_locked(
+        self: &Arc<Self>,
+        mut st: parking_lot::MutexGuard<'_, State<M>>,
+        conn: Conn<M::Connection>,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        st.size -= 1;
+        self.begin_closes(1);
+        let opens = self.plan(&mut st, now, 0);
+        drop(st);
         self.close_conn(conn, reason);
         self.spawn_opens(opens);
     }
