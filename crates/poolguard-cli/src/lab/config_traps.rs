@@ -186,11 +186,7 @@ where
 }
 
 pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = super::runtime()?;
     rt.block_on(async {
         let mut t = Table::new([
             "1. burst of 10 after 1.2 s idle (connect 150 ms)",

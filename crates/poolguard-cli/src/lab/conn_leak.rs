@@ -95,11 +95,7 @@ where
 }
 
 pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = super::runtime()?;
     let sim = SimManager::new();
     sim.latency(Op::Query, Duration::from_millis(1))
         .latency(Op::Connect, Duration::from_millis(5));

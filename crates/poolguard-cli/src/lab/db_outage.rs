@@ -126,11 +126,7 @@ where
 }
 
 pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = super::runtime()?;
     let mut t = Table::new([
         "pool (16 clients, 3 s outage)",
         "failed requests during outage",

@@ -49,6 +49,16 @@ pub(crate) struct Scenario {
     pub(crate) run: fn(&LabCtx) -> Result<(), String>,
 }
 
+/// The runtime every connection scenario runs on: 2 workers, like the machines the figures
+/// are quoted for.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))
+}
+
 /// Every scenario, in the order `poolguard lab` runs them.
 const SCENARIOS: &[Scenario] = &[
     Scenario {

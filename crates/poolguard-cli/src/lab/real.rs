@@ -198,13 +198,9 @@ pub(crate) fn run(name: &str, ctx: &LabCtx) -> Option<Result<(), String>> {
     if !matches!(name, "conn-leak" | "db-outage" | "spike" | "config-traps") {
         return None;
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => return Some(Err(e.to_string())),
+        Err(e) => return Some(Err(e)),
     };
     Some(rt.block_on(async {
         if let Some(url) = &ctx.postgres {

@@ -72,11 +72,7 @@ where
 }
 
 pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let rt = super::runtime()?;
     let mut t = Table::new([
         "pool (simulated db: connect 150 ms, query 2 ms)",
         "connections at end",
