@@ -6,8 +6,10 @@
 
 mod doctor;
 mod histogram;
+mod name;
 mod prometheus;
 
 pub use doctor::{Finding, Severity};
 pub use histogram::{Histogram, HistogramSnapshot};
+pub use name::{validate_name, NameError, MAX_NAME_BYTES};
 pub use prometheus::PrometheusWriter;
