@@ -94,7 +94,11 @@ impl ConnectionLike for RedisConnection {
             self.session.before(name, sub);
         }
         Box::pin(async move {
+            // Counted from the first poll (an unpolled future sends nothing) until the reply
+            // is in; a cancelled caller leaves it counted.
+            self.session.unanswered = self.session.unanswered.saturating_add(1);
             let result = self.inner.req_packed_command(cmd).await;
+            self.session.unanswered -= 1;
             self.note(&result);
             if let Some(name) = name {
                 // An error reply is an answer too (EXECABORT ends the transaction); an I/O
@@ -117,10 +121,13 @@ impl ConnectionLike for RedisConnection {
             }
         }
         Box::pin(async move {
+            self.session.unanswered = self.session.unanswered.saturating_add(1);
             let result = self
                 .inner
                 .req_packed_commands(pipeline, offset, count)
                 .await;
+            self.session.unanswered -= 1;
+            self.note(&result);
             if result.is_ok() {
                 for cmd in pipeline.cmd_iter() {
                     if let (Some(name), sub) = name_of(cmd) {

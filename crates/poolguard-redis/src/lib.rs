@@ -18,6 +18,11 @@
 //!   `MULTI` whose `EXEC` was cancelled mid-flight counts as open. Commands whose state
 //!   cannot be undone cheaply (`SUBSCRIBE`, `MONITOR`, `CLIENT REPLY`, `HELLO`, `AUTH`...)
 //!   evict the connection on return.
+//! - **A cancelled command never reaches the next borrower.** A command whose caller gave up
+//!   before its reply arrived (a `tokio::time::timeout` around `BLPOP k 0`, `XREAD BLOCK`,
+//!   `WAIT`, or a `GET` cut off mid-reply) leaves the server blocked in it or still sending;
+//!   anything sent next would queue behind it. The connection counts requests sent against
+//!   replies received and is evicted on return while a reply is owed.
 //! - **Fatal errors are recognised** ([`classify`]): I/O, timeouts, unparsable replies,
 //!   authentication failures and `READONLY` (a failover made the node a replica) evict.
 //! - **Connect errors say what is wrong**: a refused port and a wrong password have their

@@ -175,6 +175,15 @@ impl Manager for RedisManager {
         if conn.is_closed() {
             return true;
         }
+        if conn.session.reply_owed() {
+            // Draining would mean waiting out a blocking command (`BLPOP k 0` never ends):
+            // a fresh connection is cheaper and certain.
+            tracing::debug!(
+                unanswered = conn.session.unanswered,
+                "redis connection evicted: a command was abandoned before its reply arrived"
+            );
+            return true;
+        }
         if let Some(what) = conn.session.tainted {
             tracing::debug!(
                 command = what,
