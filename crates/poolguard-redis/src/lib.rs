@@ -23,6 +23,9 @@
 //!   `WAIT`, or a `GET` cut off mid-reply) leaves the server blocked in it or still sending;
 //!   anything sent next would queue behind it. The connection counts requests sent against
 //!   replies received and is evicted on return while a reply is owed.
+//! - **Optional command deadline**: [`RedisManagerBuilder::query_timeout`] bounds every
+//!   command (blocking ones get their own block time on top); an expired command fails with a
+//!   timeout error and evicts its connection. Without it, wrap calls in `tokio::time::timeout`.
 //! - **Fatal errors are recognised** ([`classify`]): I/O, timeouts, unparsable replies,
 //!   authentication failures and `READONLY` (a failover made the node a replica) evict.
 //! - **Connect errors say what is wrong**: a refused port and a wrong password have their
@@ -36,6 +39,7 @@
 )]
 
 mod connection;
+mod deadline;
 mod error;
 mod manager;
 mod session;

@@ -26,6 +26,9 @@ pub enum BuildError {
     /// A zero response timeout would fail every command.
     #[error("response_timeout must be positive; use None for no timeout")]
     ZeroResponseTimeout,
+    /// A zero query timeout would fail every command.
+    #[error("query_timeout must be positive; use None for no timeout")]
+    ZeroQueryTimeout,
 }
 
 /// Builds a validated [`RedisManager`].
@@ -34,14 +37,50 @@ pub enum BuildError {
 pub struct RedisManagerBuilder {
     client: Result<Client, BuildError>,
     response_timeout: Option<Duration>,
+    query_timeout: Option<Duration>,
 }
 
 impl RedisManagerBuilder {
-    /// Per-command response timeout of every connection (default: none, so blocking
-    /// commands such as `BLPOP` work; the pool bounds its own PINGs and resets with
-    /// `validation_timeout`/`reset_timeout`). A timed-out connection is classified Fatal.
+    /// redis-rs's own per-reply timeout (default: none). It applies to every reply alike, so
+    /// a value shorter than a blocking command's block time (`BLPOP k 5`) fails that
+    /// command; prefer [`query_timeout`](Self::query_timeout), which allows for it. A
+    /// timed-out connection is classified Fatal.
     pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// A deadline for every command and pipeline sent through a pooled connection (default:
+    /// none). When it passes, the command fails with a timeout error (`is_timeout()`,
+    /// classified Fatal) and the connection is evicted when it goes back to the pool: its
+    /// reply may still arrive, and a frozen server would stall the next borrower too.
+    ///
+    /// Blocking commands get their own block time on top: `BLPOP k 5` with a
+    /// `query_timeout` of 1 s may take 6 s (`BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`,
+    /// `BLMPOP`, `BZPOPMIN`/`BZPOPMAX`/`BZMPOP`, `XREAD`/`XREADGROUP ... BLOCK ms`, `WAIT`,
+    /// `WAITAOF`; a pipeline gets the sum of its commands' block times). A command told to
+    /// block for good (`BLPOP k 0`, `XREAD BLOCK 0`, `WAIT n 0`) has no deadline: bound it
+    /// yourself as below. The pool's own `PING`s and resets are bounded by its
+    /// `validation_timeout` and `reset_timeout`, not by this.
+    ///
+    /// Without it, or for a tighter bound on one call, wrap the call in
+    /// `tokio::time::timeout`; a command abandoned that way also evicts its connection on
+    /// return (its reply is still owed):
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: poolguard::conn::Pool<poolguard_redis::RedisManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use poolguard_redis::redis::AsyncCommands;
+    ///
+    /// let mut conn = pool.get().await?;
+    /// match tokio::time::timeout(Duration::from_millis(200), conn.get::<_, Option<String>>("k")).await {
+    ///     Ok(reply) => println!("{:?}", reply?),
+    ///     Err(_) => println!("no answer in 200 ms; this connection will not be reused"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn query_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.query_timeout = timeout;
         self
     }
 
@@ -51,11 +90,15 @@ impl RedisManagerBuilder {
         if self.response_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroResponseTimeout);
         }
+        if self.query_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroQueryTimeout);
+        }
         let db = client.get_connection_info().redis_settings().db();
         Ok(RedisManager {
             client,
             db,
             response_timeout: self.response_timeout,
+            query_timeout: self.query_timeout,
             ping: AtomicU64::new(0),
         })
     }
@@ -67,6 +110,7 @@ pub struct RedisManager {
     client: Client,
     db: i64,
     response_timeout: Option<Duration>,
+    query_timeout: Option<Duration>,
     ping: AtomicU64,
 }
 
@@ -76,12 +120,18 @@ impl RedisManager {
         RedisManagerBuilder {
             client: Client::open(info).map_err(BuildError::Url),
             response_timeout: None,
+            query_timeout: None,
         }
     }
 
     /// A manager with default settings.
     pub fn new<T: IntoConnectionInfo>(info: T) -> Result<Self, BuildError> {
         Self::builder(info).build()
+    }
+
+    /// The configured [`query_timeout`](RedisManagerBuilder::query_timeout).
+    pub fn query_timeout(&self) -> Option<Duration> {
+        self.query_timeout
     }
 
     /// The redis-rs client the connections are opened with.
@@ -119,7 +169,12 @@ impl Manager for RedisManager {
             MultiplexedConnection::new_with_config(info.redis_settings(), socket, config).await?;
         // The driver owns the socket; the connection owns the driver (aborted on drop).
         let driver = tokio::spawn(driver);
-        Ok(RedisConnection::new(inner, closed, driver))
+        Ok(RedisConnection::new(
+            inner,
+            closed,
+            driver,
+            self.query_timeout,
+        ))
     }
 
     /// `PING n` with a counter: the reply must echo `n`, which proves the replies are in step
