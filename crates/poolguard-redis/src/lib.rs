@@ -28,6 +28,9 @@
 //!   timeout error and evicts its connection. Without it, wrap calls in `tokio::time::timeout`.
 //! - **Fatal errors are recognised** ([`classify`]): I/O, timeouts, unparsable replies,
 //!   authentication failures and `READONLY` (a failover made the node a replica) evict.
+//! - **No password is printed**: the manager's `Debug` and [`RedisManager::address`] show
+//!   `redis://user:***@host:port/db`; errors and tracing events never carry the URL's
+//!   password. [`redact_url`] masks any connection URL the same way, for your own logs.
 //! - **Connect errors say what is wrong**: a refused port and a wrong password have their
 //!   own messages, never a timeout.
 #![forbid(unsafe_code)]
@@ -42,10 +45,12 @@ mod connection;
 mod deadline;
 mod error;
 mod manager;
+mod redact;
 mod session;
 mod socket;
 
 pub use connection::RedisConnection;
 pub use error::{classify, Error};
 pub use manager::{BuildError, RedisManager, RedisManagerBuilder};
+pub use redact::redact_url;
 pub use redis;

@@ -32,7 +32,6 @@ pub enum BuildError {
 }
 
 /// Builds a validated [`RedisManager`].
-#[derive(Debug)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct RedisManagerBuilder {
     client: Result<Client, BuildError>,
@@ -105,7 +104,9 @@ impl RedisManagerBuilder {
 }
 
 /// Opens, checks, resets and closes Redis connections for a `poolguard::conn::Pool`.
-#[derive(Debug)]
+///
+/// Its `Debug` output names the server by [`address`](Self::address): the password is
+/// masked.
 pub struct RedisManager {
     client: Client,
     db: i64,
@@ -134,9 +135,40 @@ impl RedisManager {
         self.query_timeout
     }
 
+    /// The server's address as a URL with the password masked
+    /// (`redis://user:***@host:6379/0`), for logs and status output.
+    pub fn address(&self) -> String {
+        crate::redact::address(self.client.get_connection_info())
+    }
+
     /// The redis-rs client the connections are opened with.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+}
+
+impl std::fmt::Debug for RedisManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let address = match &self.client {
+            Ok(c) => Ok(crate::redact::address(c.get_connection_info())),
+            Err(e) => Err(e),
+        };
+        f.debug_struct("RedisManagerBuilder")
+            .field("address", &address)
+            .field("response_timeout", &self.response_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisManager")
+            .field("address", &self.address())
+            .field("db", &self.db)
+            .field("response_timeout", &self.response_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -163,7 +195,8 @@ impl Manager for RedisManager {
                 let s = UnixStream::connect(path).await.map_err(RedisError::from)?;
                 WatchedSocket::unix(s, Arc::clone(&closed))
             }
-            other => return Err(Error::Unsupported(format!("{other:?}"))),
+            // The address, not the `ConnectionAddr`: its TLS parameters may hold a key.
+            _ => return Err(Error::Unsupported(crate::redact::address(info))),
         };
         let (inner, driver) =
             MultiplexedConnection::new_with_config(info.redis_settings(), socket, config).await?;
