@@ -1,5 +1,5 @@
-//! The built `poolguard` binary: `lab --list`, an unknown scenario, and a connection scenario
-//! against the real PostgreSQL and Redis (`--postgres URL --redis URL`, the servers that
+//! The built `poolguard` binary: `lab --list`, usage errors, and
+//! connection scenarios against the real PostgreSQL and Redis (`--postgres URL --redis URL`, the servers that
 //! `scripts/services.sh` starts; override with `POOLGUARD_PG` / `POOLGUARD_REDIS`).
 
 use std::process::{Command, Output};
@@ -118,27 +118,79 @@ fn spike_runs_against_the_real_postgres_and_redis() {
 }
 
 #[test]
-fn a_refused_port_fails_with_the_servers_address_and_reason() {
-    // Port 1 on localhost: nothing listens there, so the connect is refused at once.
+fn a_refused_port_fails_once_before_any_scenario_with_the_servers_address_and_reason() {
+    // Port 1 on localhost: nothing listens there, so the connect is refused at once. No
+    // scenario is named: every scenario would run, four of them against the server.
     let out = poolguard(&[
         "lab",
-        "spike",
         "--postgres",
         "host=127.0.0.1 port=1 user=postgres dbname=test connect_timeout=5",
     ]);
-    let stderr = text(&out.stderr);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("spike FAILED"), "{stderr}");
-    // The message names the flag, the address the user gave (not the lab's proxy) and why.
-    assert!(stderr.contains("--postgres"), "{stderr}");
-    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    // The message names the flag, the address the user gave (not the lab's proxy) and why,
+    // once, and nothing ran.
+    assert_eq!(
+        stderr
+            .matches("--postgres: cannot connect to 127.0.0.1:1")
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert!(!stdout.contains("=== "), "a scenario ran:\n{stdout}");
 
     let out = poolguard(&["lab", "conn-leak", "--redis", "redis://127.0.0.1:1"]);
-    let stderr = text(&out.stderr);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("conn-leak FAILED"), "{stderr}");
-    assert!(stderr.contains("--redis"), "{stderr}");
-    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("--redis: cannot connect to 127.0.0.1:1")
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert!(!stdout.contains("=== "), "a scenario ran:\n{stdout}");
+}
+
+/// Bad `--postgres` / `--redis` values are usage errors: exit 2, said once, before anything
+/// runs (no scenario output at all, not even the simulator-only ones).
+#[test]
+fn bad_connection_arguments_exit_2_once_before_anything_runs() {
+    for (flag, arg, says) in [
+        (
+            "--postgres",
+            "garbage",
+            "not a PostgreSQL connection string",
+        ),
+        (
+            "--postgres",
+            "host=127.0.0.1 port=x user=u",
+            "invalid value for option `port`",
+        ),
+        ("--postgres", "host=a,b user=u", "more than one server"),
+        ("--postgres", "host=127.0.0.1", "no user"),
+        ("--redis", "garbage", "not a Redis URL"),
+        (
+            "--redis",
+            "redis://127.0.0.1:6379/not-a-db",
+            "not a Redis URL",
+        ),
+    ] {
+        let out = poolguard(&["lab", flag, arg]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{flag} {arg}: {stderr}");
+        assert_eq!(stderr.matches(says).count(), 1, "{flag} {arg}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{flag} {arg}: one line, once: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{flag} `{arg}`")),
+            "{flag} {arg}: names the flag and its value: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{flag} {arg}: something ran:\n{stdout}");
+    }
 }
