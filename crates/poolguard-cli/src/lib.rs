@@ -8,6 +8,7 @@
 
 mod alloc;
 mod lab;
+mod redact;
 
 use clap::{Parser, Subcommand};
 

@@ -1,4 +1,4 @@
-//! The built `poolguard` binary: `lab --list`, usage errors, and
+//! The built `poolguard` binary: `lab --list`, usage errors, password redaction, and
 //! connection scenarios against the real PostgreSQL and Redis (`--postgres URL --redis URL`, the servers that
 //! `scripts/services.sh` starts; override with `POOLGUARD_PG` / `POOLGUARD_REDIS`).
 
@@ -192,5 +192,88 @@ fn bad_connection_arguments_exit_2_once_before_anything_runs() {
             "{flag} {arg}: names the flag and its value: {stderr}"
         );
         assert!(stdout.is_empty(), "{flag} {arg}: something ran:\n{stdout}");
+    }
+}
+
+const SECRET: &str = "S3cretPw";
+
+/// Every line the command writes, with tracing on (`RUST_LOG=trace`), for `args`.
+fn all_output(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_poolguard"))
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .output()
+        .expect("run the poolguard binary");
+    (
+        out.status.code(),
+        format!("{}\n{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// No output (progress lines, tables, errors, tracing events) shows a password given in
+/// `--postgres` / `--redis`, in either form, whether the server is reachable, refuses the
+/// connection or the argument does not parse.
+#[test]
+fn no_output_shows_a_password() {
+    let pg_kv = format!("host=127.0.0.1 port=5432 user=postgres dbname=test password={SECRET}");
+    let pg_url = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/test");
+    // The shared PostgreSQL trusts local connections, so these run the scenario: the
+    // progress line names the server, with the password hidden.
+    for (arg, shown) in [
+        (&pg_kv, "password=***".to_owned()),
+        (
+            &pg_url,
+            "postgres://postgres:***@127.0.0.1:5432/test".to_owned(),
+        ),
+    ] {
+        let (code, all) = all_output(&["lab", "conn-leak", "--postgres", arg]);
+        assert_eq!(code, Some(0), "{all}");
+        assert!(all.contains("--- against PostgreSQL ("), "{all}");
+        assert!(all.contains(&shown), "{all}");
+        assert!(!all.contains(SECRET), "{arg}:\n{all}");
+    }
+    let failing: Vec<Vec<String>> = vec![
+        // A password the Redis server does not expect: AUTH fails (or works); either way.
+        vec![
+            "--redis".into(),
+            format!("redis://:{SECRET}@127.0.0.1:6379/0"),
+        ],
+        vec![
+            "--redis".into(),
+            format!("redis://default:{SECRET}@127.0.0.1:6379/0"),
+        ],
+        // Refused ports.
+        vec![
+            "--postgres".into(),
+            format!("postgres://postgres:{SECRET}@127.0.0.1:1/test"),
+        ],
+        vec![
+            "--postgres".into(),
+            format!("host=127.0.0.1 port=1 user=postgres password='{SECRET}'"),
+        ],
+        vec!["--redis".into(), format!("redis://:{SECRET}@127.0.0.1:1")],
+        // Arguments that do not parse.
+        vec![
+            "--postgres".into(),
+            format!("host=127.0.0.1 password={SECRET} port=x"),
+        ],
+        vec![
+            "--postgres".into(),
+            format!("postgres://u:{SECRET}@127.0.0.1:x/test"),
+        ],
+        vec![
+            "--redis".into(),
+            format!("redis://:{SECRET}@127.0.0.1:6379/x"),
+        ],
+        vec!["--redis".into(), format!("redis:/:{SECRET}@127.0.0.1:6379")],
+        // A URL given without its flag is taken for a scenario name.
+        vec![format!("postgres://postgres:{SECRET}@127.0.0.1:5432/test")],
+    ];
+    for args in &failing {
+        let mut argv = vec!["lab", "conn-leak"];
+        argv.extend(args.iter().map(String::as_str));
+        let (_, all) = all_output(&argv);
+        assert!(!all.trim().is_empty(), "{args:?}: no output at all");
+        assert!(!all.contains(SECRET), "{args:?}:\n{all}");
     }
 }

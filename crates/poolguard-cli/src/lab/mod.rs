@@ -110,8 +110,10 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
                 Some(s) => v.push(s),
                 None => {
                     let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+                    // A connection string given without its flag lands here: hide its password.
                     eprintln!(
-                        "poolguard lab: unknown scenario `{name}`; known scenarios: {}",
+                        "poolguard lab: unknown scenario `{}`; known scenarios: {}",
+                        crate::redact::connection_string(name),
                         known.join(", ")
                     );
                     return ExitCode::from(2);

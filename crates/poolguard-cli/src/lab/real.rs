@@ -18,6 +18,7 @@ use poolguard_testkit::proxy::FaultProxy;
 use poolguard_testkit::sim::{Faults, Workload};
 
 use super::{config_traps, conn_leak, db_outage, spike, LabCtx, Table};
+use crate::redact;
 
 /// A real backend behind a fault proxy. Clones share the manager and the proxy.
 pub(crate) struct Real<M> {
@@ -168,7 +169,7 @@ impl PostgresArg {
     /// Checks `--postgres` without connecting anywhere; the error is a usage error.
     pub(crate) fn parse(arg: &str) -> Result<Self, String> {
         use tokio_postgres::config::Host;
-        let shown = arg.to_owned();
+        let shown = redact::connection_string(arg);
         let bad = |why: String| format!("--postgres `{shown}`: {why}");
         let config: tokio_postgres::Config = arg.parse().map_err(|e: tokio_postgres::Error| {
             let e = match std::error::Error::source(&e) {
@@ -288,7 +289,7 @@ impl RedisArg {
     /// Checks `--redis` without connecting anywhere; the error is a usage error.
     pub(crate) fn parse(arg: &str) -> Result<Self, String> {
         use redis::IntoConnectionInfo;
-        let shown = arg.to_owned();
+        let shown = redact::connection_string(arg);
         let bad = |why: String| format!("--redis `{shown}`: {why}");
         let info = arg.into_connection_info().map_err(|e| {
             bad(format!(
