@@ -195,6 +195,34 @@ fn bad_connection_arguments_exit_2_once_before_anything_runs() {
     }
 }
 
+/// tokio-postgres's `Config::host`/`port` append to the lists, so a rewrite that only set
+/// them left the real server (with the user's port) first in line, and the lab's outage, a
+/// blackhole in the proxy, never reached the pool.
+#[test]
+fn db_outage_with_a_port_in_the_url_reaches_the_pool() {
+    let pg = pg_url();
+    assert!(
+        pg.contains("port=") || pg.contains(":5432"),
+        "this test needs a port in the URL: {pg}"
+    );
+    let out = poolguard(&["lab", "db-outage", "--postgres", &pg]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| without breaker"))
+        .unwrap_or_else(|| panic!("no `without breaker` row:\n{stdout}"));
+    // Columns: pool | failed requests during outage | ...
+    let failed: u64 = row
+        .split('|')
+        .map(str::trim)
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failed > 0, "the outage never reached the pool: {row}");
+}
+
 const SECRET: &str = "S3cretPw";
 
 /// Every line the command writes, with tracing on (`RUST_LOG=trace`), for `args`.

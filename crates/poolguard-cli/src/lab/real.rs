@@ -242,12 +242,46 @@ pub(crate) struct Postgres {
 }
 
 impl Postgres {
-    /// The user's settings, connecting to `proxy`.
+    /// The user's settings with the server replaced by `proxy`, and nothing else: the host,
+    /// `hostaddr` and port lists are rebuilt (tokio-postgres's `host()` and `port()` append
+    /// to them, so setting them on the user's config would leave the real server in the list
+    /// and connections could bypass the proxy).
     fn through(&self, proxy: SocketAddr) -> tokio_postgres::Config {
-        let mut p = self.arg.config.clone();
-        p.host(proxy.ip().to_string()).port(proxy.port());
-        if p.get_application_name().is_none() {
-            p.application_name("poolguard-lab");
+        let c = &self.arg.config;
+        let mut p = tokio_postgres::Config::new();
+        p.host(proxy.ip().to_string())
+            .port(proxy.port())
+            .ssl_mode(c.get_ssl_mode())
+            .ssl_negotiation(c.get_ssl_negotiation())
+            .keepalives(c.get_keepalives())
+            .keepalives_idle(c.get_keepalives_idle())
+            .target_session_attrs(c.get_target_session_attrs())
+            .channel_binding(c.get_channel_binding())
+            .load_balance_hosts(c.get_load_balance_hosts());
+        if let Some(v) = c.get_user() {
+            p.user(v);
+        }
+        if let Some(v) = c.get_password() {
+            p.password(v);
+        }
+        if let Some(v) = c.get_dbname() {
+            p.dbname(v);
+        }
+        if let Some(v) = c.get_options() {
+            p.options(v);
+        }
+        p.application_name(c.get_application_name().unwrap_or("poolguard-lab"));
+        if let Some(v) = c.get_connect_timeout() {
+            p.connect_timeout(*v);
+        }
+        if let Some(v) = c.get_tcp_user_timeout() {
+            p.tcp_user_timeout(*v);
+        }
+        if let Some(v) = c.get_keepalives_interval() {
+            p.keepalives_interval(v);
+        }
+        if let Some(v) = c.get_keepalives_retries() {
+            p.keepalives_retries(v);
         }
         p
     }
@@ -489,6 +523,41 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn through(arg: &str) -> tokio_postgres::Config {
+        let pg = Postgres {
+            arg: PostgresArg::parse(arg).expect("a valid --postgres"),
+            upstream: "127.0.0.1:5432".parse().unwrap(),
+        };
+        pg.through("127.0.0.1:40000".parse().unwrap())
+    }
+
+    /// The proxy is the only server left, whatever the user's string named (a port, a
+    /// hostaddr), and every other setting is kept.
+    #[test]
+    fn through_the_proxy_replaces_host_hostaddr_and_port() {
+        use tokio_postgres::config::Host;
+        for arg in [
+            "host=db.invalid port=5433 hostaddr=127.0.0.9 user=u password=S3cret dbname=d \
+             connect_timeout=7 application_name=mine options=-cfoo=bar keepalives_idle=30",
+            "postgres://u:S3cret@db.invalid:5433/d?connect_timeout=7&application_name=mine\
+             &options=-cfoo%3Dbar&keepalives_idle=30",
+        ] {
+            let c = through(arg);
+            assert_eq!(c.get_hosts(), [Host::Tcp("127.0.0.1".into())], "{arg}");
+            assert_eq!(c.get_ports(), [40000], "{arg}");
+            assert!(c.get_hostaddrs().is_empty(), "{arg}");
+            assert_eq!(c.get_user(), Some("u"));
+            assert_eq!(c.get_password(), Some(&b"S3cret"[..]));
+            assert_eq!(c.get_dbname(), Some("d"));
+            assert_eq!(c.get_application_name(), Some("mine"));
+            assert_eq!(c.get_options(), Some("-cfoo=bar"));
+            assert_eq!(c.get_connect_timeout(), Some(&Duration::from_secs(7)));
+            assert_eq!(c.get_keepalives_idle(), Duration::from_secs(30));
+        }
+        let c = through("host=127.0.0.1 user=u");
+        assert_eq!(c.get_application_name(), Some("poolguard-lab"));
+    }
 
     #[test]
     fn postgres_args_the_lab_cannot_proxy_are_usage_errors() {
