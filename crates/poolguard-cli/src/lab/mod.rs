@@ -1,4 +1,4 @@
-//! `poolguard lab`: each scenario reproduces one failure from the source document, with a
+//! `poolguard lab`: each scenario reproduces one well-known pool failure, with a
 //! naive baseline and with poolguard, and prints a table of measured figures.
 
 mod config_traps;
