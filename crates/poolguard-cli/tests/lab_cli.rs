@@ -245,19 +245,24 @@ fn all_output(args: &[&str]) -> (Option<i32>, String) {
 fn no_output_shows_a_password() {
     let pg_kv = format!("host=127.0.0.1 port=5432 user=postgres dbname=test password={SECRET}");
     let pg_url = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/test");
-    // The shared PostgreSQL trusts local connections, so these run the scenario: the
-    // progress line names the server, with the password hidden.
-    for (arg, shown) in [
-        (&pg_kv, "password=***".to_owned()),
+    // The shared PostgreSQL trusts local connections, so these run: the progress lines name
+    // the server, with the password hidden. The URL runs every connection scenario (their
+    // tables print pool errors, the tracing events name connections and failures).
+    for (arg, shown, scenarios) in [
+        (&pg_kv, "password=***", &["conn-leak"][..]),
         (
             &pg_url,
-            "postgres://postgres:***@127.0.0.1:5432/test".to_owned(),
+            "postgres://postgres:***@127.0.0.1:5432/test",
+            &["conn-leak", "db-outage", "spike", "config-traps"][..],
         ),
     ] {
-        let (code, all) = all_output(&["lab", "conn-leak", "--postgres", arg]);
+        let mut argv = vec!["lab"];
+        argv.extend(scenarios);
+        argv.extend(["--postgres", arg.as_str()]);
+        let (code, all) = all_output(&argv);
         assert_eq!(code, Some(0), "{all}");
         assert!(all.contains("--- against PostgreSQL ("), "{all}");
-        assert!(all.contains(&shown), "{all}");
+        assert!(all.contains(shown), "{all}");
         assert!(!all.contains(SECRET), "{arg}:\n{all}");
     }
     let failing: Vec<Vec<String>> = vec![
