@@ -21,9 +21,10 @@ pub enum RecyclingMethod {
     /// trips in the common case, one otherwise.
     ///
     /// A query given as an SQL string (`client.query("...", ..)`) prepares a throwaway
-    /// statement and closes it when done; that `Close` may still be unanswered when the
-    /// connection comes back, and the reset then waits for its answer (no extra round trip
-    /// of its own, but the return goes through the pool's reset task). Use
+    /// statement and closes it when done; that `Close` may still be queued when the
+    /// connection comes back, and the connection then goes through the pool's reset task,
+    /// which waits until the `Close` is written, not answered (a batch of only `Close`s
+    /// cannot open a transaction), so no round trip is added. Use
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached) or
     /// `simple_query` on hot paths.
     #[default]

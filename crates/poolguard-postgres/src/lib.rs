@@ -39,7 +39,7 @@
 //! # TLS
 //!
 //! Plaintext by default. With the `tls` feature, pass any tokio-postgres TLS connector to
-//! [`PostgresManagerBuilder::tls`]; the manager negotiates TLS itself, below the socket tap
+//! `PostgresManagerBuilder::tls`; the manager negotiates TLS itself, below the socket tap
 //! (which needs the plaintext), so channel binding (`SCRAM-SHA-256-PLUS`) is not offered.
 //! Without a connector, `sslmode=require` is refused by the builder with an explanation.
 #![forbid(unsafe_code)]

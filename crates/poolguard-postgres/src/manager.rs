@@ -210,9 +210,10 @@ impl Manager for PostgresManager {
     }
 
     /// Rolls back an open transaction, then applies the recycling method. When a request is
-    /// still unanswered (a query cancelled mid-flight, or the `Close` tokio-postgres sends when
-    /// a statement is dropped), it first waits for the answers, which tell whether a
-    /// transaction is open; the pool bounds that wait with `reset_timeout`.
+    /// still unanswered (a query cancelled mid-flight), it first waits for the answers, which
+    /// tell whether a transaction is open; a `Close` tokio-postgres queued when a statement
+    /// was dropped is only waited for until it is written. The pool bounds that wait with
+    /// `reset_timeout`.
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), Error> {
         let rollback = match conn.settled_tx_status().await {
             TxStatus::Idle => false,

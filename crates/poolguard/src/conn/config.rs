@@ -45,7 +45,7 @@ pub struct Config {
     /// A connection held longer than this is abandoned by maintenance: it stops counting
     /// against `max_size` and is closed when it comes back. `None`: off (default).
     ///
-    /// The trade-off (the source document's "removeAbandoned" trap): pools that reclaim
+    /// The trade-off (the "removeAbandoned" trap of Java pools): pools that reclaim
     /// abandoned connections *on borrow* close them under their holder, killing legitimate
     /// long transactions. poolguard never touches a held connection: it only stops counting
     /// it, so a replacement can be opened. The cost is that the backend may then see up to

@@ -1,4 +1,4 @@
-//! Object pool: `sync.Pool` done right (issue 2).
+//! Object pool: `sync.Pool` done right.
 //!
 //! A [`Pool`] hands out objects through a guard that resets and returns them on drop. It
 //! never retains more than its caps (`max_idle` objects, `max_idle_bytes` heap bytes, and no
@@ -23,7 +23,7 @@
 //!
 //! Three tiers, all owned by the pool (never by a thread):
 //!
-//! * **local** ([`local`](self)): one cached object per thread index in a lock-free
+//! * **local**: one cached object per thread index in a lock-free
 //!   `AtomicCell`, taken and swapped with one atomic exchange each; a trim steals it the
 //!   same way, so threads that stop using the pool do not pin memory.
 //! * **shared**: `shards` mutex-protected stacks; a thread starts at its home shard and walks

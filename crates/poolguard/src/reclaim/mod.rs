@@ -14,8 +14,7 @@
 //!   runtime given to the builder, under a timeout, with a bounded number in flight.
 //! * A watchdog reports a job running past `slow_threshold` while it still runs (stats,
 //!   `tracing` warning, [`ReclaimerBuilder::on_watchdog`]), and retires a worker whose job
-//!   runs past `stuck_threshold`, starting a replacement within `max_threads` (see the
-//!   policy in `watchdog.rs`).
+//!   runs past `stuck_threshold`, starting a replacement within `max_threads`.
 //! * [`Reclaimer::flush`] waits for everything deferred before the call. Dropping the last
 //!   handle shuts down: flush within `shutdown_timeout`, drop the rest on the dropping
 //!   thread (counted), join the threads.

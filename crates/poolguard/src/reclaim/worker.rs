@@ -12,8 +12,8 @@ use std::time::Instant;
 use super::queue::{Running, Shared, Slot};
 use super::stats::LabelCell;
 
-/// Registers a new worker slot and counts its thread; the caller then spawns [`run`] with the
-/// returned id (or calls [`spawn_failed`] if the OS refuses).
+/// Registers a new worker slot and counts its thread; the caller then calls [`spawn`] with the
+/// returned id (which marks the slot exited if the OS refuses the thread).
 pub(crate) fn reserve_slot(st: &mut super::queue::State) -> usize {
     st.slots.push(Slot {
         running: None,
