@@ -53,6 +53,10 @@ pub struct Config {
     /// its guard is dropped. Set it well above your longest legitimate transaction.
     pub abandon_timeout: Option<Duration>,
     /// Most callers waiting at once; past it `get` fails at once with `Overloaded`. Default 1024.
+    ///
+    /// At least 1: a caller that finds no idle connection waits while one is opened, so with
+    /// 0 a cold pool would refuse every `get` and never open a connection. The builder
+    /// refuses 0; to fail fast rather than queue for long, use a short `acquire_timeout`.
     pub max_waiters: usize,
     /// Most connections being opened at once. Default 1 (as HikariCP): surplus opens are
     /// elided because returns usually serve waiters before a new connection is ready.
@@ -164,6 +168,13 @@ impl Config {
                 "max_concurrent_opens",
                 "is 0, so no connection could ever be opened".into(),
                 "set it to at least 1",
+            );
+        }
+        if self.max_waiters == 0 {
+            return bad(
+                "max_waiters",
+                "is 0, so a get that finds no idle connection is refused as overloaded before any connection is opened: a cold pool would never serve".into(),
+                "set max_waiters to at least 1 (default 1024); to fail fast instead of queueing, set a short acquire_timeout",
             );
         }
         if self.breaker_threshold == Some(0) {
