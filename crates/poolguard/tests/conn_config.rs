@@ -45,3 +45,25 @@ async fn zero_max_waiters_is_refused_because_a_cold_pool_could_never_serve() {
     drop(held);
     waiter.await.expect("join").expect("the waiter is served");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_maintenance_interval_below_the_floor_is_refused_naming_it() {
+    use poolguard::conn::MIN_MAINTENANCE_INTERVAL;
+    for d in [
+        Duration::from_nanos(1),
+        MIN_MAINTENANCE_INTERVAL - Duration::from_nanos(1),
+    ] {
+        let e = Pool::builder(SimManager::new())
+            .maintenance_interval(d)
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field, "maintenance_interval");
+        assert!(e.problem.contains("10ms"), "{e}");
+        assert!(e.fix.contains("10 ms"), "{e}");
+    }
+    let pool = Pool::builder(SimManager::new())
+        .maintenance_interval(MIN_MAINTENANCE_INTERVAL)
+        .build()
+        .expect("the floor itself is accepted");
+    assert_eq!(pool.config().maintenance_interval, MIN_MAINTENANCE_INTERVAL);
+}

@@ -69,7 +69,8 @@ pub struct Config {
     pub breaker_backoff: Duration,
     /// Longest wait between half-open probes. Default 30 s.
     pub breaker_max_backoff: Duration,
-    /// How often the maintenance task runs. Default 1 s.
+    /// How often the maintenance task runs. Default 1 s; at least
+    /// [`MIN_MAINTENANCE_INTERVAL`] (10 ms), so maintenance cannot busy-loop.
     pub maintenance_interval: Duration,
 }
 
@@ -104,6 +105,10 @@ impl Default for Config {
 /// The longest duration any setting accepts: one year. Longer ones are refused by
 /// [`Config::validate`], so that `now + duration` can never overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
+/// The shortest `maintenance_interval` accepted: 10 ms. A pass scans every holder and idle
+/// connection under the pool's lock; run more often, it burns a core and contends with `get`.
+pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Config {
     /// Checks every rule; the error says what was wrong and how to fix it.
@@ -145,6 +150,16 @@ impl Config {
                     "use a positive duration (timeouts cannot be infinite either)",
                 );
             }
+        }
+        if self.maintenance_interval < MIN_MAINTENANCE_INTERVAL {
+            return bad(
+                "maintenance_interval",
+                format!(
+                    "({:?}) is below the floor of {:?}: maintenance would run back to back, burning a core and contending with get for the pool's lock",
+                    self.maintenance_interval, MIN_MAINTENANCE_INTERVAL
+                ),
+                "use at least 10 ms (MIN_MAINTENANCE_INTERVAL); the default is 1 s",
+            );
         }
         if self.breaker_max_backoff < self.breaker_backoff {
             return bad(

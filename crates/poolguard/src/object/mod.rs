@@ -53,7 +53,7 @@ pub use builder::{
 pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;
 pub use stats::{Discards, LongHold, PoolStats, TrimCause, TrimTrace};
-pub use trimmer::Trimmer;
+pub use trimmer::{Trimmer, MIN_TRIM_INTERVAL};
 
 use crate::diag::{Finding, PrometheusWriter};
 

@@ -118,7 +118,7 @@ impl ReclaimConfig {
         if self.max_closes_in_flight == 0 {
             return Err(BuildError::ZeroCloses);
         }
-        if self.slow_threshold.is_zero() || self.stuck_threshold <= self.slow_threshold {
+        if self.slow_threshold < MIN_THRESHOLD || self.stuck_threshold <= self.slow_threshold {
             return Err(BuildError::Thresholds {
                 slow: self.slow_threshold,
                 stuck: self.stuck_threshold,
@@ -130,6 +130,12 @@ impl ReclaimConfig {
         Ok(())
     }
 }
+
+/// The shortest `slow_threshold` accepted: 1 ms, the watchdog's shortest period. The
+/// watchdog looks at running jobs every quarter of the smaller threshold but never more
+/// often than every millisecond, so a shorter threshold could not be observed and would only
+/// make it spin.
+pub const MIN_THRESHOLD: Duration = Duration::from_millis(1);
 
 /// The most threads one reclaimer may own.
 const MAX_THREADS: usize = 1024;
@@ -161,10 +167,11 @@ pub enum BuildError {
     /// `max_closes_in_flight(0)`.
     #[error("reclaimer `max_closes_in_flight` is 0: set it to at least 1 (default 256)")]
     ZeroCloses,
-    /// Slow threshold zero or not below the stuck threshold.
+    /// Slow threshold below [`MIN_THRESHOLD`] or not below the stuck threshold.
     #[error(
-        "reclaimer thresholds slow={slow:?} stuck={stuck:?}: the slow threshold must be above \
-         zero and strictly below the stuck threshold"
+        "reclaimer thresholds slow={slow:?} stuck={stuck:?}: the slow threshold must be at least \
+         1 ms (MIN_THRESHOLD, the watchdog's shortest period) and strictly below the stuck \
+         threshold"
     )]
     Thresholds {
         /// Configured slow threshold.
@@ -229,7 +236,7 @@ impl ReclaimerBuilder {
         self
     }
 
-    /// Report jobs running longer than this (default 100 ms).
+    /// Report jobs running longer than this (default 100 ms; at least [`MIN_THRESHOLD`], 1 ms).
     pub fn slow_threshold(mut self, d: Duration) -> Self {
         self.cfg.slow_threshold = d;
         self
@@ -292,6 +299,18 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("strictly below"), "{e}");
+        // Below the watchdog's 1 ms period: refused, the error names the floor.
+        let e = ReclaimerBuilder::default()
+            .slow_threshold(Duration::from_nanos(1))
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::Thresholds { .. }), "{e}");
+        assert!(e.to_string().contains("at least 1 ms"), "{e}");
+        assert!(ReclaimerBuilder::default()
+            .slow_threshold(MIN_THRESHOLD)
+            .stuck_threshold(MIN_THRESHOLD * 4)
+            .build()
+            .is_ok());
         let e = ReclaimerBuilder::default().capacity(0).build().unwrap_err();
         assert!(matches!(e, BuildError::ZeroCapacity), "{e}");
         let e = ReclaimerBuilder::default()

@@ -52,7 +52,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use builder::{BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull};
+pub use builder::{BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull, MIN_THRESHOLD};
 pub use queue::Refusal;
 pub use stats::{LabelStats, ReclaimStats, ShutdownReport, SlowJob, WatchdogEvent, WatchdogKind};
 
