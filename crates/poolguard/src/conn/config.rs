@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
+use crate::diag::validate_name;
 
 /// Every tunable of a [`Pool`](super::Pool), as plain data.
 ///
@@ -13,7 +14,8 @@ use super::error::ConfigError;
 pub struct Config {
     /// A label for logs, the doctor and Prometheus (`pool="..."`).
     pub label: String,
-    /// Most connections open at once (idle + in use + being opened). Default 10.
+    /// Most connections open at once (idle + in use + being opened). Default 10; 1 to
+    /// [`MAX_SIZE`].
     pub max_size: usize,
     /// Idle connections kept warm by maintenance. Default 0.
     pub min_idle: usize,
@@ -57,9 +59,11 @@ pub struct Config {
     /// At least 1: a caller that finds no idle connection waits while one is opened, so with
     /// 0 a cold pool would refuse every `get` and never open a connection. The builder
     /// refuses 0; to fail fast rather than queue for long, use a short `acquire_timeout`.
+    /// At most [`MAX_WAITERS`].
     pub max_waiters: usize,
     /// Most connections being opened at once. Default 1 (as HikariCP): surplus opens are
     /// elided because returns usually serve waiters before a new connection is ready.
+    /// 1 to `max_size`.
     pub max_concurrent_opens: usize,
     /// Consecutive failed connects (errors or timeouts) and validation timeouts that open the
     /// circuit breaker (a validation *error* only evicts its connection: the backend answered).
@@ -106,6 +110,13 @@ impl Default for Config {
 /// [`Config::validate`], so that `now + duration` can never overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
+/// The largest `max_size` accepted: 10 000 connections. Databases refuse far fewer (a
+/// PostgreSQL server defaults to 100); a larger figure is a typo or an unbounded intent.
+pub const MAX_SIZE: usize = 10_000;
+
+/// The largest `max_waiters` accepted: 1 048 576 callers queued at once.
+pub const MAX_WAITERS: usize = 1 << 20;
+
 /// The shortest `maintenance_interval` accepted: 10 ms. A pass scans every holder and idle
 /// connection under the pool's lock; run more often, it burns a core and contends with `get`.
 pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(10);
@@ -120,11 +131,44 @@ impl Config {
                 fix,
             })
         };
+        if !self.label.is_empty() {
+            if let Err(e) = validate_name(&self.label) {
+                return bad(
+                    "label",
+                    format!("({:?}) breaks the naming rule: {e}", self.label),
+                    "use a short printable label such as \"pg-main\" (the rule of every pool and reclaimer)",
+                );
+            }
+        }
         if self.max_size == 0 {
             return bad(
                 "max_size",
                 "is 0, so no connection could ever be handed out".into(),
                 "set max_size to at least 1",
+            );
+        }
+        if self.max_size > MAX_SIZE {
+            return bad(
+                "max_size",
+                format!("({}) is above the limit of {MAX_SIZE} connections", self.max_size),
+                "size the pool to what the database accepts (a few per core of the server is typical)",
+            );
+        }
+        if self.max_waiters > MAX_WAITERS {
+            return bad(
+                "max_waiters",
+                format!("({}) is above the limit of {MAX_WAITERS}", self.max_waiters),
+                "shed load sooner: a queue that long only makes callers time out later",
+            );
+        }
+        if self.max_concurrent_opens > self.max_size {
+            return bad(
+                "max_concurrent_opens",
+                format!(
+                    "({}) exceeds max_size ({}): no more than max_size connections can ever be opening",
+                    self.max_concurrent_opens, self.max_size
+                ),
+                "lower max_concurrent_opens (default 1) or raise max_size",
             );
         }
         if self.min_idle > self.max_size {

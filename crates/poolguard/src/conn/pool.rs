@@ -119,7 +119,7 @@ impl<M: Manager> Pool<M> {
     /// now and held surplus when it comes back.
     ///
     /// # Errors
-    /// When `max_size` is 0 or below `min_idle`.
+    /// When `max_size` is 0, below `min_idle` or above [`MAX_SIZE`](super::MAX_SIZE).
     pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
         if max_size == 0 || max_size < self.shared.cfg.min_idle {
             return Err(ConfigError {
@@ -129,6 +129,16 @@ impl<M: Manager> Pool<M> {
                     self.shared.cfg.min_idle
                 ),
                 fix: "pass a larger size",
+            });
+        }
+        if max_size > super::MAX_SIZE {
+            return Err(ConfigError {
+                field: "max_size",
+                problem: format!(
+                    "({max_size}) is above the limit of {} connections",
+                    super::MAX_SIZE
+                ),
+                fix: "pass a smaller size",
             });
         }
         let now = Instant::now();

@@ -48,7 +48,7 @@ mod victim;
 
 pub use builder::{
     BuildError, PoolBuilder, PoolConfig, DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_BYTES,
-    DEFAULT_MAX_OBJECT_BYTES,
+    DEFAULT_MAX_OBJECT_BYTES, MAX_IDLE, MAX_LOCAL_SLOTS, MAX_SHARDS,
 };
 pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::stats::WatchdogEvent;
 use super::Reclaimer;
+use crate::diag::{validate_name, NameError};
 
 /// What `defer` does when the queue is full (or the reclaimer is shut down).
 ///
@@ -100,9 +101,7 @@ impl ReclaimConfig {
     }
 
     fn validate(&self) -> Result<(), BuildError> {
-        if self.name.contains('\0') {
-            return Err(BuildError::BadName);
-        }
+        validate_name(&self.name).map_err(BuildError::Name)?;
         if self.workers == 0 {
             return Err(BuildError::NoWorkers);
         }
@@ -115,8 +114,22 @@ impl ReclaimConfig {
         if self.capacity == 0 {
             return Err(BuildError::ZeroCapacity);
         }
+        if self.capacity > MAX_CAPACITY {
+            return Err(BuildError::TooLarge {
+                field: "capacity",
+                value: self.capacity,
+                max: MAX_CAPACITY,
+            });
+        }
         if self.max_closes_in_flight == 0 {
             return Err(BuildError::ZeroCloses);
+        }
+        if self.max_closes_in_flight > MAX_CLOSES_IN_FLIGHT {
+            return Err(BuildError::TooLarge {
+                field: "max_closes_in_flight",
+                value: self.max_closes_in_flight,
+                max: MAX_CLOSES_IN_FLIGHT,
+            });
         }
         if self.slow_threshold < MIN_THRESHOLD || self.stuck_threshold <= self.slow_threshold {
             return Err(BuildError::Thresholds {
@@ -137,16 +150,35 @@ impl ReclaimConfig {
 /// make it spin.
 pub const MIN_THRESHOLD: Duration = Duration::from_millis(1);
 
-/// The most threads one reclaimer may own.
-const MAX_THREADS: usize = 1024;
+/// The most threads one reclaimer may own (`max_threads`, workers included): 1024.
+pub const MAX_THREADS: usize = 1024;
+/// The largest queue `capacity` accepted: 1 048 576 deferred drops. A queue that long is a
+/// backlog, not a buffer: add workers or drop inline.
+pub const MAX_CAPACITY: usize = 1 << 20;
+/// The largest `max_closes_in_flight` accepted: 65 536 async closes at once.
+pub const MAX_CLOSES_IN_FLIGHT: usize = 1 << 16;
 
 /// Why [`ReclaimerBuilder::build`] refused a configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The name contains a NUL byte (it names the threads).
-    #[error("reclaimer name contains a NUL byte; thread names cannot: remove it from `name(..)`")]
-    BadName,
+    /// The name breaks the naming rule shared by every pool and reclaimer (it also names
+    /// the threads).
+    #[error("invalid reclaimer name: {0}")]
+    Name(#[source] NameError),
+    /// A size above its documented limit ([`MAX_CAPACITY`], [`MAX_CLOSES_IN_FLIGHT`]).
+    #[error(
+        "reclaimer `{field}` is {value}, above its limit of {max}: a backlog that large hides \
+         a stall instead of absorbing a burst; lower it (add workers if the queue fills)"
+    )]
+    TooLarge {
+        /// The setting.
+        field: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest value accepted.
+        max: usize,
+    },
     /// `workers(0)`.
     #[error("reclaimer needs at least one worker thread: set `workers(n)` with n >= 1")]
     NoWorkers,
@@ -317,7 +349,10 @@ mod tests {
             .name("a\0b")
             .build()
             .unwrap_err();
-        assert!(matches!(e, BuildError::BadName), "{e}");
+        assert!(
+            matches!(e, BuildError::Name(NameError::ControlChar { at: 1 })),
+            "{e}"
+        );
         let e = ReclaimerBuilder::default()
             .shutdown_timeout(Duration::ZERO)
             .build()

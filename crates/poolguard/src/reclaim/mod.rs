@@ -52,7 +52,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use builder::{BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull, MIN_THRESHOLD};
+pub use builder::{
+    BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull, MAX_CAPACITY, MAX_CLOSES_IN_FLIGHT,
+    MAX_THREADS, MIN_THRESHOLD,
+};
 pub use queue::Refusal;
 pub use stats::{LabelStats, ReclaimStats, ShutdownReport, SlowJob, WatchdogEvent, WatchdogKind};
 
