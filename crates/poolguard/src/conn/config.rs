@@ -12,7 +12,12 @@ use crate::diag::validate_name;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
-    /// A label for logs, the doctor and Prometheus (`pool="..."`).
+    /// A label for logs, the doctor and Prometheus (`pool="..."`). Empty (the default): a
+    /// distinct generated label, the manager type's short name and a sequence number
+    /// (`PostgresManager-1`); the built pool's [`config`](super::Pool::config) shows it.
+    /// Otherwise 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes without control
+    /// characters (the rule of every pool). Two live pools under one label get a `tracing`
+    /// warning: their metrics would collide.
     pub label: String,
     /// Most connections open at once (idle + in use + being opened). Default 10; 1 to
     /// [`MAX_SIZE`].
@@ -81,7 +86,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            label: "conn".to_owned(),
+            label: String::new(),
             max_size: 10,
             min_idle: 0,
             acquire_timeout: Duration::from_secs(30),
@@ -330,7 +335,8 @@ impl<M> Builder<M> {
         self
     }
 
-    /// Sets the label used in logs, the doctor and Prometheus.
+    /// Sets the label used in logs, the doctor and Prometheus (default: the manager type's
+    /// short name and a sequence number, distinct for every pool).
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.config.label = label.into();
         self

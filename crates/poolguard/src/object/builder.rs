@@ -44,8 +44,9 @@ pub struct PoolConfig {
     pub local_slots: usize,
     /// Report checkouts held longer than this (off when `None`).
     pub hold_threshold: Option<Duration>,
-    /// The label used in stats, traces, doctor findings and metrics (default: the type name).
-    /// 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes, no control characters
+    /// The label used in stats, traces, doctor findings and metrics. Unset (the default): the
+    /// type's short name and a sequence number (`Vec<u8>-1`, `Vec<u8>-2`), distinct for
+    /// every pool; two live pools given the same name get a `tracing` warning. 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes, no control characters
     /// ([`validate_name`](crate::diag::validate_name), the rule of every pool and reclaimer).
     pub name: Option<String>,
 }
@@ -185,7 +186,9 @@ impl<T: Recycle + Send + 'static> PoolBuilder<T> {
         self
     }
 
-    /// The pool's label in stats, traces and metrics (default: the type name).
+    /// The pool's label in stats, traces and metrics (default: the type's short name and a
+    /// sequence number, e.g. `Vec<u8>-1`). Give each live pool its own: two live pools under
+    /// one name get a `tracing` warning, as their metrics would collide.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = Some(name.into());
         self

@@ -17,6 +17,7 @@ use super::shared::Shards;
 use super::stats::{Counters, Discards, LongHold, PoolStats, TrimCause, TrimTrace};
 use super::victim::Entry;
 use super::Recycle;
+use crate::diag::labels::{default_label, short_type_name, Engine, LiveLabel};
 use crate::diag::Histogram;
 use crate::reclaim::{Deferred, Reclaimer};
 
@@ -118,6 +119,8 @@ pub(crate) struct Inner<T> {
     trim: TrimState,
     /// Where freed batches go instead of the caller's thread (see [`Inner::dispose`]).
     reclaimer: Option<Reclaimer>,
+    /// The label's registration among live pools, released when the last handle drops.
+    _label: LiveLabel,
 }
 
 /// A batch of freed objects, dropped as one: on a reclaimer worker, or on the caller when
@@ -219,10 +222,10 @@ impl<T: Recycle + Send + 'static> Pool<T> {
             .map_or(0, |share| c.max_object_bytes.min(share));
         let shared_objects = c.max_idle - slots;
         let shared_bytes = c.max_idle_bytes - slots * cell_bytes;
-        let name = c
-            .name
-            .clone()
-            .unwrap_or_else(|| std::any::type_name::<T>().to_string());
+        let name = c.name.clone().unwrap_or_else(|| {
+            default_label(Engine::Object, &short_type_name(std::any::type_name::<T>()))
+        });
+        let label = LiveLabel::register(Engine::Object, &name);
         let hold = c
             .hold_threshold
             .map(|t| HoldTracker::new(t, b.clock.unwrap_or_else(system_clock)));
@@ -246,6 +249,7 @@ impl<T: Recycle + Send + 'static> Pool<T> {
                 name,
                 config: c,
                 reclaimer: b.reclaimer,
+                _label: label,
             }),
         }
     }
@@ -309,7 +313,8 @@ impl<T: Recycle + Send + 'static> Pool<T> {
         &self.inner.config
     }
 
-    /// The pool's label (its type name unless named).
+    /// The pool's label (unless named: the type's short name and a sequence number, e.g.
+    /// `Vec<u8>-1`).
     pub fn name(&self) -> &str {
         &self.inner.name
     }

@@ -153,7 +153,7 @@ pub struct LongHold {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// The pool's label (its type name unless named).
+    /// The pool's label (unless named: the type's short name and a sequence number).
     pub name: String,
     /// The pooled type.
     pub type_name: &'static str,

@@ -30,7 +30,10 @@ pub(crate) type WatchdogHook = Arc<dyn Fn(&WatchdogEvent) + Send + Sync>;
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ReclaimConfig {
-    /// Name used in thread names, tracing, doctor findings and Prometheus labels.
+    /// Name used in thread names, tracing, doctor findings and Prometheus labels. Empty (the
+    /// default): a distinct generated `reclaim-N`. Otherwise 1 to
+    /// [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes without control characters (the
+    /// rule of every pool). Two live reclaimers under one name get a `tracing` warning.
     pub name: String,
     /// Worker threads that normally drain the queue.
     pub workers: usize,
@@ -78,7 +81,7 @@ impl fmt::Debug for ReclaimConfig {
 impl Default for ReclaimConfig {
     fn default() -> Self {
         Self {
-            name: "reclaim".to_owned(),
+            name: String::new(),
             workers: 2,
             max_threads: 6,
             capacity: 4096,
@@ -101,7 +104,9 @@ impl ReclaimConfig {
     }
 
     fn validate(&self) -> Result<(), BuildError> {
-        validate_name(&self.name).map_err(BuildError::Name)?;
+        if !self.name.is_empty() {
+            validate_name(&self.name).map_err(BuildError::Name)?;
+        }
         if self.workers == 0 {
             return Err(BuildError::NoWorkers);
         }
@@ -235,7 +240,7 @@ impl ReclaimerBuilder {
         Self { cfg }
     }
 
-    /// Name in threads, logs, doctor findings and metrics (default `reclaim`).
+    /// Name in threads, logs, doctor findings and metrics (default: a distinct `reclaim-N`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.cfg.name = name.into();
         self
@@ -305,8 +310,12 @@ impl ReclaimerBuilder {
     }
 
     /// Validates the configuration and starts the worker threads and the watchdog.
-    pub fn build(self) -> Result<Reclaimer, BuildError> {
+    pub fn build(mut self) -> Result<Reclaimer, BuildError> {
         self.cfg.validate()?;
+        if self.cfg.name.is_empty() {
+            self.cfg.name =
+                crate::diag::labels::default_label(crate::diag::labels::Engine::Reclaim, "reclaim");
+        }
         Reclaimer::start(self.cfg)
     }
 }

@@ -59,6 +59,7 @@ pub use builder::{
 pub use queue::Refusal;
 pub use stats::{LabelStats, ReclaimStats, ShutdownReport, SlowJob, WatchdogEvent, WatchdogKind};
 
+use crate::diag::labels::{Engine, LiveLabel};
 use crate::diag::{Finding, PrometheusWriter};
 use queue::Shared;
 
@@ -105,6 +106,8 @@ pub struct FlushTimeout {
 /// Shuts the reclaimer down when the last [`Reclaimer`] clone is dropped.
 struct Owner {
     shared: Arc<Shared>,
+    /// The name's registration among live reclaimers (released after the shutdown).
+    _label: LiveLabel,
 }
 
 impl Drop for Owner {
@@ -140,6 +143,7 @@ impl Reclaimer {
         let shared = Arc::new(Shared::new(cfg));
         // Built first, so that a failed spawn below shuts down the threads already started.
         let owner = Arc::new(Owner {
+            _label: LiveLabel::register(Engine::Reclaim, &shared.cfg.name),
             shared: Arc::clone(&shared),
         });
         for _ in 0..shared.cfg.workers {
