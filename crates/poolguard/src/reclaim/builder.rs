@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::stats::WatchdogEvent;
 use super::Reclaimer;
@@ -25,6 +25,9 @@ pub enum WhenFull {
 
 /// A callback told about every watchdog report (slow job, stuck job), on the watchdog thread.
 pub(crate) type WatchdogHook = Arc<dyn Fn(&WatchdogEvent) + Send + Sync>;
+
+/// The time source of the figures (queue wait, run time) and of the watchdog's thresholds.
+pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 
 /// The reclaimer's configuration, as plain data. Build one with [`Reclaimer::builder`].
 #[derive(Clone)]
@@ -58,6 +61,7 @@ pub struct ReclaimConfig {
     /// The tokio runtime that runs async closes; without one, `close_async` refuses.
     pub runtime: Option<tokio::runtime::Handle>,
     pub(crate) on_watchdog: Option<WatchdogHook>,
+    pub(crate) clock: Option<Clock>,
 }
 
 impl fmt::Debug for ReclaimConfig {
@@ -74,6 +78,10 @@ impl fmt::Debug for ReclaimConfig {
             .field("max_closes_in_flight", &self.max_closes_in_flight)
             .field("runtime", &self.runtime.is_some())
             .field("on_watchdog", &self.on_watchdog.is_some())
+            .field(
+                "clock",
+                &self.clock.as_ref().map_or("system", |_| "injected"),
+            )
             .finish()
     }
 }
@@ -92,6 +100,7 @@ impl Default for ReclaimConfig {
             max_closes_in_flight: 256,
             runtime: None,
             on_watchdog: None,
+            clock: None,
         }
     }
 }
@@ -306,6 +315,15 @@ impl ReclaimerBuilder {
     /// A callback for every watchdog report, called on the watchdog thread (keep it short).
     pub fn on_watchdog(mut self, hook: impl Fn(&WatchdogEvent) + Send + Sync + 'static) -> Self {
         self.cfg.on_watchdog = Some(Arc::new(hook));
+        self
+    }
+
+    /// The time source of the figures (queue wait and run time of each job) and of the
+    /// watchdog's slow/stuck thresholds (default: `Instant::now`). Deadlines of `flush` and
+    /// shutdown stay on the system clock. Tests inject a manual clock here, so the figures
+    /// they assert are known exactly instead of measured.
+    pub fn clock(mut self, now: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        self.cfg.clock = Some(Arc::new(now));
         self
     }
 
