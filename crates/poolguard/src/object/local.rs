@@ -105,6 +105,8 @@ pub(crate) struct HotCell<T> {
     pub(crate) gets: AtomicU64,
     pub(crate) hits: AtomicU64,
     pub(crate) returns: AtomicU64,
+    /// Returns larger than the cell's byte share (they went to the shards).
+    pub(crate) skipped: AtomicU64,
 }
 
 /// Adds one to a counter written by a single thread (no read-modify-write).
@@ -128,6 +130,7 @@ impl<T> HotCell<T> {
             gets: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             returns: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
         }
     }
 
