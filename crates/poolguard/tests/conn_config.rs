@@ -67,3 +67,34 @@ async fn a_maintenance_interval_below_the_floor_is_refused_naming_it() {
         .expect("the floor itself is accepted");
     assert_eq!(pool.config().maintenance_interval, MIN_MAINTENANCE_INTERVAL);
 }
+
+#[tokio::test(start_paused = true)]
+async fn resize_refuses_a_size_above_the_limit() {
+    let pool = Pool::builder(SimManager::new()).build().expect("valid");
+    let e = pool.resize(poolguard::conn::MAX_SIZE + 1).unwrap_err();
+    assert_eq!(e.field, "max_size");
+    assert!(e.problem.contains("10000"), "{e}");
+    assert_eq!(pool.status().max_size, 10, "unchanged");
+    pool.resize(poolguard::conn::MAX_SIZE)
+        .expect("the limit itself");
+    assert_eq!(pool.status().max_size, poolguard::conn::MAX_SIZE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_label_breaking_the_name_rule_is_refused_and_an_empty_one_is_generated() {
+    let e = Pool::builder(SimManager::new())
+        .label("x".repeat(poolguard::diag::MAX_NAME_BYTES + 1))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field, "label");
+    assert!(e.problem.contains("129 bytes"), "{e}");
+    let pool = Pool::builder(SimManager::new())
+        .label("")
+        .build()
+        .expect("empty = generated");
+    assert!(
+        pool.config().label.starts_with("SimManager-"),
+        "{}",
+        pool.config().label
+    );
+}
