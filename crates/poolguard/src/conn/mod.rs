@@ -42,7 +42,7 @@ mod pool;
 mod stats;
 
 pub use breaker::BreakerState;
-pub use config::{Builder, Config, MAX_DURATION};
+pub use config::{Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL};
 pub use error::{ConfigError, Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
 pub use manager::{ErrorClass, Manager};

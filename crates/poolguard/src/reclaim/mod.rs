@@ -51,10 +51,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use builder::{BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull};
+pub use builder::{
+    BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull, MAX_CAPACITY, MAX_CLOSES_IN_FLIGHT,
+    MAX_THREADS, MIN_THRESHOLD,
+};
 pub use queue::Refusal;
 pub use stats::{LabelStats, ReclaimStats, ShutdownReport, SlowJob, WatchdogEvent, WatchdogKind};
 
+use crate::diag::labels::{Engine, LiveLabel};
 use crate::diag::{Finding, PrometheusWriter};
 use queue::Shared;
 
@@ -101,6 +105,8 @@ pub struct FlushTimeout {
 /// Shuts the reclaimer down when the last [`Reclaimer`] clone is dropped.
 struct Owner {
     shared: Arc<Shared>,
+    /// The name's registration among live reclaimers (released after the shutdown).
+    _label: LiveLabel,
 }
 
 impl Drop for Owner {
@@ -136,6 +142,7 @@ impl Reclaimer {
         let shared = Arc::new(Shared::new(cfg));
         // Built first, so that a failed spawn below shuts down the threads already started.
         let owner = Arc::new(Owner {
+            _label: LiveLabel::register(Engine::Reclaim, &shared.cfg.name),
             shared: Arc::clone(&shared),
         });
         for _ in 0..shared.cfg.workers {
