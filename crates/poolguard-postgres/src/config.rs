@@ -86,9 +86,16 @@ impl PostgresConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The connection string did not parse.
-    #[error("invalid PostgreSQL connection string: {0}; use `host=127.0.0.1 user=postgres dbname=app` or `postgres://user@host/db`")]
-    ConnectionString(#[source] tokio_postgres::Error),
+    /// The connection string did not parse. The message names the offending key and says
+    /// what it should look like; it never contains a password.
+    #[error("invalid PostgreSQL connection string: {reason}")]
+    ConnectionString {
+        /// The key that was refused (`port`, `sslmode`, an unknown option...), when the
+        /// error can be pinned to one.
+        key: Option<String>,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// No host was given.
     #[error(
         "the PostgreSQL config names no host; add `host=...` (or a `postgres://host/...` URL)"
@@ -125,9 +132,12 @@ impl PostgresManagerBuilder {
     pub(crate) fn from_str(s: &str) -> Self {
         match tokio_postgres::Config::from_str(s) {
             Ok(pg) => Self::new(pg),
-            Err(e) => PostgresManagerBuilder {
-                config: Err(BuildError::ConnectionString(e)),
-            },
+            Err(e) => {
+                let (key, reason) = crate::conninfo::diagnose(s, &e);
+                PostgresManagerBuilder {
+                    config: Err(BuildError::ConnectionString { key, reason }),
+                }
+            }
         }
     }
 

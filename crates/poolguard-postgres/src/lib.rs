@@ -52,6 +52,7 @@
 
 mod config;
 mod connection;
+mod conninfo;
 mod error;
 mod manager;
 mod tap;
