@@ -68,6 +68,80 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
+/// The settings as a `key=value` connection string with the password shown as `***`, for
+/// logs and status output.
+impl fmt::Display for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use tokio_postgres::config::{SslMode, TargetSessionAttrs};
+        let pg = &self.pg;
+        let mut out = Vec::<(&str, String)>::new();
+        let join = |items: Vec<String>| items.join(",");
+        if !pg.get_hosts().is_empty() {
+            let hosts = pg.get_hosts().iter().map(|h| match h {
+                Host::Tcp(h) => h.clone(),
+                Host::Unix(p) => p.display().to_string(),
+            });
+            out.push(("host", join(hosts.collect())));
+        }
+        if !pg.get_hostaddrs().is_empty() {
+            out.push((
+                "hostaddr",
+                join(pg.get_hostaddrs().iter().map(ToString::to_string).collect()),
+            ));
+        }
+        if !pg.get_ports().is_empty() {
+            out.push((
+                "port",
+                join(pg.get_ports().iter().map(ToString::to_string).collect()),
+            ));
+        }
+        if let Some(user) = pg.get_user() {
+            out.push(("user", user.to_owned()));
+        }
+        if pg.get_password().is_some() {
+            out.push(("password", "***".to_owned()));
+        }
+        if let Some(db) = pg.get_dbname() {
+            out.push(("dbname", db.to_owned()));
+        }
+        if let Some(app) = pg.get_application_name() {
+            out.push(("application_name", app.to_owned()));
+        }
+        if let Some(options) = pg.get_options() {
+            out.push(("options", options.to_owned()));
+        }
+        match pg.get_ssl_mode() {
+            SslMode::Disable => out.push(("sslmode", "disable".into())),
+            SslMode::Require => out.push(("sslmode", "require".into())),
+            _ => {}
+        }
+        match pg.get_target_session_attrs() {
+            TargetSessionAttrs::ReadWrite => {
+                out.push(("target_session_attrs", "read-write".into()))
+            }
+            TargetSessionAttrs::ReadOnly => out.push(("target_session_attrs", "read-only".into())),
+            _ => {}
+        }
+        if let Some(t) = pg.get_connect_timeout() {
+            out.push(("connect_timeout", format!("{}", t.as_secs_f64())));
+        }
+        for (i, (key, value)) in out.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            let plain = !value.is_empty()
+                && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\');
+            if plain || *key == "password" {
+                write!(f, "{key}={value}")?;
+            } else {
+                let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+                write!(f, "{key}='{escaped}'")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl PostgresConfig {
     /// Whether a TLS connector was given.
     pub fn has_tls(&self) -> bool {

@@ -37,7 +37,7 @@ const MASK: &str = "***";
 ///     "host=db user=app password=*** dbname=app"
 /// );
 /// ```
-pub(crate) fn redact_connection_string(connection_string: &str) -> String {
+pub fn redact_connection_string(connection_string: &str) -> String {
     let s = connection_string;
     let redacted = match url_body(s) {
         Some(body) => redact_url(s, body),

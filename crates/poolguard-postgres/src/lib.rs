@@ -25,6 +25,11 @@
 //!   return.
 //! - **The connection task is owned.** Dropping a [`PgConnection`] aborts the task driving its
 //!   socket; the pool's close path ends it politely first.
+//! - **No password is ever printed.** The manager's and its config's `Display` show the
+//!   settings as a connection string with `password=***`; `Debug`, errors and tracing events
+//!   never carry the password; a connection string that does not parse is reported by key,
+//!   without its password. [`redact_connection_string`] masks a connection string given by a
+//!   user (URL or `key=value`) before it is logged.
 //! - **Connect errors say what is wrong**: a refused port, a wrong password (28P01), an
 //!   unknown role (28000) or database (3D000) each have their own message, never a timeout.
 //!
@@ -61,6 +66,7 @@ mod tls;
 
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::PgConnection;
+pub use conninfo::redact_connection_string;
 pub use error::{classify, Error};
 pub use manager::PostgresManager;
 pub use tokio_postgres;

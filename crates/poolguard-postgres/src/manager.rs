@@ -24,6 +24,13 @@ pub struct PostgresManager {
     raw: tokio_postgres::Config,
 }
 
+/// The connection settings, password shown as `***` (see [`PostgresConfig`]'s `Display`).
+impl std::fmt::Display for PostgresManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.config, f)
+    }
+}
+
 impl PostgresManager {
     /// A builder from a connection string (`host=... user=... dbname=...` or a
     /// `postgres://` URL). Parse errors are reported by [`PostgresManagerBuilder::build`].
