@@ -175,6 +175,22 @@ pub enum BuildError {
         "the PostgreSQL config names no host; add `host=...` (or a `postgres://host/...` URL)"
     )]
     NoHost,
+    /// `port` lists several ports, but not one per host.
+    #[error("the PostgreSQL config lists {hosts} host(s) but {ports} ports; give one port for all hosts, or exactly one per host (host=a,b port=5432,5433)")]
+    PortCount {
+        /// Hosts listed.
+        hosts: usize,
+        /// Ports listed.
+        ports: usize,
+    },
+    /// `host` and `hostaddr` are both given, with different lengths.
+    #[error("the PostgreSQL config lists {hosts} host(s) but {hostaddrs} hostaddr(s); give exactly one hostaddr per host, or drop one of the lists")]
+    HostAddrCount {
+        /// Hosts listed.
+        hosts: usize,
+        /// Host addresses listed.
+        hostaddrs: usize,
+    },
     /// No user was given.
     #[error("the PostgreSQL config names no user; add `user=...` to the connection string")]
     NoUser,
@@ -266,6 +282,20 @@ impl PostgresManagerBuilder {
         let config = self.config?;
         if config.pg.get_hosts().is_empty() && config.pg.get_hostaddrs().is_empty() {
             return Err(BuildError::NoHost);
+        }
+        let (hosts, addrs) = (config.pg.get_hosts().len(), config.pg.get_hostaddrs().len());
+        if hosts > 0 && addrs > 0 && hosts != addrs {
+            return Err(BuildError::HostAddrCount {
+                hosts,
+                hostaddrs: addrs,
+            });
+        }
+        let ports = config.pg.get_ports().len();
+        if ports > 1 && ports != hosts.max(addrs) {
+            return Err(BuildError::PortCount {
+                hosts: hosts.max(addrs),
+                ports,
+            });
         }
         if config.pg.get_user().is_none() {
             return Err(BuildError::NoUser);

@@ -30,6 +30,12 @@
 //!   never carry the password; a connection string that does not parse is reported by key,
 //!   without its password. [`redact_connection_string`] masks a connection string given by a
 //!   user (URL or `key=value`) before it is logged.
+//! - **Several hosts, as tokio-postgres does it.** `host=a,b port=5433,5432` (with
+//!   `hostaddr`, Unix sockets and `load_balance_hosts=random`) tries each host, and each
+//!   address a name resolves to, in order; with `target_session_attrs=read-write` (or
+//!   `read-only`) a host whose session does not match is skipped, so a pool keeps connecting
+//!   to the primary across a failover. When no host is usable the error lists every attempt
+//!   ([`Error::AllHostsFailed`]; one host: [`Error::ReadOnly`], [`Error::Connect`]...).
 //! - **Connect errors say what is wrong**: a refused port, a wrong password (28P01), an
 //!   unknown role (28000) or database (3D000) each have their own message, never a timeout.
 //!

@@ -1,11 +1,14 @@
 //! `poolguard::conn::Manager` for tokio-postgres.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use poolguard::conn::{ErrorClass, Manager};
+use rand::seq::SliceRandom;
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
+use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
 use tokio_postgres::NoTls;
 
 use crate::config::{
@@ -14,6 +17,40 @@ use crate::config::{
 use crate::connection::PgConnection;
 use crate::error::Error;
 use crate::tap::{drive, Socket, TapState, TapStream, TxStatus, WakeCounter};
+
+/// One entry of the host list: `host`, `hostaddr` and port at the same position.
+#[derive(Debug, Clone)]
+struct Candidate {
+    host: Option<Host>,
+    hostaddr: Option<IpAddr>,
+    port: u16,
+}
+
+impl Candidate {
+    fn describe(&self) -> String {
+        match (&self.hostaddr, &self.host) {
+            (Some(ip), _) => SocketAddr::new(*ip, self.port).to_string(),
+            (None, Some(h)) => describe_host(h, self.port),
+            (None, None) => "(no host)".into(),
+        }
+    }
+}
+
+/// One address to try.
+#[derive(Debug)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.to_string(),
+            Target::Unix(p) => p.display().to_string(),
+        }
+    }
+}
 
 /// Opens, checks, resets and closes PostgreSQL connections for a `poolguard::conn::Pool`.
 #[derive(Debug)]
@@ -59,54 +96,207 @@ impl PostgresManager {
         &self.config
     }
 
-    /// Opens the socket to the first host that accepts, in the config's order.
-    async fn open_socket(&self) -> Result<(Socket, String), Error> {
+    /// The places to try, in tokio-postgres's order: every host (with its `hostaddr` and
+    /// port), shuffled when `load_balance_hosts=random`. Host names are resolved later, one
+    /// at a time, as each is tried.
+    fn candidates(&self) -> Vec<Candidate> {
         let pg = &self.config.pg;
-        let hosts = pg.get_hosts();
-        let addrs = pg.get_hostaddrs();
-        let ports = pg.get_ports();
-        let n = hosts.len().max(addrs.len());
-        let mut last: Option<Error> = None;
-        for i in 0..n {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            let (desc, result) = match (addrs.get(i), hosts.get(i)) {
-                (Some(ip), _) => {
-                    let desc = format!("{ip}:{port}");
-                    (desc, TcpStream::connect((*ip, port)).await.map(Socket::Tcp))
+        let (hosts, addrs, ports) = (pg.get_hosts(), pg.get_hostaddrs(), pg.get_ports());
+        let mut out: Vec<Candidate> = (0..hosts.len().max(addrs.len()))
+            .map(|i| Candidate {
+                host: hosts.get(i).cloned(),
+                hostaddr: addrs.get(i).copied(),
+                port: ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+            })
+            .collect();
+        if pg.get_load_balance_hosts() == LoadBalanceHosts::Random {
+            out.shuffle(&mut rand::rng());
+        }
+        out
+    }
+
+    /// Tries every address of every host in order, as tokio-postgres does, and returns the
+    /// first session that matches `target_session_attrs`. Each address gets its own
+    /// `connect_timeout` (socket, TLS, startup and the session check).
+    async fn connect_any(&self) -> Result<PgConnection, Error> {
+        let mut failures: Vec<(String, Error)> = Vec::new();
+        let random = self.config.pg.get_load_balance_hosts() == LoadBalanceHosts::Random;
+        for c in self.candidates() {
+            let targets = match self.resolve(&c).await {
+                Ok(mut targets) => {
+                    if random {
+                        targets.shuffle(&mut rand::rng());
+                    }
+                    targets
                 }
-                (None, None) => continue,
-                (None, Some(host)) => match host {
-                    Host::Tcp(h) => (
-                        describe_host(host, port),
-                        TcpStream::connect((h.as_str(), port))
-                            .await
-                            .map(Socket::Tcp),
-                    ),
-                    Host::Unix(dir) => (
-                        describe_host(host, port),
-                        UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                            .await
-                            .map(Socket::Unix),
-                    ),
-                },
+                Err(e) => {
+                    failures.push((c.describe(), e));
+                    continue;
+                }
             };
-            match result {
-                Ok(socket) => {
-                    if let Socket::Tcp(s) = &socket {
-                        let _ = s.set_nodelay(true);
-                    }
-                    match self.secure(socket, hosts.get(i), addrs.get(i), &desc).await {
-                        Ok(socket) => return Ok((socket, desc)),
-                        Err(e) => last = Some(e),
+            for target in targets {
+                let desc = target.describe();
+                match self.connect_one(&c, target, &desc).await {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => {
+                        tracing::debug!(addr = %desc, error = %e, "PostgreSQL host not usable; trying the next one");
+                        failures.push((desc, e));
                     }
                 }
-                Err(source) => last = Some(Error::Connect { addr: desc, source }),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Connect {
-            addr: "(no host)".into(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "no host configured"),
-        }))
+        match failures.len() {
+            0 => Err(Error::Connect {
+                addr: "(no host)".into(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "no host configured"),
+            }),
+            1 => Err(failures.remove(0).1),
+            _ => Err(Error::AllHostsFailed { attempts: failures }),
+        }
+    }
+
+    /// The addresses of one host: its `hostaddr`, the addresses its name resolves to, or its
+    /// Unix socket.
+    async fn resolve(&self, c: &Candidate) -> Result<Vec<Target>, Error> {
+        match (&c.hostaddr, &c.host) {
+            (Some(ip), _) => Ok(vec![Target::Tcp(SocketAddr::new(*ip, c.port))]),
+            (None, Some(Host::Tcp(name))) => {
+                let lookup = tokio::net::lookup_host((name.as_str(), c.port));
+                let found = match self.config.pg.get_connect_timeout() {
+                    Some(t) => tokio::time::timeout(*t, lookup).await.map_err(|_| {
+                        Error::ConnectTimeout {
+                            addr: c.describe(),
+                            during: "name resolution",
+                            timeout: *t,
+                        }
+                    })?,
+                    None => lookup.await,
+                };
+                let found: Vec<Target> = found
+                    .map_err(|source| Error::Connect {
+                        addr: c.describe(),
+                        source,
+                    })?
+                    .map(Target::Tcp)
+                    .collect();
+                if found.is_empty() {
+                    return Err(Error::Connect {
+                        addr: c.describe(),
+                        source: io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "the host name resolved to no address",
+                        ),
+                    });
+                }
+                Ok(found)
+            }
+            (None, Some(Host::Unix(dir))) => {
+                Ok(vec![Target::Unix(dir.join(format!(".s.PGSQL.{}", c.port)))])
+            }
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// One attempt at one address, bounded by `connect_timeout`.
+    async fn connect_one(
+        &self,
+        c: &Candidate,
+        target: Target,
+        desc: &str,
+    ) -> Result<PgConnection, Error> {
+        let phase = std::sync::Mutex::new("the TCP connect");
+        let attempt = self.attempt(c, target, desc, &phase);
+        match self.config.pg.get_connect_timeout() {
+            Some(t) => match tokio::time::timeout(*t, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::ConnectTimeout {
+                    addr: desc.to_owned(),
+                    during: *phase.lock().unwrap_or_else(|p| p.into_inner()),
+                    timeout: *t,
+                }),
+            },
+            None => attempt.await,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        c: &Candidate,
+        target: Target,
+        desc: &str,
+        phase: &std::sync::Mutex<&'static str>,
+    ) -> Result<PgConnection, Error> {
+        let set_phase = |p: &'static str| *phase.lock().unwrap_or_else(|p| p.into_inner()) = p;
+        let connect_error = |source: io::Error| Error::Connect {
+            addr: desc.to_owned(),
+            source,
+        };
+        let socket = match &target {
+            Target::Tcp(addr) => {
+                let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+                stream.set_nodelay(true).map_err(connect_error)?;
+                Socket::Tcp(stream)
+            }
+            Target::Unix(path) => {
+                Socket::Unix(UnixStream::connect(path).await.map_err(connect_error)?)
+            }
+        };
+        set_phase("TLS negotiation");
+        let socket = self
+            .secure(socket, c.host.as_ref(), c.hostaddr.as_ref(), desc)
+            .await?;
+        set_phase("the startup handshake (authentication)");
+        let tap = Arc::new(TapState::default());
+        let (client, connection) = self
+            .raw
+            .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
+            .await?;
+        let task_addr = desc.to_owned();
+        let counter = WakeCounter::new(Arc::clone(&tap));
+        let task = tokio::spawn(async move {
+            if let Err(e) = drive(connection, counter).await {
+                tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
+            }
+        });
+        let conn = PgConnection::new(
+            client,
+            tap,
+            task,
+            self.config.statement_cache_capacity,
+            desc.to_owned(),
+        );
+        let wanted = self.config.pg.get_target_session_attrs();
+        if wanted != TargetSessionAttrs::Any {
+            set_phase("the target_session_attrs check");
+            let rows = conn.simple_query("SHOW transaction_read_only").await?;
+            let read_only = rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "on"),
+                _ => None,
+            });
+            match (wanted, read_only) {
+                (TargetSessionAttrs::ReadWrite, Some(true)) => {
+                    return Err(Error::ReadOnly {
+                        addr: desc.to_owned(),
+                    })
+                }
+                (TargetSessionAttrs::ReadOnly, Some(false)) => {
+                    return Err(Error::NotReadOnly {
+                        addr: desc.to_owned(),
+                    })
+                }
+                (_, None) => {
+                    return Err(Error::Connect {
+                        addr: desc.to_owned(),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "SHOW transaction_read_only returned no row",
+                        ),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(conn)
     }
 
     /// Negotiates TLS on a TCP socket when a connector is configured and `sslmode` allows.
@@ -174,39 +364,7 @@ impl Manager for PostgresManager {
     type Error = Error;
 
     async fn connect(&self) -> Result<PgConnection, Error> {
-        let (socket, addr) = self.open_socket().await?;
-        let tap = Arc::new(TapState::default());
-        let (client, connection) = self
-            .raw
-            .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
-            .await?;
-        let task_addr = addr.clone();
-        let counter = WakeCounter::new(Arc::clone(&tap));
-        let task = tokio::spawn(async move {
-            if let Err(e) = drive(connection, counter).await {
-                tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
-            }
-        });
-        let conn = PgConnection::new(
-            client,
-            tap,
-            task,
-            self.config.statement_cache_capacity,
-            addr,
-        );
-        if self.config.pg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
-            let rows = conn.simple_query("SHOW transaction_read_only").await?;
-            let read_only = rows.iter().any(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("on"),
-                _ => false,
-            });
-            if read_only {
-                return Err(Error::ReadOnly {
-                    addr: conn.addr().to_owned(),
-                });
-            }
-        }
-        Ok(conn)
+        self.connect_any().await
     }
 
     async fn validate(&self, conn: &mut PgConnection) -> Result<(), Error> {
