@@ -191,6 +191,12 @@ pub enum BuildError {
         /// Host addresses listed.
         hostaddrs: usize,
     },
+    /// A TCP option of the connection string cannot be applied on this platform.
+    #[error("`{option}` cannot be applied on this platform; remove it from the connection string")]
+    UnsupportedOption {
+        /// The connection-string key.
+        option: &'static str,
+    },
     /// No user was given.
     #[error("the PostgreSQL config names no user; add `user=...` to the connection string")]
     NoUser,
@@ -295,6 +301,12 @@ impl PostgresManagerBuilder {
             return Err(BuildError::PortCount {
                 hosts: hosts.max(addrs),
                 ports,
+            });
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+        if config.pg.get_tcp_user_timeout().is_some() {
+            return Err(BuildError::UnsupportedOption {
+                option: "tcp_user_timeout",
             });
         }
         if config.pg.get_user().is_none() {

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Statement};
@@ -17,6 +18,51 @@ struct TaskGuard(JoinHandle<()>);
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The TCP options of a connection's socket, read back from the socket (`getsockopt`) right
+/// after the manager set them from the connection string (`keepalives`, `keepalives_idle`,
+/// `keepalives_interval`, `keepalives_retries`, `tcp_user_timeout`). See
+/// [`PgConnection::tcp_options`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpOptions {
+    /// `TCP_NODELAY` (always set, as tokio-postgres does).
+    pub nodelay: bool,
+    /// `SO_KEEPALIVE`: on unless the connection string says `keepalives=0`.
+    pub keepalive: bool,
+    /// `TCP_KEEPIDLE`: idle time before the first probe (`keepalives_idle`, default 2 h).
+    pub keepalive_idle: Option<Duration>,
+    /// `TCP_KEEPINTVL`: time between probes (`keepalives_interval`, else the system's).
+    pub keepalive_interval: Option<Duration>,
+    /// `TCP_KEEPCNT`: unanswered probes before the connection is dropped
+    /// (`keepalives_retries`, else the system's).
+    pub keepalive_retries: Option<u32>,
+    /// `TCP_USER_TIMEOUT` (Linux): how long sent data may stay unacknowledged before the
+    /// kernel drops the connection (`tcp_user_timeout`; `None` = the system's default).
+    pub user_timeout: Option<Duration>,
+}
+
+impl TcpOptions {
+    pub(crate) fn read(sock: &socket2::SockRef<'_>) -> std::io::Result<Self> {
+        #[allow(unused_mut)]
+        let mut o = TcpOptions {
+            nodelay: sock.tcp_nodelay()?,
+            keepalive: sock.keepalive()?,
+            keepalive_idle: None,
+            keepalive_interval: None,
+            keepalive_retries: None,
+            user_timeout: None,
+        };
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        {
+            o.keepalive_idle = Some(sock.tcp_keepalive_time()?);
+            o.keepalive_interval = Some(sock.tcp_keepalive_interval()?);
+            o.keepalive_retries = Some(sock.tcp_keepalive_retries()?);
+            o.user_timeout = sock.tcp_user_timeout()?;
+        }
+        Ok(o)
     }
 }
 
@@ -33,6 +79,7 @@ pub struct PgConnection {
     statement_cache_capacity: usize,
     task: TaskGuard,
     addr: String,
+    tcp: Option<TcpOptions>,
 }
 
 impl fmt::Debug for PgConnection {
@@ -52,6 +99,7 @@ impl PgConnection {
         task: JoinHandle<()>,
         statement_cache_capacity: usize,
         addr: String,
+        tcp: Option<TcpOptions>,
     ) -> Self {
         PgConnection {
             client,
@@ -60,6 +108,7 @@ impl PgConnection {
             statement_cache_capacity,
             task: TaskGuard(task),
             addr,
+            tcp,
         }
     }
 
@@ -71,6 +120,12 @@ impl PgConnection {
     /// The `host:port` this connection was opened to.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The TCP options of the socket, as read back when it was opened; `None` for a Unix
+    /// socket.
+    pub fn tcp_options(&self) -> Option<&TcpOptions> {
+        self.tcp.as_ref()
     }
 
     /// Prepares `sql` once per connection and returns the cached statement on later borrows.

@@ -36,6 +36,14 @@
 //!   `read-only`) a host whose session does not match is skipped, so a pool keeps connecting
 //!   to the primary across a failover. When no host is usable the error lists every attempt
 //!   ([`Error::AllHostsFailed`]; one host: [`Error::ReadOnly`], [`Error::Connect`]...).
+//! - **TCP options apply as in tokio-postgres.** `keepalives` (on by default),
+//!   `keepalives_idle` (default 2 h), `keepalives_interval`, `keepalives_retries` and
+//!   `tcp_user_timeout` are set on the socket ([`PgConnection::tcp_options`] reads them
+//!   back), so a silently dead peer is found by the kernel too, not only by validation.
+//!   `connect_timeout` bounds each attempt as a whole (TCP connect, TLS, startup and
+//!   authentication, the `target_session_attrs` check), per address, as libpq does: a host
+//!   that accepts the connection but never answers is left for the next one
+//!   ([`Error::ConnectTimeout`]).
 //! - **Connect errors say what is wrong**: a refused port, a wrong password (28P01), an
 //!   unknown role (28000) or database (3D000) each have their own message, never a timeout.
 //!
@@ -71,7 +79,7 @@ mod tap;
 mod tls;
 
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
-pub use connection::PgConnection;
+pub use connection::{PgConnection, TcpOptions};
 pub use conninfo::redact_connection_string;
 pub use error::{classify, Error};
 pub use manager::PostgresManager;

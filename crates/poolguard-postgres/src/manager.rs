@@ -14,7 +14,7 @@ use tokio_postgres::NoTls;
 use crate::config::{
     describe_host, BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod,
 };
-use crate::connection::PgConnection;
+use crate::connection::{PgConnection, TcpOptions};
 use crate::error::Error;
 use crate::tap::{drive, Socket, TapState, TapStream, TxStatus, WakeCounter};
 
@@ -231,15 +231,16 @@ impl PostgresManager {
             addr: desc.to_owned(),
             source,
         };
-        let socket = match &target {
+        let (socket, tcp) = match &target {
             Target::Tcp(addr) => {
                 let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
-                stream.set_nodelay(true).map_err(connect_error)?;
-                Socket::Tcp(stream)
+                let tcp = apply_tcp_options(&stream, &self.config.pg).map_err(connect_error)?;
+                (Socket::Tcp(stream), Some(tcp))
             }
-            Target::Unix(path) => {
-                Socket::Unix(UnixStream::connect(path).await.map_err(connect_error)?)
-            }
+            Target::Unix(path) => (
+                Socket::Unix(UnixStream::connect(path).await.map_err(connect_error)?),
+                None,
+            ),
         };
         set_phase("TLS negotiation");
         let socket = self
@@ -264,6 +265,7 @@ impl PostgresManager {
             task,
             self.config.statement_cache_capacity,
             desc.to_owned(),
+            tcp,
         );
         let wanted = self.config.pg.get_target_session_attrs();
         if wanted != TargetSessionAttrs::Any {
@@ -432,4 +434,41 @@ impl PostgresManager {
             }
         }
     }
+}
+
+/// Applies the TCP options of the connection string as tokio-postgres does (`TCP_NODELAY`;
+/// `SO_KEEPALIVE` with `keepalives_idle`/`keepalives_interval`/`keepalives_retries` unless
+/// `keepalives=0`; `TCP_USER_TIMEOUT` from `tcp_user_timeout`), then reads them back.
+fn apply_tcp_options(stream: &TcpStream, pg: &tokio_postgres::Config) -> io::Result<TcpOptions> {
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    if let Some(t) = pg.get_tcp_user_timeout() {
+        sock.set_tcp_user_timeout(Some(*t))?;
+    }
+    if pg.get_keepalives() {
+        #[allow(unused_mut)]
+        let mut keepalive = socket2::TcpKeepalive::new().with_time(pg.get_keepalives_idle());
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "fuchsia",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "dragonfly",
+            target_os = "illumos"
+        ))]
+        {
+            if let Some(interval) = pg.get_keepalives_interval() {
+                keepalive = keepalive.with_interval(interval);
+            }
+            if let Some(retries) = pg.get_keepalives_retries() {
+                keepalive = keepalive.with_retries(retries);
+            }
+        }
+        sock.set_tcp_keepalive(&keepalive)?;
+    }
+    TcpOptions::read(&sock)
 }
