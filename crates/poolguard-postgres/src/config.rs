@@ -51,6 +51,9 @@ pub struct PostgresConfig {
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached); `0` disables
     /// the cache. When full, the cache is emptied and starts over.
     pub statement_cache_capacity: usize,
+    /// How long one request may wait for its answer before the connection is cancelled and
+    /// closed; `None` (the default): no limit. See [`PostgresManagerBuilder::query_timeout`].
+    pub query_timeout: Option<std::time::Duration>,
     /// The TLS connector (feature `tls`), see [`PostgresManagerBuilder::tls`].
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Tls>,
@@ -63,6 +66,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pg", &self.pg)
             .field("recycling", &self.recycling)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("query_timeout", &self.query_timeout)
             .field("tls", &self.has_tls())
             .finish()
     }
@@ -197,6 +201,9 @@ pub enum BuildError {
         /// The connection-string key.
         option: &'static str,
     },
+    /// `query_timeout(Duration::ZERO)` would close every connection at its first query.
+    #[error("query_timeout must be greater than zero (leave it unset for no limit)")]
+    ZeroQueryTimeout,
     /// No user was given.
     #[error("the PostgreSQL config names no user; add `user=...` to the connection string")]
     NoUser,
@@ -219,6 +226,7 @@ impl PostgresManagerBuilder {
                 pg,
                 recycling: RecyclingMethod::default(),
                 statement_cache_capacity: 256,
+                query_timeout: None,
                 #[cfg(feature = "tls")]
                 tls: None,
             }),
@@ -252,6 +260,45 @@ impl PostgresManagerBuilder {
     /// Prepared statements cached per connection (default 256; 0 disables the cache).
     pub fn statement_cache_capacity(self, capacity: usize) -> Self {
         self.map(|c| c.statement_cache_capacity = capacity)
+    }
+
+    /// Bounds every request on the pool's connections: when one waits longer than `timeout`
+    /// for its answer, the manager sends the server a cancel request for it and closes the
+    /// connection. The caller's future then ends at once with a closed-connection error
+    /// ([`tokio_postgres::Error::is_closed`];
+    /// [`PgConnection::timed_out`](crate::PgConnection::timed_out) tells why), and the pool
+    /// evicts the connection: a session whose state is unknown is never reused. This holds
+    /// for a server that is frozen or unreachable too, where no answer, not even to the
+    /// cancel, will come.
+    ///
+    /// The clock of a request starts when it is written to the socket, or, for pipelined
+    /// requests, when the answer to the one before it arrives; a `COPY` counts as one
+    /// request, data transfer included. The cancel request is sent on its own connection
+    /// (plaintext, as the server accepts it before authentication), bounded by
+    /// `connect_timeout` (10 s without one), by a task of its own so the caller does not wait
+    /// for it.
+    ///
+    /// Without this option, bound a single query with `tokio::time::timeout`. Dropping the
+    /// query future does not stop the server, so the connection comes back with a request in
+    /// flight; the pool then waits for its answer (under its `reset_timeout`) before anyone
+    /// else gets the connection, and closes it if the answer does not come:
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: poolguard::conn::Pool<poolguard_postgres::PostgresManager>)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let conn = pool.get().await?;
+    /// match tokio::time::timeout(Duration::from_secs(2), conn.query("SELECT slow()", &[])).await {
+    ///     Ok(rows) => println!("{} rows", rows?.len()),
+    ///     Err(_) => eprintln!("the query took more than 2 s"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A zero timeout is refused by [`build`](Self::build).
+    pub fn query_timeout(self, timeout: std::time::Duration) -> Self {
+        self.map(|c| c.query_timeout = Some(timeout))
     }
 
     /// Sets `application_name`, which shows in `pg_stat_activity` (handy to find, or
@@ -308,6 +355,9 @@ impl PostgresManagerBuilder {
             return Err(BuildError::UnsupportedOption {
                 option: "tcp_user_timeout",
             });
+        }
+        if config.query_timeout == Some(std::time::Duration::ZERO) {
+            return Err(BuildError::ZeroQueryTimeout);
         }
         if config.pg.get_user().is_none() {
             return Err(BuildError::NoUser);

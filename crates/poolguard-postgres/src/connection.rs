@@ -122,6 +122,13 @@ impl PgConnection {
         &self.addr
     }
 
+    /// Whether the pool's [`query_timeout`](crate::PostgresManagerBuilder::query_timeout)
+    /// ended this connection (a request waited too long; it was cancelled and the socket
+    /// closed).
+    pub fn timed_out(&self) -> bool {
+        self.tap.expired()
+    }
+
     /// The TCP options of the socket, as read back when it was opened; `None` for a Unix
     /// socket.
     pub fn tcp_options(&self) -> Option<&TcpOptions> {

@@ -44,6 +44,12 @@
 //!   authentication, the `target_session_attrs` check), per address, as libpq does: a host
 //!   that accepts the connection but never answers is left for the next one
 //!   ([`Error::ConnectTimeout`]).
+//! - **Queries can have a deadline.** With
+//!   [`query_timeout`](PostgresManagerBuilder::query_timeout), a request that waits longer
+//!   for its answer is cancelled on the server (a cancel request) and its connection closed
+//!   at once, so the caller gets an error on time even from a frozen server, and the pool
+//!   never reuses the connection. Without it, `tokio::time::timeout` around a query bounds
+//!   the caller; see the option's documentation for what happens to the connection then.
 //! - **Connect errors say what is wrong**: a refused port, a wrong password (28P01), an
 //!   unknown role (28000) or database (3D000) each have their own message, never a timeout.
 //!

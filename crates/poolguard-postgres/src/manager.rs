@@ -16,7 +16,7 @@ use crate::config::{
 };
 use crate::connection::{PgConnection, TcpOptions};
 use crate::error::Error;
-use crate::tap::{drive, Socket, TapState, TapStream, TxStatus, WakeCounter};
+use crate::tap::{drive, watchdog, Socket, TapState, TapStream, TxStatus, WakeCounter};
 
 /// One entry of the host list: `host`, `hostaddr` and port at the same position.
 #[derive(Debug, Clone)]
@@ -49,6 +49,48 @@ impl Target {
             Target::Tcp(a) => a.to_string(),
             Target::Unix(p) => p.display().to_string(),
         }
+    }
+}
+
+/// Deadline of a cancel request when the config has no `connect_timeout`.
+const CANCEL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What it takes to cancel a connection's running request: its backend key and address.
+struct Canceller {
+    token: tokio_postgres::CancelToken,
+    target: Target,
+    deadline: std::time::Duration,
+}
+
+impl Canceller {
+    /// Sends the cancel request from a task of its own, bounded by the deadline.
+    fn spawn(self, addr: String) {
+        tokio::spawn(async move {
+            let io_error = |source| Error::Connect {
+                addr: addr.clone(),
+                source,
+            };
+            let send = async {
+                match &self.target {
+                    Target::Tcp(a) => {
+                        let s = TcpStream::connect(a).await.map_err(io_error)?;
+                        self.token.cancel_query_raw(s, NoTls).await?;
+                    }
+                    Target::Unix(p) => {
+                        let s = UnixStream::connect(p).await.map_err(io_error)?;
+                        self.token.cancel_query_raw(s, NoTls).await?;
+                    }
+                }
+                Ok::<(), Error>(())
+            };
+            match tokio::time::timeout(self.deadline, send).await {
+                Ok(Ok(())) => tracing::debug!(%addr, "cancel request sent"),
+                Ok(Err(e)) => tracing::warn!(%addr, error = %e, "cancel request failed"),
+                Err(_) => {
+                    tracing::warn!(%addr, deadline = ?self.deadline, "cancel request timed out")
+                }
+            }
+        });
     }
 }
 
@@ -247,16 +289,50 @@ impl PostgresManager {
             .secure(socket, c.host.as_ref(), c.hostaddr.as_ref(), desc)
             .await?;
         set_phase("the startup handshake (authentication)");
-        let tap = Arc::new(TapState::default());
+        let query_timeout = self.config.query_timeout;
+        let tap = Arc::new(TapState::new(query_timeout.is_some()));
         let (client, connection) = self
             .raw
             .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
             .await?;
         let task_addr = desc.to_owned();
         let counter = WakeCounter::new(Arc::clone(&tap));
+        let cancel = Canceller {
+            token: client.cancel_token(),
+            target,
+            deadline: self
+                .config
+                .pg
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(CANCEL_DEADLINE),
+        };
+        let task_tap = Arc::clone(&tap);
         let task = tokio::spawn(async move {
-            if let Err(e) = drive(connection, counter).await {
-                tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
+            let expired = match query_timeout {
+                None => {
+                    if let Err(e) = drive(connection, counter).await {
+                        tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
+                    }
+                    None
+                }
+                Some(limit) => {
+                    tokio::select! {
+                        r = drive(connection, counter) => {
+                            if let Err(e) = r {
+                                tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
+                            }
+                            None
+                        }
+                        () = watchdog(&task_tap, limit) => Some(limit),
+                    }
+                }
+            };
+            // The connection (and its socket) is dropped by now: the caller's request fails.
+            if let Some(limit) = expired {
+                task_tap.expire();
+                tracing::warn!(addr = %task_addr, query_timeout = ?limit, "query_timeout expired: request cancelled, connection closed");
+                cancel.spawn(task_addr);
             }
         });
         let conn = PgConnection::new(
