@@ -174,9 +174,8 @@ fn split_kv<'a>(s: &'a str) -> (Vec<Pair<'a>>, Option<KvError<'a>>, Vec<(usize, 
             break; // end of input, or a stray `=` (where tokio-postgres stops too)
         }
         let key = &s[key_start..i];
-        let after_secret = pairs
-            .last()
-            .is_some_and(|p| is_secret_key(p.key) && p.raw.1 == key_start.saturating_sub(1));
+        // A word right after a password value may be the rest of an unquoted password.
+        let after_secret = pairs.last().is_some_and(|p| is_secret_key(p.key));
         let fail = |problem: KvProblem, error: &mut Option<KvError<'a>>| {
             if error.is_none() {
                 *error = Some(KvError {

@@ -8,6 +8,7 @@ fn refused(s: &str) -> (Option<String>, String) {
     match PostgresManager::new(s) {
         Err(e @ BuildError::ConnectionString { .. }) => {
             let shown = e.to_string();
+            eprintln!("{s}\n  -> {shown}");
             let BuildError::ConnectionString { key, .. } = e else {
                 unreachable!()
             };

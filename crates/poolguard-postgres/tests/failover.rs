@@ -229,6 +229,12 @@ async fn a_refused_first_host_is_skipped_and_hostaddr_is_used() {
     let c = pool(m).get().await.unwrap();
     assert_eq!(c.addr(), "127.0.0.1:5432");
 
+    // A Unix socket directory without a server, then TCP.
+    let m = manager("/nonexistent-poolguard-dir,127.0.0.1", "5432,5432", "any").await;
+    let c = pool(m).get().await.unwrap();
+    assert_eq!(c.addr(), "127.0.0.1:5432");
+    assert!(c.tcp_options().is_some());
+
     // hostaddr is what is dialled; host is only a name (here one that does not resolve).
     drop(admin().await);
     let m = PostgresManager::new(

@@ -112,6 +112,7 @@ fn bad_strings(secret: &str) -> Vec<String> {
         format!("host=127.0.0.1 user=u password={secret} port=5x"),
         format!("host=127.0.0.1 user=u password={secret} x=y"),
         format!("host=127.0.0.1 user=u password={secret} rest"),
+        format!("host=127.0.0.1 user=u password=half  {secret}"),
         format!("host=127.0.0.1 user=u password='{secret}"),
         format!("host=127.0.0.1 user=u password {secret}"),
         format!("postgres://u:{secret}@127.0.0.1:5x/test"),
