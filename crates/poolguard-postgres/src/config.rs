@@ -281,7 +281,9 @@ impl PostgresManagerBuilder {
     /// Without this option, bound a single query with `tokio::time::timeout`. Dropping the
     /// query future does not stop the server, so the connection comes back with a request in
     /// flight; the pool then waits for its answer (under its `reset_timeout`) before anyone
-    /// else gets the connection, and closes it if the answer does not come:
+    /// else gets the connection, and closes it if the answer does not come.
+    /// [`PgConnection::cancel_query`](crate::PgConnection::cancel_query) asks the server to
+    /// stop, which makes that answer come soon:
     ///
     /// ```no_run
     /// # async fn demo(pool: poolguard::conn::Pool<poolguard_postgres::PostgresManager>)
@@ -291,7 +293,11 @@ impl PostgresManagerBuilder {
     /// let conn = pool.get().await?;
     /// match tokio::time::timeout(Duration::from_secs(2), conn.query("SELECT slow()", &[])).await {
     ///     Ok(rows) => println!("{} rows", rows?.len()),
-    ///     Err(_) => eprintln!("the query took more than 2 s"),
+    ///     Err(_) => {
+    ///         // The server is still running it: ask it to stop.
+    ///         conn.cancel_query().await?;
+    ///         eprintln!("the query took more than 2 s");
+    ///     }
     /// }
     /// # Ok(()) }
     /// ```

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Statement};
 
+use crate::error::Error;
+use crate::manager::Canceller;
 use crate::tap::{TapState, TxStatus};
 
 /// Aborts the connection task when dropped, so a connection never outlives its owner.
@@ -80,6 +82,7 @@ pub struct PgConnection {
     task: TaskGuard,
     addr: String,
     tcp: Option<TcpOptions>,
+    cancel: Canceller,
 }
 
 impl fmt::Debug for PgConnection {
@@ -100,6 +103,7 @@ impl PgConnection {
         statement_cache_capacity: usize,
         addr: String,
         tcp: Option<TcpOptions>,
+        cancel: Canceller,
     ) -> Self {
         PgConnection {
             client,
@@ -109,6 +113,7 @@ impl PgConnection {
             task: TaskGuard(task),
             addr,
             tcp,
+            cancel,
         }
     }
 
@@ -120,6 +125,19 @@ impl PgConnection {
     /// The `host:port` this connection was opened to.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Asks the server to cancel the request running on this connection: a `CancelRequest`
+    /// with this session's key, on a new socket to the same address (plaintext, which the
+    /// server accepts before any authentication), bounded by `connect_timeout` (10 s without
+    /// one). Use it instead of `cancel_token().cancel_query(..)`, which cannot find the server
+    /// of a pooled connection (the manager opens the socket itself).
+    ///
+    /// The cancelled request ends with SQLSTATE 57014 (`query_canceled`), which leaves the
+    /// connection usable. As with any cancel, the request may finish before the server sees
+    /// it; `Ok` means the request was sent, not that something was cancelled.
+    pub async fn cancel_query(&self) -> Result<(), Error> {
+        self.cancel.send().await
     }
 
     /// Whether the pool's [`query_timeout`](crate::PostgresManagerBuilder::query_timeout)

@@ -37,8 +37,8 @@ impl Candidate {
 }
 
 /// One address to try.
-#[derive(Debug)]
-enum Target {
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
     Tcp(SocketAddr),
     Unix(PathBuf),
 }
@@ -56,39 +56,61 @@ impl Target {
 const CANCEL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What it takes to cancel a connection's running request: its backend key and address.
-struct Canceller {
+#[derive(Clone)]
+pub(crate) struct Canceller {
     token: tokio_postgres::CancelToken,
     target: Target,
+    addr: String,
     deadline: std::time::Duration,
 }
 
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canceller")
+            .field("target", &self.target)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Canceller {
-    /// Sends the cancel request from a task of its own, bounded by the deadline.
-    fn spawn(self, addr: String) {
+    /// Sends a `CancelRequest` for the connection's backend on a new socket to the same
+    /// address, within the deadline.
+    pub(crate) async fn send(&self) -> Result<(), Error> {
+        let io_error = |source| Error::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
+        let send = async {
+            match &self.target {
+                Target::Tcp(a) => {
+                    let s = TcpStream::connect(a).await.map_err(io_error)?;
+                    self.token.cancel_query_raw(s, NoTls).await?;
+                }
+                Target::Unix(p) => {
+                    let s = UnixStream::connect(p).await.map_err(io_error)?;
+                    self.token.cancel_query_raw(s, NoTls).await?;
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        match tokio::time::timeout(self.deadline, send).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConnectTimeout {
+                addr: self.addr.clone(),
+                during: "the cancel request",
+                timeout: self.deadline,
+            }),
+        }
+    }
+
+    /// [`send`](Self::send) from a task of its own (bounded by the deadline), so nobody
+    /// waits for it.
+    fn spawn(self) {
         tokio::spawn(async move {
-            let io_error = |source| Error::Connect {
-                addr: addr.clone(),
-                source,
-            };
-            let send = async {
-                match &self.target {
-                    Target::Tcp(a) => {
-                        let s = TcpStream::connect(a).await.map_err(io_error)?;
-                        self.token.cancel_query_raw(s, NoTls).await?;
-                    }
-                    Target::Unix(p) => {
-                        let s = UnixStream::connect(p).await.map_err(io_error)?;
-                        self.token.cancel_query_raw(s, NoTls).await?;
-                    }
-                }
-                Ok::<(), Error>(())
-            };
-            match tokio::time::timeout(self.deadline, send).await {
-                Ok(Ok(())) => tracing::debug!(%addr, "cancel request sent"),
-                Ok(Err(e)) => tracing::warn!(%addr, error = %e, "cancel request failed"),
-                Err(_) => {
-                    tracing::warn!(%addr, deadline = ?self.deadline, "cancel request timed out")
-                }
+            match self.send().await {
+                Ok(()) => tracing::debug!(addr = %self.addr, "cancel request sent"),
+                Err(e) => tracing::warn!(addr = %self.addr, error = %e, "cancel request failed"),
             }
         });
     }
@@ -300,6 +322,7 @@ impl PostgresManager {
         let cancel = Canceller {
             token: client.cancel_token(),
             target,
+            addr: desc.to_owned(),
             deadline: self
                 .config
                 .pg
@@ -308,6 +331,7 @@ impl PostgresManager {
                 .unwrap_or(CANCEL_DEADLINE),
         };
         let task_tap = Arc::clone(&tap);
+        let task_cancel = cancel.clone();
         let task = tokio::spawn(async move {
             let expired = match query_timeout {
                 None => {
@@ -332,7 +356,7 @@ impl PostgresManager {
             if let Some(limit) = expired {
                 task_tap.expire();
                 tracing::warn!(addr = %task_addr, query_timeout = ?limit, "query_timeout expired: request cancelled, connection closed");
-                cancel.spawn(task_addr);
+                task_cancel.spawn();
             }
         });
         let conn = PgConnection::new(
@@ -342,6 +366,7 @@ impl PostgresManager {
             self.config.statement_cache_capacity,
             desc.to_owned(),
             tcp,
+            cancel,
         );
         let wanted = self.config.pg.get_target_session_attrs();
         if wanted != TargetSessionAttrs::Any {

@@ -139,3 +139,52 @@ fn a_zero_query_timeout_is_refused() {
         .unwrap_err();
     assert!(matches!(e, BuildError::ZeroQueryTimeout), "{e}");
 }
+
+#[tokio::test]
+async fn the_timeout_pattern_with_cancel_query_stops_the_server_and_keeps_the_connection() {
+    let (builder, _app) = manager_builder("pg_qtimeout_pattern").await;
+    // One connection, so the next get waits for the reset of the one given back.
+    let pool = Pool::builder(builder.build().unwrap())
+        .max_size(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let admin = admin().await;
+    let c = pool.get().await.unwrap();
+    let id = c.id();
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // The documented pattern: the caller's own deadline, then a cancel.
+    let r = tokio::time::timeout(
+        Duration::from_millis(200),
+        c.simple_query("SELECT pg_sleep(30)"),
+    )
+    .await;
+    assert!(r.is_err(), "pg_sleep(30) is still running");
+    tokio::time::timeout(HANG, c.cancel_query())
+        .await
+        .expect("the cancel request has a deadline")
+        .expect("the cancel request reaches the server");
+    drop(c);
+
+    // The server answered the cancelled request (57014), so the pool could reset the
+    // connection and hands the same one out again, idle.
+    let c = tokio::time::timeout(HANG, pool.get())
+        .await
+        .expect("the reset waited for the cancelled answer, not for pg_sleep")
+        .unwrap();
+    assert_eq!(c.id(), id, "a cancelled query leaves the connection usable");
+    c.simple_query("SELECT 1").await.unwrap();
+    let running: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE 'SELECT pg_sleep%'",
+            &[&pid],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(running, 0, "the backend is on to the next query");
+}
