@@ -119,7 +119,7 @@ async fn connect_timeout_bounds_a_silent_handshake_and_moves_on_to_the_next_host
 
     // The silent host first, the real server second: the timeout moves on.
     let m = PostgresManager::builder(&format!(
-        "host=127.0.0.1,127.0.0.1 port={},5432 user=postgres dbname=test connect_timeout=1",
+        "host=127.0.0.1,127.0.0.1 port={},5432 user=postgres dbname=test connect_timeout=3",
         proxy.addr().port()
     ))
     .application_name(&unique("pg_tcp_next"))
