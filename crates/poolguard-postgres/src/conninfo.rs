@@ -43,6 +43,9 @@ pub fn redact_connection_string(connection_string: &str) -> String {
         Some(body) => redact_url(s, body),
         None => redact_kv(s),
     };
+    // Catch-all for text the grammar does not reach (nested in another value, after a
+    // stray character): any `password = value` left is masked.
+    let redacted = mask_assignments(&redacted);
     // Backstop: whatever tokio-postgres would take as the password must not survive, in
     // whatever form it was written.
     match tokio_postgres::Config::from_str(s) {
@@ -52,6 +55,60 @@ pub fn redact_connection_string(connection_string: &str) -> String {
         },
         Err(_) => redacted,
     }
+}
+
+/// Masks the value of every `...password = value` in `s`, wherever it is: quoted (up to the
+/// closing quote) or not (up to whitespace or `&`).
+fn mask_assignments(s: &str) -> String {
+    let lower = s.to_ascii_lowercase();
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut at = 0;
+    let mut search = 0;
+    while let Some(found) = lower[search..].find("password") {
+        let mut i = search + found + "password".len();
+        search = i;
+        let skip_ws = |mut i: usize| {
+            while i < b.len() && b[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            i
+        };
+        i = skip_ws(i);
+        if i >= b.len() || b[i] != b'=' {
+            continue;
+        }
+        i = skip_ws(i + 1);
+        let start = i;
+        if s[start..].starts_with(MASK) {
+            search = start + MASK.len();
+            continue;
+        }
+        if i < b.len() && b[i] == b'\'' {
+            i += 1;
+            while i < b.len() && b[i] != b'\'' {
+                i += if b[i] == b'\\' { 2 } else { 1 };
+            }
+            i = (i + 1).min(b.len());
+        } else {
+            while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b'&' {
+                i += 1;
+            }
+        }
+        // Only ASCII bytes were stepped on as delimiters, but a backslash may have skipped
+        // into a multi-byte character: move to the next character boundary.
+        while i < b.len() && !s.is_char_boundary(i) {
+            i += 1;
+        }
+        if i > start {
+            out.push_str(&s[at..start]);
+            out.push_str(MASK);
+            at = i;
+        }
+        search = i.max(search);
+    }
+    out.push_str(&s[at..]);
+    out
 }
 
 fn is_secret_key(key: &str) -> bool {
@@ -171,7 +228,13 @@ fn split_kv<'a>(s: &'a str) -> (Vec<Pair<'a>>, Option<KvError<'a>>, Vec<(usize, 
             i += next_char(i);
         }
         if i == key_start {
-            break; // end of input, or a stray `=` (where tokio-postgres stops too)
+            if i < b.len() {
+                // A stray `=`: tokio-postgres stops reading here and ignores the rest, which
+                // is still scanned so that a password in it is hidden.
+                i += 1;
+                continue;
+            }
+            break;
         }
         let key = &s[key_start..i];
         // A word right after a password value may be the rest of an unquoted password.
@@ -305,8 +368,12 @@ const KEYS: &str = "host, hostaddr, port, user, password, dbname, options, appli
      keepalives_interval, keepalives_retries, target_session_attrs, channel_binding, \
      load_balance_hosts";
 
-/// Shows a user-written value in a message, shortened.
-fn show(value: &str) -> String {
+/// Shows a user-written value in a message, shortened; a value that redaction hides (part of
+/// a password) is not shown.
+fn show(value: &str, redacted: &str) -> String {
+    if !redacted.contains(value) {
+        return "(hidden: it may be part of a password)".into();
+    }
     let mut v: String = value.chars().take(64).collect();
     if v.len() < value.len() {
         v.push('…');
@@ -315,7 +382,7 @@ fn show(value: &str) -> String {
 }
 
 /// Checks one setting alone; `Some(reason)` when tokio-postgres refuses it.
-fn check_param(key: &str, value: &str) -> Option<String> {
+fn check_param(key: &str, value: &str, redacted: &str) -> Option<String> {
     let mut quoted = String::with_capacity(value.len() + 2);
     quoted.push('\'');
     for c in value.chars() {
@@ -335,7 +402,7 @@ fn check_param(key: &str, value: &str) -> Option<String> {
     } else if is_secret_key(key) {
         format!("invalid value for `{key}`")
     } else {
-        let mut m = format!("invalid value {} for `{key}`", show(value));
+        let mut m = format!("invalid value {} for `{key}`", show(value, redacted));
         if let Some(e) = expected(key) {
             let _ = write!(m, ": expected {e}");
         }
@@ -346,20 +413,38 @@ fn check_param(key: &str, value: &str) -> Option<String> {
 /// Why tokio-postgres refused `s`: the offending key (when there is one) and a message that
 /// names it, says what is wrong and never contains a password.
 pub(crate) fn diagnose(s: &str, error: &tokio_postgres::Error) -> (Option<String>, String) {
+    let redacted = redact_connection_string(s);
+    let (key, reason) = diagnose_raw(s, error, &redacted);
+    match key {
+        // A "key" that redaction hides is a piece of a password.
+        Some(k)
+            if !redacted.contains(&k)
+                && !matches!(k.as_str(), "host" | "port" | "user" | "dbname" | "password") =>
+        {
+            (Some("password".into()), PASSWORD_TEXT.into())
+        }
+        key => (key, reason),
+    }
+}
+
+/// The reason given when the text around a password does not parse.
+const PASSWORD_TEXT: &str = "the text around a password is not a `key=value` pair: quote a \
+     password that contains spaces or quotes (password='...', with \\' and \\\\ inside)";
+
+fn diagnose_raw(
+    s: &str,
+    error: &tokio_postgres::Error,
+    redacted: &str,
+) -> (Option<String>, String) {
     if let Some(body) = url_body(s) {
-        if let Some(found) = diagnose_url(&s[body..]) {
+        if let Some(found) = diagnose_url(&s[body..], redacted) {
             return found;
         }
     } else {
         let (pairs, kv_error, _) = split_kv(s);
         if let Some(e) = kv_error {
             if e.secret {
-                return (
-                    Some("password".into()),
-                    "the text after `password=` is not a `key=value` pair: quote a password \
-                     that contains spaces or quotes (password='...', with \\' and \\\\ inside)"
-                        .into(),
-                );
+                return (Some("password".into()), PASSWORD_TEXT.into());
             }
             let why = match e.problem {
                 KvProblem::MissingEquals => format!(
@@ -380,18 +465,31 @@ pub(crate) fn diagnose(s: &str, error: &tokio_postgres::Error) -> (Option<String
             return (Some(e.key.to_owned()), why);
         }
         for p in &pairs {
-            if let Some(why) = check_param(p.key, &p.value) {
+            if let Some(why) = check_param(p.key, &p.value, redacted) {
                 return (Some(p.key.to_owned()), why);
             }
         }
     }
-    // Not pinned down: tokio-postgres's own cause, redacted.
+    // Not pinned down: tokio-postgres's own cause, without any quoted text that redaction
+    // hides.
     let cause =
         std::error::Error::source(error).map_or_else(|| error.to_string(), |c| c.to_string());
-    (None, redact_connection_string(&cause))
+    let mut safe = String::new();
+    for (i, part) in cause.split('`').enumerate() {
+        if i > 0 {
+            safe.push('`');
+        }
+        let quoted = i % 2 == 1;
+        safe.push_str(if quoted && !redacted.contains(part) {
+            "(hidden)"
+        } else {
+            part
+        });
+    }
+    (None, safe)
 }
 
-fn diagnose_url(body: &str) -> Option<(Option<String>, String)> {
+fn diagnose_url(body: &str, redacted: &str) -> Option<(Option<String>, String)> {
     let utf8 = |key: &str, raw: &str| -> Option<(Option<String>, String)> {
         let ok = std::str::from_utf8(&percent_decode_bytes(raw)).is_ok();
         (!ok).then(|| {
@@ -417,7 +515,10 @@ fn diagnose_url(body: &str) -> Option<(Option<String>, String)> {
                 None => {
                     return Some((
                         Some("host".into()),
-                        format!("the IPv6 address in {} has no closing `]`", show(chunk)),
+                        format!(
+                            "the IPv6 address in {} has no closing `]`",
+                            show(chunk, redacted)
+                        ),
                     ))
                 }
                 Some(end) => {
@@ -430,7 +531,7 @@ fn diagnose_url(body: &str) -> Option<(Option<String>, String)> {
                                 Some("host".into()),
                                 format!(
                                     "unexpected text after the IPv6 address in {}",
-                                    show(chunk)
+                                    show(chunk, redacted)
                                 ),
                             ))
                         }
@@ -441,7 +542,7 @@ fn diagnose_url(body: &str) -> Option<(Option<String>, String)> {
             chunk.split_once(':').map(|(_, p)| p)
         };
         if let Some(p) = port {
-            if let Some(why) = check_param("port", &percent_decode(p)) {
+            if let Some(why) = check_param("port", &percent_decode(p), redacted) {
                 return Some((Some("port".into()), why));
             }
         }
@@ -472,7 +573,7 @@ fn diagnose_url(body: &str) -> Option<(Option<String>, String)> {
                 if key == "host" {
                     continue;
                 }
-                if let Some(why) = check_param(&key, &percent_decode(value)) {
+                if let Some(why) = check_param(&key, &percent_decode(value), redacted) {
                     return Some((Some(key), why));
                 }
             }
