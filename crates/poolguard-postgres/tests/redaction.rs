@@ -95,6 +95,26 @@ fn redaction_covers_every_position_and_form() {
     }
 }
 
+#[test]
+fn display_is_a_connection_string_without_the_password() {
+    let m = PostgresManager::builder(
+        "postgres://app:s3cret@127.0.0.1:5433/billing?target_session_attrs=read-write&options=-c%20a%3Db",
+    )
+    .application_name("my app")
+    .build()
+    .unwrap();
+    let shown = m.to_string();
+    assert_eq!(
+        shown,
+        "host=127.0.0.1 port=5433 user=app password=*** dbname=billing application_name='my app' \
+         options='-c a=b' target_session_attrs=read-write"
+    );
+    // It parses back into the same settings, the password aside.
+    let back = PostgresManager::new(&shown).unwrap();
+    assert_eq!(back.to_string(), shown);
+    assert_eq!(back.config().pg.get_password(), Some(&b"***"[..]));
+}
+
 /// Connection strings with `secret` in every position, for the role with password auth (so
 /// the connect fails with 28P01 after sending it).
 fn strings(secret: &str) -> Vec<String> {
