@@ -44,12 +44,18 @@ pub struct TcpOptions {
     /// `TCP_USER_TIMEOUT` (Linux): how long sent data may stay unacknowledged before the
     /// kernel drops the connection (`tcp_user_timeout`; `None` = the system's default).
     pub user_timeout: Option<Duration>,
+    /// The socket's local address.
+    pub local_addr: std::net::SocketAddr,
 }
 
 impl TcpOptions {
-    pub(crate) fn read(sock: &socket2::SockRef<'_>) -> std::io::Result<Self> {
+    pub(crate) fn read(
+        sock: &socket2::SockRef<'_>,
+        local_addr: std::net::SocketAddr,
+    ) -> std::io::Result<Self> {
         #[allow(unused_mut)]
         let mut o = TcpOptions {
+            local_addr,
             nodelay: sock.tcp_nodelay()?,
             keepalive: sock.keepalive()?,
             keepalive_idle: None,
@@ -151,6 +157,12 @@ impl PgConnection {
     /// socket.
     pub fn tcp_options(&self) -> Option<&TcpOptions> {
         self.tcp.as_ref()
+    }
+
+    /// The local address of the TCP socket (`None` for a Unix socket): the server shows its
+    /// port as `client_port` in `pg_stat_activity`.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().map(|t| t.local_addr)
     }
 
     /// Prepares `sql` once per connection and returns the cached statement on later borrows.

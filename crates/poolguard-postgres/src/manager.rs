@@ -571,5 +571,5 @@ fn apply_tcp_options(stream: &TcpStream, pg: &tokio_postgres::Config) -> io::Res
         }
         sock.set_tcp_keepalive(&keepalive)?;
     }
-    TcpOptions::read(&sock)
+    TcpOptions::read(&sock, stream.local_addr()?)
 }
