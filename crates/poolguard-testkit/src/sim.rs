@@ -278,7 +278,7 @@ impl SimManager {
     }
 
     fn delay(&self, op: Op) -> Duration {
-        self.db.latency.lock()[op.index()] + *self.db.extra.lock()
+        self.db.latency.lock()[op.index()].saturating_add(*self.db.extra.lock())
     }
 
     /// Runs `op`'s latency and switch; `Ok` means it may proceed.

@@ -135,7 +135,7 @@ impl<E> Breaker<E> {
         };
         if open {
             self.state = State::Open {
-                until: now + self.backoff,
+                until: crate::deadline::add_tokio(now, self.backoff),
             };
             self.backoff = (self.backoff * 2).min(self.max);
         }

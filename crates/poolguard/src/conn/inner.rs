@@ -112,7 +112,7 @@ impl<M: Manager> Shared<M> {
         let start = Instant::now();
         // The deadline is computed where it is needed (waiting, validating, retrying), not
         // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
-        let deadline = || start + self.cfg.acquire_timeout;
+        let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
         let mut now = start;
         let mut counted = false;
         loop {

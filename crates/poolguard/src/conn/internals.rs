@@ -76,9 +76,11 @@ impl<C> Conn<C> {
             raw,
             id,
             uses: 0,
-            retire_at: cfg.max_lifetime.map(|d| now + jittered(d, cfg.jitter)),
+            retire_at: cfg
+                .max_lifetime
+                .map(|d| crate::deadline::add_tokio(now, jittered(d, cfg.jitter))),
             last_used: now,
-            fresh_until: now + bypass,
+            fresh_until: crate::deadline::add_tokio(now, bypass),
             cold: Box::new(Cold {
                 created: now,
                 idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
@@ -101,7 +103,7 @@ impl<C> Conn<C> {
     ///
     /// [`Shared::bypass`]: super::inner::Shared::bypass
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
-        self.fresh_until = now + bypass;
+        self.fresh_until = crate::deadline::add_tokio(now, bypass);
     }
 
     /// Whether a checkout at `now` must validate it first.

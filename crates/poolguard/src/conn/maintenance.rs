@@ -22,7 +22,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
     let shutdown = Arc::clone(&shared.shutdown);
     let period = shared.cfg.maintenance_interval;
     shared.rt.spawn(async move {
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        let mut tick = tokio::time::interval_at(crate::deadline::after_tokio(period), period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let stop = shutdown.notified();

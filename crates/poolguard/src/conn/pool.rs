@@ -98,8 +98,11 @@ impl<M: Manager> Pool<M> {
 
     /// Waits until every connection is closed after [`close`](Pool::close), for at most
     /// `timeout`. Returns whether everything was closed in time.
+    ///
+    /// `Duration::MAX` waits as long as it takes (each close is bounded by `close_timeout`
+    /// anyway); `Duration::ZERO` does not wait: it says whether everything is closed now.
     pub async fn wait_closed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::after_tokio(timeout);
         loop {
             // Registered before the check, so a signal between the check and the await is
             // not lost; the drained state is final, so waking on it ends the loop.
