@@ -40,7 +40,11 @@ pub struct Config {
     /// Each connection's idle timeout and lifetime are shortened by a random fraction up to
     /// this, so connections do not expire together. Default 0.05 (up to 5 %).
     pub jitter: f64,
-    /// A connection held longer than this is reported once as a leak. `None`: off (default).
+    /// A connection held longer than this is reported once as a leak (a `tracing` warning
+    /// naming the `get` call site, counted in `stats().leaks`): while it is still out, by the
+    /// next maintenance pass (so within one `maintenance_interval` of crossing it), and at the
+    /// latest when it comes back ("leaked for X, now returned"). With it set, every return
+    /// reads the clock once. `None`: off (default).
     pub leak_threshold: Option<Duration>,
     /// A connection held longer than this is abandoned by maintenance: it stops counting
     /// against `max_size` and is closed when it comes back. `None`: off (default).

@@ -28,6 +28,7 @@ use super::breaker::{Admit, Breaker};
 use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
 use super::internals::{Conn, Handoff, Internals, Reply, Waiter};
+use super::leak;
 use super::stats::{CloseReason, Stats};
 use super::{Config, Manager};
 
@@ -388,11 +389,14 @@ impl<M: Manager> Shared<M> {
         } else {
             None
         };
+        // With leak detection on, every return reads the clock, so a hold past the threshold
+        // is reported when it comes back even if no maintenance pass saw it out.
+        let exact = sampled.or_else(|| self.cfg.leak_threshold.map(|_| Instant::now()));
         if !broken && self.manager.is_broken(&mut conn.raw) {
             broken = true;
         }
         let mut st = self.state.lock();
-        let now = match sampled {
+        let now = match exact {
             Some(now) => now,
             None => since.max(st.coarse),
         };
@@ -401,6 +405,15 @@ impl<M: Manager> Shared<M> {
             if h.leaked {
                 self.stats.unleaked.fetch_add(1, Relaxed);
                 tracing::info!(pool = %self.cfg.label, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
+            } else if let (Some(threshold), Some(at)) = (self.cfg.leak_threshold, exact) {
+                let held = at.saturating_duration_since(h.since);
+                if leak::is_leak(held, threshold) {
+                    // Out past the threshold between two maintenance passes: reported now,
+                    // as a leak that already came back.
+                    self.stats.leaks.fetch_add(1, Relaxed);
+                    self.stats.unleaked.fetch_add(1, Relaxed);
+                    tracing::warn!(pool = %self.cfg.label, site = %h.site, ?held, ?threshold, "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
+                }
             }
             if h.abandoned {
                 st.abandoned -= 1;

@@ -90,7 +90,8 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     };
     for (site, held) in &scan.leaks {
         shared.stats.leaks.fetch_add(1, Relaxed);
-        tracing::warn!(pool = %cfg.label, %site, ?held, "connection leak: held past leak_threshold ({:?})", cfg.leak_threshold);
+        let threshold = cfg.leak_threshold.unwrap_or_default();
+        tracing::warn!(pool = %cfg.label, %site, ?held, ?threshold, "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
     }
     for (site, held) in &scan.abandoned {
         shared.stats.abandoned.fetch_add(1, Relaxed);

@@ -145,9 +145,11 @@ pub struct StatsSnapshot {
     pub validation_failures: u64,
     /// Resets run on return.
     pub resets: u64,
-    /// Connections reported as leaked.
+    /// Connections reported as leaked: held past `leak_threshold`, seen by maintenance while
+    /// still out or on their return.
     pub leaks: u64,
-    /// Leaked connections that came back later.
+    /// Leaked connections that came back (those reported on their return included), so
+    /// `leaks - unleaked` are still out.
     pub unleaked: u64,
     /// Connections abandoned by maintenance.
     pub abandoned: u64,
