@@ -59,6 +59,8 @@ pub(crate) struct Breaker<E> {
     state: State,
     /// Consecutive failures since the last success.
     pub(crate) failures: u32,
+    /// Validation errors since the last success (noted, not counted as failures).
+    pub(crate) noted: u32,
     /// The last backend error (kept as the cause of `Unavailable`).
     pub(crate) last_error: Option<Arc<E>>,
     /// `phase: message` of the last failure, errors and timeouts alike (for snapshots).
@@ -74,6 +76,7 @@ impl<E> Breaker<E> {
             backoff: base,
             state: State::Closed,
             failures: 0,
+            noted: 0,
             last_error: None,
             last_text: None,
         }
@@ -112,6 +115,7 @@ impl<E> Breaker<E> {
     /// A connect or validation succeeded. Returns true when this closed an open breaker.
     pub(crate) fn on_success(&mut self) -> bool {
         self.failures = 0;
+        self.noted = 0;
         self.backoff = self.base;
         let was = self.state;
         self.state = State::Closed;
@@ -144,6 +148,7 @@ impl<E> Breaker<E> {
 
     /// Records an error as the last one seen without counting it as a failure.
     pub(crate) fn note(&mut self, error: Arc<E>, text: String) {
+        self.noted = self.noted.saturating_add(1);
         self.last_error = Some(error);
         self.last_text = Some(text);
     }

@@ -169,6 +169,14 @@ impl<M: Manager> Shared<M> {
                             max_waiters: self.cfg.max_waiters,
                         });
                     }
+                    // Why it waits, for the doctor: counted here, under the lock it holds.
+                    if st.size >= st.max_size {
+                        st.waited_saturated += 1;
+                    } else if st.size < self.cfg.min_idle.max(1) {
+                        st.waited_cold += 1;
+                    } else {
+                        st.waited_growing += 1;
+                    }
                     let (tx, rx) = oneshot::channel();
                     let id = st.next_waiter;
                     st.next_waiter += 1;
