@@ -60,6 +60,6 @@ mod tls;
 
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::PgConnection;
-pub use error::{classify, Error};
+pub use error::{classify, is_restarting, Error};
 pub use manager::PostgresManager;
 pub use tokio_postgres;

@@ -65,9 +65,12 @@ pub struct Config {
     /// circuit breaker (a validation *error* only evicts its connection: the backend answered).
     /// `None` disables the breaker. Default 5.
     pub breaker_threshold: Option<u32>,
-    /// First wait before a half-open probe; doubles after each failed probe. Default 1 s.
+    /// First wait before a half-open probe; doubles after each failed probe. Each wait is
+    /// jittered (up to 50 % shorter), and while the manager reports a restart
+    /// (`Manager::is_restarting`) none exceeds 100 ms. Default 25 ms: a brief outage (a
+    /// restart) ends without a long backoff, while gets still fail fast in between.
     pub breaker_backoff: Duration,
-    /// Longest wait between half-open probes. Default 30 s.
+    /// Longest wait between half-open probes (bounds the probe rate in a long outage). Default 30 s.
     pub breaker_max_backoff: Duration,
     /// How often the maintenance task runs. Default 1 s.
     pub maintenance_interval: Duration,
@@ -94,7 +97,7 @@ impl Default for Config {
             max_waiters: 1024,
             max_concurrent_opens: 1,
             breaker_threshold: Some(5),
-            breaker_backoff: Duration::from_secs(1),
+            breaker_backoff: Duration::from_millis(25),
             breaker_max_backoff: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
         }

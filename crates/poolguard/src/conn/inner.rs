@@ -154,7 +154,8 @@ impl<M: Manager> Shared<M> {
                         Step::Validate(conn)
                     }
                 } else {
-                    if let Admit::Reject(retry_in) = st.breaker.admit(now) {
+                    let waiting = st.waiters.len();
+                    if let Admit::Reject(retry_in) = st.breaker.admit_caller(now, waiting) {
                         self.stats.unavailable.fetch_add(1, Relaxed);
                         return Err(Error::Unavailable {
                             failures: st.breaker.failures,
@@ -275,7 +276,11 @@ impl<M: Manager> Shared<M> {
                 // dead, the backend is not necessarily. Evict it without feeding the breaker,
                 // so a server restart does not open it while fresh connects would succeed.
                 let text = format!("validate: {e}");
-                self.state.lock().breaker.note(Arc::new(e), text);
+                let restart = self.manager.is_restarting(&e);
+                self.state
+                    .lock()
+                    .breaker
+                    .note(Instant::now(), Arc::new(e), text, restart);
                 false
             }
             Err(_) => {
@@ -283,7 +288,7 @@ impl<M: Manager> Shared<M> {
                 tracing::warn!(pool = %self.cfg.label, conn = id, timeout = ?limit, "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {
-                    self.failure(None, text, Phase::Validate);
+                    self.failure(None, text, Phase::Validate, false);
                 } else {
                     // Cut short by the caller's own deadline: says nothing about the backend.
                     self.state.lock().breaker.last_text = Some(text);
@@ -295,11 +300,18 @@ impl<M: Manager> Shared<M> {
 
     /// A connect or validation failure: feed the breaker; when it opens, fail every waiter
     /// fast. Connect failures also go to the oldest waiter, so a wrong password reaches a
-    /// caller as the backend's error, not as a timeout.
-    fn failure(self: &Arc<Self>, error: Option<Arc<M::Error>>, text: String, phase: Phase) {
+    /// caller as the backend's error, not as a timeout. `restart`: the manager recognised a
+    /// restart signature in the error (the breaker then probes again soon).
+    fn failure(
+        self: &Arc<Self>,
+        error: Option<Arc<M::Error>>,
+        text: String,
+        phase: Phase,
+        restart: bool,
+    ) {
         let now = Instant::now();
         let mut st = self.state.lock();
-        let opened = st.breaker.on_failure(now, error.clone(), text);
+        let opened = st.breaker.on_failure(now, error.clone(), text, restart);
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
         if phase == Phase::Connect {
             // The oldest waiter gets this connect's own error.
@@ -668,7 +680,8 @@ impl<M: Manager> Opening<M> {
                 tracing::warn!(pool = %shared.cfg.label, error = %e, "connect failed");
                 shared.unreserve();
                 let text = format!("connect: {e}");
-                shared.failure(Some(Arc::new(e)), text, Phase::Connect);
+                let restart = shared.manager.is_restarting(&e);
+                shared.failure(Some(Arc::new(e)), text, Phase::Connect, restart);
             }
             Err(_) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
@@ -678,6 +691,7 @@ impl<M: Manager> Opening<M> {
                     None,
                     format!("connect: timed out after {limit:?}"),
                     Phase::Connect,
+                    false,
                 );
             }
         }

@@ -68,6 +68,16 @@ pub trait Manager: Send + Sync + 'static {
         ErrorClass::Fatal
     }
 
+    /// Whether a failed connect or validation says the server is restarting and will be back
+    /// shortly (PostgreSQL "the database system is shutting down" / "is starting up",
+    /// 57P01/57P02/57P03; Redis `LOADING`). While such errors are seen (and for ten seconds
+    /// after the last one), the open breaker probes at most 100 ms apart instead of backing
+    /// off, so a restart costs little more than the restart itself. The default is `false`.
+    fn is_restarting(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
     /// Closes a connection the pool no longer wants (politely, if the protocol has a goodbye).
     /// Runs off the caller's path, under the pool's close timeout. The default drops it.
     fn close(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
