@@ -27,11 +27,22 @@ pub enum RecyclingMethod {
     /// cannot open a transaction), so no round trip is added. Use
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached) or
     /// `simple_query` on hot paths.
+    ///
+    /// Session state a borrower leaves behind is reset on return, and only then: the tap reads
+    /// the SQL of every statement sent (and the server's reports of changed settings), and a
+    /// connection whose borrower ran `SET` (not `SET LOCAL`), `set_config(.., false)`,
+    /// `SET ROLE`/`SET SESSION AUTHORIZATION`, `LISTEN`, a session advisory lock, `PREPARE`,
+    /// `CREATE TEMP ...` or `DECLARE ... WITH HOLD` goes through one round trip undoing exactly
+    /// those kinds (see [`SessionChange`](crate::SessionChange)). Detection is conservative:
+    /// anything it cannot read (a `DO` block, an oversized statement) resets every kind. It
+    /// cannot see state changed inside a function unless the server reports the setting
+    /// (`TimeZone`, `DateStyle`, `application_name`, `search_path` is not one of them on
+    /// PostgreSQL 15); use `Clean` when functions change unreported state.
     #[default]
     Fast,
     /// Fast, plus one empty-query round trip on every return, so a connection that died
-    /// during the borrow is found now instead of at its next checkout. Cost: one round trip
-    /// per borrow.
+    /// during the borrow is found now instead of at its next checkout (a session-state reset,
+    /// when needed, is that round trip). Cost: one round trip per borrow.
     Verified,
     /// Verified, plus `DISCARD ALL` on every return: session settings (`SET`), temporary
     /// tables, prepared statements (the statement cache is emptied too), `LISTEN`s and
