@@ -114,9 +114,13 @@ drop_private_postgres() {
 }
 
 # PgBouncer on 127.0.0.1:6432 in transaction pooling mode in front of the shared server
-# (database test -> 127.0.0.1:5432), trust auth, admin console user postgres (database
-# pgbouncer). Config and pid under /var/lib/poolguard-pgbouncer; runs as user postgres
-# (PgBouncer refuses root). Idempotent.
+# (databases test and test_pause -> test on 127.0.0.1:5432; the second one is the one tests
+# PAUSE, so the others keep running), trust auth, admin console user postgres (database
+# pgbouncer). Every server session is reset (DISCARD ALL) when a transaction releases it, so
+# nothing one client leaves on a server session reaches another, and a named prepared
+# statement never survives to its next message (the tests rely on that). Config, log and pid
+# under /var/lib/poolguard-pgbouncer; runs as user postgres (PgBouncer refuses root).
+# Idempotent.
 PGB_DIR=/var/lib/poolguard-pgbouncer
 ensure_pgbouncer() {
   command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
@@ -126,6 +130,7 @@ ensure_pgbouncer() {
     as_root tee "$PGB_DIR/pgbouncer.ini" >/dev/null <<INI
 [databases]
 test = host=127.0.0.1 port=5432 dbname=test
+test_pause = host=127.0.0.1 port=5432 dbname=test
 [pgbouncer]
 listen_addr = 127.0.0.1
 listen_port = 6432
@@ -137,7 +142,9 @@ pool_mode = transaction
 max_client_conn = 200
 default_pool_size = 8
 ignore_startup_parameters = extra_float_digits,options
-server_reset_query =
+server_reset_query = DISCARD ALL
+server_reset_query_always = 1
+server_login_retry = 1
 logfile = $PGB_DIR/pgbouncer.log
 pidfile = $PGB_DIR/pgbouncer.pid
 INI
@@ -148,7 +155,7 @@ INI
       || { log "PgBouncer did not start; see $PGB_DIR/pgbouncer.log"; exit 1; }
     wait_port 6432 || { log "PgBouncer is not listening on 127.0.0.1:6432; see $PGB_DIR/pgbouncer.log"; exit 1; }
   fi
-  psql -h 127.0.0.1 -p 6432 -U postgres -d test -Atc 'select 1' >/dev/null \
+  psql -h 127.0.0.1 -p 6432 -U postgres -d test_pause -Atc 'select 1' >/dev/null \
     || { log "cannot query database test through PgBouncer on 127.0.0.1:6432; see $PGB_DIR/pgbouncer.log"; exit 1; }
   log "PgBouncer ready on 127.0.0.1:6432"
 }

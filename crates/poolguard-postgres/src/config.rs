@@ -63,6 +63,10 @@ pub struct PostgresConfig {
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached); `0` disables
     /// the cache. When full, the cache is emptied and starts over.
     pub statement_cache_capacity: usize,
+    /// Named or unnamed statements (transaction-pooling proxies); see [`StatementMode`].
+    ///
+    /// [`StatementMode`]: crate::StatementMode
+    pub statement_mode: crate::StatementMode,
     /// How long one request may wait for its answer before the connection is cancelled and
     /// closed; `None` (the default): no limit. See [`PostgresManagerBuilder::query_timeout`].
     pub query_timeout: Option<std::time::Duration>,
@@ -78,6 +82,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pg", &self.pg)
             .field("recycling", &self.recycling)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("statement_mode", &self.statement_mode)
             .field("query_timeout", &self.query_timeout)
             .field("tls", &self.has_tls())
             .finish()
@@ -238,6 +243,7 @@ impl PostgresManagerBuilder {
                 pg,
                 recycling: RecyclingMethod::default(),
                 statement_cache_capacity: 256,
+                statement_mode: crate::StatementMode::Named,
                 query_timeout: None,
                 #[cfg(feature = "tls")]
                 tls: None,
@@ -267,6 +273,13 @@ impl PostgresManagerBuilder {
     /// What happens to a connection on return (default [`RecyclingMethod::Fast`]).
     pub fn recycling(self, method: RecyclingMethod) -> Self {
         self.map(|c| c.recycling = method)
+    }
+
+    /// [`StatementMode::Unnamed`](crate::StatementMode::Unnamed) for a transaction-pooling
+    /// proxy such as PgBouncer in `pool_mode=transaction` (default `Named`). `Unnamed` turns
+    /// the statement cache off, whatever [`statement_cache_capacity`](Self::statement_cache_capacity) says.
+    pub fn statement_mode(self, mode: crate::StatementMode) -> Self {
+        self.map(|c| c.statement_mode = mode)
     }
 
     /// Prepared statements cached per connection (default 256; 0 disables the cache).
@@ -350,7 +363,10 @@ impl PostgresManagerBuilder {
 
     /// Validates the settings.
     pub fn build(self) -> Result<PostgresManager, BuildError> {
-        let config = self.config?;
+        let mut config = self.config?;
+        if config.statement_mode == crate::StatementMode::Unnamed {
+            config.statement_cache_capacity = 0;
+        }
         if config.pg.get_hosts().is_empty() && config.pg.get_hostaddrs().is_empty() {
             return Err(BuildError::NoHost);
         }

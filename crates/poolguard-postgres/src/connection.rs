@@ -199,6 +199,11 @@ impl PgConnection {
         self.tap.session.dirty()
     }
 
+    /// Named `Parse` messages sent since the last call.
+    pub(crate) fn take_named_parses(&self) -> u64 {
+        self.tap.session.take_named_parses()
+    }
+
     /// Forgets the session state after a reset, and the statements a `DEALLOCATE ALL` or
     /// `DISCARD ALL` dropped on the server.
     pub(crate) fn session_reset_done(&mut self, statements_dropped: bool) {

@@ -80,6 +80,7 @@ mod connection;
 mod conninfo;
 mod error;
 mod manager;
+mod pgbouncer;
 mod session_state;
 mod tap;
 #[cfg(feature = "tls")]
@@ -90,5 +91,6 @@ pub use connection::{PgConnection, TcpOptions};
 pub use conninfo::redact_connection_string;
 pub use error::{classify, Error};
 pub use manager::PostgresManager;
+pub use pgbouncer::StatementMode;
 pub use session_state::{SessionChange, SessionStats};
 pub use tokio_postgres;

@@ -16,6 +16,7 @@ use crate::config::{
 };
 use crate::connection::{PgConnection, TcpOptions};
 use crate::error::Error;
+use crate::pgbouncer::StatementMode;
 use crate::session_state::{reset_sql, SessionChange, SessionCounters, SessionStats};
 use crate::tap::{drive, watchdog, Socket, TapState, TapStream, TxStatus, WakeCounter};
 
@@ -166,6 +167,13 @@ impl PostgresManager {
     /// locks, `PREPARE`, temporary tables, holdable cursors) and how many resets undid it.
     pub fn session_stats(&self) -> SessionStats {
         self.session.snapshot()
+    }
+
+    /// Doctor findings of this manager, for the pool labelled `pool`: under
+    /// [`StatementMode::Unnamed`], the named statements and session-scoped features used
+    /// through the transaction-pooling proxy. Add them to `Pool::doctor()`'s.
+    pub fn findings(&self, pool: &str) -> Vec<poolguard::diag::Finding> {
+        crate::pgbouncer::findings(self.config.statement_mode, &self.session_stats(), pool)
     }
 
     /// The validated settings.
@@ -509,6 +517,11 @@ impl Manager for PostgresManager {
     /// the borrower changed session state, or when the recycling method always does a round
     /// trip.
     fn needs_reset(&self, conn: &mut PgConnection) -> bool {
+        if self.config.statement_mode == StatementMode::Unnamed {
+            crate::pgbouncer::on_return(&self.session, conn);
+            return self.config.recycling != RecyclingMethod::Fast
+                || conn.tx_status() != TxStatus::Idle;
+        }
         self.config.recycling != RecyclingMethod::Fast
             || conn.tx_status() != TxStatus::Idle
             || conn.session_dirty() != 0
@@ -538,7 +551,11 @@ impl PostgresManager {
             self.rollback(conn).await?;
         }
         // Read after the rollback: a `SET` rolled back is still counted (conservative).
-        let dirty = conn.session_dirty();
+        // Behind a transaction-pooling proxy it was counted on return, not reset.
+        let dirty = match self.config.statement_mode {
+            StatementMode::Unnamed => 0,
+            _ => conn.session_dirty(),
+        };
         match method {
             RecyclingMethod::Clean => {
                 conn.clear_statement_cache();
@@ -550,7 +567,7 @@ impl PostgresManager {
                 // One round trip undoes exactly what the borrower changed; it also serves as
                 // `Verified`'s check.
                 Some(sql) => {
-                    self.session.record(dirty);
+                    self.session.record(dirty, true);
                     conn.batch_execute(&sql).await?;
                     conn.session_reset_done(dirty & SessionChange::PreparedStatement.bit() != 0);
                     Ok(())

@@ -124,12 +124,19 @@ pub(crate) struct SessionState {
     /// The startup's `ReadyForQuery` has been seen: later `ParameterStatus` messages are
     /// changes, not the initial report.
     started: AtomicBool,
+    /// `Parse` messages naming their statement (not the unnamed one), since last taken.
+    named_parses: AtomicU64,
 }
 
 impl SessionState {
     /// The kinds of state changed since the last [`clear`](Self::clear).
     pub(crate) fn dirty(&self) -> u8 {
         self.dirty.load(Ordering::Acquire)
+    }
+
+    /// Named `Parse` messages sent since the last call.
+    pub(crate) fn take_named_parses(&self) -> u64 {
+        self.named_parses.swap(0, Ordering::Relaxed)
     }
 
     pub(crate) fn clear(&self) {
@@ -152,7 +159,12 @@ impl SessionState {
             b'Q' => body,
             // Parse: statement name, NUL, query, NUL, parameter types.
             b'P' => match body.iter().position(|&b| b == 0) {
-                Some(i) => &body[i + 1..],
+                Some(i) => {
+                    if i > 0 {
+                        self.named_parses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    &body[i + 1..]
+                }
                 None => return,
             },
             _ => return,
@@ -187,20 +199,31 @@ impl SessionState {
 pub(crate) struct SessionCounters {
     by_kind: [AtomicU64; 7],
     resets: AtomicU64,
+    named_statements: AtomicU64,
 }
 
 impl SessionCounters {
-    pub(crate) fn record(&self, bits: u8) {
+    /// A return with the kinds in `bits` changed, reset (`reset`) or only counted.
+    pub(crate) fn record(&self, bits: u8, reset: bool) {
         for k in kinds(bits) {
             self.by_kind[k.index()].fetch_add(1, Ordering::Relaxed);
         }
-        self.resets.fetch_add(1, Ordering::Relaxed);
+        if reset {
+            self.resets.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn named_statements(&self, n: u64) {
+        if n > 0 {
+            self.named_statements.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> SessionStats {
         SessionStats {
             by_kind: std::array::from_fn(|i| self.by_kind[i].load(Ordering::Relaxed)),
             resets: self.resets.load(Ordering::Relaxed),
+            named_statements: self.named_statements.load(Ordering::Relaxed),
         }
     }
 }
@@ -208,10 +231,14 @@ impl SessionCounters {
 /// How often borrowers left session state behind, by kind, and how many state resets the
 /// manager ran for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct SessionStats {
     by_kind: [u64; 7],
     /// Returns that needed a session-state reset (one round trip each).
     pub resets: u64,
+    /// Named prepared statements sent under
+    /// [`StatementMode::Unnamed`](crate::StatementMode::Unnamed) (counted in that mode only).
+    pub named_statements: u64,
 }
 
 impl SessionStats {
