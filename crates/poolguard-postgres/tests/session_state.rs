@@ -251,3 +251,55 @@ async fn a_clean_session_costs_no_reset() {
     assert_eq!(p.stats().resets, resets, "no reset for clean sessions");
     assert_eq!(p.manager().session_stats().resets, 0);
 }
+
+/// Every kind at once, left inside an open transaction: one `ROLLBACK`, then one reset query
+/// with every statement (it runs as one implicit transaction, which each of them allows).
+#[tokio::test]
+async fn every_kind_at_once_is_reset_in_one_query() {
+    let admin = admin().await;
+    let role = unique("poolguard_role_all");
+    admin
+        .batch_execute(&format!("CREATE ROLE {role}"))
+        .await
+        .unwrap();
+    let p = pool("pg_ss_all", RecyclingMethod::Fast).await;
+    let name = unique("pg_ss_all");
+    let probe = format!(
+        "SELECT concat_ws(',', current_user, current_setting('statement_timeout'), \
+           (SELECT count(*) FROM pg_listening_channels()), \
+           (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()), \
+           (SELECT count(*) FROM pg_prepared_statements WHERE from_sql), \
+           to_regclass('pg_temp.{name}') IS NULL, (SELECT count(*) FROM pg_cursors))"
+    );
+    let c = p.get().await.unwrap();
+    let pid = text(&c, "SELECT pg_backend_pid()").await;
+    let before = text(&c, &probe).await;
+    c.batch_execute(&format!(
+        "SET statement_timeout = '9s'; LISTEN {name}; SELECT pg_advisory_lock(42); \
+         PREPARE {name} AS SELECT 1; CREATE TEMP TABLE {name} (v int); \
+         DECLARE {name} CURSOR WITH HOLD FOR SELECT 1; SET ROLE {role}"
+    ))
+    .await
+    .unwrap();
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_ne!(text(&c, &probe).await, before);
+    drop(c);
+    let c = p.get().await.unwrap();
+    assert_eq!(
+        text(&c, "SELECT pg_backend_pid()").await,
+        pid,
+        "same backend"
+    );
+    assert_eq!(text(&c, &probe).await, before);
+    let stats = p.manager().session_stats();
+    assert_eq!(stats.resets, 1, "{stats:?}");
+    for kind in SessionChange::ALL {
+        assert_eq!(stats.count(kind), 1, "{kind:?}: {stats:?}");
+    }
+    drop(c);
+    p.close();
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+}
