@@ -77,7 +77,8 @@ ensure_redis() {
 # A private PostgreSQL cluster on PORT (5440-5444) for tests that must change server-wide
 # settings (ALTER SYSTEM, reloads), which is never done to the shared server: cluster
 # poolguardPORT of the installed version, trust auth, listening on 127.0.0.1 only, fsync off.
-# Idempotent. `pg-private-drop PORT` stops and removes it.
+# Idempotent. `pg-private-stop PORT` shuts it down in fast mode (sessions end with 57P01),
+# `pg-private-drop PORT` stops and removes it.
 private_cluster() {
   local port=$1
   case "$port" in 544[0-4]) ;; *) log "private cluster port must be 5440-5444, got '$port'"; exit 2 ;; esac
@@ -103,6 +104,12 @@ ensure_private_postgres() {
   psql -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atc 'select 1' >/dev/null \
     || { log "cannot query the private cluster on 127.0.0.1:$1 as postgres"; exit 1; }
   log "private PostgreSQL ready on 127.0.0.1:$1"
+}
+stop_private_postgres() {
+  local ver name; read -r ver name <<<"$(private_cluster "$1")"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" stop -m fast \
+    || { log "cannot stop private cluster $ver/$name"; exit 1; }
+  log "private cluster $ver/$name stopped (fast shutdown)"
 }
 drop_private_postgres() {
   local ver name; read -r ver name <<<"$(private_cluster "$1")"
@@ -163,7 +170,8 @@ INI
 case "${1:-all}" in
   all) ensure_postgres; ensure_redis; ensure_pgbouncer ;;
   pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
+  pg-private-stop) stop_private_postgres "${2:?port}" ;;
   pg-private-drop) drop_private_postgres "${2:?port}" ;;
   pgbouncer) ensure_postgres; ensure_pgbouncer ;;
-  *) log "usage: $0 [all | pg-private PORT | pg-private-drop PORT | pgbouncer]"; exit 2 ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer]"; exit 2 ;;
 esac

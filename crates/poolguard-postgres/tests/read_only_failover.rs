@@ -1,7 +1,7 @@
-//! The failover signature `25006 read_only_sql_transaction`: a server turned read-only under
+//! The failover signatures. `25006 read_only_sql_transaction`: a server turned read-only under
 //! load (what a demoted primary does) fails writes, the error is classified fatal with a
 //! failover hint, the connection is evicted, and the pool serves writes again once the server
-//! accepts them.
+//! accepts them. `57P01 admin_shutdown`: the server shuts down with a query in flight.
 //!
 //! This changes a server-wide setting, so it runs against a PRIVATE cluster on 127.0.0.1:5440
 //! that the test creates (`scripts/services.sh pg-private 5440`) and drops at the end; the
@@ -28,16 +28,7 @@ struct PrivateCluster;
 
 impl PrivateCluster {
     fn start() -> Self {
-        let out = Command::new(services())
-            .args(["pg-private", &PORT.to_string()])
-            .output()
-            .expect("run scripts/services.sh");
-        assert!(
-            out.status.success(),
-            "`scripts/services.sh pg-private {PORT}` failed (it needs root and the postgresql \
-             package; run `scripts/services.sh` first):\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        script("pg-private");
         PrivateCluster
     }
 }
@@ -48,6 +39,19 @@ impl Drop for PrivateCluster {
             .args(["pg-private-drop", &PORT.to_string()])
             .output();
     }
+}
+
+fn script(cmd: &str) {
+    let out = Command::new(services())
+        .args([cmd, &PORT.to_string()])
+        .output()
+        .expect("run scripts/services.sh");
+    assert!(
+        out.status.success(),
+        "`scripts/services.sh {cmd} {PORT}` failed (it needs root and the postgresql \
+         package; run `scripts/services.sh` first):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn url() -> String {
@@ -182,5 +186,48 @@ async fn a_server_turned_read_only_under_load_fails_writes_fatally_and_is_recove
         served,
         "writes served again after the server became writable"
     );
+
+    // The other failover signature: the old primary shuts down (fast mode) with a query in
+    // flight, which ends with FATAL 57P01: fatal, the connection broken and evicted.
+    let mut c = pool.get().await.unwrap();
+    let pid: i32 = c
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sleeper = tokio::spawn(async move {
+        let r = c.batch_execute("SELECT pg_sleep(60)").await;
+        let e = Error::from(r.expect_err("the shutdown ends the query"));
+        let class = c.report(&e);
+        (e, class, c.is_marked_broken())
+    });
+    let mut running = false;
+    for _ in 0..500 {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND query LIKE '%pg_sleep%' \
+                 AND state = 'active'",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if n == 1 {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(running, "the query is running before the shutdown");
+    drop(admin);
+    script("pg-private-stop");
+    let (e, class, broken) = tokio::time::timeout(Duration::from_secs(30), sleeper)
+        .await
+        .expect("the in-flight query ends with the shutdown")
+        .unwrap();
+    assert_eq!(e.code().map(|c| c.code()), Some("57P01"), "{e}");
+    assert_eq!(class, ErrorClass::Fatal, "{e}");
+    assert!(broken, "a 57P01 connection is not reused");
+    assert!(e.to_string().contains("terminated"), "{e}");
     pool.close();
 }
