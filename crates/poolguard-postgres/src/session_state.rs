@@ -345,8 +345,9 @@ impl Sniffer {
 /// The kinds of session state the SQL text (one or more statements) may change.
 pub(crate) fn classify(sql: &[u8]) -> u8 {
     let mut bits = 0;
+    // `set_config('role', ..)` is a `SET ROLE`, which `RESET ALL` leaves alone: reset both.
     if contains_ci(sql, b"set_config") {
-        bits |= SessionChange::Setting.bit();
+        bits |= SessionChange::Setting.bit() | SessionChange::Role.bit();
     }
     // pg_advisory_lock, pg_try_advisory_lock and their _shared forms (not the _xact_ ones).
     if contains_ci(sql, b"advisory_lock") {
@@ -467,8 +468,8 @@ pub(crate) fn classify(sql: &[u8]) -> u8 {
 /// The first keywords of one statement and the words of interest seen in it.
 #[derive(Default)]
 struct Statement {
-    /// The first words, upper-cased (at most 16 bytes each).
-    words: [[u8; 16]; 3],
+    /// The first words, upper-cased (at most 24 bytes each).
+    words: [[u8; 24]; 3],
     count: usize,
     /// Tokens seen (words and others); keywords count only while they lead.
     tokens: usize,
@@ -518,6 +519,7 @@ impl Statement {
             {
                 0
             } else if self.is(1, b"ROLE")
+                || self.is(1, b"SESSION_AUTHORIZATION")
                 || (self.is(1, b"SESSION") && (self.is(2, b"AUTHORIZATION") || self.is(2, b"ROLE")))
             {
                 SessionChange::Role.bit()
@@ -570,7 +572,12 @@ mod tests {
         assert_eq!(kinds_of("set role r"), [Role]);
         assert_eq!(kinds_of("SET SESSION ROLE r"), [Role]);
         assert_eq!(kinds_of("SET SESSION AUTHORIZATION u"), [Role]);
-        assert_eq!(kinds_of("SELECT set_config('a.b', '1', false)"), [Setting]);
+        assert_eq!(
+            kinds_of("SELECT set_config('a.b', '1', false)"),
+            [Role, Setting]
+        );
+        assert_eq!(kinds_of("SET role = r"), [Role]);
+        assert_eq!(kinds_of("SET session_authorization = u"), [Role]);
         assert_eq!(kinds_of("select pg_advisory_lock(1)"), [AdvisoryLock]);
         assert_eq!(
             kinds_of("SELECT pg_try_advisory_lock_shared(1, 2)"),

@@ -85,6 +85,27 @@ async fn set_role_does_not_reach_the_next_borrower() {
         assert_eq!(after, before, "{method:?}");
         drop(p);
     }
+    // `set_config('role', ..)` is `SET ROLE` by another name.
+    let p = pool("pg_ss_setcfg", RecyclingMethod::Fast).await;
+    let (before, after, _) = across_borrows(
+        &p,
+        SessionChange::Role,
+        &format!("SELECT set_config('role', '{role}', false)"),
+        "SELECT current_user",
+    )
+    .await;
+    assert_eq!(after, before);
+    drop(p);
+    let p = pool("pg_ss_setcfg", RecyclingMethod::Fast).await;
+    let (before, after, _) = across_borrows(
+        &p,
+        SessionChange::Setting,
+        "SELECT set_config('work_mem', '1234kB', false)",
+        "SHOW work_mem",
+    )
+    .await;
+    assert_eq!(after, before);
+    drop(p);
     let p = pool("pg_ss_auth", RecyclingMethod::Fast).await;
     let (before, after, _) = across_borrows(
         &p,
@@ -106,10 +127,6 @@ async fn settings_do_not_reach_the_next_borrower() {
     for (change, probe) in [
         ("SET search_path = pg_catalog", "SHOW search_path"),
         ("SET statement_timeout = '7s'", "SHOW statement_timeout"),
-        (
-            "SELECT set_config('work_mem', '1234kB', false)",
-            "SHOW work_mem",
-        ),
         // Several statements in one simple query: the second one is the change.
         ("SELECT 1; SET lock_timeout = '3s'", "SHOW lock_timeout"),
     ] {
