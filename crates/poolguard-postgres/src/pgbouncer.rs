@@ -12,6 +12,9 @@
 //! server session ran it: it cannot be reset from the client, only reported.
 
 use poolguard::diag::{Finding, Severity};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::error::Error;
 
 use crate::connection::PgConnection;
 use crate::session_state::{SessionChange, SessionCounters, SessionStats};
@@ -36,7 +39,8 @@ pub enum StatementMode {
     /// session-pooling proxies.
     #[default]
     Named,
-    /// For transaction-pooling proxies (PgBouncer `pool_mode=transaction`): the statement
+    /// For transaction-pooling proxies (PgBouncer `pool_mode=transaction`; see
+    /// [`detect`](Self::detect)): the statement
     /// cache is off (`statement_cache_capacity` is forced to 0), and the application sends
     /// unnamed statements only: `query_typed`/`query_typed_raw` (parameter types given, one
     /// round trip), `simple_query`/`batch_execute`. Named statements (`prepare`,
@@ -48,6 +52,99 @@ pub enum StatementMode {
     ///
     /// [`PostgresManager::findings`]: crate::PostgresManager::findings
     Unnamed,
+}
+
+impl StatementMode {
+    /// Asks the server at the first host of `config` whether it is a transaction-pooling
+    /// PgBouncer: connects to its admin console (database `pgbouncer`, same user and password,
+    /// within `connect_timeout`, 10 s without one) and reads the pool mode of `config`'s
+    /// database (`SHOW DATABASES`, else the default from `SHOW CONFIG`). `transaction` or
+    /// `statement` pooling gives [`Unnamed`](Self::Unnamed); `session` pooling, and a server
+    /// with no such database (PostgreSQL itself), give [`Named`](Self::Named).
+    ///
+    /// The user must be allowed on the console (PgBouncer's `admin_users` or `stats_users`);
+    /// otherwise, or when nothing answers, the error says so and the mode is best set
+    /// explicitly. The console is reached without TLS (PgBouncer's console does not need it;
+    /// a connection string with `sslmode=require` is refused by the connect).
+    pub async fn detect(config: &tokio_postgres::Config) -> Result<StatementMode, Error> {
+        let want = config.get_dbname().unwrap_or_default().to_owned();
+        let want = if want.is_empty() {
+            config.get_user().unwrap_or_default().to_owned()
+        } else {
+            want
+        };
+        let mut console = config.clone();
+        console.dbname("pgbouncer");
+        let limit = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(std::time::Duration::from_secs(10));
+        let addr = describe_first(config);
+        let timeout = |during| Error::ConnectTimeout {
+            addr: addr.clone(),
+            during,
+            timeout: limit,
+        };
+        let connected = tokio::time::timeout(limit, console.connect(tokio_postgres::NoTls))
+            .await
+            .map_err(|_| timeout("the PgBouncer admin console connect"))?;
+        let (client, conn) = match connected {
+            Ok(c) => c,
+            // PostgreSQL itself: no database called pgbouncer.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
+                return Ok(StatementMode::Named)
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let task = tokio::spawn(conn);
+        let ask = async {
+            let rows = client.simple_query("SHOW DATABASES").await?;
+            let mut mode = rows.iter().find_map(|m| match m {
+                SimpleQueryMessage::Row(r) if r.get("name") == Some(want.as_str()) => {
+                    r.get("pool_mode").map(str::to_owned)
+                }
+                _ => None,
+            });
+            if mode.as_deref().is_none_or(str::is_empty) {
+                let rows = client.simple_query("SHOW CONFIG").await?;
+                mode = rows.iter().find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) if r.get("key") == Some("pool_mode") => {
+                        r.get("value").map(str::to_owned)
+                    }
+                    _ => None,
+                });
+            }
+            Ok::<_, Error>(mode)
+        };
+        let mode = tokio::time::timeout(limit, ask)
+            .await
+            .map_err(|_| timeout("the PgBouncer admin console query"));
+        drop(client);
+        task.abort();
+        match mode??.as_deref() {
+            Some("transaction" | "statement") => Ok(StatementMode::Unnamed),
+            Some("session") => Ok(StatementMode::Named),
+            other => Err(Error::Connect {
+                addr,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "the PgBouncer admin console reported no known pool_mode ({other:?}); \
+                         set the statement mode explicitly"
+                    ),
+                ),
+            }),
+        }
+    }
+}
+
+/// `host:port` of the first host, for messages.
+fn describe_first(config: &tokio_postgres::Config) -> String {
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    match config.get_hosts().first() {
+        Some(h) => crate::config::describe_host(h, port),
+        None => format!("(no host):{port}"),
+    }
 }
 
 /// The doctor findings for `stats` under `mode`, for the pool labelled `pool`.

@@ -77,6 +77,25 @@ async fn one(pool: &Pool<PostgresManager>, i: i32) -> Result<(), String> {
         .unwrap_or_else(|_| Err("hung: no answer in 20 s".into()))
 }
 
+#[tokio::test]
+async fn the_mode_is_detected_from_the_admin_console() {
+    drop(console().await);
+    let cfg = |s: &str| s.parse::<tokio_postgres::Config>().unwrap();
+    assert_eq!(
+        StatementMode::detect(&cfg(&bouncer("test"))).await.unwrap(),
+        StatementMode::Unnamed,
+        "PgBouncer in transaction pooling mode"
+    );
+    drop(common::admin().await);
+    assert_eq!(
+        StatementMode::detect(&cfg(&common::pg_url()))
+            .await
+            .unwrap(),
+        StatementMode::Named,
+        "PostgreSQL itself"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unnamed_statements_work_under_load() {
     let p = pool(StatementMode::Unnamed, 16).await;
