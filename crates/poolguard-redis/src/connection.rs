@@ -1,8 +1,6 @@
 //! The pooled Redis connection: a multiplexed redis-rs connection that tracks the session
 //! state its borrowers leave behind.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -24,8 +22,6 @@ use crate::session::Session;
 pub struct RedisConnection {
     inner: MultiplexedConnection,
     pub(crate) session: Session,
-    /// Set by the socket when the server closed it or it failed.
-    closed: Arc<AtomicBool>,
     /// The manager's `query_timeout`.
     query_timeout: Option<Duration>,
     driver: DriverGuard,
@@ -61,22 +57,36 @@ fn name_of(cmd: &Cmd) -> (Option<&[u8]>, Option<&[u8]>) {
 impl RedisConnection {
     pub(crate) fn new(
         inner: MultiplexedConnection,
-        closed: Arc<AtomicBool>,
         driver: JoinHandle<()>,
         query_timeout: Option<Duration>,
     ) -> Self {
         RedisConnection {
             inner,
             session: Session::default(),
-            closed,
             query_timeout,
             driver: DriverGuard(driver),
         }
     }
 
-    /// Whether the socket is gone (closed by the server, failed, or the driver ended).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.driver.0.is_finished()
+    /// Whether the connection is gone: the server closed it (`CLIENT KILL`, a restart, its
+    /// idle `timeout`) or its socket failed. The pool asks this on every checkout and
+    /// return and discards a closed connection; it is cheap (no round trip).
+    ///
+    /// It turns true as soon as the connection's background task has read the end of the
+    /// stream, which happens on its own, without a command being sent.
+    pub fn is_closed(&self) -> bool {
+        self.driver.0.is_finished()
+    }
+
+    /// Waits until the connection is gone (see [`is_closed`](Self::is_closed)): a way to
+    /// notice, while holding a connection without using it, that the server dropped it.
+    /// It never ends for a healthy connection: bound it with `tokio::time::timeout` or a
+    /// `select!`.
+    pub async fn closed(&mut self) {
+        if !self.driver.0.is_finished() {
+            // Cancel-safe: the handle stays put, and is not polled again once finished.
+            let _ = (&mut self.driver.0).await;
+        }
     }
 
     fn note<T>(&mut self, result: &redis::RedisResult<T>) {
