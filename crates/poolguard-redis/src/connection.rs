@@ -89,11 +89,42 @@ impl RedisConnection {
         }
     }
 
-    fn note<T>(&mut self, result: &redis::RedisResult<T>) {
-        if let Err(e) = result {
-            if crate::error::classify(e) == poolguard::conn::ErrorClass::Fatal {
-                self.session.failed = true;
+    /// Marks the connection failed when a request's outcome is a fatal error: a client-side
+    /// error, or an error reply from the server (which redis-rs hands back as a value, and
+    /// turns into an `Err` only when the caller converts the reply).
+    fn note(&mut self, result: &redis::RedisResult<Value>) {
+        self.note_values(result.as_ref().map(std::slice::from_ref));
+    }
+
+    fn note_values(&mut self, result: Result<&[Value], &redis::RedisError>) {
+        match result {
+            Err(e) => self.note_error(e),
+            Ok(values) => {
+                for v in values {
+                    // A reply, or the replies of a transaction (`EXEC`).
+                    let nested = match v {
+                        Value::Array(items) => items.as_slice(),
+                        _ => &[],
+                    };
+                    for v in std::iter::once(v).chain(nested) {
+                        if let Value::ServerError(se) = v {
+                            self.note_error(&redis::RedisError::from(se.clone()));
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    fn note_error(&mut self, e: &redis::RedisError) {
+        if crate::error::classify(e) == poolguard::conn::ErrorClass::Fatal {
+            if crate::error::is_read_only(e) && !self.session.failed {
+                tracing::warn!(
+                    "redis connection evicted: the server is a read-only replica (READONLY); \
+                     after a failover, the URL must lead to the new primary"
+                );
+            }
+            self.session.failed = true;
         }
     }
 
@@ -171,7 +202,7 @@ impl ConnectionLike for RedisConnection {
                 None => request.await,
             };
             self.session.unanswered -= 1;
-            self.note(&result);
+            self.note_values(result.as_deref());
             if result.is_ok() {
                 for cmd in pipeline.cmd_iter() {
                     if let (Some(name), sub) = name_of(cmd) {

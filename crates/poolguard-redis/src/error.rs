@@ -86,8 +86,17 @@ fn describe(e: &RedisError) -> String {
         " (wrong user name or password: check the credentials in the Redis URL)"
     } else if e.is_timeout() {
         " (no answer in time: the server or the network is stalled)"
+    } else if is_read_only(e) {
+        " (connected to a replica: after a failover this node no longer takes writes; the \
+         connection is discarded, and the URL must lead to the new primary, e.g. a name or \
+         proxy that follows failovers)"
     } else {
         ""
     };
     format!("Redis: {e}{hint}")
+}
+
+/// `READONLY`: the node is a replica (typically a former primary after a failover).
+pub(crate) fn is_read_only(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
