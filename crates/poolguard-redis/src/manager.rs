@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolguard::conn::{ErrorClass, Manager};
+use poolguard::conn::{Classify, ErrorClass, Manager};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, Value};
 
@@ -369,6 +369,27 @@ impl Manager for RedisManager {
 
     fn classify(&self, error: &Error) -> ErrorClass {
         error.class()
+    }
+}
+
+/// `conn.report(&e)` with the `redis::RedisError` a command returned: the error stays yours
+/// (to return, log or match), and a fatal one evicts the connection.
+///
+/// ```no_run
+/// # async fn demo(pool: poolguard::conn::Pool<poolguard_redis::RedisManager>) -> Result<(), Box<dyn std::error::Error>> {
+/// use poolguard_redis::redis::{self, AsyncCommands};
+///
+/// let mut conn = pool.get().await?;
+/// let hits: redis::RedisResult<i64> = conn.incr("hits", 1).await;
+/// if let Err(e) = &hits {
+///     conn.report(e);
+/// }
+/// println!("{}", hits?);
+/// # Ok(()) }
+/// ```
+impl Classify<RedisError> for RedisManager {
+    fn classify_error(&self, error: &RedisError) -> ErrorClass {
+        crate::error::classify(error)
     }
 }
 

@@ -44,6 +44,6 @@ pub use breaker::BreakerState;
 pub use config::{Builder, Config, MAX_DURATION};
 pub use error::{ConfigError, Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
-pub use manager::{ErrorClass, Manager};
+pub use manager::{Classify, ErrorClass, Manager};
 pub use pool::Pool;
 pub use stats::{CloseReason, StatsSnapshot, Status};
