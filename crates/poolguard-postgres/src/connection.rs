@@ -1,7 +1,6 @@
 //! The pooled connection: a `tokio_postgres::Client`, the task that drives its socket, the
 //! socket tap and a per-connection statement cache.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
@@ -12,7 +11,9 @@ use tokio_postgres::{Client, Statement};
 
 use crate::error::Error;
 use crate::manager::Canceller;
+use crate::statement_cache::StatementCache;
 use crate::tap::{TapState, TxStatus};
+use crate::transaction::PgTransaction;
 
 /// Aborts the connection task when dropped, so a connection never outlives its owner.
 struct TaskGuard(JoinHandle<()>);
@@ -83,8 +84,7 @@ pub struct PgConnection {
     // Field order matters: the client is dropped before the task guard aborts the task.
     client: Client,
     tap: Arc<TapState>,
-    statements: HashMap<String, Statement>,
-    statement_cache_capacity: usize,
+    statements: StatementCache,
     task: TaskGuard,
     addr: String,
     tcp: Option<TcpOptions>,
@@ -114,8 +114,7 @@ impl PgConnection {
         PgConnection {
             client,
             tap,
-            statements: HashMap::new(),
-            statement_cache_capacity,
+            statements: StatementCache::new(statement_cache_capacity),
             task: TaskGuard(task),
             addr,
             tcp,
@@ -170,18 +169,20 @@ impl PgConnection {
     /// Prepared statements live in the server session, so they stay valid across borrows of
     /// the same connection; they are lost with the connection, and emptied by
     /// [`RecyclingMethod::Clean`](crate::RecyclingMethod::Clean) (which runs `DISCARD ALL`).
-    pub async fn prepare_cached(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let statement = self.client.prepare(sql).await?;
-        if self.statement_cache_capacity > 0 {
-            if self.statements.len() >= self.statement_cache_capacity {
-                self.statements.clear();
-            }
-            self.statements.insert(sql.to_owned(), statement.clone());
-        }
-        Ok(statement)
+    /// It takes `&self`: the cache has its own lock (held for a map lookup, never across the
+    /// round trip), so it can be used while a [`transaction`](Self::transaction) is open, or
+    /// from several futures sharing the connection.
+    pub async fn prepare_cached(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        prepare_cached(&self.client, &self.statements, sql).await
+    }
+
+    /// Starts a transaction (`BEGIN`) whose [`prepare_cached`](PgTransaction::prepare_cached)
+    /// shares this connection's statement cache. Dropping it without `commit` rolls back, as
+    /// with `tokio_postgres::Transaction`; a connection returned to the pool inside a
+    /// transaction is rolled back by the pool in any case.
+    pub async fn transaction(&mut self) -> Result<PgTransaction<'_>, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        Ok(PgTransaction::new(tx, &self.statements))
     }
 
     /// Statements currently cached by [`prepare_cached`](Self::prepare_cached).
@@ -189,7 +190,7 @@ impl PgConnection {
         self.statements.len()
     }
 
-    pub(crate) fn clear_statement_cache(&mut self) {
+    pub(crate) fn clear_statement_cache(&self) {
         self.statements.clear();
     }
 
@@ -216,6 +217,20 @@ impl PgConnection {
         let mut task = task;
         let _ = (&mut task.0).await;
     }
+}
+
+/// The cache lookup, else a prepare (outside the cache's lock) and an insert.
+pub(crate) async fn prepare_cached(
+    client: &Client,
+    cache: &StatementCache,
+    sql: &str,
+) -> Result<Statement, tokio_postgres::Error> {
+    if let Some(s) = cache.get(sql) {
+        return Ok(s);
+    }
+    let statement = client.prepare(sql).await?;
+    cache.insert(sql, &statement);
+    Ok(statement)
 }
 
 impl Deref for PgConnection {

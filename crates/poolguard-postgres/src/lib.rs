@@ -80,13 +80,18 @@ mod connection;
 mod conninfo;
 mod error;
 mod manager;
+mod report;
+mod statement_cache;
 mod tap;
 #[cfg(feature = "tls")]
 mod tls;
+mod transaction;
 
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::{PgConnection, TcpOptions};
 pub use conninfo::redact_connection_string;
 pub use error::{classify, Error};
 pub use manager::PostgresManager;
+pub use report::ReportPg;
 pub use tokio_postgres;
+pub use transaction::PgTransaction;
