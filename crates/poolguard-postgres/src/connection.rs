@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
 
 use crate::error::Error;
 use crate::manager::Canceller;
-use crate::statement_cache::StatementCache;
+use crate::statement_cache::{prepare_cached, run_cached, StatementCache};
 use crate::tap::{TapState, TxStatus};
 use crate::transaction::PgTransaction;
 
@@ -106,15 +107,15 @@ impl PgConnection {
         client: Client,
         tap: Arc<TapState>,
         task: JoinHandle<()>,
-        statement_cache_capacity: usize,
+        statements: StatementCache,
         addr: String,
         tcp: Option<TcpOptions>,
         cancel: Canceller,
     ) -> Self {
         PgConnection {
             client,
+            statements,
             tap,
-            statements: StatementCache::new(statement_cache_capacity),
             task: TaskGuard(task),
             addr,
             tcp,
@@ -176,13 +177,48 @@ impl PgConnection {
         prepare_cached(&self.client, &self.statements, sql).await
     }
 
+    /// Runs `sql` through the statement cache and returns its rows, healing a stale cached
+    /// statement: when the server rejects it (SQLSTATE 0A000 "cached plan must not change
+    /// result type" after a schema change, or 26000 "prepared statement does not exist"
+    /// after `DEALLOCATE`), the statement is prepared again and the query retried once.
+    /// The retry happens only when the session was idle outside a transaction block before
+    /// the call: the rejected statement ran nothing, so running it again is safe. Inside a
+    /// transaction the error is returned (the server aborted the transaction) and the next
+    /// call prepares afresh. Each retry is counted in
+    /// [`PgStats::statements_reprepared`](crate::PgStats::statements_reprepared).
+    pub async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let client = &self.client;
+        run_cached(client, &self.statements, &self.tap, sql, |st| async move {
+            client.query(&st, params).await
+        })
+        .await
+    }
+
+    /// [`query_cached`](Self::query_cached) for a statement whose row count is wanted
+    /// (`INSERT`, `UPDATE`...): the same healing and retry rule.
+    pub async fn execute_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let client = &self.client;
+        run_cached(client, &self.statements, &self.tap, sql, |st| async move {
+            client.execute(&st, params).await
+        })
+        .await
+    }
+
     /// Starts a transaction (`BEGIN`) whose [`prepare_cached`](PgTransaction::prepare_cached)
     /// shares this connection's statement cache. Dropping it without `commit` rolls back, as
     /// with `tokio_postgres::Transaction`; a connection returned to the pool inside a
     /// transaction is rolled back by the pool in any case.
     pub async fn transaction(&mut self) -> Result<PgTransaction<'_>, tokio_postgres::Error> {
         let tx = self.client.transaction().await?;
-        Ok(PgTransaction::new(tx, &self.statements))
+        Ok(PgTransaction::new(tx, &self.statements, &self.tap))
     }
 
     /// Statements currently cached by [`prepare_cached`](Self::prepare_cached).
@@ -217,20 +253,6 @@ impl PgConnection {
         let mut task = task;
         let _ = (&mut task.0).await;
     }
-}
-
-/// The cache lookup, else a prepare (outside the cache's lock) and an insert.
-pub(crate) async fn prepare_cached(
-    client: &Client,
-    cache: &StatementCache,
-    sql: &str,
-) -> Result<Statement, tokio_postgres::Error> {
-    if let Some(s) = cache.get(sql) {
-        return Ok(s);
-    }
-    let statement = client.prepare(sql).await?;
-    cache.insert(sql, &statement);
-    Ok(statement)
 }
 
 impl Deref for PgConnection {

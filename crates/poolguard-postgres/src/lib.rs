@@ -61,6 +61,17 @@
 //! statement is prepared once per connection, not once per borrow. [`RecyclingMethod::Clean`]
 //! runs `DISCARD ALL`, which deallocates them, and empties the cache with it.
 //!
+//! A schema change makes cached statements stale: the server answers SQLSTATE 0A000
+//! ("cached plan must not change result type") to every later execution, and 26000 to a
+//! statement that was deallocated. [`PgConnection::query_cached`] and
+//! [`PgConnection::execute_cached`] heal that: they drop the rejected statement, prepare it
+//! again and retry once (only outside a transaction block, where the rejected statement ran
+//! nothing), counted in [`PgStats::statements_reprepared`]. Whatever call received such an
+//! error, the connection's next `prepare_cached` prepares afresh. After a migration,
+//! [`invalidate_statements`] empties every connection's cache (idle and held).
+//! [`PgConnection::transaction`] gives a transaction with the same cached calls, and
+//! [`ReportPg::report_pg`] reports a `tokio_postgres::Error` to the pool without consuming it.
+//!
 //! # TLS
 //!
 //! Plaintext by default. With the `tls` feature, pass any tokio-postgres TLS connector to
@@ -82,6 +93,7 @@ mod error;
 mod manager;
 mod report;
 mod statement_cache;
+mod stats;
 mod tap;
 #[cfg(feature = "tls")]
 mod tls;
@@ -93,5 +105,13 @@ pub use conninfo::redact_connection_string;
 pub use error::{classify, Error};
 pub use manager::PostgresManager;
 pub use report::ReportPg;
+pub use stats::PgStats;
 pub use tokio_postgres;
 pub use transaction::PgTransaction;
+
+/// Empties the statement cache of every connection of `pool` (idle ones now, held ones at
+/// their next `prepare_cached`), for use after a migration changed the schema under cached
+/// statements. Same as `pool.manager().invalidate_statements()`.
+pub fn invalidate_statements(pool: &poolguard::conn::Pool<PostgresManager>) {
+    pool.manager().invalidate_statements();
+}

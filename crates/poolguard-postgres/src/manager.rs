@@ -16,6 +16,8 @@ use crate::config::{
 };
 use crate::connection::{PgConnection, TcpOptions};
 use crate::error::Error;
+use crate::statement_cache::StatementCache;
+use crate::stats::{Counters, PgStats};
 use crate::tap::{drive, watchdog, Socket, TapState, TapStream, TxStatus, WakeCounter};
 
 /// One entry of the host list: `host`, `hostaddr` and port at the same position.
@@ -123,6 +125,8 @@ pub struct PostgresManager {
     /// `config.pg` with `sslmode=disable`: TLS, when used, is negotiated below the tap, so
     /// tokio-postgres must not try again.
     raw: tokio_postgres::Config,
+    /// Shared with every connection: the statement-cache epoch and the counters.
+    counters: Arc<Counters>,
 }
 
 /// The connection settings, password shown as `***` (see [`PostgresConfig`]'s `Display`).
@@ -152,7 +156,27 @@ impl PostgresManager {
     pub(crate) fn from_config(config: PostgresConfig) -> Self {
         let mut raw = config.pg.clone();
         raw.ssl_mode(SslMode::Disable);
-        PostgresManager { config, raw }
+        PostgresManager {
+            config,
+            raw,
+            counters: Arc::default(),
+        }
+    }
+
+    /// Empties the statement cache of every connection this manager opened, for use after
+    /// a migration: idle and held connections alike prepare afresh on their next
+    /// `prepare_cached` (each cache compares an epoch this bumps). Statements already handed
+    /// out stay valid until they are dropped. See [`invalidate_statements`](crate::invalidate_statements).
+    pub fn invalidate_statements(&self) {
+        self.counters
+            .statement_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The manager's own counters (statement re-prepares, cache invalidations...), which
+    /// the pool's statistics do not carry.
+    pub fn stats(&self) -> PgStats {
+        self.counters.snapshot()
     }
 
     /// The validated settings.
@@ -359,15 +383,12 @@ impl PostgresManager {
                 task_cancel.spawn();
             }
         });
-        let conn = PgConnection::new(
-            client,
-            tap,
-            task,
+        let statements = StatementCache::new(
             self.config.statement_cache_capacity,
-            desc.to_owned(),
-            tcp,
-            cancel,
+            Arc::clone(&self.counters),
+            Arc::clone(&tap),
         );
+        let conn = PgConnection::new(client, tap, task, statements, desc.to_owned(), tcp, cancel);
         let wanted = self.config.pg.get_target_session_attrs();
         if wanted != TargetSessionAttrs::Any {
             set_phase("the target_session_attrs check");

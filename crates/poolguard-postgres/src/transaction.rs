@@ -4,9 +4,11 @@
 use std::fmt;
 use std::ops::Deref;
 
-use tokio_postgres::{Statement, Transaction};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Row, Statement, Transaction};
 
-use crate::statement_cache::StatementCache;
+use crate::statement_cache::{prepare_cached, run_cached, StatementCache};
+use crate::tap::TapState;
 
 /// A transaction on a pooled connection, from [`PgConnection::transaction`](crate::PgConnection::transaction).
 ///
@@ -18,6 +20,7 @@ use crate::statement_cache::StatementCache;
 pub struct PgTransaction<'a> {
     tx: Transaction<'a>,
     statements: &'a StatementCache,
+    tap: &'a TapState,
 }
 
 impl fmt::Debug for PgTransaction<'_> {
@@ -29,15 +32,53 @@ impl fmt::Debug for PgTransaction<'_> {
 }
 
 impl<'a> PgTransaction<'a> {
-    pub(crate) fn new(tx: Transaction<'a>, statements: &'a StatementCache) -> Self {
-        PgTransaction { tx, statements }
+    pub(crate) fn new(
+        tx: Transaction<'a>,
+        statements: &'a StatementCache,
+        tap: &'a TapState,
+    ) -> Self {
+        PgTransaction {
+            tx,
+            statements,
+            tap,
+        }
     }
 
     /// Prepares `sql` once per connection, as
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached) does, sharing its
     /// cache.
     pub async fn prepare_cached(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        crate::connection::prepare_cached(self.tx.client(), self.statements, sql).await
+        prepare_cached(self.tx.client(), self.statements, sql).await
+    }
+
+    /// Runs `sql` through the statement cache, as
+    /// [`PgConnection::query_cached`](crate::PgConnection::query_cached) does. Inside a
+    /// transaction a rejected (stale) statement aborts the transaction, so there is no
+    /// retry: the error is returned, the statement is dropped from the cache, and a retry of
+    /// the whole transaction prepares it afresh.
+    pub async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let client = self.tx.client();
+        run_cached(client, self.statements, self.tap, sql, |st| async move {
+            client.query(&st, params).await
+        })
+        .await
+    }
+
+    /// [`query_cached`](Self::query_cached) returning the row count.
+    pub async fn execute_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let client = self.tx.client();
+        run_cached(client, self.statements, self.tap, sql, |st| async move {
+            client.execute(&st, params).await
+        })
+        .await
     }
 
     /// Commits (`COMMIT`).
