@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +11,8 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Row, Statement};
 
+use crate::cancel::Canceller;
 use crate::error::Error;
-use crate::manager::Canceller;
 use crate::statement_cache::{prepare_cached, run_cached, StatementCache};
 use crate::tap::{TapState, TxStatus};
 use crate::transaction::PgTransaction;
@@ -90,6 +91,8 @@ pub struct PgConnection {
     addr: String,
     tcp: Option<TcpOptions>,
     cancel: Canceller,
+    /// `set_statement_timeout` changed the session's `statement_timeout`: the reset undoes it.
+    statement_timeout_set: AtomicBool,
 }
 
 impl fmt::Debug for PgConnection {
@@ -120,6 +123,7 @@ impl PgConnection {
             addr,
             tcp,
             cancel,
+            statement_timeout_set: AtomicBool::new(false),
         }
     }
 
@@ -144,6 +148,43 @@ impl PgConnection {
     /// it; `Ok` means the request was sent, not that something was cancelled.
     pub async fn cancel_query(&self) -> Result<(), Error> {
         self.cancel.send().await
+    }
+
+    /// Sets the server's `statement_timeout` for this borrow (`None`: no limit): a statement
+    /// running longer is cancelled by the server itself with SQLSTATE 57014, and the
+    /// connection stays usable. Sent as `SET statement_timeout`; inside a transaction block
+    /// it lasts until the transaction ends if that rolls back (PostgreSQL's rule for `SET`).
+    /// When the connection goes back to the pool, the reset sends `RESET statement_timeout`,
+    /// so the next borrower gets the session's default again. Durations are rounded up to
+    /// whole milliseconds (a non-zero timeout never becomes "no limit");
+    /// [`Error::StatementTimeoutTooLong`] above PostgreSQL's limit (about 24.8 days).
+    pub async fn set_statement_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let ms = match timeout {
+            None => 0,
+            Some(t) => {
+                let ms = t.as_nanos().div_ceil(1_000_000);
+                if ms > i32::MAX as u128 {
+                    return Err(Error::StatementTimeoutTooLong { requested: t });
+                }
+                ms.max(1)
+            }
+        };
+        // Marked first: if this future is dropped after the SET was sent, the reset still
+        // undoes it.
+        self.statement_timeout_set.store(true, Ordering::Release);
+        self.client
+            .batch_execute(&format!("SET statement_timeout = {ms}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `set_statement_timeout` changed the session since the last reset.
+    pub(crate) fn statement_timeout_set(&self) -> bool {
+        self.statement_timeout_set.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn statement_timeout_reset(&self) {
+        self.statement_timeout_set.store(false, Ordering::Release);
     }
 
     /// Whether the pool's [`query_timeout`](crate::PostgresManagerBuilder::query_timeout)
@@ -228,6 +269,10 @@ impl PgConnection {
 
     pub(crate) fn clear_statement_cache(&self) {
         self.statements.clear();
+    }
+
+    pub(crate) fn canceller(&self) -> &Canceller {
+        &self.cancel
     }
 
     /// The transaction status the wire protocol last reported.

@@ -17,8 +17,15 @@
 //!   follows the protocol's framing and records the transaction status byte of each
 //!   `ReadyForQuery`, and counts the requests written. On return, a connection that is in a
 //!   transaction (raw `BEGIN` included) gets `ROLLBACK` before anyone else may have it; one
-//!   with a request still unanswered (a cancelled query) first waits for the answer, which
-//!   decides; a clean one costs no round trip and skips the pool's reset task.
+//!   with a request still unanswered (a query abandoned by a timed-out caller) first waits
+//!   for the answer, which decides; a clean one costs no round trip and skips the pool's
+//!   reset task.
+//! - **An abandoned query stops on the server.** When the answer does not come at once, the
+//!   reset sends PostgreSQL's `CancelRequest` (repeated until the answer comes, within
+//!   `reset_timeout`): the query ends with 57014, the backend is idle again, and the
+//!   connection is reused without waiting the query out. Cancels are counted in
+//!   [`PostgresManager::stats`]. [`PgConnection::set_statement_timeout`] sets a per-borrow
+//!   `statement_timeout` that the reset undoes.
 //! - **Dead connections are evicted.** Errors are classified by SQLSTATE ([`classify`]):
 //!   57P01 (terminated by an administrator), 57P02, 57P03 and class 08 are fatal; so are I/O
 //!   and protocol errors. `is_broken` checks the client and the connection task on every
@@ -86,6 +93,7 @@
     rust_2018_idioms
 )]
 
+mod cancel;
 mod config;
 mod connection;
 mod conninfo;

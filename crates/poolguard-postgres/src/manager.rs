@@ -11,6 +11,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
 use tokio_postgres::NoTls;
 
+use crate::cancel::Canceller;
 use crate::config::{
     describe_host, BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod,
 };
@@ -56,67 +57,6 @@ impl Target {
 
 /// Deadline of a cancel request when the config has no `connect_timeout`.
 const CANCEL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// What it takes to cancel a connection's running request: its backend key and address.
-#[derive(Clone)]
-pub(crate) struct Canceller {
-    token: tokio_postgres::CancelToken,
-    target: Target,
-    addr: String,
-    deadline: std::time::Duration,
-}
-
-impl std::fmt::Debug for Canceller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Canceller")
-            .field("target", &self.target)
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Canceller {
-    /// Sends a `CancelRequest` for the connection's backend on a new socket to the same
-    /// address, within the deadline.
-    pub(crate) async fn send(&self) -> Result<(), Error> {
-        let io_error = |source| Error::Connect {
-            addr: self.addr.clone(),
-            source,
-        };
-        let send = async {
-            match &self.target {
-                Target::Tcp(a) => {
-                    let s = TcpStream::connect(a).await.map_err(io_error)?;
-                    self.token.cancel_query_raw(s, NoTls).await?;
-                }
-                Target::Unix(p) => {
-                    let s = UnixStream::connect(p).await.map_err(io_error)?;
-                    self.token.cancel_query_raw(s, NoTls).await?;
-                }
-            }
-            Ok::<(), Error>(())
-        };
-        match tokio::time::timeout(self.deadline, send).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::ConnectTimeout {
-                addr: self.addr.clone(),
-                during: "the cancel request",
-                timeout: self.deadline,
-            }),
-        }
-    }
-
-    /// [`send`](Self::send) from a task of its own (bounded by the deadline), so nobody
-    /// waits for it.
-    fn spawn(self) {
-        tokio::spawn(async move {
-            match self.send().await {
-                Ok(()) => tracing::debug!(addr = %self.addr, "cancel request sent"),
-                Err(e) => tracing::warn!(addr = %self.addr, error = %e, "cancel request failed"),
-            }
-        });
-    }
-}
 
 /// Opens, checks, resets and closes PostgreSQL connections for a `poolguard::conn::Pool`.
 #[derive(Debug)]
@@ -353,6 +293,7 @@ impl PostgresManager {
                 .get_connect_timeout()
                 .copied()
                 .unwrap_or(CANCEL_DEADLINE),
+            counters: Arc::clone(&self.counters),
         };
         let task_tap = Arc::clone(&tap);
         let task_cancel = cancel.clone();
@@ -499,12 +440,14 @@ impl Manager for PostgresManager {
     }
 
     /// Rolls back an open transaction, then applies the recycling method. When a request is
-    /// still unanswered (a query cancelled mid-flight), it first waits for the answers, which
-    /// tell whether a transaction is open; a `Close` tokio-postgres queued when a statement
-    /// was dropped is only waited for until it is written. The pool bounds that wait with
-    /// `reset_timeout`.
+    /// still unanswered (a query abandoned mid-flight), it first waits for the answers, which
+    /// tell whether a transaction is open: after a moment the request is cancelled on the
+    /// server (a `CancelRequest`, repeated until the answer comes), so an abandoned long
+    /// query ends with 57014 and the connection is reused instead of waiting it out. A
+    /// `Close` tokio-postgres queued when a statement was dropped is only waited for until
+    /// it is written. The pool bounds the whole wait with `reset_timeout`.
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), Error> {
-        let rollback = match conn.settled_tx_status().await {
+        let rollback = match crate::cancel::settle(conn, &self.counters).await {
             TxStatus::Idle => false,
             TxStatus::InTransaction => true,
             TxStatus::Unknown => return Err(Error::SessionEnded),
@@ -516,7 +459,9 @@ impl Manager for PostgresManager {
     /// A connection needs the reset task only when its session is not known to be idle, or
     /// when the recycling method always does a round trip.
     fn needs_reset(&self, conn: &mut PgConnection) -> bool {
-        self.config.recycling != RecyclingMethod::Fast || conn.tx_status() != TxStatus::Idle
+        self.config.recycling != RecyclingMethod::Fast
+            || conn.tx_status() != TxStatus::Idle
+            || conn.statement_timeout_set()
     }
 
     fn is_broken(&self, conn: &mut PgConnection) -> bool {
@@ -541,6 +486,10 @@ impl PostgresManager {
     ) -> Result<(), Error> {
         if rollback {
             self.rollback(conn).await?;
+        }
+        if conn.statement_timeout_set() {
+            conn.batch_execute("RESET statement_timeout").await?;
+            conn.statement_timeout_reset();
         }
         match method {
             RecyclingMethod::Fast => Ok(()),

@@ -16,6 +16,15 @@ pub struct PgStats {
     pub statement_caches_cleared: u64,
     /// Times [`invalidate_statements`](crate::invalidate_statements) was called.
     pub invalidations: u64,
+    /// `CancelRequest`s delivered: by the reset for a connection returned with a request in
+    /// flight, by `query_timeout`, and by [`PgConnection::cancel_query`](crate::PgConnection::cancel_query).
+    pub cancels_sent: u64,
+    /// `CancelRequest`s that could not be delivered (no connection to the server, or no
+    /// answer within the deadline).
+    pub cancel_failures: u64,
+    /// Cancels the reset attempted for connections returned with a request still running
+    /// (an abandoned query); each is also counted as sent or failed.
+    pub cancels_on_return: u64,
 }
 
 /// The shared atomics behind [`PgStats`], plus the statement-cache epoch.
@@ -25,6 +34,9 @@ pub(crate) struct Counters {
     pub(crate) statement_epoch: AtomicU64,
     pub(crate) statements_reprepared: AtomicU64,
     pub(crate) statement_caches_cleared: AtomicU64,
+    pub(crate) cancels_sent: AtomicU64,
+    pub(crate) cancel_failures: AtomicU64,
+    pub(crate) cancels_on_return: AtomicU64,
 }
 
 impl Counters {
@@ -38,6 +50,9 @@ impl Counters {
             statements_reprepared: get(&self.statements_reprepared),
             statement_caches_cleared: get(&self.statement_caches_cleared),
             invalidations: self.statement_epoch.load(Ordering::Acquire),
+            cancels_sent: get(&self.cancels_sent),
+            cancel_failures: get(&self.cancel_failures),
+            cancels_on_return: get(&self.cancels_on_return),
         }
     }
 }
