@@ -145,7 +145,9 @@ impl PgConnection {
     ///
     /// The cancelled request ends with SQLSTATE 57014 (`query_canceled`), which leaves the
     /// connection usable. As with any cancel, the request may finish before the server sees
-    /// it; `Ok` means the request was sent, not that something was cancelled.
+    /// it; `Ok` means the server took the cancel request (it closed the cancel connection,
+    /// having signalled the backend), not that something was cancelled. Counted in
+    /// [`PgStats::cancels_sent`](crate::PgStats::cancels_sent) (or `cancel_failures`).
     pub async fn cancel_query(&self) -> Result<(), Error> {
         self.cancel.send().await
     }
