@@ -18,7 +18,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
-use super::builder::Clock;
+use super::config::Clock;
 use super::local::thread_index;
 use super::stats::LongHold;
 

@@ -38,7 +38,7 @@
 //! `build()` warns (through `tracing`) when a tier's share cannot hold an object of
 //! `max_object_bytes`.
 
-mod builder;
+mod config;
 mod doctor;
 mod hold;
 mod layout;
@@ -50,8 +50,8 @@ mod stats;
 mod trimmer;
 mod victim;
 
-pub use builder::{
-    BuildError, PoolBuilder, PoolConfig, DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_BYTES,
+pub use config::{
+    BuildError, Builder, Config, DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_BYTES,
     DEFAULT_MAX_OBJECT_BYTES, MAX_IDLE, MAX_LOCAL_SLOTS, MAX_SHARDS,
 };
 pub use layout::Layout;

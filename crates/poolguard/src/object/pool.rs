@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
-use super::builder::{system_clock, Factory, PoolBuilder, PoolConfig};
+use super::config::{system_clock, Builder, Config, Factory};
 use super::hold::{HoldStart, HoldTracker};
 use super::layout::Layout;
 use super::local::{bump, thread_index, HotCell};
@@ -108,7 +108,7 @@ struct TrimState {
 
 pub(crate) struct Inner<T> {
     factory: Factory<T>,
-    config: PoolConfig,
+    config: Config,
     name: String,
     /// The per-thread tier: cell `i` belongs to the thread with index `i`.
     cells: Box<[CachePadded<HotCell<T>>]>,
@@ -212,11 +212,11 @@ impl<T: Recycle + Send + 'static> Drop for PoolGuard<'_, T> {
 
 impl<T: Recycle + Send + 'static> Pool<T> {
     /// A builder around `factory`, the function called on a miss (Go's `New`).
-    pub fn builder(factory: impl Fn() -> T + Send + Sync + 'static) -> PoolBuilder<T> {
-        PoolBuilder::new(factory)
+    pub fn builder(factory: impl Fn() -> T + Send + Sync + 'static) -> Builder<T> {
+        Builder::new(factory)
     }
 
-    pub(crate) fn from_builder(b: PoolBuilder<T>) -> Self {
+    pub(crate) fn from_builder(b: Builder<T>) -> Self {
         let c = b.config;
         let layout = Layout::of(&c);
         let name = c.name.clone().unwrap_or_else(|| {
@@ -310,7 +310,7 @@ impl<T: Recycle + Send + 'static> Pool<T> {
     }
 
     /// The configuration the pool was built with.
-    pub fn config(&self) -> &PoolConfig {
+    pub fn config(&self) -> &Config {
         &self.inner.config
     }
 

@@ -13,7 +13,7 @@
 //! * [`Reclaimer::close_async`] runs an async close (a connection's goodbye) on the tokio
 //!   runtime given to the builder, under a timeout, with a bounded number in flight.
 //! * A watchdog reports a job running past `slow_threshold` while it still runs (stats,
-//!   `tracing` warning, [`ReclaimerBuilder::on_watchdog`]), and retires a worker whose job
+//!   `tracing` warning, [`Builder::on_watchdog`]), and retires a worker whose job
 //!   runs past `stuck_threshold`, starting a replacement within `max_threads`.
 //! * [`Reclaimer::flush`] waits for everything deferred before the call. Dropping the last
 //!   handle shuts down: flush within `shutdown_timeout`, drop the rest on the dropping
@@ -35,10 +35,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod builder;
 mod close;
+mod config;
+mod doctor;
 mod queue;
-mod report;
 mod shutdown;
 mod stats;
 mod watchdog;
@@ -51,9 +51,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use builder::{
-    BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull, MAX_CAPACITY, MAX_CLOSES_IN_FLIGHT,
-    MAX_THREADS, MIN_THRESHOLD,
+pub use config::{
+    BuildError, Builder, Config, WhenFull, MAX_CAPACITY, MAX_CLOSES_IN_FLIGHT, MAX_THREADS,
+    MIN_THRESHOLD,
 };
 pub use queue::Refusal;
 pub use stats::{LabelStats, ReclaimStats, ShutdownReport, SlowJob, WatchdogEvent, WatchdogKind};
@@ -134,11 +134,11 @@ impl fmt::Debug for Reclaimer {
 
 impl Reclaimer {
     /// A builder with the defaults (2 workers, capacity 4096, slow 100 ms, stuck 2 s).
-    pub fn builder() -> ReclaimerBuilder {
-        ReclaimerBuilder::default()
+    pub fn builder() -> Builder {
+        Builder::default()
     }
 
-    pub(crate) fn start(cfg: ReclaimConfig) -> Result<Self, BuildError> {
+    pub(crate) fn start(cfg: Config) -> Result<Self, BuildError> {
         let shared = Arc::new(Shared::new(cfg));
         // Built first, so that a failed spawn below shuts down the threads already started.
         let owner = Arc::new(Owner {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use super::builder::ReclaimConfig;
+use super::config::Config;
 use super::stats::{Counters, Gauges, ShutdownReport, SlowJob};
 
 /// A deferred drop waiting in the queue.
@@ -183,7 +183,7 @@ impl State {
 /// What the workers, the watchdog, close tasks and every handle share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) cfg: ReclaimConfig,
+    pub(crate) cfg: Config,
     pub(crate) state: Mutex<State>,
     /// Workers wait here for jobs (and for `stopping`).
     pub(crate) work_ready: Condvar,
@@ -222,7 +222,7 @@ impl Shared {
         }
     }
 
-    pub(crate) fn new(cfg: ReclaimConfig) -> Self {
+    pub(crate) fn new(cfg: Config) -> Self {
         Self {
             cfg,
             state: Mutex::new(State::default()),
