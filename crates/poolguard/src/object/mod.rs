@@ -40,13 +40,16 @@
 
 mod config;
 mod doctor;
+mod engine;
 mod hold;
 mod layout;
 mod local;
+mod metrics;
 mod pool;
 mod recycle;
 mod shared;
 mod stats;
+mod trim;
 mod trimmer;
 mod victim;
 
@@ -59,18 +62,3 @@ pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;
 pub use stats::{Discards, LongHold, PoolStats, TrimCause, TrimTrace};
 pub use trimmer::{Trimmer, MIN_TRIM_INTERVAL};
-
-use crate::diag::{Finding, PrometheusWriter};
-
-impl<T: Recycle + Send + 'static> Pool<T> {
-    /// Diagnoses misuse from the current stats: long holds, oversized discards, low hit
-    /// rate, threads that only put, resets that refuse, returns refused at the caps.
-    pub fn doctor(&self) -> Vec<Finding> {
-        doctor::diagnose(&self.stats(), self.config())
-    }
-
-    /// Appends the pool's stats to a Prometheus text writer.
-    pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
-        self.stats().write_prometheus(w);
-    }
-}
