@@ -30,6 +30,7 @@ use super::config::Config;
 /// byte share is refused by that shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Layout {
     /// Per-thread cells (one object each); 0 when the per-thread tier is off.
     pub local_slots: usize,

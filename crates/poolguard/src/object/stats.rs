@@ -37,6 +37,7 @@ impl Counters {
 /// Objects a pool dropped instead of keeping, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Discards {
     /// Reported more heap bytes than `max_object_bytes`.
     pub oversized: u64,
@@ -53,6 +54,8 @@ pub struct Discards {
 /// Why a trim cycle ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum TrimCause {
     /// [`Pool::trim`](super::Pool::trim).
     Manual,
@@ -75,6 +78,7 @@ impl fmt::Display for TrimCause {
 /// One trim cycle, like a line of Go's `gctrace` (its `Display` is that line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TrimTrace {
     /// The pool's label.
     pub pool: String,
@@ -94,8 +98,10 @@ pub struct TrimTrace {
     /// workers, not in this cycle); 0 without a reclaimer or when it refused.
     pub deferred: usize,
     /// The longest time one lock was held by this cycle (what a concurrent get could wait).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub max_pause: Duration,
     /// Wall time of the whole cycle, disposal included.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub took: Duration,
 }
 
@@ -141,10 +147,13 @@ impl fmt::Display for TrimTrace {
 /// A checkout held longer than the pool's `hold_threshold`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LongHold {
     /// Where `get()` was called.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::site"))]
     pub site: &'static Location<'static>,
     /// How long the object was held (so far, when still held).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub held: Duration,
     /// Whether the checkout is still out (not returned or detached yet).
     pub still_held: bool,
@@ -153,6 +162,7 @@ pub struct LongHold {
 /// A point-in-time copy of a pool's counters and gauges.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PoolStats {
     /// The pool's label (unless named: the type's short name and a sequence number).
     pub name: String,

@@ -252,6 +252,10 @@ mod tests {
             CALLS.load(Relaxed) >= 2,
             "the cycle measured and dropped the object"
         );
-        assert_eq!(UNDER_LOCK.load(Relaxed), 0, "user code ran under the trim lock");
+        assert_eq!(
+            UNDER_LOCK.load(Relaxed),
+            0,
+            "user code ran under the trim lock"
+        );
     }
 }

@@ -196,6 +196,11 @@ impl Reclaimer {
         shutdown::run(self.shared(), timeout)
     }
 
+    /// The reclaimer's name (given to the builder, or its default label).
+    pub fn name(&self) -> &str {
+        &self.shared().cfg.name
+    }
+
     /// The figures now.
     pub fn stats(&self) -> ReclaimStats {
         stats_of(self.shared())
@@ -245,6 +250,11 @@ impl fmt::Debug for ReclaimMonitor {
 }
 
 impl ReclaimMonitor {
+    /// The reclaimer's name.
+    pub fn name(&self) -> &str {
+        &self.shared.cfg.name
+    }
+
     /// The figures now (including the shutdown report once shut down).
     pub fn stats(&self) -> ReclaimStats {
         stats_of(&self.shared)
