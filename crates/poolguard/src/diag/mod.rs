@@ -10,6 +10,7 @@ mod histogram;
 pub(crate) mod labels;
 mod name;
 mod prometheus;
+pub(crate) mod slab;
 
 #[cfg(feature = "serde")]
 pub(crate) use diagnose::ser;

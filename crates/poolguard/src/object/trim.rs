@@ -30,27 +30,28 @@ use super::stats::{Counters, TrimCause, TrimTrace};
 use super::victim::Entry;
 use super::Recycle;
 use crate::diag::Histogram;
+use crate::sync::pl::Mutex;
 
 /// Traces kept for `PoolStats::recent_trims`.
 const RECENT_TRIMS: usize = 16;
 
 pub(crate) struct TrimState {
     /// Serialises steps 1 and 2 of cycles (a budget cycle skips when one is running).
-    lock: parking_lot::Mutex<()>,
+    lock: Mutex<()>,
     cycles: AtomicU64,
     /// Returns refused over cap since the last cycle; a pool's worth starts a budget cycle.
     pub(super) refused_since_cycle: AtomicU64,
-    pub(super) recent: parking_lot::Mutex<VecDeque<TrimTrace>>,
+    pub(super) recent: Mutex<VecDeque<TrimTrace>>,
     pub(super) pauses: Histogram,
 }
 
 impl TrimState {
     pub(super) fn new() -> Self {
         Self {
-            lock: parking_lot::Mutex::new(()),
+            lock: Mutex::new(()),
             cycles: AtomicU64::new(0),
             refused_since_cycle: AtomicU64::new(0),
-            recent: parking_lot::Mutex::new(VecDeque::with_capacity(RECENT_TRIMS)),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_TRIMS)),
             pauses: Histogram::new(),
         }
     }

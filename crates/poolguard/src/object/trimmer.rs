@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::sync::pl::{Condvar, Mutex};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex};
 
 use super::{Pool, Recycle};
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use crate::sync::pl::RwLock;
 
 use crate::diag::{Histogram, HistogramSnapshot};
 
