@@ -31,6 +31,7 @@
 
 mod breaker;
 mod config;
+mod diagnose;
 mod error;
 mod guard;
 mod inner;
