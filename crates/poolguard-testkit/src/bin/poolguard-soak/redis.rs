@@ -1,0 +1,533 @@
+//! The Redis side: the pool, the requests (plain, MULTI/EXEC, MULTI left open, a dirty WATCH
+//! left behind, SELECT of another database, cancelled BLPOPs, panics while holding, cancelled
+//! gets), the clean-session check every borrower runs first, and an admin connection.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use poolguard::conn::{ErrorClass, Pool, PooledConnection};
+use poolguard_redis::redis::aio::MultiplexedConnection;
+use poolguard_redis::redis::{self, AsyncConnectionConfig, Cmd, Value};
+use poolguard_redis::{Error, RedisManager};
+use rand::rngs::StdRng;
+use rand::Rng;
+use tokio::time::{sleep, timeout, timeout_at, Instant};
+
+use crate::record::{Deliberate, Outcome, Tally};
+use crate::{pool_error_kind, PoolShape};
+
+/// The soak's Redis pool.
+pub type RedisPool = Pool<RedisManager>;
+
+/// The admin connection's client name (the pool's connections have none).
+pub const ADMIN_NAME: &str = "poolguard-soak-admin";
+
+/// Dirty handovers the check can see.
+pub const DIRTY_MULTI: &str = "handed over inside MULTI";
+/// See [`judge_info`].
+pub const DIRTY_DB: &str = "handed over with another database selected";
+/// A connection whose previous borrower's blocking command is still waiting on the server:
+/// the next command's answer would queue behind it.
+pub const DIRTY_BLOCKED: &str = "handed over with a blocking command still pending";
+/// An EXEC without a WATCH of its own came back aborted: a previous borrower's WATCH of a
+/// key it then changed was still in force.
+pub const DIRTY_WATCH: &str = "handed over with a stale WATCH (EXEC aborted)";
+/// An answer that does not belong to the command (replies out of step).
+pub const DIRTY_OUT_OF_STEP: &str = "replies out of step";
+
+/// Builds the pool.
+pub fn pool(url: &str, shape: &PoolShape) -> Result<RedisPool, String> {
+    let m = RedisManager::new(url).map_err(|e| e.to_string())?;
+    shape.build(m, "soak-redis")
+}
+
+/// One request's plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// PING with a token (the echo must match), SET.
+    Plain,
+    /// MULTI, INCR, EXPIRE, EXEC (no WATCH: a Nil answer can only be a stale WATCH).
+    Exec,
+    /// MULTI, INCR; then dropped.
+    LeftMulti,
+    /// WATCH a key, change it (so any later EXEC on this session aborts while the WATCH lasts),
+    /// optionally MULTI; then dropped.
+    LeftWatch { multi: bool },
+    /// SELECT 1, SET there; then dropped.
+    Select,
+    /// BLPOP on an empty list with no server timeout, cut off by a short timeout; then dropped.
+    CancelledBlpop,
+    /// MULTI, then a panic while holding the connection.
+    Panic,
+    /// `get` under a timeout too short for it to finish, sometimes.
+    CancelledGet,
+}
+
+/// Picks the next request (weights in per cent).
+pub fn pick(rng: &mut StdRng) -> Op {
+    match rng.random_range(0..100) {
+        0..40 => Op::Plain,
+        40..55 => Op::Exec,
+        55..63 => Op::LeftMulti,
+        63..70 => Op::LeftWatch {
+            multi: rng.random_bool(0.5),
+        },
+        70..76 => Op::Select,
+        76..86 => Op::CancelledBlpop,
+        86..88 => Op::Panic,
+        _ => Op::CancelledGet,
+    }
+}
+
+/// Reports a command's error to the pool (a fatal one evicts the connection) and labels it
+/// by class and code (or what failed).
+fn report(c: &mut Conn, e: redis::RedisError) -> Outcome {
+    let what = if let Some(code) = e.code() {
+        code.to_owned()
+    } else if e.is_timeout() {
+        "timeout".to_owned()
+    } else if e.is_connection_dropped() || e.is_io_error() {
+        "connection dropped".to_owned()
+    } else {
+        format!("{:?}", e.kind())
+    };
+    let class = match c.report(&Error::from(e)) {
+        ErrorClass::Transient => "transient",
+        _ => "fatal",
+    };
+    Outcome::Error(format!("{class} {what}"))
+}
+
+type Conn = PooledConnection<RedisManager>;
+
+async fn cmd(c: &mut Conn, cmd: &Cmd, deadline: Instant) -> Result<Value, Outcome> {
+    match timeout_at(deadline, cmd.query_async::<Value>(&mut **c)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(report(c, e)),
+        Err(_) => {
+            c.mark_broken();
+            Err(Outcome::Error("request deadline".into()))
+        }
+    }
+}
+
+/// The Redis client ids of the pool's connections (by the pool's connection id), learnt from
+/// each borrower's check, so that a slow check can ask the admin about the session. Bounded.
+#[derive(Debug, Default)]
+pub struct ClientIds(Mutex<HashMap<u64, i64>>);
+
+const MAX_IDS: usize = 4096;
+
+impl ClientIds {
+    fn get(&self, conn: u64) -> Option<i64> {
+        self.0.lock().get(&conn).copied()
+    }
+
+    fn put(&self, conn: u64, client: i64) {
+        let mut m = self.0.lock();
+        if m.len() >= MAX_IDS {
+            m.clear();
+        }
+        m.insert(conn, client);
+    }
+}
+
+/// A field of a `CLIENT INFO` / `CLIENT LIST` line.
+pub fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.split_whitespace().find_map(|f| {
+        let (k, v) = f.split_once('=')?;
+        (k == name).then_some(v)
+    })
+}
+
+/// Judges the answer to `CLIENT INFO` sent as the first command of a borrow: `Ok(client id)`
+/// when the session is clean, else the kind of dirt.
+pub fn judge_info(reply: &Value) -> Result<i64, &'static str> {
+    let text = match reply {
+        Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::VerbatimString { text, .. } => text.clone(),
+        Value::SimpleString(s) if s == "QUEUED" => return Err(DIRTY_MULTI),
+        _ => return Err(DIRTY_OUT_OF_STEP),
+    };
+    let id = field(&text, "id").and_then(|v| v.parse().ok());
+    let Some(id) = id else {
+        return Err(DIRTY_OUT_OF_STEP);
+    };
+    if field(&text, "multi") != Some("-1") {
+        return Err(DIRTY_MULTI);
+    }
+    if field(&text, "db") != Some("0") {
+        return Err(DIRTY_DB);
+    }
+    Ok(id)
+}
+
+/// How long the check waits before asking the admin whether the session is blocked.
+const SUSPECT_AFTER: Duration = Duration::from_millis(300);
+
+async fn check(
+    c: &mut Conn,
+    ids: &ClientIds,
+    admin: &RedisAdmin,
+    deadline: Instant,
+) -> Result<(), Outcome> {
+    let conn_id = c.id();
+    let known = ids.get(conn_id);
+    let info = redis::cmd("CLIENT").arg("INFO").clone();
+    // None: the session was seen blocked by someone else's command.
+    let answer = {
+        let fut = timeout_at(deadline, info.query_async::<Value>(&mut **c));
+        tokio::pin!(fut);
+        let first = tokio::select! {
+            r = &mut fut => Some(r),
+            _ = sleep(SUSPECT_AFTER) => None,
+        };
+        match first {
+            Some(r) => Some(r),
+            None => {
+                // Slow: a stalled server, or a session still busy with a previous command.
+                let blocked = match known {
+                    Some(id) => admin
+                        .client_flags(id)
+                        .await
+                        .is_ok_and(|flags| flags.contains('b')),
+                    None => false,
+                };
+                if blocked {
+                    None
+                } else {
+                    Some(fut.await)
+                }
+            }
+        }
+    };
+    match answer {
+        None => {
+            c.mark_broken();
+            Err(Outcome::Dirty(DIRTY_BLOCKED))
+        }
+        Some(Err(_)) => {
+            c.mark_broken();
+            Err(Outcome::Error("request deadline".into()))
+        }
+        Some(Ok(Err(e))) => Err(report(c, e)),
+        Some(Ok(Ok(v))) => match judge_info(&v) {
+            Ok(client) => {
+                ids.put(conn_id, client);
+                Ok(())
+            }
+            Err(kind) => {
+                c.mark_broken();
+                Err(Outcome::Dirty(kind))
+            }
+        },
+    }
+}
+
+/// One request. `token` is echoed by PING; `task` names the request's own keys.
+#[allow(clippy::too_many_arguments)]
+pub async fn request(
+    pool: RedisPool,
+    tally: Arc<Tally>,
+    ids: Arc<ClientIds>,
+    admin: Arc<RedisAdmin>,
+    op: Op,
+    cut: Duration,
+    token: u64,
+    task: usize,
+    deadline: Instant,
+) -> Outcome {
+    if op == Op::CancelledGet {
+        return match timeout(cut, pool.get()).await {
+            Err(_) => Outcome::CancelledGet,
+            Ok(Ok(_conn)) => Outcome::Ok,
+            Ok(Err(e)) => Outcome::Error(pool_error_kind(&e)),
+        };
+    }
+    let t0 = Instant::now();
+    let got = pool.get().await;
+    tally.note_get(t0.elapsed());
+    let mut c = match got {
+        Ok(c) => c,
+        Err(e) => return Outcome::Error(pool_error_kind(&e)),
+    };
+    if let Err(o) = check(&mut c, &ids, &admin, deadline).await {
+        return o;
+    }
+    match run(&mut c, op, cut, token, task, deadline).await {
+        Ok(o) | Err(o) => o,
+    }
+}
+
+async fn run(
+    c: &mut Conn,
+    op: Op,
+    cut: Duration,
+    token: u64,
+    task: usize,
+    deadline: Instant,
+) -> Result<Outcome, Outcome> {
+    let key = |what: &str| format!("soak:{what}:{task}");
+    match op {
+        Op::Plain => {
+            let echo = cmd(c, redis::cmd("PING").arg(token), deadline).await?;
+            if echo != Value::BulkString(token.to_string().into_bytes()) {
+                c.mark_broken();
+                return Err(Outcome::Dirty(DIRTY_OUT_OF_STEP));
+            }
+            cmd(
+                c,
+                redis::cmd("SET").arg(key("k")).arg(token).arg("EX").arg(60),
+                deadline,
+            )
+            .await?;
+        }
+        Op::Exec => {
+            cmd(c, &redis::cmd("MULTI"), deadline).await?;
+            cmd(c, redis::cmd("INCR").arg(key("c")), deadline).await?;
+            cmd(c, redis::cmd("EXPIRE").arg(key("c")).arg(60), deadline).await?;
+            match cmd(c, &redis::cmd("EXEC"), deadline).await? {
+                Value::Array(v) if v.len() == 2 => {}
+                Value::Nil => {
+                    c.mark_broken();
+                    return Err(Outcome::Dirty(DIRTY_WATCH));
+                }
+                _ => {
+                    c.mark_broken();
+                    return Err(Outcome::Dirty(DIRTY_OUT_OF_STEP));
+                }
+            }
+        }
+        Op::LeftMulti => {
+            cmd(c, &redis::cmd("MULTI"), deadline).await?;
+            cmd(c, redis::cmd("INCR").arg(key("c")), deadline).await?;
+        }
+        Op::LeftWatch { multi } => {
+            cmd(c, redis::cmd("WATCH").arg(key("w")), deadline).await?;
+            cmd(
+                c,
+                redis::cmd("SET").arg(key("w")).arg(token).arg("EX").arg(60),
+                deadline,
+            )
+            .await?;
+            if multi {
+                cmd(c, &redis::cmd("MULTI"), deadline).await?;
+            }
+        }
+        Op::Select => {
+            cmd(c, redis::cmd("SELECT").arg(1), deadline).await?;
+            cmd(
+                c,
+                redis::cmd("SET")
+                    .arg(key("db1"))
+                    .arg(token)
+                    .arg("EX")
+                    .arg(60),
+                deadline,
+            )
+            .await?;
+        }
+        Op::CancelledBlpop => {
+            let blpop = redis::cmd("BLPOP").arg(key("empty")).arg(0).clone();
+            return match timeout(cut, blpop.query_async::<Value>(&mut **c)).await {
+                Err(_) => Ok(Outcome::CancelledCommand),
+                Ok(Ok(_)) => Err(Outcome::Error("BLPOP on an empty list answered".into())),
+                Ok(Err(e)) => Err(report(c, e)),
+            };
+        }
+        Op::Panic => {
+            cmd(c, &redis::cmd("MULTI"), deadline).await?;
+            std::panic::panic_any(Deliberate);
+        }
+        Op::CancelledGet => unreachable!("handled before the get"),
+    }
+    Ok(Outcome::Ok)
+}
+
+/// Holds `n` connections at once and runs the clean-session check and a PING on each: how
+/// many passed, or what went wrong first.
+pub async fn all_at_once(
+    pool: &RedisPool,
+    ids: &ClientIds,
+    admin: &RedisAdmin,
+    n: usize,
+) -> Result<usize, String> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(pool.get().await.map_err(|e| e.to_string())?);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for c in &mut held {
+        check(c, ids, admin, deadline)
+            .await
+            .map_err(|o| format!("{o:?}"))?;
+        cmd(c, &redis::cmd("PING"), deadline)
+            .await
+            .map_err(|o| format!("{o:?}"))?;
+    }
+    Ok(held.len())
+}
+
+/// A plain connection outside the pool (named [`ADMIN_NAME`]) for faults and session
+/// checks; reconnects after a kill or crash.
+#[derive(Debug)]
+pub struct RedisAdmin {
+    client: redis::Client,
+    conn: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl RedisAdmin {
+    /// An admin for `url` (not connected yet).
+    pub fn new(url: &str) -> Result<Self, String> {
+        Ok(RedisAdmin {
+            client: redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?,
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn connect(&self, limit: Duration) -> Result<MultiplexedConnection, String> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
+        let mut conn = timeout(
+            limit,
+            self.client
+                .get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| format!("no Redis connection within {limit:?}"))?
+        .map_err(|e| format!("cannot connect to Redis: {e}"))?;
+        timeout(
+            limit,
+            redis::cmd("CLIENT")
+                .arg("SETNAME")
+                .arg(ADMIN_NAME)
+                .query_async::<()>(&mut conn),
+        )
+        .await
+        .map_err(|_| "CLIENT SETNAME: no answer".to_owned())?
+        .map_err(|e| format!("CLIENT SETNAME: {e}"))?;
+        Ok(conn)
+    }
+
+    /// Runs `cmd` within `limit`, connecting first if needed; any failure drops the
+    /// connection (a timed-out answer would arrive later, out of step).
+    pub async fn query(&self, cmd: &Cmd, limit: Duration) -> Result<Value, String> {
+        let cached = self.conn.lock().clone();
+        let mut conn = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.connect(limit).await?;
+                *self.conn.lock() = Some(c.clone());
+                c
+            }
+        };
+        match timeout(limit, cmd.query_async::<Value>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                *self.conn.lock() = None;
+                Err(e.to_string())
+            }
+            Err(_) => {
+                *self.conn.lock() = None;
+                Err(format!("no answer within {limit:?}"))
+            }
+        }
+    }
+
+    async fn text(&self, cmd: &Cmd, limit: Duration) -> Result<String, String> {
+        match self.query(cmd, limit).await? {
+            Value::BulkString(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            Value::VerbatimString { text, .. } => Ok(text),
+            Value::SimpleString(s) => Ok(s),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    /// The `flags` of client `id` (`b`: blocked in a blocking command, `x`: inside MULTI).
+    pub async fn client_flags(&self, id: i64) -> Result<String, String> {
+        let line = self
+            .text(
+                redis::cmd("CLIENT").arg("LIST").arg("ID").arg(id),
+                Duration::from_secs(1),
+            )
+            .await?;
+        Ok(field(&line, "flags").unwrap_or("").to_owned())
+    }
+
+    /// The pool's connections on the server (normal clients other than the admin).
+    pub async fn pool_clients(&self) -> Result<usize, String> {
+        let list = self
+            .text(
+                redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("normal"),
+                Duration::from_secs(5),
+            )
+            .await?;
+        Ok(list
+            .lines()
+            .filter(|l| !l.trim().is_empty() && field(l, "name") != Some(ADMIN_NAME))
+            .count())
+    }
+
+    /// Drops the connection.
+    pub fn close(&self) {
+        *self.conn.lock() = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLEAN: &str = "id=8 addr=127.0.0.1:42960 laddr=127.0.0.1:6379 fd=8 name= age=0 idle=0 flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 qbuf=26 cmd=client|info user=default redir=-1 resp=2";
+
+    #[test]
+    fn the_check_accepts_a_clean_session_and_names_each_leftover() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(judge_info(&bulk(CLEAN)), Ok(8));
+        assert_eq!(
+            judge_info(&bulk(&CLEAN.replace("db=0", "db=1"))),
+            Err(DIRTY_DB)
+        );
+        assert_eq!(
+            judge_info(&bulk(&CLEAN.replace("multi=-1", "multi=0"))),
+            Err(DIRTY_MULTI)
+        );
+        assert_eq!(
+            judge_info(&Value::SimpleString("QUEUED".into())),
+            Err(DIRTY_MULTI)
+        );
+        assert_eq!(judge_info(&Value::Okay), Err(DIRTY_OUT_OF_STEP));
+        assert_eq!(judge_info(&bulk("PONG")), Err(DIRTY_OUT_OF_STEP));
+    }
+
+    #[test]
+    fn fields_are_matched_whole() {
+        assert_eq!(field(CLEAN, "db"), Some("0"));
+        assert_eq!(field(CLEAN, "name"), Some(""));
+        assert_eq!(field("id=1 psub=3 sub=2", "sub"), Some("2"));
+        assert_eq!(field(CLEAN, "watch"), None);
+    }
+
+    #[test]
+    fn the_mix_has_every_op() {
+        use rand::SeedableRng;
+        let mut rng = StdRng::seed_from_u64(7);
+        let ops: Vec<Op> = (0..2000).map(|_| pick(&mut rng)).collect();
+        for want in [
+            Op::Plain,
+            Op::Exec,
+            Op::LeftMulti,
+            Op::LeftWatch { multi: true },
+            Op::LeftWatch { multi: false },
+            Op::Select,
+            Op::CancelledBlpop,
+            Op::Panic,
+            Op::CancelledGet,
+        ] {
+            assert!(ops.contains(&want), "{want:?} never picked");
+        }
+    }
+}
