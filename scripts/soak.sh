@@ -12,7 +12,10 @@
 #
 # Usage: scripts/soak.sh [minutes]
 # Environment: SOAK_PG_PORT (5450), SOAK_REDIS_PORT (6390), SOAK_SEED (random, printed),
-#              SOAK_ARGS (extra arguments for the driver, see `poolguard-soak --help`).
+#              SOAK_ARGS (extra arguments for the driver, see `poolguard-soak --help`),
+#              SOAK_BUILD (the cargo arguments that build the driver; scripts/test.sh passes
+#              its test build's, `test --workspace --all-features --no-run`, which builds the
+#              driver too, with the same features, so nothing is compiled again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +73,10 @@ drop_cluster() {
     as_root pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$CLUSTER" stop -m immediate >/dev/null 2>&1 || true
     as_root pg_dropcluster "$PG_VERSION" "$CLUSTER" >/dev/null 2>&1 \
       || log "could not remove cluster $PG_VERSION/$CLUSTER (remove it with: pg_dropcluster --stop $PG_VERSION $CLUSTER)"
+  fi
+  # pg_dropcluster leaves the settings file the soak added (conf.d/soak.conf) behind.
+  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION $CLUSTER"; then
+    as_root rm -rf "/etc/postgresql/$PG_VERSION/$CLUSTER"
   fi
 }
 stop_redis() {
@@ -132,8 +139,10 @@ log "starting redis-server on 127.0.0.1:$REDIS_PORT"
 must redis-server "$REDIS_CONF"
 wait_port "$REDIS_PORT" || die "redis-server did not come up on 127.0.0.1:$REDIS_PORT (redis-server $REDIS_CONF); see $WORK/redis.log"
 
-log "building the driver (cargo build -p poolguard-testkit --features soak --bin poolguard-soak)"
-must cargo build -q -p poolguard-testkit --features soak --bin poolguard-soak
+BUILD="${SOAK_BUILD:-build -p poolguard-testkit --features soak --bin poolguard-soak}"
+log "building the driver (cargo $BUILD)"
+# shellcheck disable=SC2086 # BUILD is a list of arguments
+must cargo $BUILD -q
 BIN="${CARGO_TARGET_DIR:-target}/debug/poolguard-soak"
 
 log "running for $MINUTES min, seed $SEED (rerun with SOAK_SEED=$SEED)"

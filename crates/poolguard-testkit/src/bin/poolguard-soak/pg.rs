@@ -260,7 +260,7 @@ pub async fn all_at_once(pool: &PgPool, n: usize) -> Result<usize, String> {
     }
     let deadline = Instant::now() + Duration::from_secs(5);
     for c in &mut held {
-        check(c, deadline).await.map_err(|o| format!("{o:?}"))?;
+        check(c, deadline).await.map_err(|o| o.describe())?;
     }
     Ok(held.len())
 }

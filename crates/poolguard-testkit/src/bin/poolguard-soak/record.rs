@@ -38,6 +38,17 @@ pub enum Outcome {
     Dirty(&'static str),
 }
 
+impl Outcome {
+    /// A short description for the report.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Error(kind) => format!("error: {kind}"),
+            Outcome::Dirty(kind) => format!("dirty: {kind}"),
+            other => format!("{other:?}"),
+        }
+    }
+}
+
 /// Where errors are told apart from expected fault fallout: a backend's faults in progress and
 /// when the last one ended.
 #[derive(Debug)]
@@ -108,8 +119,10 @@ pub struct Tally {
     pub late: AtomicU64,
     /// Errors while no fault was in progress or settling on this backend.
     pub errors_outside_faults: AtomicU64,
-    /// Latency of every finished request (aborted ones excluded).
-    pub latency: Histogram,
+    /// Latency of the requests that ended [`Outcome::Ok`].
+    pub ok_latency: Histogram,
+    /// The slowest finished request of any outcome (ns; aborted ones excluded).
+    pub max_latency_ns: AtomicU64,
     /// The slowest `get` (ns), to compare with `acquire_timeout`.
     pub max_get_ns: AtomicU64,
     errors: Mutex<BTreeMap<String, u64>>,
@@ -166,12 +179,16 @@ impl Tally {
         deadline: Duration,
         quiet: bool,
     ) -> bool {
-        self.latency.record(latency);
+        self.max_latency_ns
+            .fetch_max(latency.as_nanos() as u64, Relaxed);
         if latency > deadline + LATE_SLOP {
             self.late.fetch_add(1, Relaxed);
         }
         match outcome {
-            Outcome::Ok => self.ok.fetch_add(1, Relaxed),
+            Outcome::Ok => {
+                self.ok_latency.record(latency);
+                self.ok.fetch_add(1, Relaxed)
+            }
             Outcome::Expected => self.expected.fetch_add(1, Relaxed),
             Outcome::CancelledGet => self.cancelled_gets.fetch_add(1, Relaxed),
             Outcome::CancelledCommand => self.cancelled_commands.fetch_add(1, Relaxed),

@@ -362,10 +362,10 @@ pub async fn all_at_once(
     for c in &mut held {
         check(c, ids, admin, deadline)
             .await
-            .map_err(|o| format!("{o:?}"))?;
+            .map_err(|o| o.describe())?;
         cmd(c, &redis::cmd("PING"), deadline)
             .await
-            .map_err(|o| format!("{o:?}"))?;
+            .map_err(|o| o.describe())?;
     }
     Ok(held.len())
 }
