@@ -110,6 +110,43 @@ impl PoolShape {
     }
 }
 
+/// A manager that never resets a returned connection and never evicts one: the defect the
+/// clean-session checks exist to catch. Only the self-test uses it, to prove they do.
+#[derive(Debug)]
+pub struct Careless<M>(pub M);
+
+impl<M: Manager> Manager for Careless<M> {
+    type Connection = M::Connection;
+    type Error = M::Error;
+
+    fn connect(&self) -> impl std::future::Future<Output = Result<M::Connection, M::Error>> + Send {
+        self.0.connect()
+    }
+
+    fn validate(
+        &self,
+        conn: &mut M::Connection,
+    ) -> impl std::future::Future<Output = Result<(), M::Error>> + Send {
+        self.0.validate(conn)
+    }
+
+    fn needs_reset(&self, _conn: &mut M::Connection) -> bool {
+        false
+    }
+
+    fn is_broken(&self, _conn: &mut M::Connection) -> bool {
+        false
+    }
+
+    fn classify(&self, error: &M::Error) -> poolguard::conn::ErrorClass {
+        self.0.classify(error)
+    }
+
+    fn close(&self, conn: M::Connection) -> impl std::future::Future<Output = ()> + Send {
+        self.0.close(conn)
+    }
+}
+
 /// A pool error's label: the phase it failed in.
 pub fn pool_error_kind<E: std::error::Error + 'static>(e: &PoolError<E>) -> String {
     match e {
@@ -277,6 +314,16 @@ async fn soak(args: Args) -> Result<Report, String> {
         .query(&redis_rs::cmd("PING"), Duration::from_secs(10))
         .await
         .map_err(|e| format!("Redis ({}): {e}", args.redis))?;
+
+    // The checks must be able to fail: plant each leftover through a careless manager first.
+    let canary = (
+        pg::self_test(&args.pg).await,
+        redis::self_test(&args.redis, &redis_admin).await,
+    );
+    eprintln!(
+        "soak: check self-test: postgres {:?}, redis {:?}",
+        canary.0, canary.1
+    );
 
     let pg_shape = PoolShape {
         max_size: args.pg_max,
@@ -465,6 +512,7 @@ async fn soak(args: Args) -> Result<Report, String> {
         Arc::clone(&redis_tally),
         &redis_shape,
     );
+    (pg_side.self_test, redis_side.self_test) = canary;
     pg_side.max_seen = sampled.pg_max.load(Relaxed);
     pg_side.over_max_samples = sampled.pg_over.load(Relaxed);
     redis_side.max_seen = sampled.redis_max.load(Relaxed);

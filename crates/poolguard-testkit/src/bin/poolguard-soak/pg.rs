@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use poolguard::conn::{ErrorClass, Pool, PooledConnection};
+use poolguard::conn::{ErrorClass, Manager, Pool, PooledConnection};
 use poolguard_postgres::tokio_postgres::error::SqlState;
 use poolguard_postgres::tokio_postgres::{self, Client, NoTls, SimpleQueryMessage};
-use poolguard_postgres::{Error, PostgresManager};
+use poolguard_postgres::{Error, PgConnection, PostgresManager};
 use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::record::{Deliberate, Outcome, Tally};
-use crate::{pool_error_kind, PoolShape};
+use crate::{pool_error_kind, Careless, PoolShape};
 
 /// The pooled connections' `application_name`, to count them in `pg_stat_activity`.
 pub const APP: &str = "poolguard-soak";
@@ -90,11 +90,19 @@ fn backend_kind(class: ErrorClass, e: &Error) -> String {
     format!("{class} {what}")
 }
 
-type Conn = PooledConnection<PostgresManager>;
+/// The shipped manager, or the careless one of the self-test.
+pub trait PgLike: Manager<Connection = PgConnection, Error = Error> {}
+impl<M: Manager<Connection = PgConnection, Error = Error>> PgLike for M {}
+
+type Conn<M> = PooledConnection<M>;
 
 /// Runs `sql` under the request's deadline; a backend error is reported to the pool (a fatal
 /// one evicts the connection), a deadline marks the connection broken.
-async fn q(c: &mut Conn, sql: &str, deadline: Instant) -> Result<Vec<SimpleQueryMessage>, Outcome> {
+async fn q<M: PgLike>(
+    c: &mut Conn<M>,
+    sql: &str,
+    deadline: Instant,
+) -> Result<Vec<SimpleQueryMessage>, Outcome> {
     match timeout_at(deadline, c.simple_query(sql)).await {
         Ok(Ok(rows)) => Ok(rows),
         Ok(Err(e)) => {
@@ -133,7 +141,7 @@ fn first_row(rows: &[SimpleQueryMessage]) -> Option<&tokio_postgres::SimpleQuery
     })
 }
 
-async fn check(c: &mut Conn, deadline: Instant) -> Result<(), Outcome> {
+async fn check<M: PgLike>(c: &mut Conn<M>, deadline: Instant) -> Result<(), Outcome> {
     match timeout_at(deadline, c.simple_query(CHECK_SQL)).await {
         Ok(Ok(rows)) => {
             let Some(row) = first_row(&rows) else {
@@ -190,7 +198,12 @@ pub async fn request(
     }
 }
 
-async fn run(c: &mut Conn, op: Op, cut: Duration, deadline: Instant) -> Result<Outcome, Outcome> {
+async fn run<M: PgLike>(
+    c: &mut Conn<M>,
+    op: Op,
+    cut: Duration,
+    deadline: Instant,
+) -> Result<Outcome, Outcome> {
     check(c, deadline).await?;
     match op {
         Op::Plain => {
@@ -263,6 +276,66 @@ pub async fn all_at_once(pool: &PgPool, n: usize) -> Result<usize, String> {
         check(c, deadline).await.map_err(|o| o.describe())?;
     }
     Ok(held.len())
+}
+
+/// The pooled connections of the self-test (not counted as the soak's backends).
+const CANARY_APP: &str = "poolguard-soak-canary";
+
+/// Proves the clean-session check can fail: through a pool whose manager skips every reset
+/// ([`Careless`]), plants each kind of leftover the check looks for and expects it named, then
+/// expects a clean session to pass. Returns how many cases passed.
+pub async fn self_test(url: &str) -> Result<usize, String> {
+    let m = PostgresManager::builder(url)
+        .application_name(CANARY_APP)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let pool = Pool::builder(Careless(m))
+        .label("soak-pg-canary")
+        .max_size(1)
+        // No validation between the planting and the check: it could evict the evidence.
+        .validation_bypass(Duration::from_secs(60))
+        .keepalive_interval(None)
+        .acquire_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let limit = Duration::from_secs(5);
+    let plants: [(&[&str], &str); 3] = [
+        (
+            &["BEGIN", "SET poolguard.soak_dirty = 'canary'"],
+            DIRTY_OPEN_TX,
+        ),
+        (
+            &["BEGIN", "SET poolguard.soak_dirty = 'canary'", "COMMIT"],
+            DIRTY_GUC,
+        ),
+        (&["BEGIN", "SELECT 1/0"], DIRTY_FAILED_TX),
+    ];
+    for (sql, want) in plants {
+        {
+            let c = pool.get().await.map_err(|e| e.to_string())?;
+            for s in sql {
+                // The planted error of SELECT 1/0 is the point.
+                let _ = timeout(limit, c.simple_query(s)).await;
+            }
+        }
+        let mut c = pool.get().await.map_err(|e| e.to_string())?;
+        match check(&mut c, Instant::now() + limit).await {
+            Err(Outcome::Dirty(kind)) if kind == want => {}
+            other => {
+                return Err(format!(
+                    "after {sql:?} the check said {other:?}, not {want:?}"
+                ))
+            }
+        }
+    }
+    let mut c = pool.get().await.map_err(|e| e.to_string())?;
+    check(&mut c, Instant::now() + limit)
+        .await
+        .map_err(|o| format!("a clean session failed the check: {}", o.describe()))?;
+    drop(c);
+    pool.close();
+    pool.wait_closed(limit).await;
+    Ok(plants.len() + 1)
 }
 
 /// A plain connection outside the pool, for counting the pool's backends; reconnects after

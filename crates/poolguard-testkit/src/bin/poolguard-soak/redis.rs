@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use poolguard::conn::{ErrorClass, Pool, PooledConnection};
+use poolguard::conn::{ErrorClass, Manager, Pool, PooledConnection};
 use poolguard_redis::redis::aio::MultiplexedConnection;
 use poolguard_redis::redis::{self, AsyncConnectionConfig, Cmd, Value};
-use poolguard_redis::{Error, RedisManager};
+use poolguard_redis::{Error, RedisConnection, RedisManager};
 use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 
 use crate::record::{Deliberate, Outcome, Tally};
-use crate::{pool_error_kind, PoolShape};
+use crate::{pool_error_kind, Careless, PoolShape};
 
 /// The soak's Redis pool.
 pub type RedisPool = Pool<RedisManager>;
@@ -83,7 +83,7 @@ pub fn pick(rng: &mut StdRng) -> Op {
 
 /// Reports a command's error to the pool (a fatal one evicts the connection) and labels it
 /// by class and code (or what failed).
-fn report(c: &mut Conn, e: redis::RedisError) -> Outcome {
+fn report<M: RedisLike>(c: &mut Conn<M>, e: redis::RedisError) -> Outcome {
     let what = if let Some(code) = e.code() {
         code.to_owned()
     } else if e.is_timeout() {
@@ -100,9 +100,17 @@ fn report(c: &mut Conn, e: redis::RedisError) -> Outcome {
     Outcome::Error(format!("{class} {what}"))
 }
 
-type Conn = PooledConnection<RedisManager>;
+/// The shipped manager, or the careless one of the self-test.
+pub trait RedisLike: Manager<Connection = RedisConnection, Error = Error> {}
+impl<M: Manager<Connection = RedisConnection, Error = Error>> RedisLike for M {}
 
-async fn cmd(c: &mut Conn, cmd: &Cmd, deadline: Instant) -> Result<Value, Outcome> {
+type Conn<M> = PooledConnection<M>;
+
+async fn cmd<M: RedisLike>(
+    c: &mut Conn<M>,
+    cmd: &Cmd,
+    deadline: Instant,
+) -> Result<Value, Outcome> {
     match timeout_at(deadline, cmd.query_async::<Value>(&mut **c)).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(report(c, e)),
@@ -167,8 +175,8 @@ pub fn judge_info(reply: &Value) -> Result<i64, &'static str> {
 /// How long the check waits before asking the admin whether the session is blocked.
 const SUSPECT_AFTER: Duration = Duration::from_millis(300);
 
-async fn check(
-    c: &mut Conn,
+async fn check<M: RedisLike>(
+    c: &mut Conn<M>,
     ids: &ClientIds,
     admin: &RedisAdmin,
     deadline: Instant,
@@ -261,8 +269,8 @@ pub async fn request(
     }
 }
 
-async fn run(
-    c: &mut Conn,
+async fn run<M: RedisLike>(
+    c: &mut Conn<M>,
     op: Op,
     cut: Duration,
     token: u64,
@@ -368,6 +376,90 @@ pub async fn all_at_once(
             .map_err(|o| o.describe())?;
     }
     Ok(held.len())
+}
+
+/// Proves the clean-session check can fail: through a pool whose manager skips every reset
+/// ([`Careless`]), plants each kind of leftover the soak looks for (MULTI, SELECT, a dirty
+/// WATCH, a cut-off BLPOP) and expects it named, then expects a clean session to pass.
+/// Returns how many cases passed.
+pub async fn self_test(url: &str, admin: &RedisAdmin) -> Result<usize, String> {
+    let pool = Pool::builder(Careless(RedisManager::new(url).map_err(|e| e.to_string())?))
+        .label("soak-redis-canary")
+        .max_size(1)
+        // No validation between the planting and the check: it could evict the evidence.
+        .validation_bypass(Duration::from_secs(60))
+        .keepalive_interval(None)
+        .acquire_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let ids = ClientIds::default();
+    let limit = Duration::from_secs(5);
+    let key = "soak:canary";
+    let cases = [
+        ("MULTI", DIRTY_MULTI),
+        ("SELECT 1", DIRTY_DB),
+        ("WATCH + SET of the watched key", DIRTY_WATCH),
+        ("a BLPOP cut off after 50 ms", DIRTY_BLOCKED),
+    ];
+    for (i, (what, want)) in cases.iter().enumerate() {
+        {
+            let mut c = pool.get().await.map_err(|e| e.to_string())?;
+            // A clean check first, so the session's client id is known.
+            check(&mut c, &ids, admin, Instant::now() + limit)
+                .await
+                .map_err(|o| format!("a clean session failed the check: {}", o.describe()))?;
+            let deadline = Instant::now() + limit;
+            let planted = match i {
+                0 => cmd(&mut c, &redis::cmd("MULTI"), deadline).await.map(drop),
+                1 => cmd(&mut c, redis::cmd("SELECT").arg(1), deadline)
+                    .await
+                    .map(drop),
+                2 => match cmd(&mut c, redis::cmd("WATCH").arg(key), deadline).await {
+                    Ok(_) => cmd(
+                        &mut c,
+                        redis::cmd("SET").arg(key).arg(1).arg("EX").arg(60),
+                        deadline,
+                    )
+                    .await
+                    .map(drop),
+                    Err(e) => Err(e),
+                },
+                _ => {
+                    let blpop = redis::cmd("BLPOP").arg("soak:canary:empty").arg(0).clone();
+                    let cut = timeout(
+                        Duration::from_millis(50),
+                        blpop.query_async::<Value>(&mut *c),
+                    )
+                    .await;
+                    if cut.is_ok() {
+                        return Err("BLPOP on an empty list answered".into());
+                    }
+                    Ok(())
+                }
+            };
+            planted.map_err(|o| format!("planting {what}: {}", o.describe()))?;
+        }
+        let mut c = pool.get().await.map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + limit;
+        let verdict = match check(&mut c, &ids, admin, deadline).await {
+            Ok(()) if *want == DIRTY_WATCH => {
+                run(&mut c, Op::Exec, limit, 0, usize::MAX, deadline).await
+            }
+            Ok(()) => Ok(Outcome::Ok),
+            Err(o) => Err(o),
+        };
+        match verdict {
+            Err(Outcome::Dirty(kind)) if kind == *want => {}
+            other => {
+                return Err(format!(
+                    "after {what} the check said {other:?}, not {want:?}"
+                ))
+            }
+        }
+    }
+    pool.close();
+    pool.wait_closed(limit).await;
+    Ok(cases.len())
 }
 
 /// A plain connection outside the pool (named [`ADMIN_NAME`]) for faults and session

@@ -49,6 +49,8 @@ pub struct Side {
     pub connect_failures: u64,
     /// max_size connections held at once after the run, each checked clean.
     pub all_at_once: Result<usize, String>,
+    /// Leftovers planted through a careless manager that the check caught, before the run.
+    pub self_test: Result<usize, String>,
 }
 
 impl Side {
@@ -73,12 +75,18 @@ impl Side {
             validation_failures: 0,
             connect_failures: 0,
             all_at_once: Err("not measured".into()),
+            self_test: Err("not run".into()),
         }
     }
 
     fn failures(&self, out: &mut Vec<String>) {
         let t = &self.tally;
         let n = self.name;
+        if let Err(e) = &self.self_test {
+            out.push(format!(
+                "{n}: the clean-session check missed planted dirt: {e}"
+            ));
+        }
         let hung = t.hung.load(Relaxed);
         if hung > 0 {
             out.push(format!("{n}: {hung} hung requests"));
@@ -296,6 +304,16 @@ impl Report {
             )
         });
         row("slowest get / acquire_timeout", a, b, String::new());
+        let (a, b) = both(&|s| match &s.self_test {
+            Ok(k) => format!("{k} caught"),
+            Err(_) => "missed (see RESULT)".into(),
+        });
+        row(
+            "check self-test: planted leftovers",
+            a,
+            b,
+            verdict(pg.self_test.is_ok() && rd.self_test.is_ok()),
+        );
         let dirty_ok = pg.tally.dirty_total() == 0 && rd.tally.dirty_total() == 0;
         let (a, b) = both(&|s| s.tally.dirty_total().to_string());
         row("sessions handed over dirty", a, b, verdict(dirty_ok));
@@ -477,6 +495,7 @@ mod tests {
         s.closed = 8;
         s.closes_done = 8;
         s.all_at_once = Ok(4);
+        s.self_test = Ok(4);
         s
     }
 
@@ -517,7 +536,11 @@ mod tests {
     #[test]
     fn each_broken_promise_fails_the_run_by_name() {
         type Breaker = fn(&mut Report);
-        let cases: [(Breaker, &str); 12] = [
+        let cases: [(Breaker, &str); 13] = [
+            (
+                |r| r.sides[0].self_test = Err("x".into()),
+                "postgres: the clean-session check missed",
+            ),
             (
                 |r| {
                     r.sides[1].tally.hung.fetch_add(1, Relaxed);
