@@ -3,11 +3,13 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{Arg, Cmd, Pipeline, RedisFuture, Value};
 use tokio::task::JoinHandle;
 
+use crate::deadline;
 use crate::session::Session;
 
 /// A pooled Redis connection. Use it with redis-rs as usual (`cmd(..).query_async(&mut *conn)`,
@@ -24,6 +26,8 @@ pub struct RedisConnection {
     pub(crate) session: Session,
     /// Set by the socket when the server closed it or it failed.
     closed: Arc<AtomicBool>,
+    /// The manager's `query_timeout`.
+    query_timeout: Option<Duration>,
     driver: DriverGuard,
 }
 
@@ -41,6 +45,7 @@ impl std::fmt::Debug for RedisConnection {
         f.debug_struct("RedisConnection")
             .field("db", &self.inner.get_db())
             .field("session", &self.session)
+            .field("query_timeout", &self.query_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -58,11 +63,13 @@ impl RedisConnection {
         inner: MultiplexedConnection,
         closed: Arc<AtomicBool>,
         driver: JoinHandle<()>,
+        query_timeout: Option<Duration>,
     ) -> Self {
         RedisConnection {
             inner,
             session: Session::default(),
             closed,
+            query_timeout,
             driver: DriverGuard(driver),
         }
     }
@@ -80,6 +87,13 @@ impl RedisConnection {
         }
     }
 
+    /// A request outran its `query_timeout` deadline `limit`: its reply is still owed (left
+    /// counted in `unanswered`), and the connection is marked failed; both evict it.
+    fn timed_out(&mut self, what: &str, limit: Duration) -> redis::RedisError {
+        self.session.failed = true;
+        deadline::timed_out(what, limit, self.query_timeout.unwrap_or(limit))
+    }
+
     /// Runs a command on the inner connection without session tracking (the manager's own
     /// PING/DISCARD/UNWATCH/SELECT).
     pub(crate) async fn raw(&mut self, cmd: &Cmd) -> redis::RedisResult<Value> {
@@ -94,7 +108,22 @@ impl ConnectionLike for RedisConnection {
             self.session.before(name, sub);
         }
         Box::pin(async move {
-            let result = self.inner.req_packed_command(cmd).await;
+            // Counted from the first poll (an unpolled future sends nothing) until the reply
+            // is in; a cancelled caller leaves it counted.
+            self.session.unanswered = self.session.unanswered.saturating_add(1);
+            let limit = deadline::deadline(self.query_timeout, [cmd]);
+            let request = self.inner.req_packed_command(cmd);
+            let result = match limit {
+                Some(limit) => match tokio::time::timeout(limit, request).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let what = name.map(|n| String::from_utf8_lossy(n).to_ascii_uppercase());
+                        return Err(self.timed_out(what.as_deref().unwrap_or("a command"), limit));
+                    }
+                },
+                None => request.await,
+            };
+            self.session.unanswered -= 1;
             self.note(&result);
             if let Some(name) = name {
                 // An error reply is an answer too (EXECABORT ends the transaction); an I/O
@@ -117,10 +146,22 @@ impl ConnectionLike for RedisConnection {
             }
         }
         Box::pin(async move {
-            let result = self
-                .inner
-                .req_packed_commands(pipeline, offset, count)
-                .await;
+            self.session.unanswered = self.session.unanswered.saturating_add(1);
+            let limit = deadline::deadline(self.query_timeout, pipeline.cmd_iter());
+            let request = self.inner.req_packed_commands(pipeline, offset, count);
+            let result = match limit {
+                Some(limit) => match tokio::time::timeout(limit, request).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let what =
+                            format!("a pipeline of {} commands", pipeline.cmd_iter().count());
+                        return Err(self.timed_out(&what, limit));
+                    }
+                },
+                None => request.await,
+            };
+            self.session.unanswered -= 1;
+            self.note(&result);
             if result.is_ok() {
                 for cmd in pipeline.cmd_iter() {
                     if let (Some(name), sub) = name_of(cmd) {

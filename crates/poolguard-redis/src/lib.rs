@@ -18,8 +18,19 @@
 //!   `MULTI` whose `EXEC` was cancelled mid-flight counts as open. Commands whose state
 //!   cannot be undone cheaply (`SUBSCRIBE`, `MONITOR`, `CLIENT REPLY`, `HELLO`, `AUTH`...)
 //!   evict the connection on return.
+//! - **A cancelled command never reaches the next borrower.** A command whose caller gave up
+//!   before its reply arrived (a `tokio::time::timeout` around `BLPOP k 0`, `XREAD BLOCK`,
+//!   `WAIT`, or a `GET` cut off mid-reply) leaves the server blocked in it or still sending;
+//!   anything sent next would queue behind it. The connection counts requests sent against
+//!   replies received and is evicted on return while a reply is owed.
+//! - **Optional command deadline**: [`RedisManagerBuilder::query_timeout`] bounds every
+//!   command (blocking ones get their own block time on top); an expired command fails with a
+//!   timeout error and evicts its connection. Without it, wrap calls in `tokio::time::timeout`.
 //! - **Fatal errors are recognised** ([`classify`]): I/O, timeouts, unparsable replies,
 //!   authentication failures and `READONLY` (a failover made the node a replica) evict.
+//! - **No password is printed**: the manager's `Debug` and [`RedisManager::address`] show
+//!   `redis://user:***@host:port/db`; errors and tracing events never carry the URL's
+//!   password. [`redact_url`] masks any connection URL the same way, for your own logs.
 //! - **Connect errors say what is wrong**: a refused port and a wrong password have their
 //!   own messages, never a timeout.
 #![forbid(unsafe_code)]
@@ -31,12 +42,15 @@
 )]
 
 mod connection;
+mod deadline;
 mod error;
 mod manager;
+mod redact;
 mod session;
 mod socket;
 
 pub use connection::RedisConnection;
 pub use error::{classify, Error};
 pub use manager::{BuildError, RedisManager, RedisManagerBuilder};
+pub use redact::redact_url;
 pub use redis;

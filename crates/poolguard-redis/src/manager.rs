@@ -26,22 +26,60 @@ pub enum BuildError {
     /// A zero response timeout would fail every command.
     #[error("response_timeout must be positive; use None for no timeout")]
     ZeroResponseTimeout,
+    /// A zero query timeout would fail every command.
+    #[error("query_timeout must be positive; use None for no timeout")]
+    ZeroQueryTimeout,
 }
 
 /// Builds a validated [`RedisManager`].
-#[derive(Debug)]
 #[must_use = "a builder does nothing until build() is called"]
 pub struct RedisManagerBuilder {
     client: Result<Client, BuildError>,
     response_timeout: Option<Duration>,
+    query_timeout: Option<Duration>,
 }
 
 impl RedisManagerBuilder {
-    /// Per-command response timeout of every connection (default: none, so blocking
-    /// commands such as `BLPOP` work; the pool bounds its own PINGs and resets with
-    /// `validation_timeout`/`reset_timeout`). A timed-out connection is classified Fatal.
+    /// redis-rs's own per-reply timeout (default: none). It applies to every reply alike, so
+    /// a value shorter than a blocking command's block time (`BLPOP k 5`) fails that
+    /// command; prefer [`query_timeout`](Self::query_timeout), which allows for it. A
+    /// timed-out connection is classified Fatal.
     pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.response_timeout = timeout;
+        self
+    }
+
+    /// A deadline for every command and pipeline sent through a pooled connection (default:
+    /// none). When it passes, the command fails with a timeout error (`is_timeout()`,
+    /// classified Fatal) and the connection is evicted when it goes back to the pool: its
+    /// reply may still arrive, and a frozen server would stall the next borrower too.
+    ///
+    /// Blocking commands get their own block time on top: `BLPOP k 5` with a
+    /// `query_timeout` of 1 s may take 6 s (`BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`,
+    /// `BLMPOP`, `BZPOPMIN`/`BZPOPMAX`/`BZMPOP`, `XREAD`/`XREADGROUP ... BLOCK ms`, `WAIT`,
+    /// `WAITAOF`; a pipeline gets the sum of its commands' block times). A command told to
+    /// block for good (`BLPOP k 0`, `XREAD BLOCK 0`, `WAIT n 0`) has no deadline: bound it
+    /// yourself as below. The pool's own `PING`s and resets are bounded by its
+    /// `validation_timeout` and `reset_timeout`, not by this.
+    ///
+    /// Without it, or for a tighter bound on one call, wrap the call in
+    /// `tokio::time::timeout`; a command abandoned that way also evicts its connection on
+    /// return (its reply is still owed):
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: poolguard::conn::Pool<poolguard_redis::RedisManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use poolguard_redis::redis::AsyncCommands;
+    ///
+    /// let mut conn = pool.get().await?;
+    /// match tokio::time::timeout(Duration::from_millis(200), conn.get::<_, Option<String>>("k")).await {
+    ///     Ok(reply) => println!("{:?}", reply?),
+    ///     Err(_) => println!("no answer in 200 ms; this connection will not be reused"),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn query_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.query_timeout = timeout;
         self
     }
 
@@ -51,22 +89,29 @@ impl RedisManagerBuilder {
         if self.response_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroResponseTimeout);
         }
+        if self.query_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::ZeroQueryTimeout);
+        }
         let db = client.get_connection_info().redis_settings().db();
         Ok(RedisManager {
             client,
             db,
             response_timeout: self.response_timeout,
+            query_timeout: self.query_timeout,
             ping: AtomicU64::new(0),
         })
     }
 }
 
 /// Opens, checks, resets and closes Redis connections for a `poolguard::conn::Pool`.
-#[derive(Debug)]
+///
+/// Its `Debug` output names the server by [`address`](Self::address): the password is
+/// masked.
 pub struct RedisManager {
     client: Client,
     db: i64,
     response_timeout: Option<Duration>,
+    query_timeout: Option<Duration>,
     ping: AtomicU64,
 }
 
@@ -76,6 +121,7 @@ impl RedisManager {
         RedisManagerBuilder {
             client: Client::open(info).map_err(BuildError::Url),
             response_timeout: None,
+            query_timeout: None,
         }
     }
 
@@ -84,9 +130,45 @@ impl RedisManager {
         Self::builder(info).build()
     }
 
+    /// The configured [`query_timeout`](RedisManagerBuilder::query_timeout).
+    pub fn query_timeout(&self) -> Option<Duration> {
+        self.query_timeout
+    }
+
+    /// The server's address as a URL with the password masked
+    /// (`redis://user:***@host:6379/0`), for logs and status output.
+    pub fn address(&self) -> String {
+        crate::redact::address(self.client.get_connection_info())
+    }
+
     /// The redis-rs client the connections are opened with.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+}
+
+impl std::fmt::Debug for RedisManagerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let address = match &self.client {
+            Ok(c) => Ok(crate::redact::address(c.get_connection_info())),
+            Err(e) => Err(e),
+        };
+        f.debug_struct("RedisManagerBuilder")
+            .field("address", &address)
+            .field("response_timeout", &self.response_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for RedisManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisManager")
+            .field("address", &self.address())
+            .field("db", &self.db)
+            .field("response_timeout", &self.response_timeout)
+            .field("query_timeout", &self.query_timeout)
+            .finish_non_exhaustive()
     }
 }
 
@@ -113,13 +195,19 @@ impl Manager for RedisManager {
                 let s = UnixStream::connect(path).await.map_err(RedisError::from)?;
                 WatchedSocket::unix(s, Arc::clone(&closed))
             }
-            other => return Err(Error::Unsupported(format!("{other:?}"))),
+            // The address, not the `ConnectionAddr`: its TLS parameters may hold a key.
+            _ => return Err(Error::Unsupported(crate::redact::address(info))),
         };
         let (inner, driver) =
             MultiplexedConnection::new_with_config(info.redis_settings(), socket, config).await?;
         // The driver owns the socket; the connection owns the driver (aborted on drop).
         let driver = tokio::spawn(driver);
-        Ok(RedisConnection::new(inner, closed, driver))
+        Ok(RedisConnection::new(
+            inner,
+            closed,
+            driver,
+            self.query_timeout,
+        ))
     }
 
     /// `PING n` with a counter: the reply must echo `n`, which proves the replies are in step
@@ -173,6 +261,15 @@ impl Manager for RedisManager {
 
     fn is_broken(&self, conn: &mut RedisConnection) -> bool {
         if conn.is_closed() {
+            return true;
+        }
+        if conn.session.reply_owed() {
+            // Draining would mean waiting out a blocking command (`BLPOP k 0` never ends):
+            // a fresh connection is cheaper and certain.
+            tracing::debug!(
+                unanswered = conn.session.unanswered,
+                "redis connection evicted: a command was abandoned before its reply arrived"
+            );
             return true;
         }
         if let Some(what) = conn.session.tainted {

@@ -19,6 +19,12 @@ pub(crate) struct Session {
     /// A command failed with a fatal error (I/O, timeout, protocol): evict on return even if
     /// the borrower did not report it.
     pub(crate) failed: bool,
+    /// Requests (commands or pipelines) handed to the connection whose reply has not been
+    /// received: the caller dropped the future first (a timeout, a `select!`, an aborted
+    /// task). The server may still be blocked in it (`BLPOP k 0`, `XREAD BLOCK`, `WAIT`) or
+    /// still sending its reply; a command sent now would queue behind it. Such a connection
+    /// is evicted on return.
+    pub(crate) unanswered: u32,
 }
 
 /// Commands that leave state the manager does not undo; the connection is evicted instead.
@@ -75,6 +81,11 @@ impl Session {
             "UNWATCH" if !self.multi => self.watching = false,
             _ => {}
         }
+    }
+
+    /// Whether a reply is still owed (see [`Session::unanswered`]).
+    pub(crate) fn reply_owed(&self) -> bool {
+        self.unanswered > 0
     }
 
     /// Whether returning the connection needs a round trip.

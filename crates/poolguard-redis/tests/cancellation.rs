@@ -1,13 +1,14 @@
-//! Callers aborted at random points (seeded delays) inside MULTI/WATCH on the real server:
-//! afterwards no pooled connection is left in a MULTI context or watching keys, and the pool
-//! never exceeded `max_size`.
+//! Callers aborted at random points (seeded delays) inside MULTI/WATCH or in blocking
+//! commands (`BLPOP k 0`, `XREAD BLOCK 0`, `WAIT 1 0`) on the real server: afterwards no pooled
+//! connection is left in a MULTI context, watching keys or blocked with a reply owed, and the
+//! pool never exceeded `max_size`.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use poolguard::conn::Pool;
+use poolguard::conn::{CloseReason, Pool};
 use poolguard_redis::RedisManager;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -16,6 +17,7 @@ use rand::{Rng, SeedableRng};
 async fn aborted_callers_leave_no_multi_or_watch_behind() {
     let mut admin = admin().await;
     let key = unique("pg:abort");
+    let (list, stream) = (unique("pg:abort:list"), unique("pg:abort:stream"));
     let pool = Pool::builder(RedisManager::new(redis_url().as_str()).unwrap())
         .max_size(4)
         .acquire_timeout(Duration::from_secs(5))
@@ -27,8 +29,29 @@ async fn aborted_callers_leave_no_multi_or_watch_behind() {
         let mut tasks = Vec::new();
         for _ in 0..6 {
             let (pool, key) = (pool.clone(), key.clone());
+            // One caller in four blocks (for good: nothing is ever pushed) instead.
+            let blocking = match rng.random_range(0..12) {
+                0 => Some(redis::cmd("BLPOP").arg(&list).arg(0).clone()),
+                1 => Some(
+                    redis::cmd("XREAD")
+                        .arg("BLOCK")
+                        .arg(0)
+                        .arg("STREAMS")
+                        .arg(&stream)
+                        .arg("$")
+                        .clone(),
+                ),
+                2 => Some(redis::cmd("WAIT").arg(1).arg(0).clone()),
+                _ => None,
+            };
             let h = tokio::spawn(async move {
                 let mut c = pool.get().await.map_err(|e| e.to_string())?;
+                if let Some(cmd) = blocking {
+                    cmd.query_async::<redis::Value>(&mut *c)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
                 redis::cmd("WATCH")
                     .arg(&key)
                     .query_async::<()>(&mut *c)
@@ -74,6 +97,15 @@ async fn aborted_callers_leave_no_multi_or_watch_behind() {
         held.push(pool.get().await.unwrap());
     }
     for c in &mut held {
+        let echo = unique("echo");
+        let got: String = tokio::time::timeout(
+            Duration::from_secs(5),
+            redis::cmd("PING").arg(&echo).query_async(&mut **c),
+        )
+        .await
+        .expect("PING queued behind an abandoned blocking command")
+        .unwrap();
+        assert_eq!(got, echo, "replies out of step");
         let id: i64 = redis::cmd("CLIENT")
             .arg("ID")
             .query_async(&mut **c)
@@ -115,8 +147,19 @@ async fn aborted_callers_leave_no_multi_or_watch_behind() {
         );
     }
     drop(held);
+    let stats = pool.stats();
     eprintln!(
-        "redis cancellation: {aborted} callers aborted mid-request; max size seen {max_size}"
+        "redis cancellation: {aborted} callers aborted mid-request; max size seen {max_size}; \
+         evicted with a reply owed or broken {}, resets failed {}",
+        stats.closed_by(CloseReason::Broken),
+        stats.closed_by(CloseReason::Reset),
+    );
+    // A connection abandoned inside a blocking command is evicted at once; handed on, its next
+    // borrower's commands would queue behind it, and its reset would wait out reset_timeout.
+    assert_eq!(
+        stats.closed_by(CloseReason::Reset),
+        0,
+        "a reset got stuck behind an abandoned command"
     );
     assert!(
         aborted > 0,
@@ -125,6 +168,8 @@ async fn aborted_callers_leave_no_multi_or_watch_behind() {
     assert!(max_size <= 4);
     let _: () = redis::cmd("DEL")
         .arg(&key)
+        .arg(&list)
+        .arg(&stream)
         .query_async(&mut admin)
         .await
         .unwrap();
