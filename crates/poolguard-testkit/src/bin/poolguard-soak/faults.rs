@@ -236,6 +236,8 @@ pub async fn inject(kind: Kind, t: &Targets) -> Result<String, String> {
             .await?;
             let conf = t.redis_conf.display().to_string();
             run("redis-server", &[conf], Duration::from_secs(10)).await?;
+            // Its connection died with the server.
+            t.redis_admin.close();
             let port = t.redis_port;
             wait_until(
                 "redis-server accepting again",

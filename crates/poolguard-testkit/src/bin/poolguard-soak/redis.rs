@@ -505,9 +505,12 @@ impl RedisAdmin {
     }
 
     /// Runs `cmd` within `limit`, connecting first if needed; any failure drops the
-    /// connection (a timed-out answer would arrive later, out of step).
+    /// connection (a timed-out answer would arrive later, out of step). A cached connection
+    /// that fails at once (the server was restarted since) is replaced and the command sent
+    /// again, once.
     pub async fn query(&self, cmd: &Cmd, limit: Duration) -> Result<Value, String> {
         let cached = self.conn.lock().clone();
+        let fresh = cached.is_none();
         let mut conn = match cached {
             Some(c) => c,
             None => {
@@ -520,6 +523,9 @@ impl RedisAdmin {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 *self.conn.lock() = None;
+                if !fresh && (e.is_io_error() || e.is_connection_dropped()) {
+                    return Box::pin(self.query(cmd, limit)).await;
+                }
                 Err(e.to_string())
             }
             Err(_) => {
