@@ -25,6 +25,7 @@ REDIS_PORT="${SOAK_REDIS_PORT:-6390}"
 SEED="${SOAK_SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}"
 CLUSTER=poolguard-soak
 DB=soak
+OWN_CLUSTER=0 # set once this run owns the cluster (cleanup removes only its own)
 
 log() { echo "soak: $*" >&2; }
 die() { log "FAILED: $*"; exit 1; }
@@ -33,11 +34,10 @@ wait_port() {
   for _ in $(seq 1 60); do port_open "$1" && return 0; sleep 0.5; done
   return 1
 }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 apt_install() {
   log "installing $* with apt-get"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+  env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 # Runs a command; on failure names it and stops the soak (never a silent skip).
 must() { "$@" || die "command failed: $*"; }
@@ -48,7 +48,8 @@ esac
 for p in "$PG_PORT" "$REDIS_PORT"; do
   case "$p" in 5432|6379) die "port $p is a shared server's; the soak restarts and freezes its servers, so give it private ports (SOAK_PG_PORT, SOAK_REDIS_PORT)" ;; esac
 done
-[ "$(id -u)" = 0 ] || command -v sudo >/dev/null || die "needs root (pg_createcluster, kill -STOP on the soak cluster): run as root"
+# The driver signals the cluster's processes (owned by postgres) and restarts it.
+[ "$(id -u)" = 0 ] || die "needs root (pg_createcluster, pg_ctlcluster, kill -STOP/-CONT of the soak cluster's processes): run it as root"
 
 command -v pg_createcluster >/dev/null || apt_install postgresql
 command -v redis-server >/dev/null || apt_install redis-server
@@ -70,13 +71,13 @@ pg_resume() {
 drop_cluster() {
   if pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION $CLUSTER"; then
     pg_resume
-    as_root pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$CLUSTER" stop -m immediate >/dev/null 2>&1 || true
-    as_root pg_dropcluster "$PG_VERSION" "$CLUSTER" >/dev/null 2>&1 \
+    pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$CLUSTER" stop -m immediate >/dev/null 2>&1 || true
+    pg_dropcluster "$PG_VERSION" "$CLUSTER" >/dev/null 2>&1 \
       || log "could not remove cluster $PG_VERSION/$CLUSTER (remove it with: pg_dropcluster --stop $PG_VERSION $CLUSTER)"
   fi
   # pg_dropcluster leaves the settings file the soak added (conf.d/soak.conf) behind.
   if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION $CLUSTER"; then
-    as_root rm -rf "/etc/postgresql/$PG_VERSION/$CLUSTER"
+    rm -rf "/etc/postgresql/$PG_VERSION/$CLUSTER"
   fi
 }
 stop_redis() {
@@ -97,7 +98,7 @@ cleanup() {
     tail -n 15 "/var/log/postgresql/postgresql-$PG_VERSION-$CLUSTER.log" >&2 || true
   fi
   stop_redis
-  drop_cluster
+  [ "$OWN_CLUSTER" = 1 ] && drop_cluster
   rm -rf "$WORK"
   exit "$rc"
 }
@@ -105,21 +106,27 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # PostgreSQL: a throwaway cluster on its own port, trust auth on 127.0.0.1, no durability.
-drop_cluster # left over from an interrupted run
+if pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2" "$4}' | grep -qx "$PG_VERSION $CLUSTER online"; then
+  die "cluster $PG_VERSION/$CLUSTER is running: another soak is under way, or one was killed (remove it with: pg_dropcluster --stop $PG_VERSION $CLUSTER)"
+fi
+drop_cluster # a stopped one, left over from an interrupted run
+OWN_CLUSTER=1
 port_open "$PG_PORT" && die "port $PG_PORT is already in use; pick another with SOAK_PG_PORT"
 port_open "$REDIS_PORT" && die "port $REDIS_PORT is already in use; pick another with SOAK_REDIS_PORT"
 log "creating PostgreSQL $PG_VERSION cluster $CLUSTER on 127.0.0.1:$PG_PORT"
-must as_root pg_createcluster -q --start-conf=manual -p "$PG_PORT" \
+must pg_createcluster -q --start-conf=manual -p "$PG_PORT" \
   "$PG_VERSION" "$CLUSTER" -- --auth-local=trust --auth-host=trust >/dev/null
-as_root tee "/etc/postgresql/$PG_VERSION/$CLUSTER/conf.d/soak.conf" >/dev/null <<EOF || die "cannot write the soak cluster's settings"
+tee "/etc/postgresql/$PG_VERSION/$CLUSTER/conf.d/soak.conf" >/dev/null <<EOF || die "cannot write the soak cluster's settings"
 listen_addresses = '127.0.0.1'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_connections = 100
 shared_buffers = '32MB'
+# Not the ERRORs the soak provokes (SELECT 1/0); startup, shutdown and FATALs stay.
+log_min_messages = log
 EOF
-must as_root pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$CLUSTER" start
+must pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$CLUSTER" start
 wait_port "$PG_PORT" || die "PostgreSQL did not come up on 127.0.0.1:$PG_PORT (pg_ctlcluster $PG_VERSION $CLUSTER start); see /var/log/postgresql/postgresql-$PG_VERSION-$CLUSTER.log"
 must psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -qc "create database $DB"
 
