@@ -121,25 +121,43 @@ async fn cmd<M: RedisLike>(
     }
 }
 
-/// The Redis client ids of the pool's connections (by the pool's connection id), learnt from
-/// each borrower's check, so that a slow check can ask the admin about the session. Bounded.
+/// Who a pooled connection is on the server: its client id and its address (the id alone
+/// could name another client after a server restart; the address is unique while the pooled
+/// socket is open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    /// `id=`.
+    pub id: i64,
+    /// `addr=`.
+    pub addr: String,
+}
+
+/// The server-side identity of the pool's connections (by the pool's connection id), learnt
+/// from each borrower's check, so that a slow check can ask the admin about the session.
+/// Bounded.
 #[derive(Debug, Default)]
-pub struct ClientIds(Mutex<HashMap<u64, i64>>);
+pub struct ClientIds(Mutex<HashMap<u64, Client>>);
 
 const MAX_IDS: usize = 4096;
 
 impl ClientIds {
-    fn get(&self, conn: u64) -> Option<i64> {
-        self.0.lock().get(&conn).copied()
+    fn get(&self, conn: u64) -> Option<Client> {
+        self.0.lock().get(&conn).cloned()
     }
 
-    fn put(&self, conn: u64, client: i64) {
+    fn put(&self, conn: u64, client: Client) {
         let mut m = self.0.lock();
         if m.len() >= MAX_IDS {
             m.clear();
         }
         m.insert(conn, client);
     }
+}
+
+/// Whether a `CLIENT LIST` line shows `client` blocked in a blocking command.
+pub fn blocked(line: &str, client: &Client) -> bool {
+    field(line, "addr") == Some(client.addr.as_str())
+        && field(line, "flags").is_some_and(|f| f.contains('b'))
 }
 
 /// A field of a `CLIENT INFO` / `CLIENT LIST` line.
@@ -150,9 +168,9 @@ pub fn field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Judges the answer to `CLIENT INFO` sent as the first command of a borrow: `Ok(client id)`
-/// when the session is clean, else the kind of dirt.
-pub fn judge_info(reply: &Value) -> Result<i64, &'static str> {
+/// Judges the answer to `CLIENT INFO` sent as the first command of a borrow: `Ok(who)` when
+/// the session is clean, else the kind of dirt.
+pub fn judge_info(reply: &Value) -> Result<Client, &'static str> {
     let text = match reply {
         Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
         Value::VerbatimString { text, .. } => text.clone(),
@@ -160,7 +178,7 @@ pub fn judge_info(reply: &Value) -> Result<i64, &'static str> {
         _ => return Err(DIRTY_OUT_OF_STEP),
     };
     let id = field(&text, "id").and_then(|v| v.parse().ok());
-    let Some(id) = id else {
+    let (Some(id), Some(addr)) = (id, field(&text, "addr")) else {
         return Err(DIRTY_OUT_OF_STEP);
     };
     if field(&text, "multi") != Some("-1") {
@@ -169,7 +187,10 @@ pub fn judge_info(reply: &Value) -> Result<i64, &'static str> {
     if field(&text, "db") != Some("0") {
         return Err(DIRTY_DB);
     }
-    Ok(id)
+    Ok(Client {
+        id,
+        addr: addr.to_owned(),
+    })
 }
 
 /// How long the check waits before asking the admin whether the session is blocked.
@@ -196,14 +217,13 @@ async fn check<M: RedisLike>(
             Some(r) => Some(r),
             None => {
                 // Slow: a stalled server, or a session still busy with a previous command.
-                let blocked = match known {
-                    Some(id) => admin
-                        .client_flags(id)
+                let is_blocked = match &known {
+                    Some(who) => timeout_at(deadline, admin.client_line(who.id))
                         .await
-                        .is_ok_and(|flags| flags.contains('b')),
+                        .is_ok_and(|line| line.is_ok_and(|l| blocked(&l, who))),
                     None => false,
                 };
-                if blocked {
+                if is_blocked {
                     None
                 } else {
                     Some(fut.await)
@@ -399,7 +419,7 @@ pub async fn self_test(url: &str, admin: &RedisAdmin) -> Result<usize, String> {
         ("MULTI", DIRTY_MULTI),
         ("SELECT 1", DIRTY_DB),
         ("WATCH + SET of the watched key", DIRTY_WATCH),
-        ("a BLPOP cut off after 50 ms", DIRTY_BLOCKED),
+        ("a BLPOP cut off while blocked", DIRTY_BLOCKED),
     ];
     for (i, (what, want)) in cases.iter().enumerate() {
         {
@@ -425,14 +445,30 @@ pub async fn self_test(url: &str, admin: &RedisAdmin) -> Result<usize, String> {
                     Err(e) => Err(e),
                 },
                 _ => {
+                    // Cut off once the server shows the session blocked in it (not after a
+                    // fixed time, which a loaded machine could outrun).
+                    let who = ids
+                        .get(c.id())
+                        .ok_or("the clean check did not record the session")?;
                     let blpop = redis::cmd("BLPOP").arg("soak:canary:empty").arg(0).clone();
-                    let cut = timeout(
-                        Duration::from_millis(50),
-                        blpop.query_async::<Value>(&mut *c),
-                    )
-                    .await;
-                    if cut.is_ok() {
-                        return Err("BLPOP on an empty list answered".into());
+                    let fut = blpop.query_async::<Value>(&mut *c);
+                    tokio::pin!(fut);
+                    let t0 = Instant::now();
+                    loop {
+                        tokio::select! {
+                            _ = &mut fut => return Err("BLPOP on an empty list answered".into()),
+                            _ = sleep(Duration::from_millis(20)) => {}
+                        }
+                        if admin
+                            .client_line(who.id)
+                            .await
+                            .is_ok_and(|l| blocked(&l, &who))
+                        {
+                            break;
+                        }
+                        if t0.elapsed() > limit {
+                            return Err("the planted BLPOP never showed as blocked".into());
+                        }
                     }
                     Ok(())
                 }
@@ -544,15 +580,13 @@ impl RedisAdmin {
         }
     }
 
-    /// The `flags` of client `id` (`b`: blocked in a blocking command, `x`: inside MULTI).
-    pub async fn client_flags(&self, id: i64) -> Result<String, String> {
-        let line = self
-            .text(
-                redis::cmd("CLIENT").arg("LIST").arg("ID").arg(id),
-                Duration::from_secs(1),
-            )
-            .await?;
-        Ok(field(&line, "flags").unwrap_or("").to_owned())
+    /// The `CLIENT LIST` line of client `id` (empty when there is none).
+    pub async fn client_line(&self, id: i64) -> Result<String, String> {
+        self.text(
+            redis::cmd("CLIENT").arg("LIST").arg("ID").arg(id),
+            Duration::from_secs(1),
+        )
+        .await
     }
 
     /// The pool's connections on the server (normal clients other than the admin).
@@ -584,7 +618,21 @@ mod tests {
     #[test]
     fn the_check_accepts_a_clean_session_and_names_each_leftover() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        assert_eq!(judge_info(&bulk(CLEAN)), Ok(8));
+        let me = Client {
+            id: 8,
+            addr: "127.0.0.1:42960".into(),
+        };
+        assert_eq!(judge_info(&bulk(CLEAN)), Ok(me.clone()));
+        assert!(!blocked(CLEAN, &me));
+        assert!(blocked(&CLEAN.replace("flags=N", "flags=b"), &me));
+        let other = Client {
+            id: 8,
+            addr: "127.0.0.1:1".into(),
+        };
+        assert!(
+            !blocked(&CLEAN.replace("flags=N", "flags=b"), &other),
+            "the same id at another address is another client"
+        );
         assert_eq!(
             judge_info(&bulk(&CLEAN.replace("db=0", "db=1"))),
             Err(DIRTY_DB)
