@@ -195,6 +195,7 @@ impl Tally {
             Outcome::Error(kind) => {
                 if quiet {
                     self.errors_outside_faults.fetch_add(1, Relaxed);
+                    self.note(format!("error outside any fault window: {kind}"));
                 }
                 *self.errors.lock().entry(kind).or_insert(0) += 1;
                 return true;

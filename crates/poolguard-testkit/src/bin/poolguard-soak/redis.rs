@@ -138,7 +138,7 @@ pub struct Client {
 #[derive(Debug, Default)]
 pub struct ClientIds(Mutex<HashMap<u64, Client>>);
 
-const MAX_IDS: usize = 4096;
+const MAX_IDS: usize = 512;
 
 impl ClientIds {
     fn get(&self, conn: u64) -> Option<Client> {

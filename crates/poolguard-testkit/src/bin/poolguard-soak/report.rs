@@ -449,8 +449,7 @@ impl Report {
             d(crate::GRACE)
         );
         let line = |out: &mut String, r: [&str; 4]| {
-            let _ = writeln!(
-                out,
+            let text = format!(
                 "{:<w0$}  {:>w1$}  {:>w2$}  {}",
                 r[0],
                 r[1],
@@ -460,6 +459,7 @@ impl Report {
                 w1 = widths[1],
                 w2 = widths[2]
             );
+            let _ = writeln!(out, "{}", text.trim_end());
         };
         line(&mut out, ["", "postgres", "redis", "check"]);
         for r in &rows {
