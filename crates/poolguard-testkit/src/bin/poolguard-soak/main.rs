@@ -607,3 +607,57 @@ fn main() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pg: &str, redis: &str, extra: &[&str]) -> Args {
+        let mut argv = vec![
+            "poolguard-soak",
+            "--pg",
+            pg,
+            "--pg-cluster",
+            "15/poolguard-soak",
+            "--pg-pidfile",
+            "/nonexistent",
+            "--redis",
+            redis,
+            "--redis-conf",
+            "/nonexistent",
+            "--redis-pidfile",
+            "/nonexistent",
+        ];
+        argv.extend_from_slice(extra);
+        Args::try_parse_from(argv).unwrap()
+    }
+
+    const PG: &str = "host=127.0.0.1 port=5450 user=postgres dbname=soak";
+    const REDIS: &str = "redis://127.0.0.1:6390/0";
+
+    #[test]
+    fn private_servers_on_loopback_are_accepted() {
+        assert_eq!(guard_targets(&args(PG, REDIS, &[])), Ok(6390));
+    }
+
+    #[test]
+    fn the_shared_servers_are_refused_for_faults() {
+        let shared_pg = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+        let e = guard_targets(&args(shared_pg, REDIS, &[])).unwrap_err();
+        assert!(
+            e.contains("port 5432") && e.contains("shared server"),
+            "{e}"
+        );
+        let e = guard_targets(&args(PG, "redis://127.0.0.1:6379/0", &[])).unwrap_err();
+        assert!(e.contains("port 6379"), "{e}");
+        // Without faults the load alone may run anywhere on loopback.
+        assert!(guard_targets(&args(shared_pg, REDIS, &["--no-faults"])).is_ok());
+    }
+
+    #[test]
+    fn other_hosts_are_refused() {
+        let e =
+            guard_targets(&args("host=10.0.0.1 port=5450 user=postgres", REDIS, &[])).unwrap_err();
+        assert!(e.contains("127.0.0.1"), "{e}");
+    }
+}
