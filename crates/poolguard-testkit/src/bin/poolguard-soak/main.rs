@@ -166,6 +166,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 const WARM_UP: Duration = Duration::from_secs(5);
 /// No fault in the last stretch, so the pools can settle before the checks.
 const QUIET_TAIL: Duration = Duration::from_secs(8);
+/// The shortest run in which every kind of fault surely fits between the warm-up and the
+/// quiet tail (the longest gaps and faults, back to back).
+const MIN_RUN: Duration = Duration::from_secs(40);
 /// After a fault is lifted, errors are still its fallout for this long.
 const FAULT_MARGIN: Duration = Duration::from_secs(5);
 
@@ -295,11 +298,11 @@ fn side_accounting<M: Manager>(pool: &Pool<M>, side: &mut Side) {
 async fn soak(args: Args) -> Result<Report, String> {
     let redis_port = guard_targets(&args)?;
     let total = Duration::from_secs_f64(args.minutes * 60.0);
-    if total < WARM_UP + QUIET_TAIL + Duration::from_secs(5) {
+    if total < MIN_RUN {
         return Err(format!(
-            "--minutes {} is too short: the run needs at least {:?}",
+            "--minutes {} is too short: every kind of fault must fit, which takes {MIN_RUN:?}; pass at least {:.2}",
             args.minutes,
-            WARM_UP + QUIET_TAIL + Duration::from_secs(5)
+            MIN_RUN.as_secs_f64() / 60.0
         ));
     }
 
