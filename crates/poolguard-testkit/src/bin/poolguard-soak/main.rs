@@ -297,7 +297,8 @@ fn side_accounting<M: Manager>(pool: &Pool<M>, side: &mut Side) {
 
 async fn soak(args: Args) -> Result<Report, String> {
     let redis_port = guard_targets(&args)?;
-    let total = Duration::from_secs_f64(args.minutes * 60.0);
+    let total = Duration::try_from_secs_f64(args.minutes * 60.0)
+        .map_err(|_| format!("--minutes {} is not a duration", args.minutes))?;
     if total < MIN_RUN {
         return Err(format!(
             "--minutes {} is too short: every kind of fault must fit, which takes {MIN_RUN:?}; pass at least {:.2}",
@@ -309,14 +310,11 @@ async fn soak(args: Args) -> Result<Report, String> {
     let pg_admin = Arc::new(pg::PgAdmin::new(&args.pg));
     let redis_admin = Arc::new(redis::RedisAdmin::new(&args.redis)?);
     // Fail loudly, naming the server, when it is not there.
-    pg_admin
-        .query("SELECT 1", Duration::from_secs(10))
-        .await
-        .map_err(|e| format!("PostgreSQL ({}): {e}", args.pg))?;
+    pg_admin.query("SELECT 1", Duration::from_secs(10)).await?;
     redis_admin
         .query(&redis_rs::cmd("PING"), Duration::from_secs(10))
         .await
-        .map_err(|e| format!("Redis ({}): {e}", args.redis))?;
+        .map_err(|e| format!("Redis at {}: {e}", poolguard_redis::redact_url(&args.redis)))?;
 
     // The checks must be able to fail: plant each leftover through a careless manager first.
     let canary = (

@@ -2,6 +2,7 @@
 //! aborted transactions, cancelled queries, panics while holding, cancelled gets), the
 //! clean-session check every borrower runs first, and an admin connection.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -343,6 +344,7 @@ pub async fn self_test(url: &str) -> Result<usize, String> {
 #[derive(Debug)]
 pub struct PgAdmin {
     url: String,
+    target: String,
     client: Mutex<Option<(Arc<Client>, Arc<AbortOnDrop>)>>,
 }
 
@@ -356,11 +358,34 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Where a connection string points (`host:port`, ...), for messages: never the string
+/// itself, which may hold a password.
+pub fn describe(url: &str) -> String {
+    let Ok(cfg) = tokio_postgres::Config::from_str(url) else {
+        return "(an unparsable connection string)".into();
+    };
+    let ports = cfg.get_ports();
+    let hosts: Vec<String> = cfg
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match h {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+            }
+        })
+        .collect();
+    hosts.join(",")
+}
+
 impl PgAdmin {
     /// An admin for `url` (not connected yet).
     pub fn new(url: &str) -> Self {
         PgAdmin {
             url: format!("{url} application_name={ADMIN_APP}"),
+            target: describe(url),
             client: Mutex::new(None),
         }
     }
@@ -379,9 +404,14 @@ impl PgAdmin {
                     timeout(limit, tokio_postgres::connect(&self.url, NoTls))
                         .await
                         .map_err(|_| {
-                            format!("no PostgreSQL connection within {limit:?} ({})", self.url)
+                            format!(
+                                "no PostgreSQL connection to {} within {limit:?}",
+                                self.target
+                            )
                         })?
-                        .map_err(|e| format!("cannot connect to PostgreSQL ({}): {e}", self.url))?;
+                        .map_err(|e| {
+                            format!("cannot connect to PostgreSQL at {}: {e}", self.target)
+                        })?;
                 let task = tokio::spawn(async move {
                     let _ = connection.await;
                 });
@@ -430,6 +460,13 @@ impl PgAdmin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn messages_name_the_server_not_the_password() {
+        let d = describe("host=127.0.0.1 port=5450 user=soak password=s3cret dbname=soak");
+        assert_eq!(d, "127.0.0.1:5450");
+        assert!(!describe("host=x password=s3cret port=").contains("s3cret"));
+    }
 
     #[test]
     fn the_check_tells_each_leftover_apart() {

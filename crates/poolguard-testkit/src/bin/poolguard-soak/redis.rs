@@ -510,7 +510,8 @@ impl RedisAdmin {
     /// An admin for `url` (not connected yet).
     pub fn new(url: &str) -> Result<Self, String> {
         Ok(RedisAdmin {
-            client: redis::Client::open(url).map_err(|e| format!("{url}: {e}"))?,
+            client: redis::Client::open(url)
+                .map_err(|e| format!("{}: {e}", poolguard_redis::redact_url(url)))?,
             conn: Mutex::new(None),
         })
     }
