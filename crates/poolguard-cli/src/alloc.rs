@@ -1,4 +1,4 @@
-//! Allocation figures straight from the global allocator (see `GLOBAL` in `main.rs`).
+//! Allocation figures straight from the global allocator (see the crate's `GLOBAL`).
 #![allow(dead_code)] // used by the lab scenarios as they land
 
 use stats_alloc::{Region, StatsAlloc};

@@ -1,44 +1,7 @@
-//! `poolguard`: reproduces the classic pool failures and measures them.
+//! `poolguard`: reproduces the classic pool failures and measures them (the code and its
+//! documentation are in the `poolguard_cli` library).
 #![forbid(unsafe_code)]
-#![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
-
-mod alloc;
-mod lab;
-
-use clap::{Parser, Subcommand};
-
-/// Counts every allocation of this process, so the lab measures bytes from the allocator,
-/// not from a pool's own accounting.
-#[global_allocator]
-static GLOBAL: &stats_alloc::StatsAlloc<std::alloc::System> = &stats_alloc::INSTRUMENTED_SYSTEM;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "poolguard",
-    version,
-    about = "Pools that cannot silently hurt your service"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Reproduce pool failure scenarios and measure them (all of them when none is named).
-    Lab(lab::LabArgs),
-}
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Lab(args) => lab::run(args),
-    }
+    poolguard_cli::main()
 }

@@ -1,5 +1,5 @@
-//! The built `poolguard` binary: `lab --list`, an unknown scenario, and a connection scenario
-//! against the real PostgreSQL and Redis (`--postgres URL --redis URL`, the servers that
+//! The built `poolguard` binary: `lab --list`, usage errors, password redaction, and
+//! connection scenarios against the real PostgreSQL and Redis (`--postgres URL --redis URL`, the servers that
 //! `scripts/services.sh` starts; override with `POOLGUARD_PG` / `POOLGUARD_REDIS`).
 
 use std::process::{Command, Output};
@@ -118,27 +118,195 @@ fn spike_runs_against_the_real_postgres_and_redis() {
 }
 
 #[test]
-fn a_refused_port_fails_with_the_servers_address_and_reason() {
-    // Port 1 on localhost: nothing listens there, so the connect is refused at once.
+fn a_refused_port_fails_once_before_any_scenario_with_the_servers_address_and_reason() {
+    // Port 1 on localhost: nothing listens there, so the connect is refused at once. No
+    // scenario is named: every scenario would run, four of them against the server.
     let out = poolguard(&[
         "lab",
-        "spike",
         "--postgres",
         "host=127.0.0.1 port=1 user=postgres dbname=test connect_timeout=5",
     ]);
-    let stderr = text(&out.stderr);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("spike FAILED"), "{stderr}");
-    // The message names the flag, the address the user gave (not the lab's proxy) and why.
-    assert!(stderr.contains("--postgres"), "{stderr}");
-    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    // The message names the flag, the address the user gave (not the lab's proxy) and why,
+    // once, and nothing ran.
+    assert_eq!(
+        stderr
+            .matches("--postgres: cannot connect to 127.0.0.1:1")
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert!(!stdout.contains("=== "), "a scenario ran:\n{stdout}");
 
     let out = poolguard(&["lab", "conn-leak", "--redis", "redis://127.0.0.1:1"]);
-    let stderr = text(&out.stderr);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("conn-leak FAILED"), "{stderr}");
-    assert!(stderr.contains("--redis"), "{stderr}");
-    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("--redis: cannot connect to 127.0.0.1:1")
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert!(stderr.to_lowercase().contains("refused"), "{stderr}");
+    assert!(!stdout.contains("=== "), "a scenario ran:\n{stdout}");
+}
+
+/// Bad `--postgres` / `--redis` values are usage errors: exit 2, said once, before anything
+/// runs (no scenario output at all, not even the simulator-only ones).
+#[test]
+fn bad_connection_arguments_exit_2_once_before_anything_runs() {
+    for (flag, arg, says) in [
+        (
+            "--postgres",
+            "garbage",
+            "not a PostgreSQL connection string",
+        ),
+        (
+            "--postgres",
+            "host=127.0.0.1 port=x user=u",
+            "invalid value for option `port`",
+        ),
+        ("--postgres", "host=a,b user=u", "more than one server"),
+        ("--postgres", "host=127.0.0.1", "no user"),
+        ("--redis", "garbage", "not a Redis URL"),
+        (
+            "--redis",
+            "redis://127.0.0.1:6379/not-a-db",
+            "not a Redis URL",
+        ),
+    ] {
+        let out = poolguard(&["lab", flag, arg]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{flag} {arg}: {stderr}");
+        assert_eq!(stderr.matches(says).count(), 1, "{flag} {arg}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{flag} {arg}: one line, once: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{flag} `{arg}`")),
+            "{flag} {arg}: names the flag and its value: {stderr}"
+        );
+        assert!(stdout.is_empty(), "{flag} {arg}: something ran:\n{stdout}");
+    }
+}
+
+/// tokio-postgres's `Config::host`/`port` append to the lists, so a rewrite that only set
+/// them left the real server (with the user's port) first in line, and the lab's outage, a
+/// blackhole in the proxy, never reached the pool.
+#[test]
+fn db_outage_with_a_port_in_the_url_reaches_the_pool() {
+    let pg = pg_url();
+    assert!(
+        pg.contains("port=") || pg.contains(":5432"),
+        "this test needs a port in the URL: {pg}"
+    );
+    let out = poolguard(&["lab", "db-outage", "--postgres", &pg]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let row = stdout
+        .lines()
+        .find(|l| l.starts_with("| without breaker"))
+        .unwrap_or_else(|| panic!("no `without breaker` row:\n{stdout}"));
+    // Columns: pool | failed requests during outage | ...
+    let failed: u64 = row
+        .split('|')
+        .map(str::trim)
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(failed > 0, "the outage never reached the pool: {row}");
+}
+
+const SECRET: &str = "S3cretPw";
+
+/// Every line the command writes, with tracing on (`RUST_LOG=trace`), for `args`.
+fn all_output(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_poolguard"))
+        .args(args)
+        .env("RUST_LOG", "trace")
+        .output()
+        .expect("run the poolguard binary");
+    (
+        out.status.code(),
+        format!("{}\n{}", text(&out.stdout), text(&out.stderr)),
+    )
+}
+
+/// No output (progress lines, tables, errors, tracing events) shows a password given in
+/// `--postgres` / `--redis`, in either form, whether the server is reachable, refuses the
+/// connection or the argument does not parse.
+#[test]
+fn no_output_shows_a_password() {
+    let pg_kv = format!("host=127.0.0.1 port=5432 user=postgres dbname=test password={SECRET}");
+    let pg_url = format!("postgres://postgres:{SECRET}@127.0.0.1:5432/test");
+    // The shared PostgreSQL trusts local connections, so these run: the progress lines name
+    // the server, with the password hidden. The URL runs every connection scenario (their
+    // tables print pool errors, the tracing events name connections and failures).
+    for (arg, shown, scenarios) in [
+        (&pg_kv, "password=***", &["conn-leak"][..]),
+        (
+            &pg_url,
+            "postgres://postgres:***@127.0.0.1:5432/test",
+            &["conn-leak", "db-outage", "spike", "config-traps"][..],
+        ),
+    ] {
+        let mut argv = vec!["lab"];
+        argv.extend(scenarios);
+        argv.extend(["--postgres", arg.as_str()]);
+        let (code, all) = all_output(&argv);
+        assert_eq!(code, Some(0), "{all}");
+        assert!(all.contains("--- against PostgreSQL ("), "{all}");
+        assert!(all.contains(shown), "{all}");
+        assert!(!all.contains(SECRET), "{arg}:\n{all}");
+    }
+    let failing: Vec<Vec<String>> = vec![
+        // A password the Redis server does not expect: AUTH fails (or works); either way.
+        vec![
+            "--redis".into(),
+            format!("redis://:{SECRET}@127.0.0.1:6379/0"),
+        ],
+        vec![
+            "--redis".into(),
+            format!("redis://default:{SECRET}@127.0.0.1:6379/0"),
+        ],
+        // Refused ports.
+        vec![
+            "--postgres".into(),
+            format!("postgres://postgres:{SECRET}@127.0.0.1:1/test"),
+        ],
+        vec![
+            "--postgres".into(),
+            format!("host=127.0.0.1 port=1 user=postgres password='{SECRET}'"),
+        ],
+        vec!["--redis".into(), format!("redis://:{SECRET}@127.0.0.1:1")],
+        // Arguments that do not parse.
+        vec![
+            "--postgres".into(),
+            format!("host=127.0.0.1 password={SECRET} port=x"),
+        ],
+        vec![
+            "--postgres".into(),
+            format!("postgres://u:{SECRET}@127.0.0.1:x/test"),
+        ],
+        vec![
+            "--redis".into(),
+            format!("redis://:{SECRET}@127.0.0.1:6379/x"),
+        ],
+        vec!["--redis".into(), format!("redis:/:{SECRET}@127.0.0.1:6379")],
+        // A URL given without its flag is taken for a scenario name.
+        vec![format!("postgres://postgres:{SECRET}@127.0.0.1:5432/test")],
+    ];
+    for args in &failing {
+        let mut argv = vec!["lab", "conn-leak"];
+        argv.extend(args.iter().map(String::as_str));
+        let (_, all) = all_output(&argv);
+        assert!(!all.trim().is_empty(), "{args:?}: no output at all");
+        assert!(!all.contains(SECRET), "{args:?}:\n{all}");
+    }
 }

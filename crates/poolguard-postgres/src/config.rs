@@ -21,9 +21,10 @@ pub enum RecyclingMethod {
     /// trips in the common case, one otherwise.
     ///
     /// A query given as an SQL string (`client.query("...", ..)`) prepares a throwaway
-    /// statement and closes it when done; that `Close` may still be unanswered when the
-    /// connection comes back, and the reset then waits for its answer (no extra round trip
-    /// of its own, but the return goes through the pool's reset task). Use
+    /// statement and closes it when done; that `Close` may still be queued when the
+    /// connection comes back, and the connection then goes through the pool's reset task,
+    /// which waits until the `Close` is written, not answered (a batch of only `Close`s
+    /// cannot open a transaction), so no round trip is added. Use
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached) or
     /// `simple_query` on hot paths.
     #[default]
@@ -51,6 +52,9 @@ pub struct PostgresConfig {
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached); `0` disables
     /// the cache. When full, the cache is emptied and starts over.
     pub statement_cache_capacity: usize,
+    /// How long one request may wait for its answer before the connection is cancelled and
+    /// closed; `None` (the default): no limit. See [`PostgresManagerBuilder::query_timeout`].
+    pub query_timeout: Option<std::time::Duration>,
     /// The TLS connector (feature `tls`), see [`PostgresManagerBuilder::tls`].
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Tls>,
@@ -63,8 +67,83 @@ impl fmt::Debug for PostgresConfig {
             .field("pg", &self.pg)
             .field("recycling", &self.recycling)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("query_timeout", &self.query_timeout)
             .field("tls", &self.has_tls())
             .finish()
+    }
+}
+
+/// The settings as a `key=value` connection string with the password shown as `***`, for
+/// logs and status output.
+impl fmt::Display for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use tokio_postgres::config::{SslMode, TargetSessionAttrs};
+        let pg = &self.pg;
+        let mut out = Vec::<(&str, String)>::new();
+        let join = |items: Vec<String>| items.join(",");
+        if !pg.get_hosts().is_empty() {
+            let hosts = pg.get_hosts().iter().map(|h| match h {
+                Host::Tcp(h) => h.clone(),
+                Host::Unix(p) => p.display().to_string(),
+            });
+            out.push(("host", join(hosts.collect())));
+        }
+        if !pg.get_hostaddrs().is_empty() {
+            out.push((
+                "hostaddr",
+                join(pg.get_hostaddrs().iter().map(ToString::to_string).collect()),
+            ));
+        }
+        if !pg.get_ports().is_empty() {
+            out.push((
+                "port",
+                join(pg.get_ports().iter().map(ToString::to_string).collect()),
+            ));
+        }
+        if let Some(user) = pg.get_user() {
+            out.push(("user", user.to_owned()));
+        }
+        if pg.get_password().is_some() {
+            out.push(("password", "***".to_owned()));
+        }
+        if let Some(db) = pg.get_dbname() {
+            out.push(("dbname", db.to_owned()));
+        }
+        if let Some(app) = pg.get_application_name() {
+            out.push(("application_name", app.to_owned()));
+        }
+        if let Some(options) = pg.get_options() {
+            out.push(("options", options.to_owned()));
+        }
+        match pg.get_ssl_mode() {
+            SslMode::Disable => out.push(("sslmode", "disable".into())),
+            SslMode::Require => out.push(("sslmode", "require".into())),
+            _ => {}
+        }
+        match pg.get_target_session_attrs() {
+            TargetSessionAttrs::ReadWrite => {
+                out.push(("target_session_attrs", "read-write".into()))
+            }
+            TargetSessionAttrs::ReadOnly => out.push(("target_session_attrs", "read-only".into())),
+            _ => {}
+        }
+        if let Some(t) = pg.get_connect_timeout() {
+            out.push(("connect_timeout", format!("{}", t.as_secs_f64())));
+        }
+        for (i, (key, value)) in out.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            let plain = !value.is_empty()
+                && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\');
+            if plain || *key == "password" {
+                write!(f, "{key}={value}")?;
+            } else {
+                let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+                write!(f, "{key}='{escaped}'")?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -86,14 +165,46 @@ impl PostgresConfig {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The connection string did not parse.
-    #[error("invalid PostgreSQL connection string: {0}; use `host=127.0.0.1 user=postgres dbname=app` or `postgres://user@host/db`")]
-    ConnectionString(#[source] tokio_postgres::Error),
+    /// The connection string did not parse. The message names the offending key and says
+    /// what it should look like; it never contains a password.
+    #[error("invalid PostgreSQL connection string: {reason}")]
+    ConnectionString {
+        /// The key that was refused (`port`, `sslmode`, an unknown option...), when the
+        /// error can be pinned to one.
+        key: Option<String>,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
     /// No host was given.
     #[error(
         "the PostgreSQL config names no host; add `host=...` (or a `postgres://host/...` URL)"
     )]
     NoHost,
+    /// `port` lists several ports, but not one per host.
+    #[error("the PostgreSQL config lists {hosts} host(s) but {ports} ports; give one port for all hosts, or exactly one per host (host=a,b port=5432,5433)")]
+    PortCount {
+        /// Hosts listed.
+        hosts: usize,
+        /// Ports listed.
+        ports: usize,
+    },
+    /// `host` and `hostaddr` are both given, with different lengths.
+    #[error("the PostgreSQL config lists {hosts} host(s) but {hostaddrs} hostaddr(s); give exactly one hostaddr per host, or drop one of the lists")]
+    HostAddrCount {
+        /// Hosts listed.
+        hosts: usize,
+        /// Host addresses listed.
+        hostaddrs: usize,
+    },
+    /// A TCP option of the connection string cannot be applied on this platform.
+    #[error("`{option}` cannot be applied on this platform; remove it from the connection string")]
+    UnsupportedOption {
+        /// The connection-string key.
+        option: &'static str,
+    },
+    /// `query_timeout(Duration::ZERO)` would close every connection at its first query.
+    #[error("query_timeout must be greater than zero (leave it unset for no limit)")]
+    ZeroQueryTimeout,
     /// No user was given.
     #[error("the PostgreSQL config names no user; add `user=...` to the connection string")]
     NoUser,
@@ -116,6 +227,7 @@ impl PostgresManagerBuilder {
                 pg,
                 recycling: RecyclingMethod::default(),
                 statement_cache_capacity: 256,
+                query_timeout: None,
                 #[cfg(feature = "tls")]
                 tls: None,
             }),
@@ -125,9 +237,12 @@ impl PostgresManagerBuilder {
     pub(crate) fn from_str(s: &str) -> Self {
         match tokio_postgres::Config::from_str(s) {
             Ok(pg) => Self::new(pg),
-            Err(e) => PostgresManagerBuilder {
-                config: Err(BuildError::ConnectionString(e)),
-            },
+            Err(e) => {
+                let (key, reason) = crate::conninfo::diagnose(s, &e);
+                PostgresManagerBuilder {
+                    config: Err(BuildError::ConnectionString { key, reason }),
+                }
+            }
         }
     }
 
@@ -146,6 +261,51 @@ impl PostgresManagerBuilder {
     /// Prepared statements cached per connection (default 256; 0 disables the cache).
     pub fn statement_cache_capacity(self, capacity: usize) -> Self {
         self.map(|c| c.statement_cache_capacity = capacity)
+    }
+
+    /// Bounds every request on the pool's connections: when one waits longer than `timeout`
+    /// for its answer, the manager sends the server a cancel request for it and closes the
+    /// connection. The caller's future then ends at once with a closed-connection error
+    /// ([`tokio_postgres::Error::is_closed`];
+    /// [`PgConnection::timed_out`](crate::PgConnection::timed_out) tells why), and the pool
+    /// evicts the connection: a session whose state is unknown is never reused. This holds
+    /// for a server that is frozen or unreachable too, where no answer, not even to the
+    /// cancel, will come.
+    ///
+    /// The clock of a request starts when it is written to the socket, or, for pipelined
+    /// requests, when the answer to the one before it arrives; a `COPY` counts as one
+    /// request, data transfer included. The cancel request is sent on its own connection
+    /// (plaintext, as the server accepts it before authentication), bounded by
+    /// `connect_timeout` (10 s without one), by a task of its own so the caller does not wait
+    /// for it.
+    ///
+    /// Without this option, bound a single query with `tokio::time::timeout`. Dropping the
+    /// query future does not stop the server, so the connection comes back with a request in
+    /// flight; the pool then waits for its answer (under its `reset_timeout`) before anyone
+    /// else gets the connection, and closes it if the answer does not come.
+    /// [`PgConnection::cancel_query`](crate::PgConnection::cancel_query) asks the server to
+    /// stop, which makes that answer come soon:
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: poolguard::conn::Pool<poolguard_postgres::PostgresManager>)
+    /// # -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    ///
+    /// let conn = pool.get().await?;
+    /// match tokio::time::timeout(Duration::from_secs(2), conn.query("SELECT slow()", &[])).await {
+    ///     Ok(rows) => println!("{} rows", rows?.len()),
+    ///     Err(_) => {
+    ///         // The server is still running it: ask it to stop.
+    ///         conn.cancel_query().await?;
+    ///         eprintln!("the query took more than 2 s");
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// A zero timeout is refused by [`build`](Self::build).
+    pub fn query_timeout(self, timeout: std::time::Duration) -> Self {
+        self.map(|c| c.query_timeout = Some(timeout))
     }
 
     /// Sets `application_name`, which shows in `pg_stat_activity` (handy to find, or
@@ -182,6 +342,29 @@ impl PostgresManagerBuilder {
         let config = self.config?;
         if config.pg.get_hosts().is_empty() && config.pg.get_hostaddrs().is_empty() {
             return Err(BuildError::NoHost);
+        }
+        let (hosts, addrs) = (config.pg.get_hosts().len(), config.pg.get_hostaddrs().len());
+        if hosts > 0 && addrs > 0 && hosts != addrs {
+            return Err(BuildError::HostAddrCount {
+                hosts,
+                hostaddrs: addrs,
+            });
+        }
+        let ports = config.pg.get_ports().len();
+        if ports > 1 && ports != hosts.max(addrs) {
+            return Err(BuildError::PortCount {
+                hosts: hosts.max(addrs),
+                ports,
+            });
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "fuchsia")))]
+        if config.pg.get_tcp_user_timeout().is_some() {
+            return Err(BuildError::UnsupportedOption {
+                option: "tcp_user_timeout",
+            });
+        }
+        if config.query_timeout == Some(std::time::Duration::ZERO) {
+            return Err(BuildError::ZeroQueryTimeout);
         }
         if config.pg.get_user().is_none() {
             return Err(BuildError::NoUser);

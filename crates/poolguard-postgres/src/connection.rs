@@ -5,10 +5,13 @@ use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Statement};
 
+use crate::error::Error;
+use crate::manager::Canceller;
 use crate::tap::{TapState, TxStatus};
 
 /// Aborts the connection task when dropped, so a connection never outlives its owner.
@@ -17,6 +20,57 @@ struct TaskGuard(JoinHandle<()>);
 impl Drop for TaskGuard {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// The TCP options of a connection's socket, read back from the socket (`getsockopt`) right
+/// after the manager set them from the connection string (`keepalives`, `keepalives_idle`,
+/// `keepalives_interval`, `keepalives_retries`, `tcp_user_timeout`). See
+/// [`PgConnection::tcp_options`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TcpOptions {
+    /// `TCP_NODELAY` (always set, as tokio-postgres does).
+    pub nodelay: bool,
+    /// `SO_KEEPALIVE`: on unless the connection string says `keepalives=0`.
+    pub keepalive: bool,
+    /// `TCP_KEEPIDLE`: idle time before the first probe (`keepalives_idle`, default 2 h).
+    pub keepalive_idle: Option<Duration>,
+    /// `TCP_KEEPINTVL`: time between probes (`keepalives_interval`, else the system's).
+    pub keepalive_interval: Option<Duration>,
+    /// `TCP_KEEPCNT`: unanswered probes before the connection is dropped
+    /// (`keepalives_retries`, else the system's).
+    pub keepalive_retries: Option<u32>,
+    /// `TCP_USER_TIMEOUT` (Linux): how long sent data may stay unacknowledged before the
+    /// kernel drops the connection (`tcp_user_timeout`; `None` = the system's default).
+    pub user_timeout: Option<Duration>,
+    /// The socket's local address.
+    pub local_addr: std::net::SocketAddr,
+}
+
+impl TcpOptions {
+    pub(crate) fn read(
+        sock: &socket2::SockRef<'_>,
+        local_addr: std::net::SocketAddr,
+    ) -> std::io::Result<Self> {
+        #[allow(unused_mut)]
+        let mut o = TcpOptions {
+            local_addr,
+            nodelay: sock.tcp_nodelay()?,
+            keepalive: sock.keepalive()?,
+            keepalive_idle: None,
+            keepalive_interval: None,
+            keepalive_retries: None,
+            user_timeout: None,
+        };
+        #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+        {
+            o.keepalive_idle = Some(sock.tcp_keepalive_time()?);
+            o.keepalive_interval = Some(sock.tcp_keepalive_interval()?);
+            o.keepalive_retries = Some(sock.tcp_keepalive_retries()?);
+            o.user_timeout = sock.tcp_user_timeout()?;
+        }
+        Ok(o)
     }
 }
 
@@ -33,6 +87,8 @@ pub struct PgConnection {
     statement_cache_capacity: usize,
     task: TaskGuard,
     addr: String,
+    tcp: Option<TcpOptions>,
+    cancel: Canceller,
 }
 
 impl fmt::Debug for PgConnection {
@@ -52,6 +108,8 @@ impl PgConnection {
         task: JoinHandle<()>,
         statement_cache_capacity: usize,
         addr: String,
+        tcp: Option<TcpOptions>,
+        cancel: Canceller,
     ) -> Self {
         PgConnection {
             client,
@@ -60,6 +118,8 @@ impl PgConnection {
             statement_cache_capacity,
             task: TaskGuard(task),
             addr,
+            tcp,
+            cancel,
         }
     }
 
@@ -71,6 +131,38 @@ impl PgConnection {
     /// The `host:port` this connection was opened to.
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Asks the server to cancel the request running on this connection: a `CancelRequest`
+    /// with this session's key, on a new socket to the same address (plaintext, which the
+    /// server accepts before any authentication), bounded by `connect_timeout` (10 s without
+    /// one). Use it instead of `cancel_token().cancel_query(..)`, which cannot find the server
+    /// of a pooled connection (the manager opens the socket itself).
+    ///
+    /// The cancelled request ends with SQLSTATE 57014 (`query_canceled`), which leaves the
+    /// connection usable. As with any cancel, the request may finish before the server sees
+    /// it; `Ok` means the request was sent, not that something was cancelled.
+    pub async fn cancel_query(&self) -> Result<(), Error> {
+        self.cancel.send().await
+    }
+
+    /// Whether the pool's [`query_timeout`](crate::PostgresManagerBuilder::query_timeout)
+    /// ended this connection (a request waited too long; it was cancelled and the socket
+    /// closed).
+    pub fn timed_out(&self) -> bool {
+        self.tap.expired()
+    }
+
+    /// The TCP options of the socket, as read back when it was opened; `None` for a Unix
+    /// socket.
+    pub fn tcp_options(&self) -> Option<&TcpOptions> {
+        self.tcp.as_ref()
+    }
+
+    /// The local address of the TCP socket (`None` for a Unix socket): the server shows its
+    /// port as `client_port` in `pg_stat_activity`.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.as_ref().map(|t| t.local_addr)
     }
 
     /// Prepares `sql` once per connection and returns the cached statement on later borrows.

@@ -32,12 +32,38 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// `target_session_attrs=read-write` was asked for and every host is read-only
-    /// (a standby, typically after a failover).
-    #[error("PostgreSQL at {addr} is read-only but target_session_attrs=read-write was requested")]
+    /// `target_session_attrs=read-write` was asked for and this host is read-only (a
+    /// standby, typically after a failover). With several hosts, the next one is tried
+    /// first; this error is returned only when none is left.
+    #[error("PostgreSQL at {addr} is read-only but target_session_attrs=read-write was requested (list the primary, or several hosts: host=a,b port=5432,5432)")]
     ReadOnly {
         /// The read-only host.
         addr: String,
+    },
+    /// `target_session_attrs=read-only` was asked for and this host accepts writes.
+    #[error(
+        "PostgreSQL at {addr} accepts writes but target_session_attrs=read-only was requested"
+    )]
+    NotReadOnly {
+        /// The read-write host.
+        addr: String,
+    },
+    /// One attempt took longer than the connection string's `connect_timeout`.
+    #[error("connecting to PostgreSQL at {addr} timed out after {timeout:?} (connect_timeout) during {during}")]
+    ConnectTimeout {
+        /// The address tried.
+        addr: String,
+        /// What was under way: the TCP connect, TLS negotiation, the startup handshake...
+        during: &'static str,
+        /// The configured `connect_timeout`.
+        timeout: std::time::Duration,
+    },
+    /// Several hosts (or addresses) were configured and none could be used; every attempt
+    /// is listed, in the order tried.
+    #[error("no PostgreSQL host could be used: {}", DescribeAttempts(.attempts))]
+    AllHostsFailed {
+        /// Each address tried and why it was not used.
+        attempts: Vec<(String, Error)>,
     },
     /// The server ended the session (a FATAL error or a closed socket) while the connection
     /// was being reset.
@@ -55,6 +81,7 @@ impl Error {
     pub fn code(&self) -> Option<&SqlState> {
         match self {
             Error::Postgres(e) => e.code(),
+            Error::AllHostsFailed { attempts } => attempts.last().and_then(|(_, e)| e.code()),
             _ => None,
         }
     }
@@ -66,6 +93,9 @@ impl Error {
             Error::Connect { .. }
             | Error::Tls { .. }
             | Error::ReadOnly { .. }
+            | Error::NotReadOnly { .. }
+            | Error::ConnectTimeout { .. }
+            | Error::AllHostsFailed { .. }
             | Error::SessionEnded
             | Error::StillInTransaction => ErrorClass::Fatal,
         }
@@ -149,6 +179,21 @@ impl fmt::Display for DescribePg<'_> {
         };
         if let Some(hint) = hint {
             write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+/// `addr: error; addr: error` for [`Error::AllHostsFailed`].
+struct DescribeAttempts<'a>(&'a [(String, Error)]);
+
+impl fmt::Display for DescribeAttempts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (addr, e)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "[{}] {addr}: {e}", i + 1)?;
         }
         Ok(())
     }

@@ -25,6 +25,31 @@
 //!   return.
 //! - **The connection task is owned.** Dropping a [`PgConnection`] aborts the task driving its
 //!   socket; the pool's close path ends it politely first.
+//! - **No password is ever printed.** The manager's and its config's `Display` show the
+//!   settings as a connection string with `password=***`; `Debug`, errors and tracing events
+//!   never carry the password; a connection string that does not parse is reported by key,
+//!   without its password. [`redact_connection_string`] masks a connection string given by a
+//!   user (URL or `key=value`) before it is logged.
+//! - **Several hosts, as tokio-postgres does it.** `host=a,b port=5433,5432` (with
+//!   `hostaddr`, Unix sockets and `load_balance_hosts=random`) tries each host, and each
+//!   address a name resolves to, in order; with `target_session_attrs=read-write` (or
+//!   `read-only`) a host whose session does not match is skipped, so a pool keeps connecting
+//!   to the primary across a failover. When no host is usable the error lists every attempt
+//!   ([`Error::AllHostsFailed`]; one host: [`Error::ReadOnly`], [`Error::Connect`]...).
+//! - **TCP options apply as in tokio-postgres.** `keepalives` (on by default),
+//!   `keepalives_idle` (default 2 h), `keepalives_interval`, `keepalives_retries` and
+//!   `tcp_user_timeout` are set on the socket ([`PgConnection::tcp_options`] reads them
+//!   back), so a silently dead peer is found by the kernel too, not only by validation.
+//!   `connect_timeout` bounds each attempt as a whole (TCP connect, TLS, startup and
+//!   authentication, the `target_session_attrs` check), per address, as libpq does: a host
+//!   that accepts the connection but never answers is left for the next one
+//!   ([`Error::ConnectTimeout`]).
+//! - **Queries can have a deadline.** With
+//!   [`query_timeout`](PostgresManagerBuilder::query_timeout), a request that waits longer
+//!   for its answer is cancelled on the server (a cancel request) and its connection closed
+//!   at once, so the caller gets an error on time even from a frozen server, and the pool
+//!   never reuses the connection. Without it, `tokio::time::timeout` around a query bounds
+//!   the caller; see the option's documentation for what happens to the connection then.
 //! - **Connect errors say what is wrong**: a refused port, a wrong password (28P01), an
 //!   unknown role (28000) or database (3D000) each have their own message, never a timeout.
 //!
@@ -39,7 +64,7 @@
 //! # TLS
 //!
 //! Plaintext by default. With the `tls` feature, pass any tokio-postgres TLS connector to
-//! [`PostgresManagerBuilder::tls`]; the manager negotiates TLS itself, below the socket tap
+//! `PostgresManagerBuilder::tls`; the manager negotiates TLS itself, below the socket tap
 //! (which needs the plaintext), so channel binding (`SCRAM-SHA-256-PLUS`) is not offered.
 //! Without a connector, `sslmode=require` is refused by the builder with an explanation.
 #![forbid(unsafe_code)]
@@ -52,6 +77,7 @@
 
 mod config;
 mod connection;
+mod conninfo;
 mod error;
 mod manager;
 mod tap;
@@ -59,7 +85,8 @@ mod tap;
 mod tls;
 
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
-pub use connection::PgConnection;
+pub use connection::{PgConnection, TcpOptions};
+pub use conninfo::redact_connection_string;
 pub use error::{classify, Error};
 pub use manager::PostgresManager;
 pub use tokio_postgres;

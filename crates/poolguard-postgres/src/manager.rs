@@ -1,19 +1,120 @@
 //! `poolguard::conn::Manager` for tokio-postgres.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use poolguard::conn::{ErrorClass, Manager};
+use rand::seq::SliceRandom;
 use tokio::net::{TcpStream, UnixStream};
-use tokio_postgres::config::{Host, SslMode, TargetSessionAttrs};
+use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
 use tokio_postgres::NoTls;
 
 use crate::config::{
     describe_host, BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod,
 };
-use crate::connection::PgConnection;
+use crate::connection::{PgConnection, TcpOptions};
 use crate::error::Error;
-use crate::tap::{drive, Socket, TapState, TapStream, TxStatus, WakeCounter};
+use crate::tap::{drive, watchdog, Socket, TapState, TapStream, TxStatus, WakeCounter};
+
+/// One entry of the host list: `host`, `hostaddr` and port at the same position.
+#[derive(Debug, Clone)]
+struct Candidate {
+    host: Option<Host>,
+    hostaddr: Option<IpAddr>,
+    port: u16,
+}
+
+impl Candidate {
+    fn describe(&self) -> String {
+        match (&self.hostaddr, &self.host) {
+            (Some(ip), _) => SocketAddr::new(*ip, self.port).to_string(),
+            (None, Some(h)) => describe_host(h, self.port),
+            (None, None) => "(no host)".into(),
+        }
+    }
+}
+
+/// One address to try.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl Target {
+    fn describe(&self) -> String {
+        match self {
+            Target::Tcp(a) => a.to_string(),
+            Target::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// Deadline of a cancel request when the config has no `connect_timeout`.
+const CANCEL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What it takes to cancel a connection's running request: its backend key and address.
+#[derive(Clone)]
+pub(crate) struct Canceller {
+    token: tokio_postgres::CancelToken,
+    target: Target,
+    addr: String,
+    deadline: std::time::Duration,
+}
+
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Canceller")
+            .field("target", &self.target)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Canceller {
+    /// Sends a `CancelRequest` for the connection's backend on a new socket to the same
+    /// address, within the deadline.
+    pub(crate) async fn send(&self) -> Result<(), Error> {
+        let io_error = |source| Error::Connect {
+            addr: self.addr.clone(),
+            source,
+        };
+        let send = async {
+            match &self.target {
+                Target::Tcp(a) => {
+                    let s = TcpStream::connect(a).await.map_err(io_error)?;
+                    self.token.cancel_query_raw(s, NoTls).await?;
+                }
+                Target::Unix(p) => {
+                    let s = UnixStream::connect(p).await.map_err(io_error)?;
+                    self.token.cancel_query_raw(s, NoTls).await?;
+                }
+            }
+            Ok::<(), Error>(())
+        };
+        match tokio::time::timeout(self.deadline, send).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::ConnectTimeout {
+                addr: self.addr.clone(),
+                during: "the cancel request",
+                timeout: self.deadline,
+            }),
+        }
+    }
+
+    /// [`send`](Self::send) from a task of its own (bounded by the deadline), so nobody
+    /// waits for it.
+    fn spawn(self) {
+        tokio::spawn(async move {
+            match self.send().await {
+                Ok(()) => tracing::debug!(addr = %self.addr, "cancel request sent"),
+                Err(e) => tracing::warn!(addr = %self.addr, error = %e, "cancel request failed"),
+            }
+        });
+    }
+}
 
 /// Opens, checks, resets and closes PostgreSQL connections for a `poolguard::conn::Pool`.
 #[derive(Debug)]
@@ -22,6 +123,13 @@ pub struct PostgresManager {
     /// `config.pg` with `sslmode=disable`: TLS, when used, is negotiated below the tap, so
     /// tokio-postgres must not try again.
     raw: tokio_postgres::Config,
+}
+
+/// The connection settings, password shown as `***` (see [`PostgresConfig`]'s `Display`).
+impl std::fmt::Display for PostgresManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.config, f)
+    }
 }
 
 impl PostgresManager {
@@ -52,54 +160,246 @@ impl PostgresManager {
         &self.config
     }
 
-    /// Opens the socket to the first host that accepts, in the config's order.
-    async fn open_socket(&self) -> Result<(Socket, String), Error> {
+    /// The places to try, in tokio-postgres's order: every host (with its `hostaddr` and
+    /// port), shuffled when `load_balance_hosts=random`. Host names are resolved later, one
+    /// at a time, as each is tried.
+    fn candidates(&self) -> Vec<Candidate> {
         let pg = &self.config.pg;
-        let hosts = pg.get_hosts();
-        let addrs = pg.get_hostaddrs();
-        let ports = pg.get_ports();
-        let n = hosts.len().max(addrs.len());
-        let mut last: Option<Error> = None;
-        for i in 0..n {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            let (desc, result) = match (addrs.get(i), hosts.get(i)) {
-                (Some(ip), _) => {
-                    let desc = format!("{ip}:{port}");
-                    (desc, TcpStream::connect((*ip, port)).await.map(Socket::Tcp))
+        let (hosts, addrs, ports) = (pg.get_hosts(), pg.get_hostaddrs(), pg.get_ports());
+        let mut out: Vec<Candidate> = (0..hosts.len().max(addrs.len()))
+            .map(|i| Candidate {
+                host: hosts.get(i).cloned(),
+                hostaddr: addrs.get(i).copied(),
+                port: ports.get(i).or(ports.first()).copied().unwrap_or(5432),
+            })
+            .collect();
+        if pg.get_load_balance_hosts() == LoadBalanceHosts::Random {
+            out.shuffle(&mut rand::rng());
+        }
+        out
+    }
+
+    /// Tries every address of every host in order, as tokio-postgres does, and returns the
+    /// first session that matches `target_session_attrs`. Each address gets its own
+    /// `connect_timeout` (socket, TLS, startup and the session check).
+    async fn connect_any(&self) -> Result<PgConnection, Error> {
+        let mut failures: Vec<(String, Error)> = Vec::new();
+        let random = self.config.pg.get_load_balance_hosts() == LoadBalanceHosts::Random;
+        for c in self.candidates() {
+            let targets = match self.resolve(&c).await {
+                Ok(mut targets) => {
+                    if random {
+                        targets.shuffle(&mut rand::rng());
+                    }
+                    targets
                 }
-                (None, None) => continue,
-                (None, Some(host)) => match host {
-                    Host::Tcp(h) => (
-                        describe_host(host, port),
-                        TcpStream::connect((h.as_str(), port))
-                            .await
-                            .map(Socket::Tcp),
-                    ),
-                    Host::Unix(dir) => (
-                        describe_host(host, port),
-                        UnixStream::connect(dir.join(format!(".s.PGSQL.{port}")))
-                            .await
-                            .map(Socket::Unix),
-                    ),
-                },
+                Err(e) => {
+                    failures.push((c.describe(), e));
+                    continue;
+                }
             };
-            match result {
-                Ok(socket) => {
-                    if let Socket::Tcp(s) = &socket {
-                        let _ = s.set_nodelay(true);
-                    }
-                    match self.secure(socket, hosts.get(i), addrs.get(i), &desc).await {
-                        Ok(socket) => return Ok((socket, desc)),
-                        Err(e) => last = Some(e),
+            for target in targets {
+                let desc = target.describe();
+                match self.connect_one(&c, target, &desc).await {
+                    Ok(conn) => return Ok(conn),
+                    Err(e) => {
+                        tracing::debug!(addr = %desc, error = %e, "PostgreSQL host not usable; trying the next one");
+                        failures.push((desc, e));
                     }
                 }
-                Err(source) => last = Some(Error::Connect { addr: desc, source }),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Connect {
-            addr: "(no host)".into(),
-            source: io::Error::new(io::ErrorKind::InvalidInput, "no host configured"),
-        }))
+        match failures.len() {
+            0 => Err(Error::Connect {
+                addr: "(no host)".into(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "no host configured"),
+            }),
+            1 => Err(failures.remove(0).1),
+            _ => Err(Error::AllHostsFailed { attempts: failures }),
+        }
+    }
+
+    /// The addresses of one host: its `hostaddr`, the addresses its name resolves to, or its
+    /// Unix socket.
+    async fn resolve(&self, c: &Candidate) -> Result<Vec<Target>, Error> {
+        match (&c.hostaddr, &c.host) {
+            (Some(ip), _) => Ok(vec![Target::Tcp(SocketAddr::new(*ip, c.port))]),
+            (None, Some(Host::Tcp(name))) => {
+                let lookup = tokio::net::lookup_host((name.as_str(), c.port));
+                let found = match self.config.pg.get_connect_timeout() {
+                    Some(t) => tokio::time::timeout(*t, lookup).await.map_err(|_| {
+                        Error::ConnectTimeout {
+                            addr: c.describe(),
+                            during: "name resolution",
+                            timeout: *t,
+                        }
+                    })?,
+                    None => lookup.await,
+                };
+                let found: Vec<Target> = found
+                    .map_err(|source| Error::Connect {
+                        addr: c.describe(),
+                        source,
+                    })?
+                    .map(Target::Tcp)
+                    .collect();
+                if found.is_empty() {
+                    return Err(Error::Connect {
+                        addr: c.describe(),
+                        source: io::Error::new(
+                            io::ErrorKind::NotFound,
+                            "the host name resolved to no address",
+                        ),
+                    });
+                }
+                Ok(found)
+            }
+            (None, Some(Host::Unix(dir))) => {
+                Ok(vec![Target::Unix(dir.join(format!(".s.PGSQL.{}", c.port)))])
+            }
+            (None, None) => Ok(Vec::new()),
+        }
+    }
+
+    /// One attempt at one address, bounded by `connect_timeout`.
+    async fn connect_one(
+        &self,
+        c: &Candidate,
+        target: Target,
+        desc: &str,
+    ) -> Result<PgConnection, Error> {
+        let phase = std::sync::Mutex::new("the TCP connect");
+        let attempt = self.attempt(c, target, desc, &phase);
+        match self.config.pg.get_connect_timeout() {
+            Some(t) => match tokio::time::timeout(*t, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::ConnectTimeout {
+                    addr: desc.to_owned(),
+                    during: *phase.lock().unwrap_or_else(|p| p.into_inner()),
+                    timeout: *t,
+                }),
+            },
+            None => attempt.await,
+        }
+    }
+
+    async fn attempt(
+        &self,
+        c: &Candidate,
+        target: Target,
+        desc: &str,
+        phase: &std::sync::Mutex<&'static str>,
+    ) -> Result<PgConnection, Error> {
+        let set_phase = |p: &'static str| *phase.lock().unwrap_or_else(|p| p.into_inner()) = p;
+        let connect_error = |source: io::Error| Error::Connect {
+            addr: desc.to_owned(),
+            source,
+        };
+        let (socket, tcp) = match &target {
+            Target::Tcp(addr) => {
+                let stream = TcpStream::connect(addr).await.map_err(connect_error)?;
+                let tcp = apply_tcp_options(&stream, &self.config.pg).map_err(connect_error)?;
+                (Socket::Tcp(stream), Some(tcp))
+            }
+            Target::Unix(path) => (
+                Socket::Unix(UnixStream::connect(path).await.map_err(connect_error)?),
+                None,
+            ),
+        };
+        set_phase("TLS negotiation");
+        let socket = self
+            .secure(socket, c.host.as_ref(), c.hostaddr.as_ref(), desc)
+            .await?;
+        set_phase("the startup handshake (authentication)");
+        let query_timeout = self.config.query_timeout;
+        let tap = Arc::new(TapState::new(query_timeout.is_some()));
+        let (client, connection) = self
+            .raw
+            .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
+            .await?;
+        let task_addr = desc.to_owned();
+        let counter = WakeCounter::new(Arc::clone(&tap));
+        let cancel = Canceller {
+            token: client.cancel_token(),
+            target,
+            addr: desc.to_owned(),
+            deadline: self
+                .config
+                .pg
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(CANCEL_DEADLINE),
+        };
+        let task_tap = Arc::clone(&tap);
+        let task_cancel = cancel.clone();
+        let task = tokio::spawn(async move {
+            let expired = match query_timeout {
+                None => {
+                    if let Err(e) = drive(connection, counter).await {
+                        tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
+                    }
+                    None
+                }
+                Some(limit) => {
+                    tokio::select! {
+                        r = drive(connection, counter) => {
+                            if let Err(e) = r {
+                                tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
+                            }
+                            None
+                        }
+                        () = watchdog(&task_tap, limit) => Some(limit),
+                    }
+                }
+            };
+            // The connection (and its socket) is dropped by now: the caller's request fails.
+            if let Some(limit) = expired {
+                task_tap.expire();
+                tracing::warn!(addr = %task_addr, query_timeout = ?limit, "query_timeout expired: request cancelled, connection closed");
+                task_cancel.spawn();
+            }
+        });
+        let conn = PgConnection::new(
+            client,
+            tap,
+            task,
+            self.config.statement_cache_capacity,
+            desc.to_owned(),
+            tcp,
+            cancel,
+        );
+        let wanted = self.config.pg.get_target_session_attrs();
+        if wanted != TargetSessionAttrs::Any {
+            set_phase("the target_session_attrs check");
+            let rows = conn.simple_query("SHOW transaction_read_only").await?;
+            let read_only = rows.iter().find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(|v| v == "on"),
+                _ => None,
+            });
+            match (wanted, read_only) {
+                (TargetSessionAttrs::ReadWrite, Some(true)) => {
+                    return Err(Error::ReadOnly {
+                        addr: desc.to_owned(),
+                    })
+                }
+                (TargetSessionAttrs::ReadOnly, Some(false)) => {
+                    return Err(Error::NotReadOnly {
+                        addr: desc.to_owned(),
+                    })
+                }
+                (_, None) => {
+                    return Err(Error::Connect {
+                        addr: desc.to_owned(),
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "SHOW transaction_read_only returned no row",
+                        ),
+                    })
+                }
+                _ => {}
+            }
+        }
+        Ok(conn)
     }
 
     /// Negotiates TLS on a TCP socket when a connector is configured and `sslmode` allows.
@@ -167,39 +467,7 @@ impl Manager for PostgresManager {
     type Error = Error;
 
     async fn connect(&self) -> Result<PgConnection, Error> {
-        let (socket, addr) = self.open_socket().await?;
-        let tap = Arc::new(TapState::default());
-        let (client, connection) = self
-            .raw
-            .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
-            .await?;
-        let task_addr = addr.clone();
-        let counter = WakeCounter::new(Arc::clone(&tap));
-        let task = tokio::spawn(async move {
-            if let Err(e) = drive(connection, counter).await {
-                tracing::debug!(addr = %task_addr, error = %e, "postgres connection ended with an error");
-            }
-        });
-        let conn = PgConnection::new(
-            client,
-            tap,
-            task,
-            self.config.statement_cache_capacity,
-            addr,
-        );
-        if self.config.pg.get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
-            let rows = conn.simple_query("SHOW transaction_read_only").await?;
-            let read_only = rows.iter().any(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0) == Some("on"),
-                _ => false,
-            });
-            if read_only {
-                return Err(Error::ReadOnly {
-                    addr: conn.addr().to_owned(),
-                });
-            }
-        }
-        Ok(conn)
+        self.connect_any().await
     }
 
     async fn validate(&self, conn: &mut PgConnection) -> Result<(), Error> {
@@ -210,9 +478,10 @@ impl Manager for PostgresManager {
     }
 
     /// Rolls back an open transaction, then applies the recycling method. When a request is
-    /// still unanswered (a query cancelled mid-flight, or the `Close` tokio-postgres sends when
-    /// a statement is dropped), it first waits for the answers, which tell whether a
-    /// transaction is open; the pool bounds that wait with `reset_timeout`.
+    /// still unanswered (a query cancelled mid-flight), it first waits for the answers, which
+    /// tell whether a transaction is open; a `Close` tokio-postgres queued when a statement
+    /// was dropped is only waited for until it is written. The pool bounds that wait with
+    /// `reset_timeout`.
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), Error> {
         let rollback = match conn.settled_tx_status().await {
             TxStatus::Idle => false,
@@ -267,4 +536,41 @@ impl PostgresManager {
             }
         }
     }
+}
+
+/// Applies the TCP options of the connection string as tokio-postgres does (`TCP_NODELAY`;
+/// `SO_KEEPALIVE` with `keepalives_idle`/`keepalives_interval`/`keepalives_retries` unless
+/// `keepalives=0`; `TCP_USER_TIMEOUT` from `tcp_user_timeout`), then reads them back.
+fn apply_tcp_options(stream: &TcpStream, pg: &tokio_postgres::Config) -> io::Result<TcpOptions> {
+    stream.set_nodelay(true)?;
+    let sock = socket2::SockRef::from(stream);
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "fuchsia"))]
+    if let Some(t) = pg.get_tcp_user_timeout() {
+        sock.set_tcp_user_timeout(Some(*t))?;
+    }
+    if pg.get_keepalives() {
+        #[allow(unused_mut)]
+        let mut keepalive = socket2::TcpKeepalive::new().with_time(pg.get_keepalives_idle());
+        #[cfg(any(
+            target_os = "linux",
+            target_os = "android",
+            target_os = "fuchsia",
+            target_os = "macos",
+            target_os = "ios",
+            target_os = "freebsd",
+            target_os = "netbsd",
+            target_os = "dragonfly",
+            target_os = "illumos"
+        ))]
+        {
+            if let Some(interval) = pg.get_keepalives_interval() {
+                keepalive = keepalive.with_interval(interval);
+            }
+            if let Some(retries) = pg.get_keepalives_retries() {
+                keepalive = keepalive.with_retries(retries);
+            }
+        }
+        sock.set_tcp_keepalive(&keepalive)?;
+    }
+    TcpOptions::read(&sock, stream.local_addr()?)
 }

@@ -63,6 +63,21 @@ pub(crate) struct TapState {
     /// Notified after every `ReadyForQuery` and every completed poll of the connection task,
     /// so [`TapState::settled`] can wait for an unknown status to become known.
     progress: Notify,
+    /// Request timing, for the query timeout (`None`: not timed).
+    timing: Option<Timing>,
+}
+
+/// When the request at the head of the line started waiting; kept only with a query timeout.
+/// Written by the connection task only (both socket halves and the watchdog live there).
+#[derive(Debug, Default)]
+struct Timing {
+    /// Since when the oldest unanswered request has been waiting: since it was written, or
+    /// since the answer to the request before it (`None`: nothing unanswered).
+    busy_since: Mutex<Option<tokio::time::Instant>>,
+    /// Notified when the session goes from nothing unanswered to a request in flight.
+    became_busy: Notify,
+    /// The query timeout expired: the connection was closed.
+    expired: AtomicBool,
 }
 
 /// The session's transaction status as the wire protocol last reported it.
@@ -78,7 +93,15 @@ pub(crate) enum TxStatus {
 
 impl Default for TapState {
     fn default() -> Self {
+        TapState::new(false)
+    }
+}
+
+impl TapState {
+    /// A fresh tap; `timed` keeps the request timing [`watchdog`] needs.
+    pub(crate) fn new(timed: bool) -> Self {
         TapState {
+            timing: timed.then(Timing::default),
             requests: AtomicU64::new(0),
             close_start: AtomicU64::new(0),
             close_end: AtomicU64::new(0),
@@ -88,6 +111,61 @@ impl Default for TapState {
             processed: AtomicU64::new(u64::MAX),
             dead: AtomicBool::new(false),
             progress: Notify::new(),
+        }
+    }
+
+    /// Whether a request written to the socket is still unanswered.
+    fn unanswered(&self) -> bool {
+        self.ready.load(Ordering::Acquire) <= self.requests.load(Ordering::Acquire)
+    }
+
+    /// Updates the head-of-line clock: a request written when nothing was unanswered starts
+    /// it; an answer stops it, or restarts it for the next unanswered request.
+    fn retime(&self, answer: bool, was_busy: bool) {
+        let Some(t) = &self.timing else { return };
+        let busy = self.unanswered();
+        let mut since = t.busy_since.lock().unwrap_or_else(|p| p.into_inner());
+        if answer {
+            *since = busy.then(tokio::time::Instant::now);
+        } else if busy && !was_busy {
+            *since = Some(tokio::time::Instant::now());
+            t.became_busy.notify_one();
+        }
+    }
+
+    /// Marks the session as ended by the query timeout.
+    pub(crate) fn expire(&self) {
+        if let Some(t) = &self.timing {
+            t.expired.store(true, Ordering::Release);
+        }
+        self.dead.store(true, Ordering::Release);
+        self.progress.notify_waiters();
+    }
+
+    /// Whether the query timeout ended this session.
+    pub(crate) fn expired(&self) -> bool {
+        self.timing
+            .as_ref()
+            .is_some_and(|t| t.expired.load(Ordering::Acquire))
+    }
+}
+
+/// Returns once a request has waited `limit` for its answer (counted from when it was written,
+/// or from the answer to the request before it). Never returns when the tap is not timed.
+pub(crate) async fn watchdog(state: &TapState, limit: std::time::Duration) {
+    let Some(t) = &state.timing else {
+        return std::future::pending().await;
+    };
+    loop {
+        let since = *t.busy_since.lock().unwrap_or_else(|p| p.into_inner());
+        match since {
+            None => t.became_busy.notified().await,
+            Some(start) => {
+                tokio::time::sleep_until(start + limit).await;
+                if *t.busy_since.lock().unwrap_or_else(|p| p.into_inner()) == Some(start) {
+                    return;
+                }
+            }
         }
     }
 }
@@ -144,6 +222,7 @@ impl TapState {
     fn on_client_message(&self, kind: u8, close_only: &mut bool) {
         match kind {
             b'Q' | b'S' | b'F' => {
+                let was_busy = self.timing.is_some() && self.unanswered();
                 let n = self.requests.load(Ordering::Relaxed) + 1;
                 // A `Sync` ending a batch of only `Close`s extends (or starts) the trailing
                 // close-only run; `Q`, `F` and other batches end it (by leaving `close_end`
@@ -155,6 +234,9 @@ impl TapState {
                     self.close_end.store(n, Ordering::Release);
                 }
                 self.requests.store(n, Ordering::Release);
+                if self.timing.is_some() {
+                    self.retime(false, was_busy);
+                }
                 *close_only = true;
             }
             b'C' => {}
@@ -398,6 +480,9 @@ impl AsyncRead for TapStream {
                     &mut |status| {
                         state.status.store(status, Ordering::Release);
                         state.ready.fetch_add(1, Ordering::Release);
+                        if state.timing.is_some() {
+                            state.retime(true, true);
+                        }
                         state.progress.notify_waiters();
                     },
                     &mut || state.dead.store(true, Ordering::Release),
@@ -605,5 +690,46 @@ mod tests {
         assert_eq!(s.status(), TxStatus::Unknown, "query still unanswered");
         answer(b'T');
         assert_eq!(s.status(), TxStatus::InTransaction, "the query was BEGIN");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watchdog_times_the_oldest_unanswered_request() {
+        use std::time::Duration;
+        use tokio::time::{sleep, timeout, Instant};
+        let s = TapState::new(true);
+        let answer = |status: u8| {
+            s.status.store(status, Ordering::Release);
+            s.ready.fetch_add(1, Ordering::Release);
+            s.retime(true, true);
+        };
+        answer(b'I'); // startup
+        let limit = Duration::from_millis(100);
+        let wd = watchdog(&s, limit);
+        tokio::pin!(wd);
+        assert!(
+            timeout(Duration::from_secs(5), &mut wd).await.is_err(),
+            "nothing in flight: never fires"
+        );
+
+        let mut close_only = true;
+        let start = Instant::now();
+        s.on_client_message(b'Q', &mut close_only);
+        sleep(Duration::from_millis(60)).await;
+        answer(b'I'); // answered in time
+        s.on_client_message(b'Q', &mut close_only); // t = 60: a new request
+        s.on_client_message(b'Q', &mut close_only); // pipelined behind it
+        sleep(Duration::from_millis(60)).await;
+        answer(b'I'); // t = 120: the first answered, the second's clock starts
+        (&mut wd).await;
+        assert_eq!(start.elapsed(), Duration::from_millis(220));
+
+        let untimed = TapState::new(false);
+        untimed.on_client_message(b'Q', &mut close_only);
+        assert!(
+            timeout(Duration::from_secs(5), watchdog(&untimed, limit))
+                .await
+                .is_err(),
+            "an untimed tap has no watchdog"
+        );
     }
 }

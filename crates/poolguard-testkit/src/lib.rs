@@ -9,3 +9,9 @@ pub mod drops;
 pub mod outage;
 pub mod proxy;
 pub mod sim;
+
+/// The README's code blocks, compiled and run as doctests (`cargo test -p poolguard-testkit
+/// --doc`; the PostgreSQL and Redis ones use the servers `scripts/services.sh` starts).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+mod readme {}

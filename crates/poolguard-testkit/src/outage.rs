@@ -1,5 +1,5 @@
 //! A load driver for fault tests against real servers: N tasks issue requests in a loop while
-//! the test injects faults (through [`FaultProxy`](crate::proxy::FaultProxy)), and every
+//! the test injects faults (through [`crate::proxy::FaultProxy`]), and every
 //! request's outcome and latency is recorded, so the test can assert that no task hung and
 //! report how fast failures were and how soon the pool recovered.
 

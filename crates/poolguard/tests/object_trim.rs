@@ -253,3 +253,24 @@ fn a_trim_over_many_objects_holds_each_lock_once() {
     // number of objects (the bench measures how long they are).
     assert_eq!(p.stats().trim_pauses.count(), 8);
 }
+
+#[test]
+fn a_trimmer_interval_below_the_floor_is_raised_to_it() {
+    use poolguard::object::MIN_TRIM_INTERVAL;
+    let c = DropCounter::new();
+    let p = pool(&c);
+    for asked in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        MIN_TRIM_INTERVAL - Duration::from_nanos(1),
+    ] {
+        let t = p.trimmer(asked);
+        assert_eq!(t.interval(), MIN_TRIM_INTERVAL, "asked {asked:?}");
+    }
+    for asked in [MIN_TRIM_INTERVAL, Duration::from_secs(1), Duration::MAX] {
+        let t = p.trimmer(asked);
+        assert_eq!(t.interval(), asked);
+        // Dropping stops and joins the thread, whatever the interval (MAX included).
+        drop(t);
+    }
+}

@@ -202,7 +202,7 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
     println!(
         "{ROUNDS} pure-compute finalizers (one every {COMPUTE_EVERY:?}), then {ROUNDS} \
          finalizers (one every {BLOCKING_ARRIVAL:?}) of which one in {BLOCK_ONE_IN} blocks \
-         {BLOCK_FOR:?} in a UDP read.\nScaled down from the seed (where every finalizer called \
+         {BLOCK_FOR:?} in a UDP read.\nScaled down from the Go reproduction (where every finalizer called \
          syscall.Read) so that the single-worker queue finishes in seconds: {} blocking \
          finalizers = {:?} of blocking per queue.",
         ROUNDS / BLOCK_ONE_IN,

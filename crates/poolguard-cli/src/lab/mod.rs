@@ -1,4 +1,4 @@
-//! `poolguard lab`: each scenario reproduces one failure from the source document, with a
+//! `poolguard lab`: each scenario reproduces one well-known pool failure, with a
 //! naive baseline and with poolguard, and prints a table of measured figures.
 
 mod config_traps;
@@ -25,7 +25,8 @@ pub(crate) struct LabArgs {
     #[arg(long)]
     list: bool,
     /// Run the connection scenarios against this PostgreSQL server instead of the simulator
-    /// (e.g. `host=127.0.0.1 user=postgres dbname=test`).
+    /// (e.g. `host=127.0.0.1 user=postgres dbname=test`). One server only: the lab puts its
+    /// fault proxy in front of it (a list of hosts is refused).
     #[arg(long)]
     postgres: Option<String>,
     /// Run the connection scenarios against this Redis server instead of the simulator
@@ -38,8 +39,8 @@ pub(crate) struct LabArgs {
 #[derive(Debug, Clone)]
 #[allow(dead_code)]
 pub(crate) struct LabCtx {
-    pub(crate) postgres: Option<String>,
-    pub(crate) redis: Option<String>,
+    pub(crate) postgres: Option<real::Postgres>,
+    pub(crate) redis: Option<real::Redis>,
 }
 
 /// One lab scenario.
@@ -100,10 +101,6 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let ctx = LabCtx {
-        postgres: args.postgres,
-        redis: args.redis,
-    };
     let selected: Vec<&Scenario> = if args.scenarios.is_empty() {
         SCENARIOS.iter().collect()
     } else {
@@ -113,8 +110,10 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
                 Some(s) => v.push(s),
                 None => {
                     let known: Vec<&str> = SCENARIOS.iter().map(|s| s.name).collect();
+                    // A connection string given without its flag lands here: hide its password.
                     eprintln!(
-                        "poolguard lab: unknown scenario `{name}`; known scenarios: {}",
+                        "poolguard lab: unknown scenario `{}`; known scenarios: {}",
+                        crate::redact::connection_string(name),
                         known.join(", ")
                     );
                     return ExitCode::from(2);
@@ -127,6 +126,42 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         eprintln!("poolguard lab: no scenarios are built into this binary yet");
         return ExitCode::from(2);
     }
+    // Bad input is a usage error, reported once, before anything runs.
+    let parsed = (
+        args.postgres
+            .as_deref()
+            .map(real::PostgresArg::parse)
+            .transpose(),
+        args.redis.as_deref().map(real::RedisArg::parse).transpose(),
+    );
+    let (postgres, redis) = match parsed {
+        (Ok(pg), Ok(r)) => (pg, r),
+        (pg, r) => {
+            for e in [pg.err(), r.err()].into_iter().flatten() {
+                eprintln!("poolguard lab: {e}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    // An unreachable server (or a refused login) is reported once too, before the first
+    // scenario, instead of once per connection scenario.
+    let ctx = if selected
+        .iter()
+        .any(|s| real::is_connection_scenario(s.name))
+    {
+        match reach(postgres, redis) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                eprintln!("poolguard lab: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        LabCtx {
+            postgres: None,
+            redis: None,
+        }
+    };
     let mut failed = 0;
     let (total, all) = (selected.len(), Instant::now());
     for (i, s) in selected.into_iter().enumerate() {
@@ -154,4 +189,29 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// Connects once to each server given, directly: the lab's context.
+fn reach(
+    postgres: Option<real::PostgresArg>,
+    redis: Option<real::RedisArg>,
+) -> Result<LabCtx, String> {
+    if postgres.is_none() && redis.is_none() {
+        return Ok(LabCtx {
+            postgres: None,
+            redis: None,
+        });
+    }
+    runtime()?.block_on(async {
+        Ok(LabCtx {
+            postgres: match postgres {
+                Some(pg) => Some(pg.reach().await?),
+                None => None,
+            },
+            redis: match redis {
+                Some(r) => Some(r.reach().await?),
+                None => None,
+            },
+        })
+    })
 }

@@ -386,7 +386,7 @@ struct Offload {
 }
 
 /// Pattern 3's big buffers, touched (so freeing them returns real pages), freed by two trims:
-/// once dropped on the trimming thread, once handed to a reclaimer (issue 3 item 7).
+/// once dropped on the trimming thread, once handed to a reclaimer.
 fn trim_offload() -> Result<Offload, String> {
     const N: usize = 8;
     let reclaimer = poolguard::reclaim::Reclaimer::builder()

@@ -1,5 +1,6 @@
-//! The router of the `status_service` example, in its own file so that
-//! `tests/example_status_service.rs` can drive it in-process (`tower::ServiceExt::oneshot`).
+// The router of the `status_service` example, in its own file so that
+// its test (and the README's doctest) can drive it in-process (`tower::ServiceExt::oneshot`).
+// Plain comments, not `//!`: the README's doctest `include!`s this file.
 
 use std::time::Duration;
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use super::error::ConfigError;
+use crate::diag::validate_name;
 
 /// Every tunable of a [`Pool`](super::Pool), as plain data.
 ///
@@ -11,9 +12,15 @@ use super::error::ConfigError;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
-    /// A label for logs, the doctor and Prometheus (`pool="..."`).
+    /// A label for logs, the doctor and Prometheus (`pool="..."`). Empty (the default): a
+    /// distinct generated label, the manager type's short name and a sequence number
+    /// (`PostgresManager-1`); the built pool's [`config`](super::Pool::config) shows it.
+    /// Otherwise 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes without control
+    /// characters (the rule of every pool). Two live pools under one label get a `tracing`
+    /// warning: their metrics would collide.
     pub label: String,
-    /// Most connections open at once (idle + in use + being opened). Default 10.
+    /// Most connections open at once (idle + in use + being opened). Default 10; 1 to
+    /// [`MAX_SIZE`].
     pub max_size: usize,
     /// Idle connections kept warm by maintenance. Default 0.
     pub min_idle: usize,
@@ -45,7 +52,7 @@ pub struct Config {
     /// A connection held longer than this is abandoned by maintenance: it stops counting
     /// against `max_size` and is closed when it comes back. `None`: off (default).
     ///
-    /// The trade-off (the source document's "removeAbandoned" trap): pools that reclaim
+    /// The trade-off (the "removeAbandoned" trap of Java pools): pools that reclaim
     /// abandoned connections *on borrow* close them under their holder, killing legitimate
     /// long transactions. poolguard never touches a held connection: it only stops counting
     /// it, so a replacement can be opened. The cost is that the backend may then see up to
@@ -53,9 +60,15 @@ pub struct Config {
     /// its guard is dropped. Set it well above your longest legitimate transaction.
     pub abandon_timeout: Option<Duration>,
     /// Most callers waiting at once; past it `get` fails at once with `Overloaded`. Default 1024.
+    ///
+    /// At least 1: a caller that finds no idle connection waits while one is opened, so with
+    /// 0 a cold pool would refuse every `get` and never open a connection. The builder
+    /// refuses 0; to fail fast rather than queue for long, use a short `acquire_timeout`.
+    /// At most [`MAX_WAITERS`].
     pub max_waiters: usize,
     /// Most connections being opened at once. Default 1 (as HikariCP): surplus opens are
     /// elided because returns usually serve waiters before a new connection is ready.
+    /// 1 to `max_size`.
     pub max_concurrent_opens: usize,
     /// Consecutive failed connects (errors or timeouts) and validation timeouts that open the
     /// circuit breaker (a validation *error* only evicts its connection: the backend answered).
@@ -65,14 +78,15 @@ pub struct Config {
     pub breaker_backoff: Duration,
     /// Longest wait between half-open probes. Default 30 s.
     pub breaker_max_backoff: Duration,
-    /// How often the maintenance task runs. Default 1 s.
+    /// How often the maintenance task runs. Default 1 s; at least
+    /// [`MIN_MAINTENANCE_INTERVAL`] (10 ms), so maintenance cannot busy-loop.
     pub maintenance_interval: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            label: "conn".to_owned(),
+            label: String::new(),
             max_size: 10,
             min_idle: 0,
             acquire_timeout: Duration::from_secs(30),
@@ -101,6 +115,17 @@ impl Default for Config {
 /// [`Config::validate`], so that `now + duration` can never overflow the clock.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 
+/// The largest `max_size` accepted: 10 000 connections. Databases refuse far fewer (a
+/// PostgreSQL server defaults to 100); a larger figure is a typo or an unbounded intent.
+pub const MAX_SIZE: usize = 10_000;
+
+/// The largest `max_waiters` accepted: 1 048 576 callers queued at once.
+pub const MAX_WAITERS: usize = 1 << 20;
+
+/// The shortest `maintenance_interval` accepted: 10 ms. A pass scans every holder and idle
+/// connection under the pool's lock; run more often, it burns a core and contends with `get`.
+pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(10);
+
 impl Config {
     /// Checks every rule; the error says what was wrong and how to fix it.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -111,11 +136,44 @@ impl Config {
                 fix,
             })
         };
+        if !self.label.is_empty() {
+            if let Err(e) = validate_name(&self.label) {
+                return bad(
+                    "label",
+                    format!("({:?}) breaks the naming rule: {e}", self.label),
+                    "use a short printable label such as \"pg-main\" (the rule of every pool and reclaimer)",
+                );
+            }
+        }
         if self.max_size == 0 {
             return bad(
                 "max_size",
                 "is 0, so no connection could ever be handed out".into(),
                 "set max_size to at least 1",
+            );
+        }
+        if self.max_size > MAX_SIZE {
+            return bad(
+                "max_size",
+                format!("({}) is above the limit of {MAX_SIZE} connections", self.max_size),
+                "size the pool to what the database accepts (a few per core of the server is typical)",
+            );
+        }
+        if self.max_waiters > MAX_WAITERS {
+            return bad(
+                "max_waiters",
+                format!("({}) is above the limit of {MAX_WAITERS}", self.max_waiters),
+                "shed load sooner: a queue that long only makes callers time out later",
+            );
+        }
+        if self.max_concurrent_opens > self.max_size {
+            return bad(
+                "max_concurrent_opens",
+                format!(
+                    "({}) exceeds max_size ({}): no more than max_size connections can ever be opening",
+                    self.max_concurrent_opens, self.max_size
+                ),
+                "lower max_concurrent_opens (default 1) or raise max_size",
             );
         }
         if self.min_idle > self.max_size {
@@ -142,6 +200,16 @@ impl Config {
                 );
             }
         }
+        if self.maintenance_interval < MIN_MAINTENANCE_INTERVAL {
+            return bad(
+                "maintenance_interval",
+                format!(
+                    "({:?}) is below the floor of {:?}: maintenance would run back to back, burning a core and contending with get for the pool's lock",
+                    self.maintenance_interval, MIN_MAINTENANCE_INTERVAL
+                ),
+                "use at least 10 ms (MIN_MAINTENANCE_INTERVAL); the default is 1 s",
+            );
+        }
         if self.breaker_max_backoff < self.breaker_backoff {
             return bad(
                 "breaker_max_backoff",
@@ -164,6 +232,13 @@ impl Config {
                 "max_concurrent_opens",
                 "is 0, so no connection could ever be opened".into(),
                 "set it to at least 1",
+            );
+        }
+        if self.max_waiters == 0 {
+            return bad(
+                "max_waiters",
+                "is 0, so a get that finds no idle connection is refused as overloaded before any connection is opened: a cold pool would never serve".into(),
+                "set max_waiters to at least 1 (default 1024); to fail fast instead of queueing, set a short acquire_timeout",
             );
         }
         if self.breaker_threshold == Some(0) {
@@ -260,7 +335,8 @@ impl<M> Builder<M> {
         self
     }
 
-    /// Sets the label used in logs, the doctor and Prometheus.
+    /// Sets the label used in logs, the doctor and Prometheus (default: the manager type's
+    /// short name and a sequence number, distinct for every pool).
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.config.label = label.into();
         self

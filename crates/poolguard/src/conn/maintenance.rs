@@ -42,7 +42,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
     });
 }
 
-/// One maintenance pass (also callable from tests through `Pool::run_maintenance`).
+/// One maintenance pass, run by the maintenance task every `maintenance_interval`.
 pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     let cfg = &shared.cfg;
     let mut retire = Vec::new();

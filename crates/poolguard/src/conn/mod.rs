@@ -20,13 +20,14 @@
 //!
 //! # Design
 //!
-//! * [`Pool`] (`pool.rs`) is the public front; `inner.rs` is the engine (acquire, return,
-//!   open, close); `internals.rs` is the state under the one lock; `guard.rs` the checked-out
-//!   handle; `breaker.rs`, `leak.rs`, `maintenance.rs`, `stats.rs` are what they say.
+//! * [`Pool`] is a cheap, clonable handle; [`PooledConnection`] is the checked-out
+//!   connection, which goes back on drop. All state sits behind one lock that is never held
+//!   across an await.
 //! * Callers only ever wait on the pool. Connections are opened on background tasks and
 //!   handed to the oldest waiter; returns go to the oldest waiter before the idle list.
 //! * Every connection is owned by exactly one guard at every await point, so cancellation
-//!   loses nothing (see `inner.rs`).
+//!   loses nothing: dropping a `get` future or a holder's task at any point neither leaks a
+//!   connection nor loses a slot.
 
 mod breaker;
 mod config;
@@ -41,7 +42,7 @@ mod pool;
 mod stats;
 
 pub use breaker::BreakerState;
-pub use config::{Builder, Config, MAX_DURATION};
+pub use config::{Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL};
 pub use error::{ConfigError, Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
 pub use manager::{ErrorClass, Manager};

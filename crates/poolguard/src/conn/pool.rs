@@ -18,6 +18,7 @@ use super::inner::Shared;
 use super::maintenance;
 use super::stats::{CloseReason, StatsSnapshot, Status};
 use super::Manager;
+use crate::diag::labels::{self, short_type_name, Engine};
 use crate::diag::{Finding, PrometheusWriter, Severity};
 
 /// An async connection pool. Cheap to clone (all clones share one pool); when the last
@@ -34,13 +35,19 @@ impl<M: Manager> Builder<M> {
     /// # Errors
     /// A [`ConfigError`] naming the field, the problem and the fix; also when called
     /// outside a tokio runtime.
-    pub fn build(self) -> Result<Pool<M>, ConfigError> {
+    pub fn build(mut self) -> Result<Pool<M>, ConfigError> {
         self.config.validate()?;
         let rt = Handle::try_current().map_err(|_| ConfigError {
             field: "runtime",
             problem: "no tokio runtime is running".into(),
             fix: "call build() from inside a tokio runtime (the pool spawns its maintenance and close tasks on it)",
         })?;
+        if self.config.label.is_empty() {
+            self.config.label =
+                labels::default_label(Engine::Conn, &short_type_name(std::any::type_name::<M>()));
+        }
+        // Released when the last handle is dropped (see `Drop for Pool`).
+        labels::register(Engine::Conn, &self.config.label);
         let shared = Arc::new(Shared::new(self.manager, self.config, rt));
         maintenance::spawn(&shared);
         tracing::info!(pool = %shared.cfg.label, max_size = shared.cfg.max_size, min_idle = shared.cfg.min_idle, "pool built");
@@ -119,7 +126,7 @@ impl<M: Manager> Pool<M> {
     /// now and held surplus when it comes back.
     ///
     /// # Errors
-    /// When `max_size` is 0 or below `min_idle`.
+    /// When `max_size` is 0, below `min_idle` or above [`MAX_SIZE`](super::MAX_SIZE).
     pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
         if max_size == 0 || max_size < self.shared.cfg.min_idle {
             return Err(ConfigError {
@@ -129,6 +136,16 @@ impl<M: Manager> Pool<M> {
                     self.shared.cfg.min_idle
                 ),
                 fix: "pass a larger size",
+            });
+        }
+        if max_size > super::MAX_SIZE {
+            return Err(ConfigError {
+                field: "max_size",
+                problem: format!(
+                    "({max_size}) is above the limit of {} connections",
+                    super::MAX_SIZE
+                ),
+                fix: "pass a smaller size",
             });
         }
         let now = Instant::now();
@@ -415,6 +432,7 @@ impl<M: Manager> Clone for Pool<M> {
 impl<M: Manager> Drop for Pool<M> {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, AcqRel) == 1 {
+            labels::release(Engine::Conn, &self.shared.cfg.label);
             self.shared.close_pool();
         }
     }

@@ -6,6 +6,7 @@
 
 mod doctor;
 mod histogram;
+pub(crate) mod labels;
 mod name;
 mod prometheus;
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::pool::Pool;
 use super::Recycle;
+use crate::diag::{validate_name, NameError};
 use crate::reclaim::Reclaimer;
 
 /// The default `max_object_bytes`: 64 KiB, Go's `fmt` rule for its print buffers.
@@ -14,25 +15,39 @@ pub const DEFAULT_MAX_OBJECT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_IDLE_BYTES: usize = 64 * 1024 * 1024;
 /// The default `max_idle`: 1024 objects.
 pub const DEFAULT_MAX_IDLE: usize = 1024;
+/// The largest `max_idle` accepted: 16 777 216 objects. A pool that should keep more is a
+/// cache, not a pool.
+pub const MAX_IDLE: usize = 1 << 24;
+/// The largest `shards` accepted: 1024. Each shard is a lock and a cache line, allocated
+/// when the pool is built; more shards than cores only spread the objects thinner.
+pub const MAX_SHARDS: usize = 1024;
+/// The largest `local_slots` accepted: 4096 per-thread cells (a cache line each, allocated
+/// when the pool is built); threads beyond them use the shared stacks.
+pub const MAX_LOCAL_SLOTS: usize = 4096;
 
 /// What a pool may retain and how it is laid out. Plain data; see [`PoolBuilder`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PoolConfig {
-    /// Objects retained in total, on every tier together (hard cap).
+    /// Objects retained in total, on every tier together (hard cap). 1 to [`MAX_IDLE`].
     pub max_idle: usize,
     /// Heap bytes retained in total, as reported by [`Recycle::heap_bytes`] (hard cap).
     pub max_idle_bytes: usize,
     /// An object reporting more heap bytes than this is dropped on return, not kept.
     pub max_object_bytes: usize,
-    /// Number of shared stacks (each with its own lock and its own victim generation).
+    /// Number of shared stacks (each with its own lock and its own victim generation). 1 to
+    /// [`MAX_SHARDS`].
     pub shards: usize,
     /// Number of per-thread slots (one cached object each); threads beyond it use the
-    /// shared stacks only. Capped at `max_idle / 2` when the pool is built.
+    /// shared stacks only. At most [`MAX_LOCAL_SLOTS`]; capped at `max_idle / 2` when the
+    /// pool is built.
     pub local_slots: usize,
     /// Report checkouts held longer than this (off when `None`).
     pub hold_threshold: Option<Duration>,
-    /// The label used in stats, traces, doctor findings and metrics (default: the type name).
+    /// The label used in stats, traces, doctor findings and metrics. Unset (the default): the
+    /// type's short name and a sequence number (`Vec<u8>-1`, `Vec<u8>-2`), distinct for
+    /// every pool; two live pools given the same name get a `tracing` warning. 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes, no control characters
+    /// ([`validate_name`](crate::diag::validate_name), the rule of every pool and reclaimer).
     pub name: Option<String>,
 }
 
@@ -72,6 +87,22 @@ pub enum BuildError {
     /// The hold-tracking threshold was zero.
     #[error("hold_threshold is zero, so every checkout would be reported; use a positive duration (e.g. 1s) or disable hold tracking")]
     ZeroHoldThreshold,
+    /// A size was above its documented limit ([`MAX_IDLE`], [`MAX_SHARDS`],
+    /// [`MAX_LOCAL_SLOTS`]).
+    #[error("{field} is {value}, above its limit of {max}: {fix}")]
+    TooLarge {
+        /// The setting.
+        field: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest value accepted.
+        max: usize,
+        /// How to fix it.
+        fix: &'static str,
+    },
+    /// The name breaks the naming rule shared by every pool and reclaimer.
+    #[error("invalid pool name: {0}")]
+    Name(#[source] NameError),
 }
 
 /// A time source for hold tracking: the elapsed time since some fixed origin.
@@ -155,7 +186,9 @@ impl<T: Recycle + Send + 'static> PoolBuilder<T> {
         self
     }
 
-    /// The pool's label in stats, traces and metrics (default: the type name).
+    /// The pool's label in stats, traces and metrics (default: the type's short name and a
+    /// sequence number, e.g. `Vec<u8>-1`). Give each live pool its own: two live pools under
+    /// one name get a `tracing` warning, as their metrics would collide.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.config.name = Some(name.into());
         self
@@ -180,13 +213,57 @@ impl<T: Recycle + Send + 'static> PoolBuilder<T> {
     }
 
     /// Validates the configuration and builds the pool.
+    ///
+    /// Nothing is allocated before every size is checked against its limit, and nothing
+    /// allocated at build is proportional to more than [`MAX_SHARDS`] or [`MAX_LOCAL_SLOTS`].
     pub fn build(self) -> Result<Pool<T>, BuildError> {
-        let c = &self.config;
+        self.config.validate()?;
+        Ok(Pool::from_builder(self))
+    }
+}
+
+impl PoolConfig {
+    /// Checks every rule [`PoolBuilder::build`] enforces; the error says what was wrong and
+    /// how to fix it.
+    pub fn validate(&self) -> Result<(), BuildError> {
+        let c = self;
+        if let Some(name) = &c.name {
+            validate_name(name).map_err(BuildError::Name)?;
+        }
         if c.max_idle == 0 {
             return Err(BuildError::ZeroMaxIdle);
         }
         if c.shards == 0 {
             return Err(BuildError::ZeroShards);
+        }
+        for (field, value, max, fix) in [
+            (
+                "max_idle",
+                c.max_idle,
+                MAX_IDLE,
+                "a pool keeps spare objects, not a data set: lower max_idle (the default is 1024)",
+            ),
+            (
+                "shards",
+                c.shards,
+                MAX_SHARDS,
+                "use about one shard per core (the default)",
+            ),
+            (
+                "local_slots",
+                c.local_slots,
+                MAX_LOCAL_SLOTS,
+                "use a few slots per core (the default); threads beyond the slots share the stacks",
+            ),
+        ] {
+            if value > max {
+                return Err(BuildError::TooLarge {
+                    field,
+                    value,
+                    max,
+                    fix,
+                });
+            }
         }
         if c.max_object_bytes > c.max_idle_bytes {
             return Err(BuildError::ObjectLargerThanBudget {
@@ -197,6 +274,6 @@ impl<T: Recycle + Send + 'static> PoolBuilder<T> {
         if c.hold_threshold == Some(Duration::ZERO) {
             return Err(BuildError::ZeroHoldThreshold);
         }
-        Ok(Pool::from_builder(self))
+        Ok(())
     }
 }

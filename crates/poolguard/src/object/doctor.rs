@@ -123,6 +123,38 @@ pub(crate) fn diagnose(s: &PoolStats, c: &PoolConfig) -> Vec<Finding> {
             "put() only objects that came from get(); a producer that only returns makes the pool a bounded drop site",
         ));
     }
+    let l = &s.layout;
+    if l.local_slots > 0 && s.skipped_local >= MIN_GETS && s.skipped_local * 2 >= returns {
+        // The objects' typical size, as far as the pool can tell: what it retains now.
+        let typical = s.retained_bytes.checked_div(s.retained_objects);
+        let need = typical
+            .map(|t| {
+                format!(
+                    " (cells of {} need max_idle_bytes of at least {})",
+                    human_bytes(t),
+                    human_bytes(t.saturating_mul(c.max_idle.min(l.local_slots.saturating_mul(4))))
+                )
+            })
+            .unwrap_or_default();
+        out.push(Finding::new(
+            Severity::Warning,
+            "object.local-tier-too-small",
+            pool,
+            format!(
+                "{} of {} returns were larger than a per-thread cell's byte share ({}; {} cells, {} shards of {} objects / {}), so they skipped the per-thread tier and took a shard lock",
+                s.skipped_local,
+                s.returns,
+                human_bytes(l.cell_bytes),
+                l.local_slots,
+                l.shards,
+                l.shard_objects,
+                human_bytes(l.shard_bytes),
+            ),
+            format!(
+                "a cell holds max(max_idle_bytes / 4 / local_slots, max_idle_bytes / max_idle) bytes, at most max_object_bytes: raise max_idle_bytes{need}, or lower local_slots"
+            ),
+        ));
+    }
     if s.discards.over_cap * 10 > returns && s.discards.over_cap >= MIN_GETS {
         out.push(Finding::new(
             Severity::Info,

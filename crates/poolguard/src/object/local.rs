@@ -20,44 +20,75 @@ use std::sync::Mutex;
 
 use crossbeam_utils::atomic::AtomicCell;
 
-/// Indices released by exited threads, lowest first.
-static FREE: Mutex<BinaryHeap<Reverse<usize>>> = Mutex::new(BinaryHeap::new());
-/// The next never-used index.
-static NEXT: AtomicUsize = AtomicUsize::new(0);
+/// A free list of dense indices: the lowest released one first, a fresh one only when none
+/// is free.
+struct Indices {
+    /// Indices released by exited threads, lowest first.
+    free: Mutex<BinaryHeap<Reverse<usize>>>,
+    /// The next never-used index.
+    next: AtomicUsize,
+}
 
-/// A thread's index; returned to [`FREE`] when the thread exits.
-struct ThreadIndex(usize);
+impl Indices {
+    const fn new() -> Self {
+        Self {
+            free: Mutex::new(BinaryHeap::new()),
+            next: AtomicUsize::new(0),
+        }
+    }
 
-impl ThreadIndex {
-    fn acquire() -> Self {
-        let reused = FREE
+    fn acquire(&self) -> usize {
+        let reused = self
+            .free
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .pop();
         match reused {
-            Some(Reverse(i)) => Self(i),
-            None => Self(NEXT.fetch_add(1, Relaxed)),
+            Some(Reverse(i)) => i,
+            None => self.next.fetch_add(1, Relaxed),
+        }
+    }
+
+    fn release(&self, i: usize) {
+        if let Ok(mut free) = self.free.lock() {
+            free.push(Reverse(i));
+        }
+    }
+}
+
+/// The process-wide indices of threads that touched a pool.
+static INDICES: Indices = Indices::new();
+
+/// A thread's index; given back to its [`Indices`] when the thread exits.
+struct ThreadIndex {
+    i: usize,
+    from: &'static Indices,
+}
+
+impl ThreadIndex {
+    fn acquire(from: &'static Indices) -> Self {
+        Self {
+            i: from.acquire(),
+            from,
         }
     }
 }
 
 impl Drop for ThreadIndex {
     fn drop(&mut self) {
-        if let Ok(mut free) = FREE.lock() {
-            free.push(Reverse(self.0));
-        }
+        self.from.release(self.i);
     }
 }
 
 thread_local! {
-    static INDEX: ThreadIndex = ThreadIndex::acquire();
+    static INDEX: ThreadIndex = ThreadIndex::acquire(&INDICES);
 }
 
 /// This thread's index, or `None` during thread-local teardown (the caller then uses the
 /// shared tier only, so pool access from other thread-local destructors never panics).
 #[inline]
 pub(crate) fn thread_index() -> Option<usize> {
-    INDEX.try_with(|i| i.0).ok()
+    INDEX.try_with(|i| i.i).ok()
 }
 
 /// One thread's cached object and the counters only that thread writes.
@@ -74,6 +105,8 @@ pub(crate) struct HotCell<T> {
     pub(crate) gets: AtomicU64,
     pub(crate) hits: AtomicU64,
     pub(crate) returns: AtomicU64,
+    /// Returns larger than the cell's byte share (they went to the shards).
+    pub(crate) skipped: AtomicU64,
 }
 
 /// Adds one to a counter written by a single thread (no read-modify-write).
@@ -97,6 +130,7 @@ impl<T> HotCell<T> {
             gets: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             returns: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
         }
     }
 
@@ -164,21 +198,54 @@ mod tests {
     }
 
     #[test]
-    fn live_threads_have_distinct_indices_and_reuse_them() {
-        let mine = thread_index().expect("index");
+    fn indices_reuse_the_lowest_released_one_exactly() {
+        let ix = Indices::new();
+        let (a, b, c) = (ix.acquire(), ix.acquire(), ix.acquire());
+        assert_eq!((a, b, c), (0, 1, 2));
+        ix.release(b);
+        assert_eq!(
+            ix.acquire(),
+            1,
+            "a released index is reused before a fresh one"
+        );
+        ix.release(c);
+        ix.release(a);
+        assert_eq!(ix.acquire(), 0, "the lowest released index first");
+        assert_eq!(ix.acquire(), 2);
+        assert_eq!(ix.acquire(), 3, "fresh only when none is free");
+    }
+
+    #[test]
+    fn an_exited_threads_index_is_taken_by_the_next_thread() {
+        // A private free list, so no other test's threads take indices from it meanwhile.
+        static IX: Indices = Indices::new();
+        thread_local! {
+            static MINE: ThreadIndex = ThreadIndex::acquire(&IX);
+        }
+        let index = || MINE.with(|t| t.i);
+        let main = index();
         let (a, b) = std::thread::scope(|s| {
-            let a = s.spawn(|| thread_index().expect("index"));
-            let b = s.spawn(|| thread_index().expect("index"));
-            (a.join().expect("a"), b.join().expect("b"))
+            // `a` takes its index and stays alive while `b` takes one: distinct indices.
+            let (took, taken) = std::sync::mpsc::channel::<usize>();
+            let (done, wait) = std::sync::mpsc::channel::<()>();
+            let a = s.spawn(move || {
+                let _ = took.send(index());
+                let _ = wait.recv();
+            });
+            let a_index = taken.recv().expect("a's index");
+            let b = s.spawn(index).join().expect("b");
+            drop(done);
+            a.join().expect("a");
+            (a_index, b)
         });
-        assert_ne!(a, mine);
-        assert_ne!(b, mine);
-        // Exited threads give their index back: a new thread gets one of the freed ones or
-        // a small one, never an ever-growing sequence.
-        let c = std::thread::spawn(|| thread_index().expect("index"))
-            .join()
-            .expect("c");
-        assert!(c <= a.max(b) + 64, "indices should be reused");
+        assert_eq!(main, 0);
+        assert_eq!((a, b), (1, 2));
+        // Both exited (their thread-local destructors ran before join returned): the next
+        // thread reuses the lowest of their indices, not a fresh one.
+        let c = std::thread::spawn(index).join().expect("c");
+        assert_eq!(c, 1);
+        let d = std::thread::spawn(index).join().expect("d");
+        assert_eq!(d, 1, "c gave 1 back when it exited");
     }
 
     #[test]

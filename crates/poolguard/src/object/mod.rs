@@ -1,4 +1,4 @@
-//! Object pool: `sync.Pool` done right (issue 2).
+//! Object pool: `sync.Pool` done right.
 //!
 //! A [`Pool`] hands out objects through a guard that resets and returns them on drop. It
 //! never retains more than its caps (`max_idle` objects, `max_idle_bytes` heap bytes, and no
@@ -23,7 +23,7 @@
 //!
 //! Three tiers, all owned by the pool (never by a thread):
 //!
-//! * **local** ([`local`](self)): one cached object per thread index in a lock-free
+//! * **local**: one cached object per thread index in a lock-free
 //!   `AtomicCell`, taken and swapped with one atomic exchange each; a trim steals it the
 //!   same way, so threads that stop using the pool do not pin memory.
 //! * **shared**: `shards` mutex-protected stacks; a thread starts at its home shard and walks
@@ -33,11 +33,15 @@
 //!
 //! The caps are split between the tiers when the pool is built (each cell may hold one object
 //! of at most its share of the bytes, each shard its share of both caps), so the sum can never
-//! exceed the configured caps and no global counter sits on the hot path.
+//! exceed the configured caps and no global counter sits on the hot path. [`Layout`] gives
+//! the formula; [`Pool::layout`] and [`PoolStats::layout`] show each tier's effective cap, and
+//! `build()` warns (through `tracing`) when a tier's share cannot hold an object of
+//! `max_object_bytes`.
 
 mod builder;
 mod doctor;
 mod hold;
+mod layout;
 mod local;
 mod pool;
 mod recycle;
@@ -48,12 +52,13 @@ mod victim;
 
 pub use builder::{
     BuildError, PoolBuilder, PoolConfig, DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_BYTES,
-    DEFAULT_MAX_OBJECT_BYTES,
+    DEFAULT_MAX_OBJECT_BYTES, MAX_IDLE, MAX_LOCAL_SLOTS, MAX_SHARDS,
 };
+pub use layout::Layout;
 pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;
 pub use stats::{Discards, LongHold, PoolStats, TrimCause, TrimTrace};
-pub use trimmer::Trimmer;
+pub use trimmer::{Trimmer, MIN_TRIM_INTERVAL};
 
 use crate::diag::{Finding, PrometheusWriter};
 

@@ -12,11 +12,13 @@ use crossbeam_utils::CachePadded;
 
 use super::builder::{system_clock, Factory, PoolBuilder, PoolConfig};
 use super::hold::{HoldStart, HoldTracker};
+use super::layout::Layout;
 use super::local::{bump, thread_index, HotCell};
 use super::shared::Shards;
 use super::stats::{Counters, Discards, LongHold, PoolStats, TrimCause, TrimTrace};
 use super::victim::Entry;
 use super::Recycle;
+use crate::diag::labels::{default_label, short_type_name, Engine, LiveLabel};
 use crate::diag::Histogram;
 use crate::reclaim::{Deferred, Reclaimer};
 
@@ -112,12 +114,16 @@ pub(crate) struct Inner<T> {
     cells: Box<[CachePadded<HotCell<T>>]>,
     /// Largest object a per-thread cell may hold (its share of `max_idle_bytes`).
     cell_bytes: usize,
+    /// The split of the caps between the tiers (`cell_bytes` is its field, copied here).
+    layout: Layout,
     shards: Shards<T>,
     counters: Counters,
     hold: Option<HoldTracker>,
     trim: TrimState,
     /// Where freed batches go instead of the caller's thread (see [`Inner::dispose`]).
     reclaimer: Option<Reclaimer>,
+    /// The label's registration among live pools, released when the last handle drops.
+    _label: LiveLabel,
 }
 
 /// A batch of freed objects, dropped as one: on a reclaimer worker, or on the caller when
@@ -212,28 +218,26 @@ impl<T: Recycle + Send + 'static> Pool<T> {
 
     pub(crate) fn from_builder(b: PoolBuilder<T>) -> Self {
         let c = b.config;
-        let slots = c.local_slots.min(c.max_idle / 2);
-        // The per-thread cells get at most a quarter of the byte budget between them.
-        let cell_bytes = (c.max_idle_bytes / 4)
-            .checked_div(slots)
-            .map_or(0, |share| c.max_object_bytes.min(share));
-        let shared_objects = c.max_idle - slots;
-        let shared_bytes = c.max_idle_bytes - slots * cell_bytes;
-        let name = c
-            .name
-            .clone()
-            .unwrap_or_else(|| std::any::type_name::<T>().to_string());
+        let layout = Layout::of(&c);
+        let name = c.name.clone().unwrap_or_else(|| {
+            default_label(Engine::Object, &short_type_name(std::any::type_name::<T>()))
+        });
+        for w in layout.warnings(c.max_object_bytes) {
+            tracing::warn!(target: "poolguard::object", pool = %name, "{w}");
+        }
+        let label = LiveLabel::register(Engine::Object, &name);
         let hold = c
             .hold_threshold
             .map(|t| HoldTracker::new(t, b.clock.unwrap_or_else(system_clock)));
         Self {
             inner: Arc::new(Inner {
                 factory: b.factory,
-                cells: (0..slots)
+                cells: (0..layout.local_slots)
                     .map(|_| CachePadded::new(HotCell::new()))
                     .collect(),
-                cell_bytes,
-                shards: Shards::new(c.shards, shared_objects, shared_bytes),
+                cell_bytes: layout.cell_bytes,
+                layout,
+                shards: Shards::new(layout.shards, layout.shared_objects, layout.shared_bytes),
                 counters: Counters::default(),
                 hold,
                 trim: TrimState {
@@ -246,6 +250,7 @@ impl<T: Recycle + Send + 'static> Pool<T> {
                 name,
                 config: c,
                 reclaimer: b.reclaimer,
+                _label: label,
             }),
         }
     }
@@ -309,7 +314,14 @@ impl<T: Recycle + Send + 'static> Pool<T> {
         &self.inner.config
     }
 
-    /// The pool's label (its type name unless named).
+    /// How the caps were split between the tiers when the pool was built (see [`Layout`]
+    /// for the formula).
+    pub fn layout(&self) -> Layout {
+        self.inner.layout
+    }
+
+    /// The pool's label (unless named: the type's short name and a sequence number, e.g.
+    /// `Vec<u8>-1`).
     pub fn name(&self) -> &str {
         &self.inner.name
     }
@@ -399,7 +411,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
         let home = tid.unwrap_or(0);
         if let Some(c) = cell {
-            if bytes <= self.cell_bytes {
+            if bytes > self.cell_bytes {
+                // Too large for the cell's byte share: to the shards (counted for the doctor).
+                bump(&c.skipped);
+            } else {
                 // Into the own cell when it is empty. A full cell means this thread returns
                 // more than it gets (overflow, e.g. the consumer of a producer/consumer
                 // pair): its object and this one go to the shards together, under one lock,
@@ -619,11 +634,12 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         let (retained_objects, retained_bytes) = self.retained();
         let t = self.shards.totals();
         let c = &self.counters;
-        let (mut gets, mut hits_local, mut returns) = (0, 0, 0);
+        let (mut gets, mut hits_local, mut returns, mut skipped_local) = (0, 0, 0, 0);
         for cell in self.cells.iter() {
             gets += cell.gets.load(Relaxed);
             hits_local += cell.hits.load(Relaxed);
             returns += cell.returns.load(Relaxed);
+            skipped_local += cell.skipped.load(Relaxed);
         }
         gets += c.gets_unslotted.load(Relaxed);
         returns += c.returns_unslotted.load(Relaxed);
@@ -644,6 +660,8 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             hits_victim: t.hits_victim,
             misses: c.misses.load(Relaxed),
             returns,
+            skipped_local,
+            layout: self.layout,
             detached: c.detached.load(Relaxed),
             discards: Discards {
                 oversized: c.discard_oversized.load(Relaxed),

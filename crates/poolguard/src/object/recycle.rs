@@ -12,7 +12,7 @@ use std::mem::size_of;
 /// An object that can be reset for reuse and reports the heap memory it holds.
 ///
 /// Implement it for your own scratch types; the implementations below cover the usual
-/// buffers. `recycle` should clear the contents but keep the capacity (that is what pooling
+/// buffers. [`reset`](Recycle::reset) should clear the contents but keep the capacity (that is what pooling
 /// saves); returning `false` tells the pool to drop the object instead of keeping it.
 ///
 /// ```

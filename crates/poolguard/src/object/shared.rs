@@ -92,7 +92,7 @@ impl<T> Shards<T> {
         self.pop_with_spare(home, None).map(|(e, g, _)| (e, g))
     }
 
-    /// Like [`pop`](Self::pop), and when `spare_bytes` is `Some(max)`, also takes a second
+    /// Like `pop` (a test helper), and when `spare_bytes` is `Some(max)`, also takes a second
     /// object of at most `max` bytes under the same lock (to refill the caller's empty
     /// per-thread cell, halving the lock acquisitions of a run of gets).
     pub(crate) fn pop_with_spare(

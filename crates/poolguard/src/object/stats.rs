@@ -5,6 +5,7 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use super::layout::Layout;
 use crate::diag::{HistogramSnapshot, PrometheusWriter};
 
 /// Counters bumped on the slow paths (read-modify-write atomics). The fast-path counters
@@ -153,7 +154,7 @@ pub struct LongHold {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct PoolStats {
-    /// The pool's label (its type name unless named).
+    /// The pool's label (unless named: the type's short name and a sequence number).
     pub name: String,
     /// The pooled type.
     pub type_name: &'static str,
@@ -169,6 +170,11 @@ pub struct PoolStats {
     pub misses: u64,
     /// Objects that came back (guards dropped and `put` calls).
     pub returns: u64,
+    /// Returns, on threads with a per-thread cell, of objects larger than a cell's byte share
+    /// ([`Layout::cell_bytes`]): they skipped the per-thread tier for the shared stacks.
+    pub skipped_local: u64,
+    /// How the caps are split between the tiers (each tier's effective cap).
+    pub layout: Layout,
     /// Objects taken out for good with `detach`.
     pub detached: u64,
     /// Objects dropped instead of kept, by reason.
@@ -246,6 +252,30 @@ impl PoolStats {
             pool,
             self.returns,
         );
+        w.counter(
+            "poolguard_object_skipped_local_total",
+            "Returns larger than a per-thread cell's byte share (went to the shared stacks).",
+            pool,
+            self.skipped_local,
+        );
+        let l = &self.layout;
+        for (tier, objects, bytes) in [
+            ("cell", usize::from(l.local_slots > 0), l.cell_bytes),
+            ("shard", l.shard_objects, l.shard_bytes),
+        ] {
+            w.gauge(
+                "poolguard_object_tier_cap_objects",
+                "Objects one unit of a tier may hold (a per-thread cell, a shard).",
+                &[("pool", &self.name), ("tier", tier)],
+                objects as f64,
+            );
+            w.gauge(
+                "poolguard_object_tier_cap_bytes",
+                "Heap bytes one unit of a tier may hold (a per-thread cell, a shard).",
+                &[("pool", &self.name), ("tier", tier)],
+                bytes as f64,
+            );
+        }
         let d = &self.discards;
         for (reason, v) in [
             ("oversized", d.oversized),

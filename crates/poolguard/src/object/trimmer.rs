@@ -13,6 +13,11 @@ use parking_lot::{Condvar, Mutex};
 
 use super::{Pool, Recycle};
 
+/// The shortest interval a [`Trimmer`] runs at: 10 ms. A shorter one (zero included) is
+/// raised to it, so a trimmer never busy-loops; [`Trimmer::interval`] tells the interval in
+/// force.
+pub const MIN_TRIM_INTERVAL: Duration = Duration::from_millis(10);
+
 /// Runs [`Pool::trim`] every interval on its own thread until dropped.
 ///
 /// ```
@@ -42,6 +47,11 @@ impl fmt::Debug for Trimmer {
 }
 
 impl Trimmer {
+    /// The interval in force: the one asked for, raised to [`MIN_TRIM_INTERVAL`] if shorter.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
     /// Cycles run so far by this trimmer.
     pub fn cycles(&self) -> u64 {
         *self.cycles.0.lock()
@@ -74,7 +84,23 @@ impl Drop for Trimmer {
 impl<T: Recycle + Send + 'static> Pool<T> {
     /// Starts a background trimmer that runs a cycle every `interval` (an object unused for
     /// two intervals is freed). It stops when the returned handle is dropped.
+    ///
+    /// An interval below [`MIN_TRIM_INTERVAL`] (10 ms) is raised to it, with a `tracing`
+    /// warning: cycles back to back would only burn a core. `Duration::MAX` means "never on
+    /// its own" (the thread waits until the handle is dropped).
     pub fn trimmer(&self, interval: Duration) -> Trimmer {
+        let interval = if interval < MIN_TRIM_INTERVAL {
+            tracing::warn!(
+                target: "poolguard::object::trim",
+                pool = %self.name(),
+                asked = ?interval,
+                used = ?MIN_TRIM_INTERVAL,
+                "trim interval below the floor: raised to it"
+            );
+            MIN_TRIM_INTERVAL
+        } else {
+            interval
+        };
         let (stop, stopped) = bounded::<()>(0);
         let weak = self.downgrade();
         let cycles = Arc::new((Mutex::new(0u64), Condvar::new()));

@@ -2,10 +2,11 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::stats::WatchdogEvent;
 use super::Reclaimer;
+use crate::diag::{validate_name, NameError};
 
 /// What `defer` does when the queue is full (or the reclaimer is shut down).
 ///
@@ -25,11 +26,17 @@ pub enum WhenFull {
 /// A callback told about every watchdog report (slow job, stuck job), on the watchdog thread.
 pub(crate) type WatchdogHook = Arc<dyn Fn(&WatchdogEvent) + Send + Sync>;
 
+/// The time source of the figures (queue wait, run time) and of the watchdog's thresholds.
+pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
+
 /// The reclaimer's configuration, as plain data. Build one with [`Reclaimer::builder`].
 #[derive(Clone)]
 #[non_exhaustive]
 pub struct ReclaimConfig {
-    /// Name used in thread names, tracing, doctor findings and Prometheus labels.
+    /// Name used in thread names, tracing, doctor findings and Prometheus labels. Empty (the
+    /// default): a distinct generated `reclaim-N`. Otherwise 1 to
+    /// [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes without control characters (the
+    /// rule of every pool). Two live reclaimers under one name get a `tracing` warning.
     pub name: String,
     /// Worker threads that normally drain the queue.
     pub workers: usize,
@@ -54,6 +61,7 @@ pub struct ReclaimConfig {
     /// The tokio runtime that runs async closes; without one, `close_async` refuses.
     pub runtime: Option<tokio::runtime::Handle>,
     pub(crate) on_watchdog: Option<WatchdogHook>,
+    pub(crate) clock: Option<Clock>,
 }
 
 impl fmt::Debug for ReclaimConfig {
@@ -70,6 +78,10 @@ impl fmt::Debug for ReclaimConfig {
             .field("max_closes_in_flight", &self.max_closes_in_flight)
             .field("runtime", &self.runtime.is_some())
             .field("on_watchdog", &self.on_watchdog.is_some())
+            .field(
+                "clock",
+                &self.clock.as_ref().map_or("system", |_| "injected"),
+            )
             .finish()
     }
 }
@@ -77,7 +89,7 @@ impl fmt::Debug for ReclaimConfig {
 impl Default for ReclaimConfig {
     fn default() -> Self {
         Self {
-            name: "reclaim".to_owned(),
+            name: String::new(),
             workers: 2,
             max_threads: 6,
             capacity: 4096,
@@ -88,6 +100,7 @@ impl Default for ReclaimConfig {
             max_closes_in_flight: 256,
             runtime: None,
             on_watchdog: None,
+            clock: None,
         }
     }
 }
@@ -100,8 +113,8 @@ impl ReclaimConfig {
     }
 
     fn validate(&self) -> Result<(), BuildError> {
-        if self.name.contains('\0') {
-            return Err(BuildError::BadName);
+        if !self.name.is_empty() {
+            validate_name(&self.name).map_err(BuildError::Name)?;
         }
         if self.workers == 0 {
             return Err(BuildError::NoWorkers);
@@ -115,10 +128,24 @@ impl ReclaimConfig {
         if self.capacity == 0 {
             return Err(BuildError::ZeroCapacity);
         }
+        if self.capacity > MAX_CAPACITY {
+            return Err(BuildError::TooLarge {
+                field: "capacity",
+                value: self.capacity,
+                max: MAX_CAPACITY,
+            });
+        }
         if self.max_closes_in_flight == 0 {
             return Err(BuildError::ZeroCloses);
         }
-        if self.slow_threshold.is_zero() || self.stuck_threshold <= self.slow_threshold {
+        if self.max_closes_in_flight > MAX_CLOSES_IN_FLIGHT {
+            return Err(BuildError::TooLarge {
+                field: "max_closes_in_flight",
+                value: self.max_closes_in_flight,
+                max: MAX_CLOSES_IN_FLIGHT,
+            });
+        }
+        if self.slow_threshold < MIN_THRESHOLD || self.stuck_threshold <= self.slow_threshold {
             return Err(BuildError::Thresholds {
                 slow: self.slow_threshold,
                 stuck: self.stuck_threshold,
@@ -131,16 +158,41 @@ impl ReclaimConfig {
     }
 }
 
-/// The most threads one reclaimer may own.
-const MAX_THREADS: usize = 1024;
+/// The shortest `slow_threshold` accepted: 1 ms, the watchdog's shortest period. The
+/// watchdog looks at running jobs every quarter of the smaller threshold but never more
+/// often than every millisecond, so a shorter threshold could not be observed and would only
+/// make it spin.
+pub const MIN_THRESHOLD: Duration = Duration::from_millis(1);
+
+/// The most threads one reclaimer may own (`max_threads`, workers included): 1024.
+pub const MAX_THREADS: usize = 1024;
+/// The largest queue `capacity` accepted: 1 048 576 deferred drops. A queue that long is a
+/// backlog, not a buffer: add workers or drop inline.
+pub const MAX_CAPACITY: usize = 1 << 20;
+/// The largest `max_closes_in_flight` accepted: 65 536 async closes at once.
+pub const MAX_CLOSES_IN_FLIGHT: usize = 1 << 16;
 
 /// Why [`ReclaimerBuilder::build`] refused a configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// The name contains a NUL byte (it names the threads).
-    #[error("reclaimer name contains a NUL byte; thread names cannot: remove it from `name(..)`")]
-    BadName,
+    /// The name breaks the naming rule shared by every pool and reclaimer (it also names
+    /// the threads).
+    #[error("invalid reclaimer name: {0}")]
+    Name(#[source] NameError),
+    /// A size above its documented limit ([`MAX_CAPACITY`], [`MAX_CLOSES_IN_FLIGHT`]).
+    #[error(
+        "reclaimer `{field}` is {value}, above its limit of {max}: a backlog that large hides \
+         a stall instead of absorbing a burst; lower it (add workers if the queue fills)"
+    )]
+    TooLarge {
+        /// The setting.
+        field: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest value accepted.
+        max: usize,
+    },
     /// `workers(0)`.
     #[error("reclaimer needs at least one worker thread: set `workers(n)` with n >= 1")]
     NoWorkers,
@@ -161,10 +213,11 @@ pub enum BuildError {
     /// `max_closes_in_flight(0)`.
     #[error("reclaimer `max_closes_in_flight` is 0: set it to at least 1 (default 256)")]
     ZeroCloses,
-    /// Slow threshold zero or not below the stuck threshold.
+    /// Slow threshold below [`MIN_THRESHOLD`] or not below the stuck threshold.
     #[error(
-        "reclaimer thresholds slow={slow:?} stuck={stuck:?}: the slow threshold must be above \
-         zero and strictly below the stuck threshold"
+        "reclaimer thresholds slow={slow:?} stuck={stuck:?}: the slow threshold must be at least \
+         1 ms (MIN_THRESHOLD, the watchdog's shortest period) and strictly below the stuck \
+         threshold"
     )]
     Thresholds {
         /// Configured slow threshold.
@@ -196,7 +249,7 @@ impl ReclaimerBuilder {
         Self { cfg }
     }
 
-    /// Name in threads, logs, doctor findings and metrics (default `reclaim`).
+    /// Name in threads, logs, doctor findings and metrics (default: a distinct `reclaim-N`).
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.cfg.name = name.into();
         self
@@ -229,7 +282,7 @@ impl ReclaimerBuilder {
         self
     }
 
-    /// Report jobs running longer than this (default 100 ms).
+    /// Report jobs running longer than this (default 100 ms; at least [`MIN_THRESHOLD`], 1 ms).
     pub fn slow_threshold(mut self, d: Duration) -> Self {
         self.cfg.slow_threshold = d;
         self
@@ -265,9 +318,22 @@ impl ReclaimerBuilder {
         self
     }
 
+    /// The time source of the figures (queue wait and run time of each job) and of the
+    /// watchdog's slow/stuck thresholds (default: `Instant::now`). Deadlines of `flush` and
+    /// shutdown stay on the system clock. Tests inject a manual clock here, so the figures
+    /// they assert are known exactly instead of measured.
+    pub fn clock(mut self, now: impl Fn() -> Instant + Send + Sync + 'static) -> Self {
+        self.cfg.clock = Some(Arc::new(now));
+        self
+    }
+
     /// Validates the configuration and starts the worker threads and the watchdog.
-    pub fn build(self) -> Result<Reclaimer, BuildError> {
+    pub fn build(mut self) -> Result<Reclaimer, BuildError> {
         self.cfg.validate()?;
+        if self.cfg.name.is_empty() {
+            self.cfg.name =
+                crate::diag::labels::default_label(crate::diag::labels::Engine::Reclaim, "reclaim");
+        }
         Reclaimer::start(self.cfg)
     }
 }
@@ -292,13 +358,28 @@ mod tests {
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("strictly below"), "{e}");
+        // Below the watchdog's 1 ms period: refused, the error names the floor.
+        let e = ReclaimerBuilder::default()
+            .slow_threshold(Duration::from_nanos(1))
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::Thresholds { .. }), "{e}");
+        assert!(e.to_string().contains("at least 1 ms"), "{e}");
+        assert!(ReclaimerBuilder::default()
+            .slow_threshold(MIN_THRESHOLD)
+            .stuck_threshold(MIN_THRESHOLD * 4)
+            .build()
+            .is_ok());
         let e = ReclaimerBuilder::default().capacity(0).build().unwrap_err();
         assert!(matches!(e, BuildError::ZeroCapacity), "{e}");
         let e = ReclaimerBuilder::default()
             .name("a\0b")
             .build()
             .unwrap_err();
-        assert!(matches!(e, BuildError::BadName), "{e}");
+        assert!(
+            matches!(e, BuildError::Name(NameError::ControlChar { at: 1 })),
+            "{e}"
+        );
         let e = ReclaimerBuilder::default()
             .shutdown_timeout(Duration::ZERO)
             .build()

@@ -38,7 +38,7 @@ impl Drop for CloseGuard {
     fn drop(&mut self) {
         let c = &self.shared.counters;
         let cell = c.labels.get(self.label);
-        let ran = self.started.elapsed();
+        let ran = self.shared.now().saturating_duration_since(self.started);
         match self.outcome {
             Outcome::Completed => {
                 c.closes_completed.fetch_add(1, Relaxed);
@@ -76,7 +76,7 @@ pub(crate) fn spawn<F>(
         shared: Arc::clone(shared),
         seq,
         label,
-        started: Instant::now(),
+        started: shared.now(),
         outcome: Outcome::Cancelled,
     };
     // The guard moves into the task before it is spawned: if the runtime is already shut

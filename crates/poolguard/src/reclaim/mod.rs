@@ -14,8 +14,7 @@
 //!   runtime given to the builder, under a timeout, with a bounded number in flight.
 //! * A watchdog reports a job running past `slow_threshold` while it still runs (stats,
 //!   `tracing` warning, [`ReclaimerBuilder::on_watchdog`]), and retires a worker whose job
-//!   runs past `stuck_threshold`, starting a replacement within `max_threads` (see the
-//!   policy in `watchdog.rs`).
+//!   runs past `stuck_threshold`, starting a replacement within `max_threads`.
 //! * [`Reclaimer::flush`] waits for everything deferred before the call. Dropping the last
 //!   handle shuts down: flush within `shutdown_timeout`, drop the rest on the dropping
 //!   thread (counted), join the threads.
@@ -52,10 +51,14 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use builder::{BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull};
+pub use builder::{
+    BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull, MAX_CAPACITY, MAX_CLOSES_IN_FLIGHT,
+    MAX_THREADS, MIN_THRESHOLD,
+};
 pub use queue::Refusal;
 pub use stats::{LabelStats, ReclaimStats, ShutdownReport, SlowJob, WatchdogEvent, WatchdogKind};
 
+use crate::diag::labels::{Engine, LiveLabel};
 use crate::diag::{Finding, PrometheusWriter};
 use queue::Shared;
 
@@ -102,6 +105,8 @@ pub struct FlushTimeout {
 /// Shuts the reclaimer down when the last [`Reclaimer`] clone is dropped.
 struct Owner {
     shared: Arc<Shared>,
+    /// The name's registration among live reclaimers (released after the shutdown).
+    _label: LiveLabel,
 }
 
 impl Drop for Owner {
@@ -137,6 +142,7 @@ impl Reclaimer {
         let shared = Arc::new(Shared::new(cfg));
         // Built first, so that a failed spawn below shuts down the threads already started.
         let owner = Arc::new(Owner {
+            _label: LiveLabel::register(Engine::Reclaim, &shared.cfg.name),
             shared: Arc::clone(&shared),
         });
         for _ in 0..shared.cfg.workers {

@@ -213,6 +213,15 @@ pub enum Refusal {
 }
 
 impl Shared {
+    /// The configured clock's time (the system clock unless one was injected).
+    #[inline]
+    pub(crate) fn now(&self) -> Instant {
+        match &self.cfg.clock {
+            Some(c) => c(),
+            None => Instant::now(),
+        }
+    }
+
     pub(crate) fn new(cfg: ReclaimConfig) -> Self {
         Self {
             cfg,
@@ -233,7 +242,7 @@ impl Shared {
         label: &'static str,
         value: Box<T>,
     ) -> Result<(), (Box<T>, Refusal)> {
-        let enqueued = Instant::now();
+        let enqueued = self.now();
         let mut st = self.state.lock();
         if st.closed {
             return Err((value, Refusal::Closed));
@@ -326,7 +335,7 @@ impl Shared {
     pub(crate) fn gauges(&self) -> Gauges {
         self.state
             .lock()
-            .gauges(Instant::now(), self.cfg.slow_threshold)
+            .gauges(self.now(), self.cfg.slow_threshold)
     }
 }
 

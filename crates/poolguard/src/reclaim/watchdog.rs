@@ -18,7 +18,6 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::queue::Shared;
 use super::stats::{WatchdogEvent, WatchdogKind};
@@ -59,7 +58,7 @@ fn run(shared: &Arc<Shared>) {
             if st.stopping {
                 return;
             }
-            let now = Instant::now();
+            let now = shared.now();
             let mut newly_stuck = 0;
             for (id, slot) in st.slots.iter_mut().enumerate() {
                 let Some(r) = slot.running.as_mut() else {

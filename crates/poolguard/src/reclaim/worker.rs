@@ -7,13 +7,12 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 use super::queue::{Running, Shared, Slot};
 use super::stats::LabelCell;
 
-/// Registers a new worker slot and counts its thread; the caller then spawns [`run`] with the
-/// returned id (or calls [`spawn_failed`] if the OS refuses).
+/// Registers a new worker slot and counts its thread; the caller then calls [`spawn`] with the
+/// returned id (which marks the slot exited if the OS refuses the thread).
 pub(crate) fn reserve_slot(st: &mut super::queue::State) -> usize {
     st.slots.push(Slot {
         running: None,
@@ -68,7 +67,7 @@ fn run(shared: &Shared, id: usize) {
                     st.slots[id].running = Some(Running {
                         seq: job.seq,
                         label: job.label,
-                        started: Instant::now(),
+                        started: shared.now(),
                         slow_reported: false,
                         stuck: false,
                     });
@@ -85,12 +84,12 @@ fn run(shared: &Shared, id: usize) {
         };
         let Some(job) = job else { break };
 
-        let started = Instant::now();
+        let started = shared.now();
         let wait = started.saturating_duration_since(job.enqueued);
         let label = job.label;
         let value = job.value;
         let panicked = catch_unwind(AssertUnwindSafe(move || drop(value))).is_err();
-        let ran = started.elapsed();
+        let ran = shared.now().saturating_duration_since(started);
         // Figures first, then the slot: a flush that returns sees this job counted.
         let c = &shared.counters;
         let lc = match cell.take() {
