@@ -107,7 +107,7 @@ trap 'exit 130' INT TERM
 
 # PostgreSQL: a throwaway cluster on its own port, trust auth on 127.0.0.1, no durability.
 if pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2" "$4}' | grep -qx "$PG_VERSION $CLUSTER online"; then
-  die "cluster $PG_VERSION/$CLUSTER is running: another soak is under way, or one was killed (remove it with: pg_dropcluster --stop $PG_VERSION $CLUSTER)"
+  die "cluster $PG_VERSION/$CLUSTER is running: another soak is under way, or one was killed; remove it with: pg_dropcluster --stop $PG_VERSION $CLUSTER (a killed run may have left its processes stopped: kill -CONT the pid in $PG_DATA/postmaster.pid and its children first)"
 fi
 drop_cluster # a stopped one, left over from an interrupted run
 OWN_CLUSTER=1
