@@ -100,6 +100,28 @@ impl Error {
             | Error::StillInTransaction => ErrorClass::Fatal,
         }
     }
+
+    /// Whether the server said it is restarting (see [`is_restarting`]).
+    pub fn is_restarting(&self) -> bool {
+        matches!(self, Error::Postgres(e) if is_restarting(e))
+    }
+}
+
+/// Whether a tokio-postgres error is a restart signature: SQLSTATE 57P01 `admin_shutdown`,
+/// 57P02 `crash_shutdown` or 57P03 `cannot_connect_now` ("the database system is starting
+/// up" / "is shutting down" during connect). The pool's breaker then probes again within
+/// 100 ms instead of backing off.
+pub fn is_restarting(error: &tokio_postgres::Error) -> bool {
+    let Some(db) = error.as_db_error() else {
+        return false;
+    };
+    matches!(db.code().code(), "57P01" | "57P02" | "57P03")
+        || [
+            "the database system is starting up",
+            "the database system is shutting down",
+        ]
+        .iter()
+        .any(|m| db.message().starts_with(m))
 }
 
 /// Classifies a tokio-postgres error: [`ErrorClass::Fatal`] when the connection it came from

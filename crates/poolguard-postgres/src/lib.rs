@@ -87,6 +87,6 @@ mod tls;
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::{PgConnection, TcpOptions};
 pub use conninfo::redact_connection_string;
-pub use error::{classify, Error};
+pub use error::{classify, is_restarting, Error};
 pub use manager::PostgresManager;
 pub use tokio_postgres;

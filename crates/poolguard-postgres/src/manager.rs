@@ -502,6 +502,10 @@ impl Manager for PostgresManager {
         conn.is_dead()
     }
 
+    fn is_restarting(&self, error: &Error) -> bool {
+        error.is_restarting()
+    }
+
     fn classify(&self, error: &Error) -> ErrorClass {
         error.class()
     }

@@ -32,6 +32,12 @@ impl Error {
             Error::PingMismatch { .. } | Error::Unsupported(_) => ErrorClass::Fatal,
         }
     }
+
+    /// Whether the server said it is restarting: `LOADING` (loading its dataset after a
+    /// start). The pool's breaker then probes again within 100 ms instead of backing off.
+    pub fn is_restarting(&self) -> bool {
+        matches!(self, Error::Redis(e) if e.kind() == ErrorKind::Server(ServerErrorKind::BusyLoading) || e.code() == Some("LOADING"))
+    }
 }
 
 /// Classifies a redis-rs error: [`ErrorClass::Fatal`] when the connection it came from must

@@ -214,7 +214,8 @@ impl Manager for RedisManager {
     /// with the requests, not merely that some bytes came back.
     async fn validate(&self, conn: &mut RedisConnection) -> Result<(), Error> {
         let n = self.ping.fetch_add(1, Ordering::Relaxed);
-        let reply = conn.raw(redis::cmd("PING").arg(n)).await?;
+        // A server error (`LOADING`...) is that error, not replies out of step.
+        let reply = conn.raw(redis::cmd("PING").arg(n)).await?.extract_error()?;
         let got = match &reply {
             Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
             Value::SimpleString(s) => s.clone(),
@@ -284,6 +285,10 @@ impl Manager for RedisManager {
 
     fn classify(&self, error: &Error) -> ErrorClass {
         error.class()
+    }
+
+    fn is_restarting(&self, error: &Error) -> bool {
+        error.is_restarting()
     }
 }
 
