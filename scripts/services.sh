@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 (trust auth,
-# user postgres, database test) and Redis on 127.0.0.1:6379. Starts them when they are
+# user postgres, database test), Redis on 127.0.0.1:6379 and PgBouncer on 127.0.0.1:6432. Starts them when they are
 # installed but stopped, installs them with apt-get when they are missing (needs root).
 set -euo pipefail
 
@@ -74,5 +74,104 @@ ensure_redis() {
   log "Redis ready on 127.0.0.1:6379"
 }
 
-ensure_postgres
-ensure_redis
+# A private PostgreSQL cluster on PORT (5440-5444) for tests that must change server-wide
+# settings (ALTER SYSTEM, reloads), which is never done to the shared server: cluster
+# poolguardPORT of the installed version, trust auth, listening on 127.0.0.1 only, fsync off.
+# Idempotent. `pg-private-stop PORT` shuts it down in fast mode (sessions end with 57P01),
+# `pg-private-drop PORT` stops and removes it.
+private_cluster() {
+  local port=$1
+  case "$port" in 544[0-4]) ;; *) log "private cluster port must be 5440-5444, got '$port'"; exit 2 ;; esac
+  local ver; ver=$(ls /etc/postgresql | sort -V | tail -n1)
+  echo "$ver poolguard$port"
+}
+cluster_exists() { pg_lsclusters -h | awk -v v="$1" -v n="$2" '$1 == v && $2 == n { f = 1 } END { exit !f }'; }
+ensure_private_postgres() {
+  local ver name; read -r ver name <<<"$(private_cluster "$1")"
+  command -v pg_createcluster >/dev/null || { log "pg_createcluster missing: run scripts/services.sh first"; exit 1; }
+  if ! cluster_exists "$ver" "$name"; then
+    as_root rm -rf "/etc/postgresql/$ver/$name"
+    log "creating private PostgreSQL cluster $ver/$name on 127.0.0.1:$1"
+    as_root pg_createcluster -q "$ver" "$name" -p "$1" --start-conf=manual -- --auth=trust >/dev/null
+    printf "listen_addresses = '127.0.0.1'\nfsync = off\n" \
+      | as_root tee "/etc/postgresql/$ver/$name/conf.d/poolguard.conf" >/dev/null
+  fi
+  if ! port_open "$1"; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start \
+      || { log "private cluster $ver/$name did not start; see /var/log/postgresql/postgresql-$ver-$name.log"; exit 1; }
+    wait_port "$1" || { log "private cluster $ver/$name is not listening on 127.0.0.1:$1"; exit 1; }
+  fi
+  psql -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atc 'select 1' >/dev/null \
+    || { log "cannot query the private cluster on 127.0.0.1:$1 as postgres"; exit 1; }
+  log "private PostgreSQL ready on 127.0.0.1:$1"
+}
+stop_private_postgres() {
+  local ver name; read -r ver name <<<"$(private_cluster "$1")"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" stop -m fast \
+    || { log "cannot stop private cluster $ver/$name"; exit 1; }
+  log "private cluster $ver/$name stopped (fast shutdown)"
+}
+drop_private_postgres() {
+  local ver name; read -r ver name <<<"$(private_cluster "$1")"
+  if cluster_exists "$ver" "$name"; then
+    as_root pg_dropcluster --stop "$ver" "$name"
+    as_root rm -rf "/etc/postgresql/$ver/$name"
+    log "private cluster $ver/$name dropped"
+  fi
+}
+
+# PgBouncer on 127.0.0.1:6432 in transaction pooling mode in front of the shared server
+# (databases test and test_pause -> test on 127.0.0.1:5432; the second one is the one tests
+# PAUSE, so the others keep running), trust auth, admin console user postgres (database
+# pgbouncer). Every server session is reset (DISCARD ALL) when a transaction releases it, so
+# nothing one client leaves on a server session reaches another, and a named prepared
+# statement never survives to its next message (the tests rely on that). Config, log and pid
+# under /var/lib/poolguard-pgbouncer; runs as user postgres (PgBouncer refuses root).
+# Idempotent.
+PGB_DIR=/var/lib/poolguard-pgbouncer
+ensure_pgbouncer() {
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+  local bin; bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  if ! port_open 6432; then
+    as_root mkdir -p "$PGB_DIR"
+    as_root tee "$PGB_DIR/pgbouncer.ini" >/dev/null <<INI
+[databases]
+test = host=127.0.0.1 port=5432 dbname=test
+test_pause = host=127.0.0.1 port=5432 dbname=test
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 6432
+unix_socket_dir =
+auth_type = trust
+auth_file = $PGB_DIR/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+max_client_conn = 200
+default_pool_size = 8
+ignore_startup_parameters = extra_float_digits,options
+server_reset_query = DISCARD ALL
+server_reset_query_always = 1
+server_login_retry = 1
+logfile = $PGB_DIR/pgbouncer.log
+pidfile = $PGB_DIR/pgbouncer.pid
+INI
+    echo '"postgres" ""' | as_root tee "$PGB_DIR/userlist.txt" >/dev/null
+    as_root chown -R postgres:postgres "$PGB_DIR"
+    log "starting PgBouncer on 127.0.0.1:6432 (transaction pooling)"
+    as_root su -s /bin/sh postgres -c "$bin -d $PGB_DIR/pgbouncer.ini" \
+      || { log "PgBouncer did not start; see $PGB_DIR/pgbouncer.log"; exit 1; }
+    wait_port 6432 || { log "PgBouncer is not listening on 127.0.0.1:6432; see $PGB_DIR/pgbouncer.log"; exit 1; }
+  fi
+  psql -h 127.0.0.1 -p 6432 -U postgres -d test_pause -Atc 'select 1' >/dev/null \
+    || { log "cannot query database test through PgBouncer on 127.0.0.1:6432; see $PGB_DIR/pgbouncer.log"; exit 1; }
+  log "PgBouncer ready on 127.0.0.1:6432"
+}
+
+case "${1:-all}" in
+  all) ensure_postgres; ensure_redis; ensure_pgbouncer ;;
+  pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
+  pg-private-stop) stop_private_postgres "${2:?port}" ;;
+  pg-private-drop) drop_private_postgres "${2:?port}" ;;
+  pgbouncer) ensure_postgres; ensure_pgbouncer ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer]"; exit 2 ;;
+esac
