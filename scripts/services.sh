@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 (trust auth,
-# user postgres, database test), Redis on 127.0.0.1:6379 and PgBouncer on 127.0.0.1:6432. Starts them when they are
+# user postgres, database test), Redis on 127.0.0.1:6379, Redis with TLS on 127.0.0.1:6381 and
+# PgBouncer on 127.0.0.1:6432. Starts them when they are
 # installed but stopped, installs them with apt-get when they are missing (needs root).
 set -euo pipefail
 
@@ -167,11 +168,57 @@ INI
   log "PgBouncer ready on 127.0.0.1:6432"
 }
 
+# A second Redis that speaks only TLS, on 127.0.0.1:6381, for the `tls` feature's tests. Its
+# certificates are generated once with openssl into /var/lib/redis-tls: a test CA (ca.crt), a
+# server certificate for 127.0.0.1 and localhost signed by it, and an unrelated CA
+# (other-ca.crt) for the wrong-CA test. Test machines only: the keys are not protected.
+REDIS_TLS_PORT=6381
+REDIS_TLS_DIR=/var/lib/redis-tls
+ensure_redis_tls() {
+  local d=$REDIS_TLS_DIR
+  if ! [ -s "$d/server.crt" ] || ! [ -s "$d/other-ca.crt" ]; then
+    command -v openssl >/dev/null || apt_install openssl
+    log "generating a test CA and server certificate in $d"
+    as_root mkdir -p "$d"
+    local tmp; tmp=$(mktemp -d)
+    (
+      cd "$tmp"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=poolguard test CA" \
+        -keyout ca.key -out ca.crt 2>/dev/null
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=poolguard unrelated CA" \
+        -keyout other-ca.key -out other-ca.crt 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout server.key -out server.csr 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile ext.cnf -out server.crt 2>/dev/null
+    ) || { log "openssl failed to generate the test certificates"; exit 1; }
+    as_root cp "$tmp/ca.crt" "$tmp/ca.key" "$tmp/other-ca.crt" "$tmp/server.key" "$tmp/server.crt" "$d/"
+    as_root chmod 644 "$d/ca.crt" "$d/other-ca.crt" "$d/server.crt"
+    rm -rf "$tmp"
+  fi
+  if ! port_open $REDIS_TLS_PORT; then
+    command -v redis-server >/dev/null || apt_install redis-server
+    log "starting Redis with TLS on 127.0.0.1:$REDIS_TLS_PORT"
+    mkdir -p /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port $REDIS_TLS_PORT \
+      --tls-cert-file "$d/server.crt" --tls-key-file "$d/server.key" \
+      --tls-ca-cert-file "$d/ca.crt" --tls-auth-clients no \
+      --save "" --appendonly no --dir "$d" --logfile /var/log/redis/ci-tls.log \
+      --pidfile /run/redis-tls.pid
+    wait_port $REDIS_TLS_PORT \
+      || { log "Redis with TLS did not come up on 127.0.0.1:$REDIS_TLS_PORT; see /var/log/redis/ci-tls.log"; exit 1; }
+  fi
+  log "Redis with TLS ready on 127.0.0.1:$REDIS_TLS_PORT (CA: $d/ca.crt)"
+}
+
+
 case "${1:-all}" in
-  all) ensure_postgres; ensure_redis; ensure_pgbouncer ;;
+  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer ;;
   pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
   pg-private-stop) stop_private_postgres "${2:?port}" ;;
   pg-private-drop) drop_private_postgres "${2:?port}" ;;
   pgbouncer) ensure_postgres; ensure_pgbouncer ;;
-  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer]"; exit 2 ;;
+  redis-tls) ensure_redis_tls ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls]"; exit 2 ;;
 esac

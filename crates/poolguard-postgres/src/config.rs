@@ -305,10 +305,10 @@ impl PostgresManagerBuilder {
     ///
     /// Without this option, bound a single query with `tokio::time::timeout`. Dropping the
     /// query future does not stop the server, so the connection comes back with a request in
-    /// flight; the pool then waits for its answer (under its `reset_timeout`) before anyone
-    /// else gets the connection, and closes it if the answer does not come.
-    /// [`PgConnection::cancel_query`](crate::PgConnection::cancel_query) asks the server to
-    /// stop, which makes that answer come soon:
+    /// flight; the pool's reset then sends a cancel request itself and waits for the answer
+    /// (57014, under its `reset_timeout`) before anyone else gets the connection, and closes
+    /// it if the answer does not come. To stop the query before giving the connection back,
+    /// [`PgConnection::cancel_query`](crate::PgConnection::cancel_query) asks the server:
     ///
     /// ```no_run
     /// # async fn demo(pool: poolguard::conn::Pool<poolguard_postgres::PostgresManager>)

@@ -71,6 +71,13 @@ pub enum Error {
         "the server ended the session (FATAL error or closed socket); the connection is discarded"
     )]
     SessionEnded,
+    /// [`PgConnection::set_statement_timeout`](crate::PgConnection::set_statement_timeout)
+    /// was given more than PostgreSQL accepts; nothing was sent.
+    #[error("statement_timeout {requested:?} is longer than PostgreSQL accepts (at most 2147483647 ms, about 24.8 days); pass None for no limit")]
+    StatementTimeoutTooLong {
+        /// The duration asked for.
+        requested: std::time::Duration,
+    },
     /// The session was still inside a transaction after `ROLLBACK`.
     #[error("the connection was still inside a transaction after ROLLBACK; it is discarded")]
     StillInTransaction,
@@ -98,6 +105,7 @@ impl Error {
             | Error::AllHostsFailed { .. }
             | Error::SessionEnded
             | Error::StillInTransaction => ErrorClass::Fatal,
+            Error::StatementTimeoutTooLong { .. } => ErrorClass::Transient,
         }
     }
 

@@ -231,7 +231,7 @@ async fn listen_prepare_temp_tables_and_hold_cursors_are_reset() {
 async fn cached_statements_survive_the_prepare_reset() {
     let p = pool("pg_ss_cache", RecyclingMethod::Fast).await;
     let sql = "SELECT $1::int + 1";
-    let mut c = p.get().await.unwrap();
+    let c = p.get().await.unwrap();
     let s = c.prepare_cached(sql).await.unwrap();
     let _: i32 = c.query_one(&s, &[&1i32]).await.unwrap().get(0);
     c.batch_execute("PREPARE pg_ss_p AS SELECT 1")
@@ -239,7 +239,7 @@ async fn cached_statements_survive_the_prepare_reset() {
         .unwrap();
     drop(s);
     drop(c);
-    let mut c = p.get().await.unwrap();
+    let c = p.get().await.unwrap();
     let s = c.prepare_cached(sql).await.unwrap();
     let v: i32 = c.query_one(&s, &[&41i32]).await.unwrap().get(0);
     assert_eq!(v, 42);
@@ -248,12 +248,12 @@ async fn cached_statements_survive_the_prepare_reset() {
 #[tokio::test]
 async fn a_clean_session_costs_no_reset() {
     let p = pool("pg_ss_clean", RecyclingMethod::Fast).await;
-    let mut c = p.get().await.unwrap();
+    let c = p.get().await.unwrap();
     let s = c.prepare_cached("SELECT $1::text").await.unwrap();
     drop(c);
     let resets = p.stats().resets;
     for _ in 0..3 {
-        let mut c = p.get().await.unwrap();
+        let c = p.get().await.unwrap();
         let s2 = c.prepare_cached("SELECT $1::text").await.unwrap();
         let _: String = c.query_one(&s2, &[&"set role x"]).await.unwrap().get(0);
         c.batch_execute(
