@@ -39,3 +39,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --all-features --no-fail-fast
 fi
+# The mixed fault soak (restarts, freezes, kills, aborts, panics, cancellations) on its own
+# private PostgreSQL and Redis servers, last, so its CPU load does not disturb the timing of
+# the tests above. Fails on a hung request, a dirty handover, a leak or a pool above max_size.
+echo "== fault soak, 60 s (scripts/soak.sh)"
+SOAK_BUILD="test --workspace --all-features --no-run" bash scripts/soak.sh 1
