@@ -13,6 +13,7 @@ pub(crate) fn after(d: Duration) -> Instant {
 }
 
 /// The same for tokio's (possibly paused) clock.
+#[cfg(feature = "tokio")]
 pub(crate) fn after_tokio(d: Duration) -> tokio::time::Instant {
     let now = tokio::time::Instant::now();
     now.checked_add(d.min(FAR)).unwrap_or(now + FAR)
@@ -29,6 +30,7 @@ mod tests {
         assert!(t <= Instant::now() + Duration::from_millis(5));
     }
 
+    #[cfg(feature = "tokio")]
     #[tokio::test(start_paused = true)]
     async fn tokio_clock_too() {
         let now = tokio::time::Instant::now();
