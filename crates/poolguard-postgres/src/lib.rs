@@ -90,3 +90,8 @@ pub use conninfo::redact_connection_string;
 pub use error::{classify, Error};
 pub use manager::PostgresManager;
 pub use tokio_postgres;
+
+/// The crate README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

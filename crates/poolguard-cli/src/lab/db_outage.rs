@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use poolguard::conn::{Manager, Pool};
 use poolguard::diag::Histogram;
-use poolguard_testkit::sim::{Faults, Op, SimManager, Workload};
+use poolguard_faults::sim::{Faults, Op, SimManager, Workload};
 
 use super::{LabCtx, Table};
 
