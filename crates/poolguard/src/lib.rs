@@ -16,7 +16,7 @@
 //! |---|---|---|---|
 //! | `object` | yes | [`object`], the object pool (implies `reclaim`: a pool can hand its big drops to a reclaimer) | — |
 //! | `reclaim` | yes | [`reclaim`], the reclaimer: drops on its own threads | — |
-//! | `tokio` | with `conn` | the reclaimer's async closes: `Reclaimer::close_async`, `flush_async`, `Builder::runtime` | tokio (`rt`, `sync`, `time`) |
+//! | `tokio` | with `conn` | with `reclaim`, the reclaimer's async closes: `Reclaimer::close_async`, `flush_async`, `Builder::runtime` | tokio (`rt`, `sync`, `time`) |
 //! | `conn` | yes | [`conn`], the async connection pool (implies `tokio`) | tokio (`rt`, `sync`, `time`, `macros`), fastrand |
 //! | `bytes` | no | `Recycle` for `bytes::BytesMut` (implies `object`) | bytes |
 //!
