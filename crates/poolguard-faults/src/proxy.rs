@@ -304,7 +304,7 @@ enum Outcome {
 
 /// The lab's fault switches, applied to a real server through the proxy: an outage is a
 /// blackhole (new connects hang, open connections go silent), refusal closes the listener,
-/// latency delays every chunk.
+/// a restart refuses and resets every open connection, latency delays every chunk.
 impl crate::sim::Faults for FaultProxy {
     fn set_outage(&self, down: bool) {
         self.blackhole(down);
@@ -319,6 +319,15 @@ impl crate::sim::Faults for FaultProxy {
             self.refuse_now();
         } else if let Err(e) = self.accept() {
             tracing::warn!(error = %e, "fault proxy could not listen again");
+        }
+    }
+
+    /// A restart as a proxy can fake one: connects refused and every open connection reset
+    /// (the server's own restart message cannot be faked at this level).
+    fn set_restarting(&self, restarting: bool) {
+        self.set_refuse(restarting);
+        if restarting {
+            self.cut_all();
         }
     }
 }

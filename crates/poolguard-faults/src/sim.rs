@@ -5,7 +5,9 @@
 //! can be switched to fail, to be slow or to hang, one operation at a time
 //! ([`SimManager::set`]) or at random from a seeded RNG ([`SimManager::randomize`]). A
 //! database-wide *outage* makes new connects hang and existing connections go silent (a dead
-//! node); *refuse* makes connects fail at once (a refused port or a wrong password). Every
+//! node); *refuse* makes connects fail at once (a refused port or a wrong password);
+//! *restarting* ends every open connection and makes connects fail at once with a restart
+//! message that [`SimManager`]'s `Manager::is_restarting` recognises. Every
 //! connection's creation, close call and drop is counted, so tests can prove that none is
 //! lost and each is closed once.
 //!
@@ -31,6 +33,13 @@ pub trait Faults: Send + Sync {
     fn set_extra_latency(&self, extra: Duration);
     /// `true`: connects fail at once with an error (refused port, wrong password).
     fn set_refuse(&self, refuse: bool);
+    /// `true`: a server restart begins: open connections end, and connects fail at once with
+    /// the server's restart message (what `Manager::is_restarting` recognises, such as
+    /// PostgreSQL's "the database system is starting up"). `false`: it accepts again. The
+    /// default, for a backend that cannot fake that message (a TCP proxy), refuses connects.
+    fn set_restarting(&self, restarting: bool) {
+        self.set_refuse(restarting);
+    }
 }
 
 /// The unit of work a lab scenario runs on a pooled connection (a short query).
@@ -93,6 +102,9 @@ pub enum SimError {
     /// Connection refused (the backend is refusing).
     #[error("connection refused (simulated)")]
     Refused,
+    /// The server is restarting (as PostgreSQL's 57P03 or Redis's `LOADING`).
+    #[error("the database system is starting up (simulated)")]
+    Restarting,
     /// A switched-on failure of one operation.
     #[error("injected {0:?} failure (simulated)")]
     Injected(Op),
@@ -117,6 +129,7 @@ struct Db {
     extra: Mutex<Duration>,
     down: AtomicBool,
     refuse: AtomicBool,
+    restarting: AtomicBool,
     /// Incremented at every outage start: connections of an older epoch are dead.
     epoch: AtomicU64,
     reset_on: AtomicBool,
@@ -182,6 +195,7 @@ impl SimManager {
                 extra: Mutex::new(Duration::ZERO),
                 down: AtomicBool::new(false),
                 refuse: AtomicBool::new(false),
+                restarting: AtomicBool::new(false),
                 epoch: AtomicU64::new(0),
                 reset_on: AtomicBool::new(true),
                 attempts: AtomicU64::new(0),
@@ -276,7 +290,7 @@ impl SimManager {
     }
 
     fn delay(&self, op: Op) -> Duration {
-        self.db.latency.lock()[op.index()] + *self.db.extra.lock()
+        self.db.latency.lock()[op.index()].saturating_add(*self.db.extra.lock())
     }
 
     /// Runs `op`'s latency and switch; `Ok` means it may proceed.
@@ -325,6 +339,15 @@ impl Faults for SimManager {
     fn set_refuse(&self, refuse: bool) {
         self.db.refuse.store(refuse, SeqCst);
     }
+
+    fn set_restarting(&self, restarting: bool) {
+        if restarting && !self.db.restarting.swap(true, SeqCst) {
+            // Every open connection ends (and answers at once: the node is not dead).
+            self.db.epoch.fetch_add(1, SeqCst);
+        } else if !restarting {
+            self.db.restarting.store(false, SeqCst);
+        }
+    }
 }
 
 impl Manager for SimManager {
@@ -335,6 +358,9 @@ impl Manager for SimManager {
         self.db.attempts.fetch_add(1, SeqCst);
         if self.db.refuse.load(SeqCst) {
             return Err(SimError::Refused);
+        }
+        if self.db.restarting.load(SeqCst) {
+            return Err(SimError::Restarting);
         }
         if self.db.down.load(SeqCst) {
             std::future::pending::<()>().await;
@@ -376,6 +402,10 @@ impl Manager for SimManager {
             SimError::BadQuery => ErrorClass::Transient,
             _ => ErrorClass::Fatal,
         }
+    }
+
+    fn is_restarting(&self, error: &SimError) -> bool {
+        matches!(error, SimError::Restarting)
     }
 
     async fn close(&self, conn: SimConn) {

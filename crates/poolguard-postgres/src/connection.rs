@@ -193,6 +193,27 @@ impl PgConnection {
         self.statements.clear();
     }
 
+    /// The kinds of session state changed since the last reset (see
+    /// [`SessionChange`](crate::SessionChange)).
+    pub(crate) fn session_dirty(&self) -> u8 {
+        self.tap.session.dirty()
+    }
+
+    /// Named `Parse` messages sent since the last call.
+    pub(crate) fn take_named_parses(&self) -> u64 {
+        self.tap.session.take_named_parses()
+    }
+
+    /// Forgets the session state after a reset, and the statements a `DEALLOCATE ALL` or
+    /// `DISCARD ALL` dropped on the server.
+    pub(crate) fn session_reset_done(&mut self, statements_dropped: bool) {
+        self.tap.session.clear();
+        if statements_dropped {
+            self.statements.clear();
+            self.client.clear_type_cache();
+        }
+    }
+
     /// The transaction status the wire protocol last reported.
     pub(crate) fn tx_status(&self) -> TxStatus {
         self.tap.status()

@@ -100,6 +100,28 @@ impl Error {
             | Error::StillInTransaction => ErrorClass::Fatal,
         }
     }
+
+    /// Whether the server said it is restarting (see [`is_restarting`]).
+    pub fn is_restarting(&self) -> bool {
+        matches!(self, Error::Postgres(e) if is_restarting(e))
+    }
+}
+
+/// Whether a tokio-postgres error is a restart signature: SQLSTATE 57P01 `admin_shutdown`,
+/// 57P02 `crash_shutdown` or 57P03 `cannot_connect_now` ("the database system is starting
+/// up" / "is shutting down" during connect). The pool's breaker then probes again within
+/// 100 ms instead of backing off.
+pub fn is_restarting(error: &tokio_postgres::Error) -> bool {
+    let Some(db) = error.as_db_error() else {
+        return false;
+    };
+    matches!(db.code().code(), "57P01" | "57P02" | "57P03")
+        || [
+            "the database system is starting up",
+            "the database system is shutting down",
+        ]
+        .iter()
+        .any(|m| db.message().starts_with(m))
 }
 
 /// Classifies a tokio-postgres error: [`ErrorClass::Fatal`] when the connection it came from
@@ -110,6 +132,9 @@ impl Error {
 /// `crash_shutdown`, 57P03 `cannot_connect_now`, class 28 (authentication) and 3D000 (no such
 /// database, both only at connect), the closed connection, and every error without a
 /// SQLSTATE that is not a client-side conversion error (I/O, protocol desync, TLS).
+/// 25006 `read_only_sql_transaction` too: the signature of a failover (the server was demoted
+/// or is a standby). A transaction the application itself opened `READ ONLY` also gets it;
+/// evicting that connection costs only a reconnect.
 ///
 /// Transient: every other SQLSTATE (syntax, constraint, serialization failure, statement
 /// timeout 57014...) and client-side conversion errors (`ToSql`/`FromSql`, wrong column,
@@ -119,6 +144,12 @@ impl Error {
 /// their fixed messages, and anything unrecognised is Fatal, the safe default.
 pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
     if error.is_closed() {
+        return ErrorClass::Fatal;
+    }
+    // A write refused because the server is read-only: a primary demoted, or a standby
+    // promoted elsewhere, under the pool (a failover). The session will not accept writes
+    // again; a new connection (with `target_session_attrs=read-write`) finds the primary.
+    if error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
         return ErrorClass::Fatal;
     }
     if let Some(code) = error.code() {
@@ -175,6 +206,10 @@ impl fmt::Display for DescribePg<'_> {
             "57P01" => Some("the backend was terminated by an administrator or a shutdown"),
             "57P03" => Some("the server is starting up or shutting down; retry shortly"),
             "53300" => Some("too many connections: lower max_size or raise max_connections"),
+            "25006" => Some(
+                "the server is read-only, as after a failover: the connection is discarded; \
+                 list every host with target_session_attrs=read-write to reach the primary",
+            ),
             _ => None,
         };
         if let Some(hint) = hint {

@@ -19,9 +19,15 @@
 //!   transaction (raw `BEGIN` included) gets `ROLLBACK` before anyone else may have it; one
 //!   with a request still unanswered (a cancelled query) first waits for the answer, which
 //!   decides; a clean one costs no round trip and skips the pool's reset task.
+//! - **No session state crosses borrows.** The same tap reads the SQL sent and the server's
+//!   reports of changed settings; a borrower's `SET`, `SET ROLE`, `SET SESSION AUTHORIZATION`,
+//!   `set_config`, `LISTEN`, session advisory locks, `PREPARE`, temporary tables and `WITH
+//!   HOLD` cursors are undone on return, those kinds only, in one round trip
+//!   ([`SessionChange`], [`PostgresManager::session_stats`]). A clean session still costs
+//!   nothing.
 //! - **Dead connections are evicted.** Errors are classified by SQLSTATE ([`classify`]):
-//!   57P01 (terminated by an administrator), 57P02, 57P03 and class 08 are fatal; so are I/O
-//!   and protocol errors. `is_broken` checks the client and the connection task on every
+//!   57P01 (terminated by an administrator), 57P02, 57P03, class 08 and 25006 (read-only:
+//!   the server was demoted by a failover) are fatal; so are I/O and protocol errors. `is_broken` checks the client and the connection task on every
 //!   return.
 //! - **The connection task is owned.** Dropping a [`PgConnection`] aborts the task driving its
 //!   socket; the pool's close path ends it politely first.
@@ -61,6 +67,9 @@
 //! statement is prepared once per connection, not once per borrow. [`RecyclingMethod::Clean`]
 //! runs `DISCARD ALL`, which deallocates them, and empties the cache with it.
 //!
+//! Behind a transaction-pooling proxy (PgBouncer `pool_mode=transaction`) named statements
+//! break: use [`StatementMode::Unnamed`] and `query_typed` / `simple_query`.
+//!
 //! # TLS
 //!
 //! Plaintext by default. With the `tls` feature, pass any tokio-postgres TLS connector to
@@ -80,6 +89,8 @@ mod connection;
 mod conninfo;
 mod error;
 mod manager;
+mod pgbouncer;
+mod session_state;
 mod tap;
 #[cfg(feature = "tls")]
 mod tls;
@@ -87,8 +98,10 @@ mod tls;
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::{PgConnection, TcpOptions};
 pub use conninfo::redact_connection_string;
-pub use error::{classify, Error};
+pub use error::{classify, is_restarting, Error};
 pub use manager::PostgresManager;
+pub use pgbouncer::StatementMode;
+pub use session_state::{SessionChange, SessionStats};
 pub use tokio_postgres;
 
 /// The crate README's examples, compiled as doctests.

@@ -15,6 +15,8 @@ use crate::config::{
 };
 use crate::connection::{PgConnection, TcpOptions};
 use crate::error::Error;
+use crate::pgbouncer::StatementMode;
+use crate::session_state::{reset_sql, SessionChange, SessionCounters, SessionStats};
 use crate::tap::{drive, watchdog, Socket, TapState, TapStream, TxStatus, WakeCounter};
 
 /// One entry of the host list: `host`, `hostaddr` and port at the same position.
@@ -122,6 +124,8 @@ pub struct PostgresManager {
     /// `config.pg` with `sslmode=disable`: TLS, when used, is negotiated below the tap, so
     /// tokio-postgres must not try again.
     raw: tokio_postgres::Config,
+    /// Session state the borrowers left behind, counted at reset.
+    session: SessionCounters,
 }
 
 /// The connection settings, password shown as `***` (see [`PostgresConfig`]'s `Display`).
@@ -151,7 +155,24 @@ impl PostgresManager {
     pub(crate) fn from_config(config: PostgresConfig) -> Self {
         let mut raw = config.pg.clone();
         raw.ssl_mode(SslMode::Disable);
-        PostgresManager { config, raw }
+        PostgresManager {
+            config,
+            raw,
+            session: SessionCounters::default(),
+        }
+    }
+
+    /// How often borrowers left session state behind (`SET`, `SET ROLE`, `LISTEN`, advisory
+    /// locks, `PREPARE`, temporary tables, holdable cursors) and how many resets undid it.
+    pub fn session_stats(&self) -> SessionStats {
+        self.session.snapshot()
+    }
+
+    /// Doctor findings of this manager, for the pool labelled `pool`: under
+    /// [`StatementMode::Unnamed`], the named statements and session-scoped features used
+    /// through the transaction-pooling proxy. Add them to `Pool::doctor()`'s.
+    pub fn findings(&self, pool: &str) -> Vec<poolguard::diag::Finding> {
+        crate::pgbouncer::findings(self.config.statement_mode, &self.session_stats(), pool)
     }
 
     /// The validated settings.
@@ -491,14 +512,26 @@ impl Manager for PostgresManager {
             .await
     }
 
-    /// A connection needs the reset task only when its session is not known to be idle, or
-    /// when the recycling method always does a round trip.
+    /// A connection needs the reset task only when its session is not known to be idle, when
+    /// the borrower changed session state, or when the recycling method always does a round
+    /// trip.
     fn needs_reset(&self, conn: &mut PgConnection) -> bool {
-        self.config.recycling != RecyclingMethod::Fast || conn.tx_status() != TxStatus::Idle
+        if self.config.statement_mode == StatementMode::Unnamed {
+            crate::pgbouncer::on_return(&self.session, conn);
+            return self.config.recycling != RecyclingMethod::Fast
+                || conn.tx_status() != TxStatus::Idle;
+        }
+        self.config.recycling != RecyclingMethod::Fast
+            || conn.tx_status() != TxStatus::Idle
+            || conn.session_dirty() != 0
     }
 
     fn is_broken(&self, conn: &mut PgConnection) -> bool {
         conn.is_dead()
+    }
+
+    fn is_restarting(&self, error: &Error) -> bool {
+        error.is_restarting()
     }
 
     fn classify(&self, error: &Error) -> ErrorClass {
@@ -520,19 +553,34 @@ impl PostgresManager {
         if rollback {
             self.rollback(conn).await?;
         }
+        // Read after the rollback: a `SET` rolled back is still counted (conservative).
+        // Behind a transaction-pooling proxy it was counted on return, not reset.
+        let dirty = match self.config.statement_mode {
+            StatementMode::Unnamed => 0,
+            _ => conn.session_dirty(),
+        };
         match method {
-            RecyclingMethod::Fast => Ok(()),
-            RecyclingMethod::Verified => {
-                if !rollback {
-                    conn.simple_query("").await?;
-                }
-                Ok(())
-            }
             RecyclingMethod::Clean => {
                 conn.clear_statement_cache();
                 conn.batch_execute("DISCARD ALL").await?;
+                conn.session_reset_done(true);
                 Ok(())
             }
+            _ => match reset_sql(dirty) {
+                // One round trip undoes exactly what the borrower changed; it also serves as
+                // `Verified`'s check.
+                Some(sql) => {
+                    self.session.record(dirty, true);
+                    conn.batch_execute(&sql).await?;
+                    conn.session_reset_done(dirty & SessionChange::PreparedStatement.bit() != 0);
+                    Ok(())
+                }
+                None if method == RecyclingMethod::Verified && !rollback => {
+                    conn.simple_query("").await?;
+                    Ok(())
+                }
+                None => Ok(()),
+            },
         }
     }
 }

@@ -35,6 +35,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 
+use crate::session_state::{SessionState, Sniffer};
+
 /// What the tap has learnt about the session; shared by the socket (owned by the connection
 /// task) and the pooled connection.
 #[derive(Debug)]
@@ -65,6 +67,8 @@ pub(crate) struct TapState {
     progress: Notify,
     /// Request timing, for the query timeout (`None`: not timed).
     timing: Option<Timing>,
+    /// Session state changed by the borrower (see [`crate::session_state`]).
+    pub(crate) session: SessionState,
 }
 
 /// When the request at the head of the line started waiting; kept only with a query timeout.
@@ -111,6 +115,7 @@ impl TapState {
             processed: AtomicU64::new(u64::MAX),
             dead: AtomicBool::new(false),
             progress: Notify::new(),
+            session: SessionState::default(),
         }
     }
 
@@ -440,6 +445,8 @@ pub(crate) struct TapStream {
     writes: Framer,
     /// The client batch written since the last `Sync` holds only `Close` messages.
     close_only: bool,
+    /// The SQL text the client sends, and the server's setting reports.
+    sniff: (Sniffer, Sniffer),
 }
 
 impl TapStream {
@@ -450,6 +457,7 @@ impl TapStream {
             reads: Framer::new(true),
             writes: Framer::new(false),
             close_only: true,
+            sniff: (Sniffer::new(true, b"SZ"), Sniffer::new(false, b"QP")),
         }
     }
 }
@@ -474,6 +482,11 @@ impl AsyncRead for TapStream {
             }
             Poll::Ready(Ok(())) => {
                 let state = &this.state;
+                this.sniff
+                    .0
+                    .feed(&buf.filled()[before..], &mut |k, body, _| {
+                        state.session.on_server(k, body)
+                    });
                 this.reads.feed(
                     &buf.filled()[before..],
                     &mut |_| {},
@@ -513,6 +526,9 @@ impl AsyncWrite for TapStream {
         };
         if let Poll::Ready(Ok(n)) = res {
             let (state, close_only) = (&this.state, &mut this.close_only);
+            this.sniff.1.feed(&buf[..n], &mut |k, body, cut| {
+                state.session.on_client(k, body, cut)
+            });
             this.writes.feed(
                 &buf[..n],
                 &mut |kind| state.on_client_message(kind, close_only),

@@ -1,22 +1,33 @@
 //! Deadlines that never overflow: `now + d` panics when `d` is absurdly large
 //! (`Duration::MAX` passed as "wait forever"); these clamp it to a century instead.
+//!
+//! Every `instant + duration` in the crate goes through here, so `Duration::MAX` means
+//! "as long as it takes" and `Duration::ZERO` means "now" (a deadline already reached).
 
 use std::time::{Duration, Instant};
 
 /// Further than any real wait, near enough that adding it to a monotonic clock cannot overflow.
 const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
 
+/// `at + d`, clamped to a century (and to `at` itself if even that would overflow).
+pub(crate) fn add(at: Instant, d: Duration) -> Instant {
+    at.checked_add(d.min(FAR)).unwrap_or(at)
+}
+
 /// `now + d`, clamped to a century.
 pub(crate) fn after(d: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_add(d.min(FAR)).unwrap_or(now + FAR)
+    add(Instant::now(), d)
+}
+
+/// [`add`] for tokio's (possibly paused) clock.
+pub(crate) fn add_tokio(at: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
+    at.checked_add(d.min(FAR)).unwrap_or(at)
 }
 
 /// The same for tokio's (possibly paused) clock.
 #[cfg(feature = "tokio")]
 pub(crate) fn after_tokio(d: Duration) -> tokio::time::Instant {
-    let now = tokio::time::Instant::now();
-    now.checked_add(d.min(FAR)).unwrap_or(now + FAR)
+    add_tokio(tokio::time::Instant::now(), d)
 }
 
 #[cfg(test)]
@@ -28,6 +39,9 @@ mod tests {
         assert!(after(Duration::MAX) > Instant::now() + Duration::from_secs(50 * 365 * 86_400));
         let t = after(Duration::from_millis(5));
         assert!(t <= Instant::now() + Duration::from_millis(5));
+        let now = Instant::now();
+        assert_eq!(add(now, Duration::ZERO), now);
+        assert!(add(add(now, Duration::MAX), Duration::MAX) > now);
     }
 
     #[cfg(feature = "tokio")]
@@ -39,5 +53,6 @@ mod tests {
             after_tokio(Duration::from_secs(1)),
             now + Duration::from_secs(1)
         );
+        assert_eq!(add_tokio(now, Duration::ZERO), now);
     }
 }

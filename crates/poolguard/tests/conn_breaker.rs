@@ -53,6 +53,7 @@ async fn breaker_opens_fails_fast_probes_and_closes() {
     }
     assert_eq!(p.status().breaker, BreakerState::Open);
     let attempts = m.attempts();
+    let first_wait;
     // Open: fail fast, with the last backend error, without touching the backend.
     let start = Instant::now();
     match p.get().await {
@@ -62,7 +63,12 @@ async fn breaker_opens_fails_fast_probes_and_closes() {
             failures,
         }) => {
             assert_eq!(last_error.as_deref(), Some(&SimError::Refused));
-            assert_eq!(retry_in, Duration::from_secs(2));
+            // The backoff, jittered up to 50 % shorter.
+            assert!(
+                retry_in >= Duration::from_secs(1) && retry_in <= Duration::from_secs(2),
+                "{retry_in:?}"
+            );
+            first_wait = retry_in;
             assert_eq!(failures, 3);
         }
         other => panic!("expected Unavailable, got {other:?}"),
@@ -72,16 +78,23 @@ async fn breaker_opens_fails_fast_probes_and_closes() {
     let e = p.get().await.expect_err("still open");
     assert!(e.to_string().contains("connection refused"), "{e}");
     // After the backoff: one probe; it fails (its caller sees why), the backoff doubles.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(first_wait - Duration::from_millis(1)).await;
+    let e = p.get().await.expect_err("not yet");
+    assert!(matches!(e, Error::Unavailable { .. }), "{e}");
+    tokio::time::sleep(Duration::from_millis(1)).await;
     assert!(matches!(p.get().await, Err(Error::Backend { .. })));
     assert_eq!(m.attempts(), attempts + 1, "exactly one probe");
-    match p.get().await {
-        Err(Error::Unavailable { retry_in, .. }) => assert_eq!(retry_in, Duration::from_secs(4)),
+    let second_wait = match p.get().await {
+        Err(Error::Unavailable { retry_in, .. }) => retry_in,
         other => panic!("expected Unavailable, got {other:?}"),
-    }
+    };
+    assert!(
+        second_wait >= Duration::from_secs(2) && second_wait <= Duration::from_secs(4),
+        "doubled: {second_wait:?}"
+    );
     // Backend back: the next probe succeeds and closes the breaker.
     m.set_refuse(false);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(second_wait).await;
     let c = p.get().await.expect("probe connection");
     assert_eq!(p.status().breaker, BreakerState::Closed);
     drop(c);

@@ -79,7 +79,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "db-outage",
-        about: "backend down under load (scaled 10 s -> 3 s): with the breaker vs without",
+        about: "backend down under load (scaled 10 s -> 3 s), then a 0.2 s restart: with the breaker vs without",
         run: db_outage::run,
     },
     Scenario {

@@ -74,6 +74,9 @@ impl<M: Manager> Manager for Real<M> {
     fn classify(&self, error: &M::Error) -> ErrorClass {
         self.manager.classify(error)
     }
+    fn is_restarting(&self, error: &M::Error) -> bool {
+        self.manager.is_restarting(error)
+    }
     fn close(&self, conn: M::Connection) -> impl std::future::Future<Output = ()> + Send {
         self.manager.close(conn)
     }
@@ -88,6 +91,9 @@ impl<M: Send + Sync> Faults for Real<M> {
     }
     fn set_refuse(&self, refuse: bool) {
         self.proxy.set_refuse(refuse);
+    }
+    fn set_restarting(&self, restarting: bool) {
+        self.proxy.set_restarting(restarting);
     }
 }
 
@@ -434,24 +440,7 @@ where
 {
     match name {
         "conn-leak" => conn_leak::scenario(backend().await?).await?.print(),
-        "db-outage" => {
-            let mut t = Table::new([
-                "pool (16 clients, 3 s outage = proxy blackhole)",
-                "failed requests during outage",
-                "failure p50",
-                "failure p99",
-                "hung >= 1 s",
-                "failed fast by breaker",
-                "first success after recovery",
-            ]);
-            let (a, b) = tokio::join!(
-                async { db_outage::scenario(backend().await?, false).await },
-                async { db_outage::scenario(backend().await?, true).await }
-            );
-            t.row(a?);
-            t.row(b?);
-            t.print();
-        }
+        "db-outage" => db_outage::tables(backend, "proxy blackhole", false).await?,
         "spike" => {
             let mut t = Table::new([
                 "pool (real server, its own connect latency)",

@@ -47,7 +47,11 @@ pub struct Config {
     /// Each connection's idle timeout and lifetime are shortened by a random fraction up to
     /// this, so connections do not expire together. Default 0.05 (up to 5 %).
     pub jitter: f64,
-    /// A connection held longer than this is reported once as a leak. `None`: off (default).
+    /// A connection held longer than this is reported once as a leak (a `tracing` warning
+    /// naming the `get` call site, counted in `stats().leaks`): while it is still out, by the
+    /// next maintenance pass (so within one `maintenance_interval` of crossing it), and at the
+    /// latest when it comes back ("leaked for X, now returned"). With it set, every return
+    /// reads the clock once. `None`: off (default).
     pub leak_threshold: Option<Duration>,
     /// A connection held longer than this is abandoned by maintenance: it stops counting
     /// against `max_size` and is closed when it comes back. `None`: off (default).
@@ -74,9 +78,12 @@ pub struct Config {
     /// circuit breaker (a validation *error* only evicts its connection: the backend answered).
     /// `None` disables the breaker. Default 5.
     pub breaker_threshold: Option<u32>,
-    /// First wait before a half-open probe; doubles after each failed probe. Default 1 s.
+    /// First wait before a half-open probe; doubles after each failed probe. Each wait is
+    /// jittered (up to 50 % shorter), and while the manager reports a restart
+    /// (`Manager::is_restarting`) none exceeds 100 ms. Default 25 ms: a brief outage (a
+    /// restart) ends without a long backoff, while gets still fail fast in between.
     pub breaker_backoff: Duration,
-    /// Longest wait between half-open probes. Default 30 s.
+    /// Longest wait between half-open probes (bounds the probe rate in a long outage). Default 30 s.
     pub breaker_max_backoff: Duration,
     /// How often the maintenance task runs. Default 1 s; at least
     /// [`MIN_MAINTENANCE_INTERVAL`] (10 ms), so maintenance cannot busy-loop.
@@ -104,7 +111,7 @@ impl Default for Config {
             max_waiters: 1024,
             max_concurrent_opens: 1,
             breaker_threshold: Some(5),
-            breaker_backoff: Duration::from_secs(1),
+            breaker_backoff: Duration::from_millis(25),
             breaker_max_backoff: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
         }

@@ -150,15 +150,23 @@ pub enum Error<E: std::error::Error + 'static> {
         max_waiters: usize,
     },
     /// The circuit breaker is open: the backend failed repeatedly; failing fast.
-    #[error("backend unavailable (breaker open after {failures} consecutive failures, next probe in {retry_in:?}); last error: {}", display_last(.last_error))]
+    #[error("backend unavailable (breaker open after {failures} consecutive failures, {}); last error: {}", display_retry(.retry_in), display_last(.last_error))]
     Unavailable {
         /// Consecutive failures seen.
         failures: u32,
-        /// Time until the next half-open probe.
+        /// Time until the next half-open probe (zero: a probe is running now).
         retry_in: Duration,
         /// The error that opened it (or the last one since).
         last_error: Option<Arc<E>>,
     },
+}
+
+fn display_retry(retry_in: &Duration) -> String {
+    if retry_in.is_zero() {
+        "a probe is running".to_owned()
+    } else {
+        format!("next probe in {retry_in:.1?}")
+    }
 }
 
 fn display_last<E: fmt::Display>(e: &Option<Arc<E>>) -> String {

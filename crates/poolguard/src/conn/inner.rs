@@ -28,6 +28,7 @@ use super::breaker::{Admit, Breaker};
 use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
 use super::internals::{Conn, Handoff, Internals, Reply, Waiter};
+use super::leak;
 use super::stats::{CloseReason, Stats};
 use super::{Config, Manager};
 
@@ -112,7 +113,7 @@ impl<M: Manager> Shared<M> {
         let start = Instant::now();
         // The deadline is computed where it is needed (waiting, validating, retrying), not
         // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
-        let deadline = || start + self.cfg.acquire_timeout;
+        let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
         let mut now = start;
         let mut counted = false;
         loop {
@@ -153,7 +154,8 @@ impl<M: Manager> Shared<M> {
                         Step::Validate(conn)
                     }
                 } else {
-                    if let Admit::Reject(retry_in) = st.breaker.admit(now) {
+                    let waiting = st.waiters.len();
+                    if let Admit::Reject(retry_in) = st.breaker.admit_caller(now, waiting) {
                         self.stats.unavailable.fetch_add(1, Relaxed);
                         return Err(Error::Unavailable {
                             failures: st.breaker.failures,
@@ -167,6 +169,14 @@ impl<M: Manager> Shared<M> {
                             waiters: st.waiters.len(),
                             max_waiters: self.cfg.max_waiters,
                         });
+                    }
+                    // Why it waits, for the doctor: counted here, under the lock it holds.
+                    if st.size >= st.max_size {
+                        st.waited_saturated += 1;
+                    } else if st.size < self.cfg.min_idle.max(1) {
+                        st.waited_cold += 1;
+                    } else {
+                        st.waited_growing += 1;
                     }
                     let (tx, rx) = oneshot::channel();
                     let id = st.next_waiter;
@@ -266,7 +276,11 @@ impl<M: Manager> Shared<M> {
                 // dead, the backend is not necessarily. Evict it without feeding the breaker,
                 // so a server restart does not open it while fresh connects would succeed.
                 let text = format!("validate: {e}");
-                self.state.lock().breaker.note(Arc::new(e), text);
+                let restart = self.manager.is_restarting(&e);
+                self.state
+                    .lock()
+                    .breaker
+                    .note(Instant::now(), Arc::new(e), text, restart);
                 false
             }
             Err(_) => {
@@ -274,7 +288,7 @@ impl<M: Manager> Shared<M> {
                 tracing::warn!(pool = %self.cfg.label, conn = id, timeout = ?limit, "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {
-                    self.failure(None, text, Phase::Validate);
+                    self.failure(None, text, Phase::Validate, false);
                 } else {
                     // Cut short by the caller's own deadline: says nothing about the backend.
                     self.state.lock().breaker.last_text = Some(text);
@@ -286,11 +300,18 @@ impl<M: Manager> Shared<M> {
 
     /// A connect or validation failure: feed the breaker; when it opens, fail every waiter
     /// fast. Connect failures also go to the oldest waiter, so a wrong password reaches a
-    /// caller as the backend's error, not as a timeout.
-    fn failure(self: &Arc<Self>, error: Option<Arc<M::Error>>, text: String, phase: Phase) {
+    /// caller as the backend's error, not as a timeout. `restart`: the manager recognised a
+    /// restart signature in the error (the breaker then probes again soon).
+    fn failure(
+        self: &Arc<Self>,
+        error: Option<Arc<M::Error>>,
+        text: String,
+        phase: Phase,
+        restart: bool,
+    ) {
         let now = Instant::now();
         let mut st = self.state.lock();
-        let opened = st.breaker.on_failure(now, error.clone(), text);
+        let opened = st.breaker.on_failure(now, error.clone(), text, restart);
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
         if phase == Phase::Connect {
             // The oldest waiter gets this connect's own error.
@@ -388,11 +409,14 @@ impl<M: Manager> Shared<M> {
         } else {
             None
         };
+        // With leak detection on, every return reads the clock, so a hold past the threshold
+        // is reported when it comes back even if no maintenance pass saw it out.
+        let exact = sampled.or_else(|| self.cfg.leak_threshold.map(|_| Instant::now()));
         if !broken && self.manager.is_broken(&mut conn.raw) {
             broken = true;
         }
         let mut st = self.state.lock();
-        let now = match sampled {
+        let now = match exact {
             Some(now) => now,
             None => since.max(st.coarse),
         };
@@ -401,6 +425,15 @@ impl<M: Manager> Shared<M> {
             if h.leaked {
                 self.stats.unleaked.fetch_add(1, Relaxed);
                 tracing::info!(pool = %self.cfg.label, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
+            } else if let (Some(threshold), Some(at)) = (self.cfg.leak_threshold, exact) {
+                let held = at.saturating_duration_since(h.since);
+                if leak::is_leak(held, threshold) {
+                    // Out past the threshold between two maintenance passes: reported now,
+                    // as a leak that already came back.
+                    self.stats.leaks.fetch_add(1, Relaxed);
+                    self.stats.unleaked.fetch_add(1, Relaxed);
+                    tracing::warn!(pool = %self.cfg.label, site = %h.site, ?held, ?threshold, "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
+                }
             }
             if h.abandoned {
                 st.abandoned -= 1;
@@ -647,7 +680,8 @@ impl<M: Manager> Opening<M> {
                 tracing::warn!(pool = %shared.cfg.label, error = %e, "connect failed");
                 shared.unreserve();
                 let text = format!("connect: {e}");
-                shared.failure(Some(Arc::new(e)), text, Phase::Connect);
+                let restart = shared.manager.is_restarting(&e);
+                shared.failure(Some(Arc::new(e)), text, Phase::Connect, restart);
             }
             Err(_) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
@@ -657,6 +691,7 @@ impl<M: Manager> Opening<M> {
                     None,
                     format!("connect: timed out after {limit:?}"),
                     Phase::Connect,
+                    false,
                 );
             }
         }

@@ -76,9 +76,11 @@ impl<C> Conn<C> {
             raw,
             id,
             uses: 0,
-            retire_at: cfg.max_lifetime.map(|d| now + jittered(d, cfg.jitter)),
+            retire_at: cfg
+                .max_lifetime
+                .map(|d| crate::deadline::add_tokio(now, jittered(d, cfg.jitter))),
             last_used: now,
-            fresh_until: now + bypass,
+            fresh_until: crate::deadline::add_tokio(now, bypass),
             cold: Box::new(Cold {
                 created: now,
                 idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
@@ -101,7 +103,7 @@ impl<C> Conn<C> {
     ///
     /// [`Shared::bypass`]: super::inner::Shared::bypass
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
-        self.fresh_until = now + bypass;
+        self.fresh_until = crate::deadline::add_tokio(now, bypass);
     }
 
     /// Whether a checkout at `now` must validate it first.
@@ -158,6 +160,13 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) abandoned: usize,
     pub(crate) next_waiter: u64,
     pub(crate) breaker: Breaker<E>,
+    /// Gets that queued, by the pool's state when they did (counted on the wait path only):
+    /// every place in use (`size >= max_size`), ...
+    pub(crate) waited_saturated: u64,
+    /// ... the pool empty or below `min_idle`, ...
+    pub(crate) waited_cold: u64,
+    /// ... or room to grow (the get waited for a new connection).
+    pub(crate) waited_growing: u64,
     /// A clock for the return path that costs nothing: advanced by each maintenance pass
     /// (so it lags by at most `maintenance_interval`); unsampled returns use it, or the
     /// checkout time when later, as "now".
@@ -177,6 +186,9 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             closed: false,
             next_waiter: 0,
             gets: 0,
+            waited_saturated: 0,
+            waited_cold: 0,
+            waited_growing: 0,
             breaker,
             coarse: now,
         }

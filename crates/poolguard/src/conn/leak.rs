@@ -3,8 +3,10 @@
 //! A slab under the pool lock; checkout stores `(site, since)` in a free slot and the guard
 //! keeps the slot index, so return is O(1). Recording costs one slot write under a lock the
 //! pool takes anyway, so it is always on: the acquire-timeout snapshot can name the longest
-//! holders even when leak detection is off. Leak detection itself (the `leak_threshold` scan)
-//! and abandonment run only in maintenance, never on the get/return path.
+//! holders even when leak detection is off. Leak detection runs in two places: the
+//! `leak_threshold` scan of every maintenance pass (connections still out), and the return
+//! path (a hold past the threshold that no pass saw, reported as it comes back). Abandonment
+//! runs only in maintenance.
 
 use std::panic::Location;
 use std::time::Duration;
@@ -86,6 +88,13 @@ impl Holders {
     }
 }
 
+/// Whether a hold of `held` is a leak under `threshold` (the one rule for the scan and the
+/// return path).
+#[inline]
+pub(crate) fn is_leak(held: Duration, threshold: Duration) -> bool {
+    held >= threshold
+}
+
 /// What a maintenance scan found.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
@@ -107,7 +116,7 @@ pub(crate) fn scan(
     for h in holders.iter_mut() {
         let held = now.saturating_duration_since(h.since);
         if let Some(t) = leak_threshold {
-            if !h.leaked && held >= t {
+            if !h.leaked && is_leak(held, t) {
                 h.leaked = true;
                 out.leaks.push((h.site, held));
             }

@@ -22,7 +22,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
     let shutdown = Arc::clone(&shared.shutdown);
     let period = shared.cfg.maintenance_interval;
     shared.rt.spawn(async move {
-        let mut tick = tokio::time::interval_at(Instant::now() + period, period);
+        let mut tick = tokio::time::interval_at(crate::deadline::after_tokio(period), period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             let stop = shutdown.notified();
@@ -90,7 +90,8 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     };
     for (site, held) in &scan.leaks {
         shared.stats.leaks.fetch_add(1, Relaxed);
-        tracing::warn!(pool = %cfg.label, %site, ?held, "connection leak: held past leak_threshold ({:?})", cfg.leak_threshold);
+        let threshold = cfg.leak_threshold.unwrap_or_default();
+        tracing::warn!(pool = %cfg.label, %site, ?held, ?threshold, "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
     }
     for (site, held) in &scan.abandoned {
         shared.stats.abandoned.fetch_add(1, Relaxed);

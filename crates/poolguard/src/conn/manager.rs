@@ -18,16 +18,23 @@ pub enum ErrorClass {
 /// `validation_timeout`, `reset_timeout`, the close timeout); implementations need not add
 /// their own, but must be cancel-safe: the pool may drop any of these futures at any await
 /// point, and the connection (if any) is then closed, never reused.
+///
+/// Two sync methods run while the pool's lock is held, so every other `get` and return
+/// waits for them: [`needs_reset`](Manager::needs_reset) (always) and
+/// [`is_broken`](Manager::is_broken) (when an idle connection is checked out). Keep them to a
+/// flag check: no I/O, no blocking, no call into the pool (that would deadlock). Every other
+/// method runs without the lock.
 pub trait Manager: Send + Sync + 'static {
     /// The pooled connection.
     type Connection: Send + 'static;
     /// The backend's error, kept as the cause of every pool error it provokes.
     type Error: std::error::Error + Send + Sync + 'static;
 
-    /// Opens a new connection.
+    /// Opens a new connection. Runs on its own task, without the pool lock.
     fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
 
     /// A cheap liveness check (`SELECT 1`, `PING`). An error evicts the connection.
+    /// Runs in `get` (checkout) or on a maintenance task (keepalive), without the pool lock.
     fn validate(
         &self,
         conn: &mut Self::Connection,
@@ -35,6 +42,7 @@ pub trait Manager: Send + Sync + 'static {
 
     /// Resets session state when a connection comes back (rollback, `DISCARD`, `UNWATCH`).
     /// An error evicts the connection. The default does nothing.
+    /// Runs on its own task, without the pool lock.
     fn reset(
         &self,
         conn: &mut Self::Connection,
@@ -49,13 +57,16 @@ pub trait Manager: Send + Sync + 'static {
     /// the connection goes straight back to the pool (or the oldest waiter) inline, with no
     /// task spawned. Return `false` always when `reset` is a no-op, or when a cheap sync check
     /// shows the session is clean (no open transaction, no pending state).
+    /// Runs under the pool lock.
     fn needs_reset(&self, conn: &mut Self::Connection) -> bool {
         let _ = conn;
         true
     }
 
-    /// A cheap synchronous check, run on every return: `true` evicts the connection
-    /// (for example `tokio_postgres::Client::is_closed`). The default is `false`.
+    /// A cheap synchronous check, run on every return and on every checkout of an idle
+    /// connection: `true` evicts the connection (for example
+    /// `tokio_postgres::Client::is_closed`). The default is `false`.
+    /// Runs under the pool lock on checkout; without it on return.
     fn is_broken(&self, conn: &mut Self::Connection) -> bool {
         let _ = conn;
         false
@@ -63,15 +74,45 @@ pub trait Manager: Send + Sync + 'static {
 
     /// Classifies a backend error: [`ErrorClass::Fatal`] errors evict the connection they
     /// came from. The default treats every error as fatal, the safe choice.
+    /// Called by `PooledConnection::report`, without the pool lock.
     fn classify(&self, error: &Self::Error) -> ErrorClass {
         let _ = error;
         ErrorClass::Fatal
     }
 
+    /// Whether a failed connect or validation says the server is restarting and will be back
+    /// shortly (PostgreSQL "the database system is shutting down" / "is starting up",
+    /// 57P01/57P02/57P03; Redis `LOADING`). While such errors are seen (and for ten seconds
+    /// after the last one), the open breaker probes at most 100 ms apart instead of backing
+    /// off, so a restart costs little more than the restart itself. The default is `false`.
+    /// Called without the pool lock.
+    fn is_restarting(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
     /// Closes a connection the pool no longer wants (politely, if the protocol has a goodbye).
-    /// Runs off the caller's path, under the pool's close timeout. The default drops it.
+    /// Runs on its own task under the pool's close timeout, without the pool lock. The
+    /// default drops it.
     fn close(&self, conn: Self::Connection) -> impl Future<Output = ()> + Send {
         drop(conn);
         async {}
+    }
+}
+
+/// Errors the holder of a connection can [`report`](super::PooledConnection::report): the
+/// manager's own `Error`, and whatever else a backend lets its users report without
+/// converting (the Redis manager accepts `&redis::RedisError`, so the caller keeps it).
+///
+/// Every manager classifies its own error through [`Manager::classify`]; implement this for
+/// another error type `E` to make `conn.report(&e)` accept it.
+pub trait Classify<E: ?Sized> {
+    /// What `error` means for the connection it came from.
+    fn classify_error(&self, error: &E) -> ErrorClass;
+}
+
+impl<M: Manager> Classify<M::Error> for M {
+    fn classify_error(&self, error: &M::Error) -> ErrorClass {
+        self.classify(error)
     }
 }

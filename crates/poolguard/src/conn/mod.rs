@@ -45,6 +45,6 @@ pub use breaker::BreakerState;
 pub use config::{Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL};
 pub use error::{ConfigError, Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
-pub use manager::{ErrorClass, Manager};
+pub use manager::{Classify, ErrorClass, Manager};
 pub use pool::Pool;
 pub use stats::{CloseReason, StatsSnapshot, Status};

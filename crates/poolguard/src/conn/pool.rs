@@ -105,8 +105,11 @@ impl<M: Manager> Pool<M> {
 
     /// Waits until every connection is closed after [`close`](Pool::close), for at most
     /// `timeout`. Returns whether everything was closed in time.
+    ///
+    /// `Duration::MAX` waits as long as it takes (each close is bounded by `close_timeout`
+    /// anyway); `Duration::ZERO` does not wait: it says whether everything is closed now.
     pub async fn wait_closed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::deadline::after_tokio(timeout);
         loop {
             // Registered before the check, so a signal between the check and the await is
             // not lost; the drained state is final, so waking on it ends the loop.
@@ -197,7 +200,11 @@ impl<M: Manager> Pool<M> {
     /// Totals since the pool was built.
     pub fn stats(&self) -> StatsSnapshot {
         let mut s = self.shared.stats.snapshot();
-        s.gets = self.shared.state.lock().gets;
+        let st = self.shared.state.lock();
+        s.gets = st.gets;
+        s.waited_saturated = st.waited_saturated;
+        s.waited_cold = st.waited_cold;
+        s.waited_growing = st.waited_growing;
         s
     }
 
@@ -218,7 +225,38 @@ impl<M: Manager> Pool<M> {
         let cfg = &self.shared.cfg;
         let label = cfg.label.clone();
         let mut out = Vec::new();
-        let last = self.shared.state.lock().breaker.last_text.clone();
+        let (last, failing, noted) = {
+            let st = self.shared.state.lock();
+            (
+                st.breaker.last_text.clone(),
+                st.breaker.failures,
+                st.breaker.noted,
+            )
+        };
+        if s.breaker == BreakerState::Closed && (failing > 0 || noted > 0) {
+            // Failing now, the breaker not (yet) open: say so before it opens, or when it is off.
+            let breaker = match cfg.breaker_threshold {
+                Some(n) => format!("the breaker opens after {n} consecutive failures"),
+                None => "the breaker is off, so gets keep waiting for connects".to_owned(),
+            };
+            out.push(Finding::new(
+                if s.idle + s.in_use == 0 {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
+                "conn.connect-failures",
+                &label,
+                format!(
+                    "{failing} consecutive connect failures (or validation timeouts) and {noted} failed validations since the last success ({} connects and {} validations failed in total, {} connections open); {breaker}; last error: {}",
+                    t.connect_failures,
+                    t.validation_failures,
+                    s.idle + s.in_use,
+                    last.as_deref().unwrap_or("none")
+                ),
+                "fix what the last error names (credentials, address, database name, server health)",
+            ));
+        }
         if s.breaker != BreakerState::Closed {
             out.push(Finding::new(
                 Severity::Critical,
@@ -273,16 +311,76 @@ impl<M: Manager> Pool<M> {
                 "add capacity or shed load upstream",
             ));
         }
-        if cfg.min_idle == 0 && t.waited > 0 && t.gets > 0 && t.waited * 10 > t.gets {
+        // Waits, by what the pool looked like when they queued. A share above 5 % (at max
+        // size) or 10 % (cold, growing) of all gets is worth a finding.
+        if t.waited_saturated > 0 && t.waited_saturated * 20 > t.gets {
+            out.push(Finding::new(
+                Severity::Warning,
+                "conn.saturated",
+                &label,
+                format!(
+                    "{} of {} gets waited with all {} connections in use (size = max_size); wait p99 {:.1?}, hold p99 {:.1?}, {} timed out",
+                    t.waited_saturated,
+                    t.gets,
+                    s.max_size,
+                    t.wait_time.p99(),
+                    t.hold_time.p99(),
+                    t.timed_out
+                ),
+                "raise max_size if the backend has room for more connections, or hold each connection for less time (no slow work, no unrelated awaits while holding it)",
+            ));
+        }
+        if t.waited_cold > 0 && t.waited_cold * 10 > t.gets {
+            let (message, fix) = if cfg.min_idle == 0 {
+                (
+                    format!(
+                        "{} of {} gets waited for a connect on an empty pool, and min_idle is 0",
+                        t.waited_cold, t.gets
+                    ),
+                    "set min_idle so maintenance keeps connections warm",
+                )
+            } else {
+                (
+                    format!(
+                        "{} of {} gets waited while the pool held fewer than min_idle ({}) connections; {} closed so far ({} idle, {} lifetime, {} broken), {} connects failed",
+                        t.waited_cold,
+                        t.gets,
+                        cfg.min_idle,
+                        t.closed_total(),
+                        t.closed_by(CloseReason::Idle),
+                        t.closed_by(CloseReason::Lifetime),
+                        t.closed_by(CloseReason::Broken),
+                        t.connect_failures
+                    ),
+                    "let the pool warm up before it takes traffic (min_idle connections are opened at build); if it keeps falling below min_idle, look at why connections close and why connects fail",
+                )
+            };
             out.push(Finding::new(
                 Severity::Info,
                 "conn.cold-start",
                 &label,
+                message,
+                fix,
+            ));
+        }
+        if t.waited_growing > 0 && t.waited_growing * 10 > t.gets {
+            out.push(Finding::new(
+                Severity::Info,
+                "conn.waits-for-connect",
+                &label,
                 format!(
-                    "{} of {} gets had to wait and min_idle is 0",
-                    t.waited, t.gets
+                    "{} of {} gets waited for a new connection while the pool had room (size between min_idle {} and max_size {}); {} opened, {} closed",
+                    t.waited_growing,
+                    t.gets,
+                    cfg.min_idle,
+                    s.max_size,
+                    t.created,
+                    t.closed_total()
                 ),
-                "set min_idle so maintenance keeps connections warm",
+                format!(
+                    "raise min_idle toward the usual demand so connections are ready; if connections close soon after use, fix that (see closed-by reasons); max_concurrent_opens ({}) bounds how fast the pool grows",
+                    cfg.max_concurrent_opens
+                ),
             ));
         }
         if cfg.abandon_timeout.is_some() {
@@ -352,6 +450,21 @@ impl<M: Manager> Pool<M> {
         for (name, help, v) in [
             ("poolguard_conn_gets_total", "Calls to get.", t.gets),
             ("poolguard_conn_waited_total", "Gets that waited.", t.waited),
+            (
+                "poolguard_conn_waited_saturated_total",
+                "Gets that waited with size at max_size.",
+                t.waited_saturated,
+            ),
+            (
+                "poolguard_conn_waited_cold_total",
+                "Gets that waited on an empty pool or one below min_idle.",
+                t.waited_cold,
+            ),
+            (
+                "poolguard_conn_waited_growing_total",
+                "Gets that waited for a new connection while the pool had room.",
+                t.waited_growing,
+            ),
             (
                 "poolguard_conn_timeouts_total",
                 "Gets that timed out.",

@@ -100,6 +100,9 @@ impl Stats {
         StatsSnapshot {
             gets: 0,
             waited: l(&self.waited),
+            waited_saturated: 0,
+            waited_cold: 0,
+            waited_growing: 0,
             timed_out: l(&self.timed_out),
             overloaded: l(&self.overloaded),
             unavailable: l(&self.unavailable),
@@ -129,6 +132,15 @@ pub struct StatsSnapshot {
     pub gets: u64,
     /// Gets that had to wait (no idle connection at hand).
     pub waited: u64,
+    /// Gets that waited with every place in use (`size` at `max_size`): the pool is too
+    /// small for the load, or connections are held too long.
+    pub waited_saturated: u64,
+    /// Gets that waited on an empty pool, or one below `min_idle` (start-up, or after
+    /// connections were closed).
+    pub waited_cold: u64,
+    /// Gets that waited for a new connection while the pool had room (at or above
+    /// `min_idle`, below `max_size`).
+    pub waited_growing: u64,
     /// Gets that ended in an acquire timeout.
     pub timed_out: u64,
     /// Gets refused by admission control (`max_waiters`).
@@ -145,9 +157,11 @@ pub struct StatsSnapshot {
     pub validation_failures: u64,
     /// Resets run on return.
     pub resets: u64,
-    /// Connections reported as leaked.
+    /// Connections reported as leaked: held past `leak_threshold`, seen by maintenance while
+    /// still out or on their return.
     pub leaks: u64,
-    /// Leaked connections that came back later.
+    /// Leaked connections that came back (those reported on their return included), so
+    /// `leaks - unleaked` are still out.
     pub unleaked: u64,
     /// Connections abandoned by maintenance.
     pub abandoned: u64,

@@ -50,7 +50,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use builder::{
     BuildError, ReclaimConfig, ReclaimerBuilder, WhenFull, MAX_CAPACITY, MAX_CLOSES_IN_FLIGHT,
@@ -223,9 +223,7 @@ impl Reclaimer {
     /// finished, or `timeout` passed. Do not call it from a deferred drop or from the
     /// runtime's threads while closes are pending (use [`flush_async`](Self::flush_async)).
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushTimeout> {
-        let deadline = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        let deadline = crate::deadline::after(timeout);
         self.shared()
             .flush_until(deadline)
             .map_err(|pending| FlushTimeout { pending })

@@ -71,7 +71,7 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     // Idle workers exit at once; busy ones when their job returns, waited for until the
     // deadline. Past it, idle workers still get a short grace to exit (they only need to be
     // scheduled), so the whole shutdown is bounded by `timeout + EXIT_GRACE`.
-    let grace_end = Instant::now().max(deadline) + EXIT_GRACE;
+    let grace_end = crate::deadline::add(Instant::now().max(deadline), EXIT_GRACE);
     let (abandoned_labels, closes_outstanding, exited) = {
         let mut st = shared.state.lock();
         loop {
