@@ -136,3 +136,8 @@ pub use transaction::PgTransaction;
 pub fn invalidate_statements(pool: &poolguard::conn::Pool<PostgresManager>) {
     pool.manager().invalidate_statements();
 }
+
+/// The crate README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use poolguard::conn::{ErrorClass, Manager};
-use rand::seq::SliceRandom;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
 use tokio_postgres::NoTls;
@@ -156,7 +155,7 @@ impl PostgresManager {
             })
             .collect();
         if pg.get_load_balance_hosts() == LoadBalanceHosts::Random {
-            out.shuffle(&mut rand::rng());
+            fastrand::shuffle(&mut out);
         }
         out
     }
@@ -171,7 +170,7 @@ impl PostgresManager {
             let targets = match self.resolve(&c).await {
                 Ok(mut targets) => {
                     if random {
-                        targets.shuffle(&mut rand::rng());
+                        fastrand::shuffle(&mut targets);
                     }
                     targets
                 }

@@ -75,3 +75,8 @@ pub use error::{classify, Error};
 pub use manager::{BuildError, RedisManager, RedisManagerBuilder};
 pub use redact::redact_url;
 pub use redis;
+
+/// The crate README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -47,7 +47,7 @@ pub struct Config {
     /// The label used in stats, traces, doctor findings and metrics. Unset (the default): the
     /// type's short name and a sequence number (`Vec<u8>-1`, `Vec<u8>-2`), distinct for
     /// every pool; two live pools given the same name get a `tracing` warning. 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes, no control characters
-    /// ([`validate_name`](crate::diag::validate_name), the rule of every pool and reclaimer).
+    /// ([`validate_name`], the rule of every pool and reclaimer).
     pub name: Option<String>,
 }
 

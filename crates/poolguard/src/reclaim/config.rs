@@ -59,9 +59,20 @@ pub struct Config {
     /// Async closes that may run at once on the runtime.
     pub max_closes_in_flight: usize,
     /// The tokio runtime that runs async closes; without one, `close_async` refuses.
+    #[cfg(feature = "tokio")]
     pub runtime: Option<tokio::runtime::Handle>,
     pub(crate) on_watchdog: Option<WatchdogHook>,
     pub(crate) clock: Option<Clock>,
+}
+
+impl Config {
+    /// Whether async closes have a runtime to run on (never without the `tokio` feature).
+    fn has_runtime(&self) -> bool {
+        #[cfg(feature = "tokio")]
+        return self.runtime.is_some();
+        #[cfg(not(feature = "tokio"))]
+        false
+    }
 }
 
 impl fmt::Debug for Config {
@@ -76,7 +87,7 @@ impl fmt::Debug for Config {
             .field("stuck_threshold", &self.stuck_threshold)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_closes_in_flight", &self.max_closes_in_flight)
-            .field("runtime", &self.runtime.is_some())
+            .field("runtime", &self.has_runtime())
             .field("on_watchdog", &self.on_watchdog.is_some())
             .field(
                 "clock",
@@ -98,6 +109,7 @@ impl Default for Config {
             stuck_threshold: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
             max_closes_in_flight: 256,
+            #[cfg(feature = "tokio")]
             runtime: None,
             on_watchdog: None,
             clock: None,
@@ -307,6 +319,8 @@ impl Builder {
     }
 
     /// The tokio runtime on which async closes run (its time driver must be enabled).
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
         self.cfg.runtime = Some(handle);
         self

@@ -190,6 +190,7 @@ pub(crate) struct Shared {
     /// Flushers and the shutdown wait here for jobs and threads to finish.
     pub(crate) progress: Condvar,
     /// Async flushers wait here (notified together with `progress`).
+    #[cfg(feature = "tokio")]
     pub(crate) progress_async: tokio::sync::Notify,
     /// The watchdog waits here between rounds (and for `stopping`).
     pub(crate) watchdog_wake: Condvar,
@@ -228,6 +229,7 @@ impl Shared {
             state: Mutex::new(State::default()),
             work_ready: Condvar::new(),
             progress: Condvar::new(),
+            #[cfg(feature = "tokio")]
             progress_async: tokio::sync::Notify::new(),
             watchdog_wake: Condvar::new(),
             counters: Counters::default(),
@@ -292,6 +294,7 @@ impl Shared {
     pub(crate) fn notify_progress(&self, st: &MutexGuard<'_, State>) {
         if st.flush_waiters > 0 || st.closed {
             self.progress.notify_all();
+            #[cfg(feature = "tokio")]
             self.progress_async.notify_waiters();
         }
     }

@@ -152,6 +152,8 @@ impl Reclaimer {
     /// cut off after `timeout`. Refused (per [`WhenFull`]; a dropped future is an abandoned
     /// goodbye) when no runtime was given, when `max_closes_in_flight` closes are running,
     /// or after shutdown. The runtime's time driver must be enabled.
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn close_async<F>(&self, label: &'static str, timeout: Duration, fut: F) -> Deferred<F>
     where
         F: Future<Output = ()> + Send + 'static,
@@ -181,6 +183,8 @@ impl Reclaimer {
 
     /// [`flush`](Self::flush) for async callers: waits without blocking the thread, under
     /// tokio's clock. Cancel safe: dropping the future at any await leaves nothing behind.
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub async fn flush_async(&self, timeout: Duration) -> Result<(), FlushTimeout> {
         close::flush(self.shared(), timeout)
             .await

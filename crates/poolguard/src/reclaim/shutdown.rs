@@ -30,7 +30,10 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     shared.state.lock().closed = true;
     // On a tokio runtime thread, waiting for async closes could wait for the very thread we
     // block: only the queued drops are waited for; closes still running are reported.
+    #[cfg(feature = "tokio")]
     let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+    #[cfg(not(feature = "tokio"))]
+    let on_runtime = false;
     let flushed = shared.flush_until_with(deadline, !on_runtime).is_ok();
 
     let leftovers: Vec<_> = {

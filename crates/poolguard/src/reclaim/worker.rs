@@ -115,6 +115,7 @@ pub(crate) fn run(shared: &Shared, id: usize) {
     st.slots[id].exited = true;
     st.live_threads -= 1;
     shared.progress.notify_all();
+    #[cfg(feature = "tokio")]
     shared.progress_async.notify_waiters();
     shared.watchdog_wake.notify_all();
 }
