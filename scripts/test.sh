@@ -28,7 +28,7 @@ tier_docs() {
   RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --document-private-items
   # The README speaks to users: no tracker numbers, no source file names.
   # (Hidden doctest lines, `# ...` inside a code block, are code, not prose.)
-  if grep -nE '\bissue [0-9]|[A-Za-z_]\.rs\b' README.md crates/*/README.md | grep -vE '^[^:]+:[0-9]+:# '; then
+  if grep -nE '\bissue [0-9]|[A-Za-z_]\.rs\b' README.md crates/*/README.md | grep -vE '^[^:]+:[0-9]+:\s*# '; then
     echo "a README names an issue or a source file (above); say what it means for users" >&2
     return 1
   fi

@@ -1,4 +1,4 @@
-//! [`Diagnose`](crate::diag::Diagnose) for the connection pool, over its public methods; and,
+//! [`Diagnose`] for the connection pool, over its public methods; and,
 //! with the `serde` feature, `Serialize` for its status and totals (the field names of the
 //! Rust types, durations in seconds, `closed` as a map from close reason to count).
 

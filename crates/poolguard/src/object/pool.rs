@@ -271,7 +271,7 @@ impl<T: Recycle + Send + 'static> Pool<T> {
     /// Starts a background trimmer that runs a cycle every `interval` (an object unused for
     /// two intervals is freed). It stops when the returned handle is dropped.
     ///
-    /// An interval below [`MIN_TRIM_INTERVAL`] (10 ms) is raised to it, with a `tracing`
+    /// An interval below [`MIN_TRIM_INTERVAL`](super::MIN_TRIM_INTERVAL) (10 ms) is raised to it, with a `tracing`
     /// warning: cycles back to back would only burn a core. `Duration::MAX` means "never on
     /// its own" (the thread waits until the handle is dropped).
     pub fn trimmer(&self, interval: Duration) -> Trimmer {
