@@ -23,8 +23,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "conn")]
 use crate::conn::{StatsSnapshot, Status};
+#[cfg(feature = "object")]
 use crate::object::PoolStats;
+#[cfg(feature = "reclaim")]
 use crate::reclaim::ReclaimStats;
 
 use super::{Finding, PrometheusWriter};
@@ -68,10 +71,13 @@ impl Kind {
 #[non_exhaustive]
 pub enum Snapshot {
     /// An object pool's stats.
+    #[cfg(feature = "object")]
     ObjectPool(PoolStats),
     /// A reclaimer's stats.
+    #[cfg(feature = "reclaim")]
     Reclaimer(ReclaimStats),
     /// A connection pool's state now and its totals.
+    #[cfg(feature = "conn")]
     ConnectionPool {
         /// The pool right now.
         status: Status,
@@ -132,6 +138,7 @@ pub(crate) mod ser {
     }
 }
 
+#[cfg(feature = "object")]
 impl<T: crate::object::Recycle + Send + 'static> Diagnose for crate::object::Pool<T> {
     fn name(&self) -> String {
         crate::object::Pool::name(self).to_owned()
@@ -150,6 +157,7 @@ impl<T: crate::object::Recycle + Send + 'static> Diagnose for crate::object::Poo
     }
 }
 
+#[cfg(feature = "reclaim")]
 impl Diagnose for crate::reclaim::Reclaimer {
     fn name(&self) -> String {
         crate::reclaim::Reclaimer::name(self).to_owned()
@@ -168,6 +176,7 @@ impl Diagnose for crate::reclaim::Reclaimer {
     }
 }
 
+#[cfg(feature = "reclaim")]
 impl Diagnose for crate::reclaim::ReclaimMonitor {
     fn name(&self) -> String {
         crate::reclaim::ReclaimMonitor::name(self).to_owned()

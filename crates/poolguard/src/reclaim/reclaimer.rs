@@ -8,10 +8,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "tokio")]
+use super::close;
 use super::config::{BuildError, Builder, Config, WhenFull};
 use super::queue::{Refusal, Shared};
 use super::stats::{ReclaimStats, ShutdownReport};
-use super::{close, shutdown, watchdog, worker};
+use super::{shutdown, watchdog, worker};
 use crate::diag::labels::{Engine, LiveLabel};
 use crate::diag::{Finding, PrometheusWriter};
 
