@@ -14,8 +14,8 @@
 # Environment: SOAK_PG_PORT (5450), SOAK_REDIS_PORT (6390), SOAK_SEED (random, printed),
 #              SOAK_ARGS (extra arguments for the driver, see `poolguard-soak --help`),
 #              SOAK_BUILD (the cargo arguments that build the driver; scripts/test.sh passes
-#              its test build's, `test --workspace --all-features --no-run`, which builds the
-#              driver too, with the same features, so nothing is compiled again).
+#              `build --workspace --all-features --bins`, the feature set of its test build,
+#              so the libraries are not compiled again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -89,7 +89,7 @@ tier_tests() {
 # private PostgreSQL and Redis servers, last, so its CPU load does not disturb the timing of
 # the tests above. Fails on a hung request, a dirty handover, a leak or a pool above max_size.
 tier_soak() {
-  SOAK_BUILD="test --workspace --all-features --no-run" bash scripts/soak.sh 1
+  SOAK_BUILD="build --workspace --all-features --bins" bash scripts/soak.sh 1
 }
 
 TIERS=(services fmt clippy docs features package loom doctests restart tests soak)

@@ -1,4 +1,4 @@
-//! Item 8: admission control and the circuit breaker.
+//! Admission control and the circuit breaker.
 
 use std::time::Duration;
 
@@ -154,4 +154,25 @@ async fn idle_connections_are_still_served_while_open() {
     drop(a);
     let a = p.get().await.expect("the healthy idle connection");
     drop(a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn status_carries_the_last_backend_error() {
+    let m = SimManager::new();
+    let p = Pool::builder(m.clone())
+        .breaker_threshold(Some(3))
+        .build()
+        .expect("valid");
+    drop(p.get().await.expect("a healthy backend serves"));
+    assert_eq!(p.status().last_error, None, "no error met yet");
+    m.set_refuse(true);
+    p.resize(2).expect("resize");
+    let _held = p.get().await.expect("the idle connection");
+    assert!(matches!(p.get().await, Err(Error::Backend { .. })));
+    let last = p.status().last_error.expect("the refused connect is named");
+    assert_eq!(
+        last,
+        format!("connect: {}", SimError::Refused),
+        "phase and cause"
+    );
 }

@@ -41,7 +41,7 @@ mod ser {
 
     impl Serialize for Status {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Status", 10)?;
+            let mut st = s.serialize_struct("Status", 11)?;
             st.serialize_field("size", &self.size)?;
             st.serialize_field("max_size", &self.max_size)?;
             st.serialize_field("idle", &self.idle)?;
@@ -52,6 +52,7 @@ mod ser {
             st.serialize_field("closing", &self.closing)?;
             st.serialize_field("breaker", &self.breaker)?;
             st.serialize_field("closed", &self.closed)?;
+            st.serialize_field("last_error", &self.last_error)?;
             st.end()
         }
     }

@@ -194,6 +194,7 @@ impl<M: Manager> Pool<M> {
             closing: self.shared.closing.load(Relaxed),
             breaker: st.breaker.state(),
             closed: st.closed,
+            last_error: st.breaker.last_text.clone(),
         }
     }
 

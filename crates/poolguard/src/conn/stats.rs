@@ -193,7 +193,7 @@ impl StatsSnapshot {
 }
 
 /// The pool right now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Status {
     /// Connections counted against `max_size`: idle + in use + being opened, validated or reset.
@@ -217,4 +217,9 @@ pub struct Status {
     pub breaker: BreakerState,
     /// `close()` was called (or every `Pool` handle was dropped).
     pub closed: bool,
+    /// The most recent backend error the pool met while connecting or validating, as
+    /// `phase: error` (e.g. `connect: connection refused`; the shipped managers' errors never
+    /// print a password), kept after
+    /// the backend recovers; `None` if there has been none.
+    pub last_error: Option<String>,
 }
