@@ -115,7 +115,7 @@ impl PostgresManager {
 
     /// Doctor findings of this manager, for the pool labelled `pool`: under
     /// [`StatementMode::Unnamed`], the named statements and session-scoped features used
-    /// through the transaction-pooling proxy. Add them to `Pool::doctor()`'s.
+    /// through the transaction-pooling proxy. `Pool::doctor()` includes them.
     pub fn findings(&self, pool: &str) -> Vec<poolguard::diag::Finding> {
         crate::pgbouncer::findings(self.config.statement_mode, &self.session_stats(), pool)
     }
@@ -503,6 +503,11 @@ impl Manager for PostgresManager {
 
     async fn close(&self, conn: PgConnection) {
         conn.shutdown().await;
+    }
+
+    fn findings(&self, pool: &str) -> Vec<poolguard::diag::Finding> {
+        // The inherent method of the same name.
+        PostgresManager::findings(self, pool)
     }
 }
 

@@ -179,6 +179,11 @@ async fn session_scoped_features_become_findings() {
         ],
         "{findings:?}"
     );
+    let doctor: Vec<&str> = p.doctor().iter().map(|f| f.code).collect();
+    assert!(
+        codes.iter().all(|c| doctor.contains(c)),
+        "pool.doctor() lacks the manager's findings: {doctor:?}"
+    );
     let text = &findings[1].message;
     assert!(
         text.contains("SET without LOCAL x1") && text.contains("LISTEN x1"),

@@ -98,6 +98,14 @@ pub trait Manager: Send + Sync + 'static {
         drop(conn);
         async {}
     }
+
+    /// The backend's own doctor findings for the pool labelled `pool` (misuse only the
+    /// backend can see, such as session state used through a transaction-pooling proxy);
+    /// `Pool::doctor()` appends them to its own. The default has none.
+    fn findings(&self, pool: &str) -> Vec<crate::diag::Finding> {
+        let _ = pool;
+        Vec::new()
+    }
 }
 
 /// Errors the holder of a connection can [`report`](super::PooledConnection::report): the

@@ -406,6 +406,7 @@ impl<M: Manager> Pool<M> {
                 "the backend is slow to say goodbye; check the network",
             ));
         }
+        out.extend(self.shared.manager.findings(&label));
         out
     }
 
