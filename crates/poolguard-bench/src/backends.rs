@@ -81,7 +81,7 @@ pub fn poolguard_pg(label: &str) -> PgPool {
         .build()
         .expect("manager");
     Pool::builder(m)
-        .label(label)
+        .name(label)
         .max_size(POOL)
         .min_idle(POOL)
         .build()

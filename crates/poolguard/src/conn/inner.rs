@@ -67,7 +67,7 @@ pub(crate) struct Shared<M: Manager> {
 impl<M: Manager> std::fmt::Debug for Shared<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("label", &self.cfg.label)
+            .field("name", &self.cfg.name)
             .finish_non_exhaustive()
     }
 }
@@ -265,13 +265,13 @@ impl<M: Manager> Shared<M> {
             Ok(Ok(())) => {
                 let closed_breaker = self.state.lock().breaker.on_success();
                 if closed_breaker {
-                    tracing::info!(pool = %self.cfg.label, "breaker closed: validation succeeded");
+                    tracing::info!(pool = %self.cfg.name, "breaker closed: validation succeeded");
                 }
                 true
             }
             Ok(Err(e)) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %self.cfg.label, conn = id, error = %e, "validation failed; closing the connection");
+                tracing::warn!(pool = %self.cfg.name, conn = id, error = %e, "validation failed; closing the connection");
                 // The backend answered (or the socket said it is gone): this connection is
                 // dead, the backend is not necessarily. Evict it without feeding the breaker,
                 // so a server restart does not open it while fresh connects would succeed.
@@ -285,7 +285,7 @@ impl<M: Manager> Shared<M> {
             }
             Err(_) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %self.cfg.label, conn = id, timeout = ?limit, "validation timed out; closing the connection");
+                tracing::warn!(pool = %self.cfg.name, conn = id, timeout = ?limit, "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {
                     self.failure(None, text, Phase::Validate, false);
@@ -330,7 +330,7 @@ impl<M: Manager> Shared<M> {
             self.stats.breaker_opened.fetch_add(1, Relaxed);
             let retry_in = st.breaker.retry_in(now);
             let failures = st.breaker.failures;
-            tracing::warn!(pool = %self.cfg.label, failures, ?retry_in, last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
+            tracing::warn!(pool = %self.cfg.name, failures, ?retry_in, last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
             while let Some(w) = st.waiters.pop_front() {
                 let e = Error::Unavailable {
                     failures,
@@ -351,14 +351,14 @@ impl<M: Manager> Shared<M> {
     fn timed_out(&self, now: Instant, waited: Duration) -> PoolError<M> {
         self.stats.timed_out.fetch_add(1, Relaxed);
         let snap = self.timeout_snapshot(now, waited);
-        tracing::warn!(pool = %self.cfg.label, "{snap}");
+        tracing::warn!(pool = %self.cfg.name, "{snap}");
         Error::Timeout(Box::new(snap))
     }
 
     pub(crate) fn timeout_snapshot(&self, now: Instant, waited: Duration) -> TimeoutSnapshot {
         let st = self.state.lock();
         TimeoutSnapshot {
-            label: self.cfg.label.clone(),
+            name: self.cfg.name.clone(),
             waited,
             size: st.size,
             max_size: st.max_size,
@@ -424,7 +424,7 @@ impl<M: Manager> Shared<M> {
         if let Some(h) = hold {
             if h.leaked {
                 self.stats.unleaked.fetch_add(1, Relaxed);
-                tracing::info!(pool = %self.cfg.label, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
+                tracing::info!(pool = %self.cfg.name, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
             } else if let (Some(threshold), Some(at)) = (self.cfg.leak_threshold, exact) {
                 let held = at.saturating_duration_since(h.since);
                 if leak::is_leak(held, threshold) {
@@ -432,7 +432,7 @@ impl<M: Manager> Shared<M> {
                     // as a leak that already came back.
                     self.stats.leaks.fetch_add(1, Relaxed);
                     self.stats.unleaked.fetch_add(1, Relaxed);
-                    tracing::warn!(pool = %self.cfg.label, site = %h.site, ?held, ?threshold, "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
+                    tracing::warn!(pool = %self.cfg.name, site = %h.site, ?held, ?threshold, "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
                 }
             }
             if h.abandoned {
@@ -485,10 +485,10 @@ impl<M: Manager> Shared<M> {
                     shared.deliver(conn, now);
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(pool = %shared.cfg.label, conn = d.id(), error = %e, "reset failed; closing the connection");
+                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), error = %e, "reset failed; closing the connection");
                 }
                 Err(_) => {
-                    tracing::warn!(pool = %shared.cfg.label, conn = d.id(), timeout = ?limit, "reset timed out; closing the connection");
+                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), timeout = ?limit, "reset timed out; closing the connection");
                 }
             }
         });
@@ -584,7 +584,7 @@ impl<M: Manager> Shared<M> {
     /// The caller has counted it with [`begin_closes`](Self::begin_closes).
     pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
         self.stats.closed(reason);
-        tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
+        tracing::debug!(pool = %self.cfg.name, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
         let guard = Closing(Arc::clone(self));
         self.rt.spawn(async move {
             let shared = &guard.0;
@@ -594,7 +594,7 @@ impl<M: Manager> Shared<M> {
                 .is_err()
             {
                 shared.stats.close_timeouts.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.label, timeout = ?limit, "close timed out; connection dropped");
+                tracing::warn!(pool = %shared.cfg.name, timeout = ?limit, "close timed out; connection dropped");
             }
             drop(guard);
         });
@@ -615,7 +615,7 @@ impl<M: Manager> Shared<M> {
             let waiters: Vec<_> = st.waiters.drain(..).collect();
             (idle, waiters)
         };
-        tracing::info!(pool = %self.cfg.label, idle = idle.len(), waiters = waiters.len(), "pool closed");
+        tracing::info!(pool = %self.cfg.name, idle = idle.len(), waiters = waiters.len(), "pool closed");
         for w in waiters {
             let _ = w.tx.send(Err(Error::Closed));
         }
@@ -663,9 +663,9 @@ impl<M: Manager> Opening<M> {
                     st.opening -= 1;
                     st.breaker.on_success()
                 };
-                tracing::debug!(pool = %shared.cfg.label, conn = id, "connection opened");
+                tracing::debug!(pool = %shared.cfg.name, conn = id, "connection opened");
                 if closed_breaker {
-                    tracing::info!(pool = %shared.cfg.label, "breaker closed: connect succeeded");
+                    tracing::info!(pool = %shared.cfg.name, "breaker closed: connect succeeded");
                 }
                 shared.deliver(conn, now);
                 // Keep going while waiters or min_idle still want connections.
@@ -677,7 +677,7 @@ impl<M: Manager> Opening<M> {
             }
             Ok(Err(e)) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.label, error = %e, "connect failed");
+                tracing::warn!(pool = %shared.cfg.name, error = %e, "connect failed");
                 shared.unreserve();
                 let text = format!("connect: {e}");
                 let restart = shared.manager.is_restarting(&e);
@@ -685,7 +685,7 @@ impl<M: Manager> Opening<M> {
             }
             Err(_) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.label, timeout = ?limit, "connect timed out");
+                tracing::warn!(pool = %shared.cfg.name, timeout = ?limit, "connect timed out");
                 shared.unreserve();
                 shared.failure(
                     None,

@@ -34,7 +34,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
                 return;
             };
             if shared.state.lock().closed {
-                tracing::debug!(pool = %shared.cfg.label, "maintenance stopped");
+                tracing::debug!(pool = %shared.cfg.name, "maintenance stopped");
                 return;
             }
             run_pass(&shared, Instant::now());
@@ -91,11 +91,11 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     for (site, held) in &scan.leaks {
         shared.stats.leaks.fetch_add(1, Relaxed);
         let threshold = cfg.leak_threshold.unwrap_or_default();
-        tracing::warn!(pool = %cfg.label, %site, ?held, ?threshold, "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
+        tracing::warn!(pool = %cfg.name, %site, ?held, ?threshold, "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
     }
     for (site, held) in &scan.abandoned {
         shared.stats.abandoned.fetch_add(1, Relaxed);
-        tracing::warn!(pool = %cfg.label, %site, ?held, "connection abandoned: no longer counted against max_size; it will be closed when it comes back");
+        tracing::warn!(pool = %cfg.name, %site, ?held, "connection abandoned: no longer counted against max_size; it will be closed when it comes back");
     }
     for (c, reason) in retire {
         shared.close_conn(c, reason);
