@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::breaker::{Admit, Breaker};
 use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
-use super::internals::{Conn, Handoff, Internals, Reply, Waiter};
+use super::internals::{Conn, Handed, Handoff, Internals, Reply, Waiter};
 use super::leak;
 use super::stats::{CloseReason, Stats};
 use super::{Config, Manager};
@@ -127,10 +127,10 @@ impl<M: Manager> Shared<M> {
                     counted = true;
                     st.gets += 1;
                 }
-                if st.closed {
+                if st.is_closed() {
                     return Err(Error::Closed);
                 }
-                if let Some(mut conn) = st.idle.pop_back() {
+                if let Some(mut conn) = st.take_idle() {
                     // A connection that died while idle (server closed it) is evicted here,
                     // by the manager's cheap sync check, rather than handed out.
                     let reason = if conn.retire_due(now) {
@@ -154,7 +154,7 @@ impl<M: Manager> Shared<M> {
                         Step::Validate(conn)
                     }
                 } else {
-                    let waiting = st.waiters.len();
+                    let waiting = st.waiters_len();
                     if let Admit::Reject(retry_in) = st.breaker.admit_caller(now, waiting) {
                         self.stats.unavailable.fetch_add(1, Relaxed);
                         return Err(Error::Unavailable {
@@ -163,25 +163,15 @@ impl<M: Manager> Shared<M> {
                             last_error: st.breaker.last_error.clone(),
                         });
                     }
-                    if st.waiters.len() >= self.cfg.max_waiters {
+                    if waiting >= self.cfg.max_waiters {
                         self.stats.overloaded.fetch_add(1, Relaxed);
                         return Err(Error::Overloaded {
-                            waiters: st.waiters.len(),
+                            waiters: waiting,
                             max_waiters: self.cfg.max_waiters,
                         });
                     }
-                    // Why it waits, for the doctor: counted here, under the lock it holds.
-                    if st.size >= st.max_size {
-                        st.waited_saturated += 1;
-                    } else if st.size < self.cfg.min_idle.max(1) {
-                        st.waited_cold += 1;
-                    } else {
-                        st.waited_growing += 1;
-                    }
                     let (tx, rx) = oneshot::channel();
-                    let id = st.next_waiter;
-                    st.next_waiter += 1;
-                    st.waiters.push_back(Waiter { id, site, tx });
+                    let id = st.queue_waiter(site, tx, self.cfg.min_idle);
                     let opens = self.plan(&mut st, now, 0);
                     Step::Wait(
                         WaitGuard {
@@ -315,7 +305,7 @@ impl<M: Manager> Shared<M> {
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
         if phase == Phase::Connect {
             // The oldest waiter gets this connect's own error.
-            if let Some(w) = st.waiters.pop_front() {
+            if let Some(w) = st.pop_waiter() {
                 let e = match error {
                     Some(source) => Error::Backend { phase, source },
                     None => Error::PhaseTimeout {
@@ -331,7 +321,7 @@ impl<M: Manager> Shared<M> {
             let retry_in = st.breaker.retry_in(now);
             let failures = st.breaker.failures;
             tracing::warn!(pool = %self.cfg.name, failures, ?retry_in, last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
-            while let Some(w) = st.waiters.pop_front() {
+            for w in st.drain_waiters() {
                 let e = Error::Unavailable {
                     failures,
                     retry_in,
@@ -360,12 +350,12 @@ impl<M: Manager> Shared<M> {
         TimeoutSnapshot {
             name: self.cfg.name.clone(),
             waited,
-            size: st.size,
-            max_size: st.max_size,
-            idle: st.idle.len(),
+            size: st.size(),
+            max_size: st.max_size(),
+            idle: st.idle_len(),
             in_use: st.in_use(),
-            opening: st.opening,
-            waiters: st.waiters.len(),
+            opening: st.opening(),
+            waiters: st.waiters_len(),
             breaker: st.breaker.state(),
             last_error: st.breaker.last_text.clone(),
             longest_holders: st.holders.longest(now, 3),
@@ -436,7 +426,7 @@ impl<M: Manager> Shared<M> {
                 }
             }
             if h.abandoned {
-                st.abandoned -= 1;
+                st.abandoned_returned();
                 self.begin_closes(1);
                 drop(st);
                 self.close_conn(conn, CloseReason::Abandoned);
@@ -454,18 +444,14 @@ impl<M: Manager> Shared<M> {
             self.discard_locked(st, conn, reason, now);
             return;
         }
-        if !st.closed && self.manager.needs_reset(&mut conn.raw) {
+        if !st.is_closed() && self.manager.needs_reset(&mut conn.raw) {
             drop(st);
             self.spawn_reset(conn);
             return;
         }
         conn.last_used = now;
         conn.checked_at(now, self.bypass);
-        if st.waiters.is_empty() && !st.closed && st.size <= st.max_size {
-            // Nobody waits: straight back to idle (what `deliver_locked` would do, inline).
-            st.idle.push_back(conn);
-            return;
-        }
+        // Nobody waits: straight back to idle, inside `hand_off`.
         self.deliver_locked(st, conn, now);
     }
 
@@ -507,23 +493,17 @@ impl<M: Manager> Shared<M> {
         now: Instant,
     ) {
         loop {
-            if st.closed || st.size > st.max_size {
-                let reason = if st.closed {
-                    CloseReason::PoolClosed
-                } else {
-                    CloseReason::Surplus
-                };
-                st.size -= 1;
-                self.begin_closes(1);
-                drop(st);
-                self.close_conn(conn, reason);
-                return;
-            }
-            let Some(w) = st.waiters.pop_front() else {
-                st.idle.push_back(conn);
-                return;
+            let (w, c, slot) = match st.hand_off(conn, now) {
+                Handed::Idle => return,
+                Handed::Close(conn, reason) => {
+                    self.begin_closes(1);
+                    drop(st);
+                    self.close_conn(conn, reason);
+                    return;
+                }
+                Handed::Waiter(w, c, slot) => (w, c, slot),
             };
-            let slot = st.holders.insert(w.site, now);
+            conn = c;
             drop(st);
             match w.tx.send(Ok(Handoff {
                 conn,
@@ -557,7 +537,7 @@ impl<M: Manager> Shared<M> {
         reason: CloseReason,
         now: Instant,
     ) {
-        st.size -= 1;
+        st.release_place();
         self.begin_closes(1);
         let opens = self.plan(&mut st, now, 0);
         drop(st);
@@ -576,7 +556,7 @@ impl<M: Manager> Shared<M> {
     /// abandoned, no close pending).
     pub(crate) fn is_drained(&self) -> bool {
         let st = self.state.lock();
-        st.closed && st.size == 0 && st.abandoned == 0 && self.closing.load(Relaxed) == 0
+        st.is_empty_closed() && self.closing.load(Relaxed) == 0
     }
 
     /// Closes a connection that no longer counts in `size`, on a bounded background path:
@@ -605,14 +585,10 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn close_pool(self: &Arc<Self>) {
         let (idle, waiters) = {
             let mut st = self.state.lock();
-            if st.closed {
+            let Some((idle, waiters)) = st.close() else {
                 return;
-            }
-            st.closed = true;
-            let idle: Vec<_> = st.idle.drain(..).collect();
-            st.size -= idle.len();
+            };
             self.begin_closes(idle.len());
-            let waiters: Vec<_> = st.waiters.drain(..).collect();
             (idle, waiters)
         };
         tracing::info!(pool = %self.cfg.name, idle = idle.len(), waiters = waiters.len(), "pool closed");
@@ -660,7 +636,7 @@ impl<M: Manager> Opening<M> {
                 let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
                 let closed_breaker = {
                     let mut st = shared.state.lock();
-                    st.opening -= 1;
+                    st.opened();
                     st.breaker.on_success()
                 };
                 tracing::debug!(pool = %shared.cfg.name, conn = id, "connection opened");
@@ -700,11 +676,7 @@ impl<M: Manager> Opening<M> {
 
 impl<M: Manager> Shared<M> {
     fn unreserve(&self) {
-        let mut st = self.state.lock();
-        st.size -= 1;
-        st.opening -= 1;
-        let last = st.closed && st.size == 0;
-        drop(st);
+        let last = self.state.lock().open_failed();
         if last {
             self.drained.notify_waiters();
         }

@@ -100,7 +100,7 @@ impl<M: Manager> Pool<M> {
 
     /// Whether [`close`](Pool::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.state.lock().closed
+        self.shared.state.lock().is_closed()
     }
 
     /// Waits until every connection is closed after [`close`](Pool::close), for at most
@@ -154,19 +154,8 @@ impl<M: Manager> Pool<M> {
         let now = Instant::now();
         let (surplus, opens) = {
             let mut st = self.shared.state.lock();
-            let old = st.max_size;
-            st.max_size = max_size;
-            let mut surplus = Vec::new();
-            while st.size > st.max_size {
-                match st.idle.pop_front() {
-                    Some(c) => {
-                        st.size -= 1;
-                        self.shared.begin_closes(1);
-                        surplus.push(c);
-                    }
-                    None => break,
-                }
-            }
+            let (old, surplus) = st.resize(max_size);
+            self.shared.begin_closes(surplus.len());
             tracing::info!(pool = %self.shared.cfg.name, old, new = max_size, "pool resized");
             (surplus, self.shared.plan(&mut st, now, 0))
         };
@@ -184,16 +173,16 @@ impl<M: Manager> Pool<M> {
         // Reading the breaker may move it from open to half-open: fine, that is its clock.
         let _ = st.breaker.open_limit(now);
         Status {
-            size: st.size,
-            max_size: st.max_size,
-            idle: st.idle.len(),
+            size: st.size(),
+            max_size: st.max_size(),
+            idle: st.idle_len(),
             in_use: st.in_use(),
-            opening: st.opening,
-            waiters: st.waiters.len(),
-            abandoned: st.abandoned,
+            opening: st.opening(),
+            waiters: st.waiters_len(),
+            abandoned: st.abandoned(),
             closing: self.shared.closing.load(Relaxed),
             breaker: st.breaker.state(),
-            closed: st.closed,
+            closed: st.is_closed(),
         }
     }
 
