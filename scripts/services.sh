@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 (trust auth,
-# user postgres, database test) and Redis on 127.0.0.1:6379. Starts them when they are
+# user postgres, database test), Redis on 127.0.0.1:6379, Redis with TLS on 127.0.0.1:6381 and
+# PgBouncer on 127.0.0.1:6432. Starts them when they are
 # installed but stopped, installs them with apt-get when they are missing (needs root).
 set -euo pipefail
 
@@ -74,5 +75,150 @@ ensure_redis() {
   log "Redis ready on 127.0.0.1:6379"
 }
 
-ensure_postgres
-ensure_redis
+# A private PostgreSQL cluster on PORT (5440-5444) for tests that must change server-wide
+# settings (ALTER SYSTEM, reloads), which is never done to the shared server: cluster
+# poolguardPORT of the installed version, trust auth, listening on 127.0.0.1 only, fsync off.
+# Idempotent. `pg-private-stop PORT` shuts it down in fast mode (sessions end with 57P01),
+# `pg-private-drop PORT` stops and removes it.
+private_cluster() {
+  local port=$1
+  case "$port" in 544[0-4]) ;; *) log "private cluster port must be 5440-5444, got '$port'"; exit 2 ;; esac
+  local ver; ver=$(ls /etc/postgresql | sort -V | tail -n1)
+  echo "$ver poolguard$port"
+}
+cluster_exists() { pg_lsclusters -h | awk -v v="$1" -v n="$2" '$1 == v && $2 == n { f = 1 } END { exit !f }'; }
+ensure_private_postgres() {
+  local ver name; read -r ver name <<<"$(private_cluster "$1")"
+  command -v pg_createcluster >/dev/null || { log "pg_createcluster missing: run scripts/services.sh first"; exit 1; }
+  if ! cluster_exists "$ver" "$name"; then
+    as_root rm -rf "/etc/postgresql/$ver/$name"
+    log "creating private PostgreSQL cluster $ver/$name on 127.0.0.1:$1"
+    as_root pg_createcluster -q "$ver" "$name" -p "$1" --start-conf=manual -- --auth=trust >/dev/null
+    printf "listen_addresses = '127.0.0.1'\nfsync = off\n" \
+      | as_root tee "/etc/postgresql/$ver/$name/conf.d/poolguard.conf" >/dev/null
+  fi
+  if ! port_open "$1"; then
+    as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start \
+      || { log "private cluster $ver/$name did not start; see /var/log/postgresql/postgresql-$ver-$name.log"; exit 1; }
+    wait_port "$1" || { log "private cluster $ver/$name is not listening on 127.0.0.1:$1"; exit 1; }
+  fi
+  psql -h 127.0.0.1 -p "$1" -U postgres -d postgres -Atc 'select 1' >/dev/null \
+    || { log "cannot query the private cluster on 127.0.0.1:$1 as postgres"; exit 1; }
+  log "private PostgreSQL ready on 127.0.0.1:$1"
+}
+stop_private_postgres() {
+  local ver name; read -r ver name <<<"$(private_cluster "$1")"
+  as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" stop -m fast \
+    || { log "cannot stop private cluster $ver/$name"; exit 1; }
+  log "private cluster $ver/$name stopped (fast shutdown)"
+}
+drop_private_postgres() {
+  local ver name; read -r ver name <<<"$(private_cluster "$1")"
+  if cluster_exists "$ver" "$name"; then
+    as_root pg_dropcluster --stop "$ver" "$name"
+    as_root rm -rf "/etc/postgresql/$ver/$name"
+    log "private cluster $ver/$name dropped"
+  fi
+}
+
+# PgBouncer on 127.0.0.1:6432 in transaction pooling mode in front of the shared server
+# (databases test and test_pause -> test on 127.0.0.1:5432; the second one is the one tests
+# PAUSE, so the others keep running), trust auth, admin console user postgres (database
+# pgbouncer). Every server session is reset (DISCARD ALL) when a transaction releases it, so
+# nothing one client leaves on a server session reaches another, and a named prepared
+# statement never survives to its next message (the tests rely on that). Config, log and pid
+# under /var/lib/poolguard-pgbouncer; runs as user postgres (PgBouncer refuses root).
+# Idempotent.
+PGB_DIR=/var/lib/poolguard-pgbouncer
+ensure_pgbouncer() {
+  command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+  local bin; bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  if ! port_open 6432; then
+    as_root mkdir -p "$PGB_DIR"
+    as_root tee "$PGB_DIR/pgbouncer.ini" >/dev/null <<INI
+[databases]
+test = host=127.0.0.1 port=5432 dbname=test
+test_pause = host=127.0.0.1 port=5432 dbname=test
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = 6432
+unix_socket_dir =
+auth_type = trust
+auth_file = $PGB_DIR/userlist.txt
+admin_users = postgres
+pool_mode = transaction
+max_client_conn = 200
+default_pool_size = 8
+ignore_startup_parameters = extra_float_digits,options
+server_reset_query = DISCARD ALL
+server_reset_query_always = 1
+server_login_retry = 1
+logfile = $PGB_DIR/pgbouncer.log
+pidfile = $PGB_DIR/pgbouncer.pid
+INI
+    echo '"postgres" ""' | as_root tee "$PGB_DIR/userlist.txt" >/dev/null
+    as_root chown -R postgres:postgres "$PGB_DIR"
+    log "starting PgBouncer on 127.0.0.1:6432 (transaction pooling)"
+    as_root su -s /bin/sh postgres -c "$bin -d $PGB_DIR/pgbouncer.ini" \
+      || { log "PgBouncer did not start; see $PGB_DIR/pgbouncer.log"; exit 1; }
+    wait_port 6432 || { log "PgBouncer is not listening on 127.0.0.1:6432; see $PGB_DIR/pgbouncer.log"; exit 1; }
+  fi
+  psql -h 127.0.0.1 -p 6432 -U postgres -d test_pause -Atc 'select 1' >/dev/null \
+    || { log "cannot query database test through PgBouncer on 127.0.0.1:6432; see $PGB_DIR/pgbouncer.log"; exit 1; }
+  log "PgBouncer ready on 127.0.0.1:6432"
+}
+
+# A second Redis that speaks only TLS, on 127.0.0.1:6381, for the `tls` feature's tests. Its
+# certificates are generated once with openssl into /var/lib/redis-tls: a test CA (ca.crt), a
+# server certificate for 127.0.0.1 and localhost signed by it, and an unrelated CA
+# (other-ca.crt) for the wrong-CA test. Test machines only: the keys are not protected.
+REDIS_TLS_PORT=6381
+REDIS_TLS_DIR=/var/lib/redis-tls
+ensure_redis_tls() {
+  local d=$REDIS_TLS_DIR
+  if ! [ -s "$d/server.crt" ] || ! [ -s "$d/other-ca.crt" ]; then
+    command -v openssl >/dev/null || apt_install openssl
+    log "generating a test CA and server certificate in $d"
+    as_root mkdir -p "$d"
+    local tmp; tmp=$(mktemp -d)
+    (
+      cd "$tmp"
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=poolguard test CA" \
+        -keyout ca.key -out ca.crt 2>/dev/null
+      openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=poolguard unrelated CA" \
+        -keyout other-ca.key -out other-ca.crt 2>/dev/null
+      openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+        -keyout server.key -out server.csr 2>/dev/null
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > ext.cnf
+      openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+        -extfile ext.cnf -out server.crt 2>/dev/null
+    ) || { log "openssl failed to generate the test certificates"; exit 1; }
+    as_root cp "$tmp/ca.crt" "$tmp/ca.key" "$tmp/other-ca.crt" "$tmp/server.key" "$tmp/server.crt" "$d/"
+    as_root chmod 644 "$d/ca.crt" "$d/other-ca.crt" "$d/server.crt"
+    rm -rf "$tmp"
+  fi
+  if ! port_open $REDIS_TLS_PORT; then
+    command -v redis-server >/dev/null || apt_install redis-server
+    log "starting Redis with TLS on 127.0.0.1:$REDIS_TLS_PORT"
+    mkdir -p /var/log/redis 2>/dev/null || true
+    redis-server --daemonize yes --bind 127.0.0.1 --port 0 --tls-port $REDIS_TLS_PORT \
+      --tls-cert-file "$d/server.crt" --tls-key-file "$d/server.key" \
+      --tls-ca-cert-file "$d/ca.crt" --tls-auth-clients no \
+      --save "" --appendonly no --dir "$d" --logfile /var/log/redis/ci-tls.log \
+      --pidfile /run/redis-tls.pid
+    wait_port $REDIS_TLS_PORT \
+      || { log "Redis with TLS did not come up on 127.0.0.1:$REDIS_TLS_PORT; see /var/log/redis/ci-tls.log"; exit 1; }
+  fi
+  log "Redis with TLS ready on 127.0.0.1:$REDIS_TLS_PORT (CA: $d/ca.crt)"
+}
+
+
+case "${1:-all}" in
+  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer ;;
+  pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
+  pg-private-stop) stop_private_postgres "${2:?port}" ;;
+  pg-private-drop) drop_private_postgres "${2:?port}" ;;
+  pgbouncer) ensure_postgres; ensure_pgbouncer ;;
+  redis-tls) ensure_redis_tls ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls]"; exit 2 ;;
+esac

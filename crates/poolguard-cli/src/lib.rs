@@ -48,3 +48,8 @@ pub fn main() -> std::process::ExitCode {
         Command::Lab(args) => lab::run(args),
     }
 }
+
+/// The crate README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

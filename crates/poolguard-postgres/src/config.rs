@@ -27,11 +27,22 @@ pub enum RecyclingMethod {
     /// cannot open a transaction), so no round trip is added. Use
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached) or
     /// `simple_query` on hot paths.
+    ///
+    /// Session state a borrower leaves behind is reset on return, and only then: the tap reads
+    /// the SQL of every statement sent (and the server's reports of changed settings), and a
+    /// connection whose borrower ran `SET` (not `SET LOCAL`), `set_config(.., false)`,
+    /// `SET ROLE`/`SET SESSION AUTHORIZATION`, `LISTEN`, a session advisory lock, `PREPARE`,
+    /// `CREATE TEMP ...` or `DECLARE ... WITH HOLD` goes through one round trip undoing exactly
+    /// those kinds (see [`SessionChange`](crate::SessionChange)). Detection is conservative:
+    /// anything it cannot read (a `DO` block, an oversized statement) resets every kind. It
+    /// cannot see state changed inside a function unless the server reports the setting
+    /// (`TimeZone`, `DateStyle`, `application_name`, `search_path` is not one of them on
+    /// PostgreSQL 15); use `Clean` when functions change unreported state.
     #[default]
     Fast,
     /// Fast, plus one empty-query round trip on every return, so a connection that died
-    /// during the borrow is found now instead of at its next checkout. Cost: one round trip
-    /// per borrow.
+    /// during the borrow is found now instead of at its next checkout (a session-state reset,
+    /// when needed, is that round trip). Cost: one round trip per borrow.
     Verified,
     /// Verified, plus `DISCARD ALL` on every return: session settings (`SET`), temporary
     /// tables, prepared statements (the statement cache is emptied too), `LISTEN`s and
@@ -52,6 +63,10 @@ pub struct PostgresConfig {
     /// [`PgConnection::prepare_cached`](crate::PgConnection::prepare_cached); `0` disables
     /// the cache. When full, the cache is emptied and starts over.
     pub statement_cache_capacity: usize,
+    /// Named or unnamed statements (transaction-pooling proxies); see [`StatementMode`].
+    ///
+    /// [`StatementMode`]: crate::StatementMode
+    pub statement_mode: crate::StatementMode,
     /// How long one request may wait for its answer before the connection is cancelled and
     /// closed; `None` (the default): no limit. See [`PostgresManagerBuilder::query_timeout`].
     pub query_timeout: Option<std::time::Duration>,
@@ -67,6 +82,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pg", &self.pg)
             .field("recycling", &self.recycling)
             .field("statement_cache_capacity", &self.statement_cache_capacity)
+            .field("statement_mode", &self.statement_mode)
             .field("query_timeout", &self.query_timeout)
             .field("tls", &self.has_tls())
             .finish()
@@ -227,6 +243,7 @@ impl PostgresManagerBuilder {
                 pg,
                 recycling: RecyclingMethod::default(),
                 statement_cache_capacity: 256,
+                statement_mode: crate::StatementMode::Named,
                 query_timeout: None,
                 #[cfg(feature = "tls")]
                 tls: None,
@@ -258,6 +275,13 @@ impl PostgresManagerBuilder {
         self.map(|c| c.recycling = method)
     }
 
+    /// [`StatementMode::Unnamed`](crate::StatementMode::Unnamed) for a transaction-pooling
+    /// proxy such as PgBouncer in `pool_mode=transaction` (default `Named`). `Unnamed` turns
+    /// the statement cache off, whatever [`statement_cache_capacity`](Self::statement_cache_capacity) says.
+    pub fn statement_mode(self, mode: crate::StatementMode) -> Self {
+        self.map(|c| c.statement_mode = mode)
+    }
+
     /// Prepared statements cached per connection (default 256; 0 disables the cache).
     pub fn statement_cache_capacity(self, capacity: usize) -> Self {
         self.map(|c| c.statement_cache_capacity = capacity)
@@ -281,10 +305,10 @@ impl PostgresManagerBuilder {
     ///
     /// Without this option, bound a single query with `tokio::time::timeout`. Dropping the
     /// query future does not stop the server, so the connection comes back with a request in
-    /// flight; the pool then waits for its answer (under its `reset_timeout`) before anyone
-    /// else gets the connection, and closes it if the answer does not come.
-    /// [`PgConnection::cancel_query`](crate::PgConnection::cancel_query) asks the server to
-    /// stop, which makes that answer come soon:
+    /// flight; the pool's reset then sends a cancel request itself and waits for the answer
+    /// (57014, under its `reset_timeout`) before anyone else gets the connection, and closes
+    /// it if the answer does not come. To stop the query before giving the connection back,
+    /// [`PgConnection::cancel_query`](crate::PgConnection::cancel_query) asks the server:
     ///
     /// ```no_run
     /// # async fn demo(pool: poolguard::conn::Pool<poolguard_postgres::PostgresManager>)
@@ -339,7 +363,10 @@ impl PostgresManagerBuilder {
 
     /// Validates the settings.
     pub fn build(self) -> Result<PostgresManager, BuildError> {
-        let config = self.config?;
+        let mut config = self.config?;
+        if config.statement_mode == crate::StatementMode::Unnamed {
+            config.statement_cache_capacity = 0;
+        }
         if config.pg.get_hosts().is_empty() && config.pg.get_hostaddrs().is_empty() {
             return Err(BuildError::NoHost);
         }

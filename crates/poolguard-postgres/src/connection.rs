@@ -1,18 +1,21 @@
 //! The pooled connection: a `tokio_postgres::Client`, the task that drives its socket, the
 //! socket tap and a per-connection statement cache.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Row, Statement};
 
+use crate::cancel::Canceller;
 use crate::error::Error;
-use crate::manager::Canceller;
+use crate::statement_cache::{prepare_cached, run_cached, StatementCache};
 use crate::tap::{TapState, TxStatus};
+use crate::transaction::PgTransaction;
 
 /// Aborts the connection task when dropped, so a connection never outlives its owner.
 struct TaskGuard(JoinHandle<()>);
@@ -83,12 +86,13 @@ pub struct PgConnection {
     // Field order matters: the client is dropped before the task guard aborts the task.
     client: Client,
     tap: Arc<TapState>,
-    statements: HashMap<String, Statement>,
-    statement_cache_capacity: usize,
+    statements: StatementCache,
     task: TaskGuard,
     addr: String,
     tcp: Option<TcpOptions>,
     cancel: Canceller,
+    /// `set_statement_timeout` changed the session's `statement_timeout`: the reset undoes it.
+    statement_timeout_set: AtomicBool,
 }
 
 impl fmt::Debug for PgConnection {
@@ -106,20 +110,20 @@ impl PgConnection {
         client: Client,
         tap: Arc<TapState>,
         task: JoinHandle<()>,
-        statement_cache_capacity: usize,
+        statements: StatementCache,
         addr: String,
         tcp: Option<TcpOptions>,
         cancel: Canceller,
     ) -> Self {
         PgConnection {
             client,
+            statements,
             tap,
-            statements: HashMap::new(),
-            statement_cache_capacity,
             task: TaskGuard(task),
             addr,
             tcp,
             cancel,
+            statement_timeout_set: AtomicBool::new(false),
         }
     }
 
@@ -141,9 +145,48 @@ impl PgConnection {
     ///
     /// The cancelled request ends with SQLSTATE 57014 (`query_canceled`), which leaves the
     /// connection usable. As with any cancel, the request may finish before the server sees
-    /// it; `Ok` means the request was sent, not that something was cancelled.
+    /// it; `Ok` means the server took the cancel request (it closed the cancel connection,
+    /// having signalled the backend), not that something was cancelled. Counted in
+    /// [`PgStats::cancels_sent`](crate::PgStats::cancels_sent) (or `cancel_failures`).
     pub async fn cancel_query(&self) -> Result<(), Error> {
         self.cancel.send().await
+    }
+
+    /// Sets the server's `statement_timeout` for this borrow (`None`: no limit): a statement
+    /// running longer is cancelled by the server itself with SQLSTATE 57014, and the
+    /// connection stays usable. Sent as `SET statement_timeout`; inside a transaction block
+    /// it lasts until the transaction ends if that rolls back (PostgreSQL's rule for `SET`).
+    /// When the connection goes back to the pool, the reset sends `RESET statement_timeout`,
+    /// so the next borrower gets the session's default again. Durations are rounded up to
+    /// whole milliseconds (a non-zero timeout never becomes "no limit");
+    /// [`Error::StatementTimeoutTooLong`] above PostgreSQL's limit (about 24.8 days).
+    pub async fn set_statement_timeout(&self, timeout: Option<Duration>) -> Result<(), Error> {
+        let ms = match timeout {
+            None => 0,
+            Some(t) => {
+                let ms = t.as_nanos().div_ceil(1_000_000);
+                if ms > i32::MAX as u128 {
+                    return Err(Error::StatementTimeoutTooLong { requested: t });
+                }
+                ms.max(1)
+            }
+        };
+        // Marked first: if this future is dropped after the SET was sent, the reset still
+        // undoes it.
+        self.statement_timeout_set.store(true, Ordering::Release);
+        self.client
+            .batch_execute(&format!("SET statement_timeout = {ms}"))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `set_statement_timeout` changed the session since the last reset.
+    pub(crate) fn statement_timeout_set(&self) -> bool {
+        self.statement_timeout_set.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn statement_timeout_reset(&self) {
+        self.statement_timeout_set.store(false, Ordering::Release);
     }
 
     /// Whether the pool's [`query_timeout`](crate::PostgresManagerBuilder::query_timeout)
@@ -170,18 +213,55 @@ impl PgConnection {
     /// Prepared statements live in the server session, so they stay valid across borrows of
     /// the same connection; they are lost with the connection, and emptied by
     /// [`RecyclingMethod::Clean`](crate::RecyclingMethod::Clean) (which runs `DISCARD ALL`).
-    pub async fn prepare_cached(&mut self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
-        if let Some(s) = self.statements.get(sql) {
-            return Ok(s.clone());
-        }
-        let statement = self.client.prepare(sql).await?;
-        if self.statement_cache_capacity > 0 {
-            if self.statements.len() >= self.statement_cache_capacity {
-                self.statements.clear();
-            }
-            self.statements.insert(sql.to_owned(), statement.clone());
-        }
-        Ok(statement)
+    /// It takes `&self`: the cache has its own lock (held for a map lookup, never across the
+    /// round trip), so it can be used while a [`transaction`](Self::transaction) is open, or
+    /// from several futures sharing the connection.
+    pub async fn prepare_cached(&self, sql: &str) -> Result<Statement, tokio_postgres::Error> {
+        prepare_cached(&self.client, &self.statements, sql).await
+    }
+
+    /// Runs `sql` through the statement cache and returns its rows, healing a stale cached
+    /// statement: when the server rejects it (SQLSTATE 0A000 "cached plan must not change
+    /// result type" after a schema change, or 26000 "prepared statement does not exist"
+    /// after `DEALLOCATE`), the statement is prepared again and the query retried once.
+    /// The retry happens only when the session was idle outside a transaction block before
+    /// the call: the rejected statement ran nothing, so running it again is safe. Inside a
+    /// transaction the error is returned (the server aborted the transaction) and the next
+    /// call prepares afresh. Each retry is counted in
+    /// [`PgStats::statements_reprepared`](crate::PgStats::statements_reprepared).
+    pub async fn query_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let client = &self.client;
+        run_cached(client, &self.statements, &self.tap, sql, |st| async move {
+            client.query(&st, params).await
+        })
+        .await
+    }
+
+    /// [`query_cached`](Self::query_cached) for a statement whose row count is wanted
+    /// (`INSERT`, `UPDATE`...): the same healing and retry rule.
+    pub async fn execute_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error> {
+        let client = &self.client;
+        run_cached(client, &self.statements, &self.tap, sql, |st| async move {
+            client.execute(&st, params).await
+        })
+        .await
+    }
+
+    /// Starts a transaction (`BEGIN`) whose [`prepare_cached`](PgTransaction::prepare_cached)
+    /// shares this connection's statement cache. Dropping it without `commit` rolls back, as
+    /// with `tokio_postgres::Transaction`; a connection returned to the pool inside a
+    /// transaction is rolled back by the pool in any case.
+    pub async fn transaction(&mut self) -> Result<PgTransaction<'_>, tokio_postgres::Error> {
+        let tx = self.client.transaction().await?;
+        Ok(PgTransaction::new(tx, &self.statements, &self.tap))
     }
 
     /// Statements currently cached by [`prepare_cached`](Self::prepare_cached).
@@ -189,8 +269,33 @@ impl PgConnection {
         self.statements.len()
     }
 
-    pub(crate) fn clear_statement_cache(&mut self) {
+    pub(crate) fn clear_statement_cache(&self) {
         self.statements.clear();
+    }
+
+    /// The kinds of session state changed since the last reset (see
+    /// [`SessionChange`](crate::SessionChange)).
+    pub(crate) fn session_dirty(&self) -> u8 {
+        self.tap.session.dirty()
+    }
+
+    /// Named `Parse` messages sent since the last call.
+    pub(crate) fn take_named_parses(&self) -> u64 {
+        self.tap.session.take_named_parses()
+    }
+
+    /// Forgets the session state after a reset, and the statements a `DEALLOCATE ALL` or
+    /// `DISCARD ALL` dropped on the server.
+    pub(crate) fn session_reset_done(&mut self, statements_dropped: bool) {
+        self.tap.session.clear();
+        if statements_dropped {
+            self.statements.clear();
+            self.client.clear_type_cache();
+        }
+    }
+
+    pub(crate) fn canceller(&self) -> &Canceller {
+        &self.cancel
     }
 
     /// The transaction status the wire protocol last reported.

@@ -71,6 +71,13 @@ pub enum Error {
         "the server ended the session (FATAL error or closed socket); the connection is discarded"
     )]
     SessionEnded,
+    /// [`PgConnection::set_statement_timeout`](crate::PgConnection::set_statement_timeout)
+    /// was given more than PostgreSQL accepts; nothing was sent.
+    #[error("statement_timeout {requested:?} is longer than PostgreSQL accepts (at most 2147483647 ms, about 24.8 days); pass None for no limit")]
+    StatementTimeoutTooLong {
+        /// The duration asked for.
+        requested: std::time::Duration,
+    },
     /// The session was still inside a transaction after `ROLLBACK`.
     #[error("the connection was still inside a transaction after ROLLBACK; it is discarded")]
     StillInTransaction,
@@ -98,6 +105,7 @@ impl Error {
             | Error::AllHostsFailed { .. }
             | Error::SessionEnded
             | Error::StillInTransaction => ErrorClass::Fatal,
+            Error::StatementTimeoutTooLong { .. } => ErrorClass::Transient,
         }
     }
 
@@ -132,6 +140,9 @@ pub fn is_restarting(error: &tokio_postgres::Error) -> bool {
 /// `crash_shutdown`, 57P03 `cannot_connect_now`, class 28 (authentication) and 3D000 (no such
 /// database, both only at connect), the closed connection, and every error without a
 /// SQLSTATE that is not a client-side conversion error (I/O, protocol desync, TLS).
+/// 25006 `read_only_sql_transaction` too: the signature of a failover (the server was demoted
+/// or is a standby). A transaction the application itself opened `READ ONLY` also gets it;
+/// evicting that connection costs only a reconnect.
 ///
 /// Transient: every other SQLSTATE (syntax, constraint, serialization failure, statement
 /// timeout 57014...) and client-side conversion errors (`ToSql`/`FromSql`, wrong column,
@@ -141,6 +152,12 @@ pub fn is_restarting(error: &tokio_postgres::Error) -> bool {
 /// their fixed messages, and anything unrecognised is Fatal, the safe default.
 pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
     if error.is_closed() {
+        return ErrorClass::Fatal;
+    }
+    // A write refused because the server is read-only: a primary demoted, or a standby
+    // promoted elsewhere, under the pool (a failover). The session will not accept writes
+    // again; a new connection (with `target_session_attrs=read-write`) finds the primary.
+    if error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
         return ErrorClass::Fatal;
     }
     if let Some(code) = error.code() {
@@ -197,6 +214,10 @@ impl fmt::Display for DescribePg<'_> {
             "57P01" => Some("the backend was terminated by an administrator or a shutdown"),
             "57P03" => Some("the server is starting up or shutting down; retry shortly"),
             "53300" => Some("too many connections: lower max_size or raise max_connections"),
+            "25006" => Some(
+                "the server is read-only, as after a failover: the connection is discarded; \
+                 list every host with target_session_attrs=read-write to reach the primary",
+            ),
             _ => None,
         };
         if let Some(hint) = hint {

@@ -17,11 +17,24 @@
 //!   follows the protocol's framing and records the transaction status byte of each
 //!   `ReadyForQuery`, and counts the requests written. On return, a connection that is in a
 //!   transaction (raw `BEGIN` included) gets `ROLLBACK` before anyone else may have it; one
-//!   with a request still unanswered (a cancelled query) first waits for the answer, which
-//!   decides; a clean one costs no round trip and skips the pool's reset task.
+//!   with a request still unanswered (a query abandoned by a timed-out caller) first waits
+//!   for the answer, which decides; a clean one costs no round trip and skips the pool's
+//!   reset task.
+//! - **No session state crosses borrows.** The same tap reads the SQL sent and the server's
+//!   reports of changed settings; a borrower's `SET`, `SET ROLE`, `SET SESSION AUTHORIZATION`,
+//!   `set_config`, `LISTEN`, session advisory locks, `PREPARE`, temporary tables and `WITH
+//!   HOLD` cursors are undone on return, those kinds only, in one round trip
+//!   ([`SessionChange`], [`PostgresManager::session_stats`]). A clean session still costs
+//!   nothing.
+//! - **An abandoned query stops on the server.** When the answer does not come at once, the
+//!   reset sends PostgreSQL's `CancelRequest` (repeated until the answer comes, within
+//!   `reset_timeout`): the query ends with 57014, the backend is idle again, and the
+//!   connection is reused without waiting the query out. Cancels are counted in
+//!   [`PostgresManager::stats`]. [`PgConnection::set_statement_timeout`] sets a per-borrow
+//!   `statement_timeout` that the reset undoes.
 //! - **Dead connections are evicted.** Errors are classified by SQLSTATE ([`classify`]):
-//!   57P01 (terminated by an administrator), 57P02, 57P03 and class 08 are fatal; so are I/O
-//!   and protocol errors. `is_broken` checks the client and the connection task on every
+//!   57P01 (terminated by an administrator), 57P02, 57P03, class 08 and 25006 (read-only:
+//!   the server was demoted by a failover) are fatal; so are I/O and protocol errors. `is_broken` checks the client and the connection task on every
 //!   return.
 //! - **The connection task is owned.** Dropping a [`PgConnection`] aborts the task driving its
 //!   socket; the pool's close path ends it politely first.
@@ -61,6 +74,20 @@
 //! statement is prepared once per connection, not once per borrow. [`RecyclingMethod::Clean`]
 //! runs `DISCARD ALL`, which deallocates them, and empties the cache with it.
 //!
+//! Behind a transaction-pooling proxy (PgBouncer `pool_mode=transaction`) named statements
+//! break: use [`StatementMode::Unnamed`] and `query_typed` / `simple_query`.
+//!
+//! A schema change makes cached statements stale: the server answers SQLSTATE 0A000
+//! ("cached plan must not change result type") to every later execution, and 26000 to a
+//! statement that was deallocated. [`PgConnection::query_cached`] and
+//! [`PgConnection::execute_cached`] heal that: they drop the rejected statement, prepare it
+//! again and retry once (only outside a transaction block, where the rejected statement ran
+//! nothing), counted in [`PgStats::statements_reprepared`]. Whatever call received such an
+//! error, the connection's next `prepare_cached` prepares afresh. After a migration,
+//! [`invalidate_statements`] empties every connection's cache (idle and held).
+//! [`PgConnection::transaction`] gives a transaction with the same cached calls, and
+//! [`ReportPg::report_pg`] reports a `tokio_postgres::Error` to the pool without consuming it.
+//!
 //! # TLS
 //!
 //! Plaintext by default. With the `tls` feature, pass any tokio-postgres TLS connector to
@@ -75,18 +102,42 @@
     rust_2018_idioms
 )]
 
+mod cancel;
 mod config;
 mod connection;
 mod conninfo;
 mod error;
 mod manager;
+mod pgbouncer;
+mod report;
+mod session_state;
+mod statement_cache;
+mod stats;
 mod tap;
 #[cfg(feature = "tls")]
 mod tls;
+mod transaction;
 
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::{PgConnection, TcpOptions};
 pub use conninfo::redact_connection_string;
 pub use error::{classify, is_restarting, Error};
 pub use manager::PostgresManager;
+pub use pgbouncer::StatementMode;
+pub use report::ReportPg;
+pub use session_state::{SessionChange, SessionStats};
+pub use stats::PgStats;
 pub use tokio_postgres;
+pub use transaction::PgTransaction;
+
+/// Empties the statement cache of every connection of `pool` (idle ones now, held ones at
+/// their next `prepare_cached`), for use after a migration changed the schema under cached
+/// statements. Same as `pool.manager().invalidate_statements()`.
+pub fn invalidate_statements(pool: &poolguard::conn::Pool<PostgresManager>) {
+    pool.manager().invalidate_statements();
+}
+
+/// The crate README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

@@ -6,16 +6,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use poolguard::conn::{ErrorClass, Manager};
-use rand::seq::SliceRandom;
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
 use tokio_postgres::NoTls;
 
+use crate::cancel::Canceller;
 use crate::config::{
     describe_host, BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod,
 };
 use crate::connection::{PgConnection, TcpOptions};
 use crate::error::Error;
+use crate::pgbouncer::StatementMode;
+use crate::session_state::{reset_sql, SessionChange, SessionCounters, SessionStats};
+use crate::statement_cache::StatementCache;
+use crate::stats::{Counters, PgStats};
 use crate::tap::{drive, watchdog, Socket, TapState, TapStream, TxStatus, WakeCounter};
 
 /// One entry of the host list: `host`, `hostaddr` and port at the same position.
@@ -55,67 +59,6 @@ impl Target {
 /// Deadline of a cancel request when the config has no `connect_timeout`.
 const CANCEL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// What it takes to cancel a connection's running request: its backend key and address.
-#[derive(Clone)]
-pub(crate) struct Canceller {
-    token: tokio_postgres::CancelToken,
-    target: Target,
-    addr: String,
-    deadline: std::time::Duration,
-}
-
-impl std::fmt::Debug for Canceller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Canceller")
-            .field("target", &self.target)
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Canceller {
-    /// Sends a `CancelRequest` for the connection's backend on a new socket to the same
-    /// address, within the deadline.
-    pub(crate) async fn send(&self) -> Result<(), Error> {
-        let io_error = |source| Error::Connect {
-            addr: self.addr.clone(),
-            source,
-        };
-        let send = async {
-            match &self.target {
-                Target::Tcp(a) => {
-                    let s = TcpStream::connect(a).await.map_err(io_error)?;
-                    self.token.cancel_query_raw(s, NoTls).await?;
-                }
-                Target::Unix(p) => {
-                    let s = UnixStream::connect(p).await.map_err(io_error)?;
-                    self.token.cancel_query_raw(s, NoTls).await?;
-                }
-            }
-            Ok::<(), Error>(())
-        };
-        match tokio::time::timeout(self.deadline, send).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::ConnectTimeout {
-                addr: self.addr.clone(),
-                during: "the cancel request",
-                timeout: self.deadline,
-            }),
-        }
-    }
-
-    /// [`send`](Self::send) from a task of its own (bounded by the deadline), so nobody
-    /// waits for it.
-    fn spawn(self) {
-        tokio::spawn(async move {
-            match self.send().await {
-                Ok(()) => tracing::debug!(addr = %self.addr, "cancel request sent"),
-                Err(e) => tracing::warn!(addr = %self.addr, error = %e, "cancel request failed"),
-            }
-        });
-    }
-}
-
 /// Opens, checks, resets and closes PostgreSQL connections for a `poolguard::conn::Pool`.
 #[derive(Debug)]
 pub struct PostgresManager {
@@ -123,6 +66,10 @@ pub struct PostgresManager {
     /// `config.pg` with `sslmode=disable`: TLS, when used, is negotiated below the tap, so
     /// tokio-postgres must not try again.
     raw: tokio_postgres::Config,
+    /// Session state the borrowers left behind, counted at reset.
+    session: SessionCounters,
+    /// Shared with every connection: the statement-cache epoch and the counters.
+    counters: Arc<Counters>,
 }
 
 /// The connection settings, password shown as `***` (see [`PostgresConfig`]'s `Display`).
@@ -152,7 +99,41 @@ impl PostgresManager {
     pub(crate) fn from_config(config: PostgresConfig) -> Self {
         let mut raw = config.pg.clone();
         raw.ssl_mode(SslMode::Disable);
-        PostgresManager { config, raw }
+        PostgresManager {
+            config,
+            raw,
+            session: SessionCounters::default(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// How often borrowers left session state behind (`SET`, `SET ROLE`, `LISTEN`, advisory
+    /// locks, `PREPARE`, temporary tables, holdable cursors) and how many resets undid it.
+    pub fn session_stats(&self) -> SessionStats {
+        self.session.snapshot()
+    }
+
+    /// Doctor findings of this manager, for the pool labelled `pool`: under
+    /// [`StatementMode::Unnamed`], the named statements and session-scoped features used
+    /// through the transaction-pooling proxy. Add them to `Pool::doctor()`'s.
+    pub fn findings(&self, pool: &str) -> Vec<poolguard::diag::Finding> {
+        crate::pgbouncer::findings(self.config.statement_mode, &self.session_stats(), pool)
+    }
+
+    /// Empties the statement cache of every connection this manager opened, for use after
+    /// a migration: idle and held connections alike prepare afresh on their next
+    /// `prepare_cached` (each cache compares an epoch this bumps). Statements already handed
+    /// out stay valid until they are dropped. See [`invalidate_statements`](crate::invalidate_statements).
+    pub fn invalidate_statements(&self) {
+        self.counters
+            .statement_epoch
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The manager's own counters (statement re-prepares, cache invalidations...), which
+    /// the pool's statistics do not carry.
+    pub fn stats(&self) -> PgStats {
+        self.counters.snapshot()
     }
 
     /// The validated settings.
@@ -174,7 +155,7 @@ impl PostgresManager {
             })
             .collect();
         if pg.get_load_balance_hosts() == LoadBalanceHosts::Random {
-            out.shuffle(&mut rand::rng());
+            fastrand::shuffle(&mut out);
         }
         out
     }
@@ -189,7 +170,7 @@ impl PostgresManager {
             let targets = match self.resolve(&c).await {
                 Ok(mut targets) => {
                     if random {
-                        targets.shuffle(&mut rand::rng());
+                        fastrand::shuffle(&mut targets);
                     }
                     targets
                 }
@@ -329,6 +310,7 @@ impl PostgresManager {
                 .get_connect_timeout()
                 .copied()
                 .unwrap_or(CANCEL_DEADLINE),
+            counters: Arc::clone(&self.counters),
         };
         let task_tap = Arc::clone(&tap);
         let task_cancel = cancel.clone();
@@ -359,15 +341,12 @@ impl PostgresManager {
                 task_cancel.spawn();
             }
         });
-        let conn = PgConnection::new(
-            client,
-            tap,
-            task,
+        let statements = StatementCache::new(
             self.config.statement_cache_capacity,
-            desc.to_owned(),
-            tcp,
-            cancel,
+            Arc::clone(&self.counters),
+            Arc::clone(&tap),
         );
+        let conn = PgConnection::new(client, tap, task, statements, desc.to_owned(), tcp, cancel);
         let wanted = self.config.pg.get_target_session_attrs();
         if wanted != TargetSessionAttrs::Any {
             set_phase("the target_session_attrs check");
@@ -478,12 +457,14 @@ impl Manager for PostgresManager {
     }
 
     /// Rolls back an open transaction, then applies the recycling method. When a request is
-    /// still unanswered (a query cancelled mid-flight), it first waits for the answers, which
-    /// tell whether a transaction is open; a `Close` tokio-postgres queued when a statement
-    /// was dropped is only waited for until it is written. The pool bounds that wait with
-    /// `reset_timeout`.
+    /// still unanswered (a query abandoned mid-flight), it first waits for the answers, which
+    /// tell whether a transaction is open: after a moment the request is cancelled on the
+    /// server (a `CancelRequest`, repeated until the answer comes), so an abandoned long
+    /// query ends with 57014 and the connection is reused instead of waiting it out. A
+    /// `Close` tokio-postgres queued when a statement was dropped is only waited for until
+    /// it is written. The pool bounds the whole wait with `reset_timeout`.
     async fn reset(&self, conn: &mut PgConnection) -> Result<(), Error> {
-        let rollback = match conn.settled_tx_status().await {
+        let rollback = match crate::cancel::settle(conn, &self.counters).await {
             TxStatus::Idle => false,
             TxStatus::InTransaction => true,
             TxStatus::Unknown => return Err(Error::SessionEnded),
@@ -492,10 +473,20 @@ impl Manager for PostgresManager {
             .await
     }
 
-    /// A connection needs the reset task only when its session is not known to be idle, or
-    /// when the recycling method always does a round trip.
+    /// A connection needs the reset task only when its session is not known to be idle, when
+    /// the borrower changed session state, or when the recycling method always does a round
+    /// trip.
     fn needs_reset(&self, conn: &mut PgConnection) -> bool {
-        self.config.recycling != RecyclingMethod::Fast || conn.tx_status() != TxStatus::Idle
+        if self.config.statement_mode == StatementMode::Unnamed {
+            crate::pgbouncer::on_return(&self.session, conn);
+            return self.config.recycling != RecyclingMethod::Fast
+                || conn.tx_status() != TxStatus::Idle
+                || conn.statement_timeout_set();
+        }
+        self.config.recycling != RecyclingMethod::Fast
+            || conn.tx_status() != TxStatus::Idle
+            || conn.session_dirty() != 0
+            || conn.statement_timeout_set()
     }
 
     fn is_broken(&self, conn: &mut PgConnection) -> bool {
@@ -525,19 +516,38 @@ impl PostgresManager {
         if rollback {
             self.rollback(conn).await?;
         }
+        if conn.statement_timeout_set() {
+            conn.batch_execute("RESET statement_timeout").await?;
+            conn.statement_timeout_reset();
+        }
+        // Read after the rollback: a `SET` rolled back is still counted (conservative).
+        // Behind a transaction-pooling proxy it was counted on return, not reset.
+        let dirty = match self.config.statement_mode {
+            StatementMode::Unnamed => 0,
+            _ => conn.session_dirty(),
+        };
         match method {
-            RecyclingMethod::Fast => Ok(()),
-            RecyclingMethod::Verified => {
-                if !rollback {
-                    conn.simple_query("").await?;
-                }
-                Ok(())
-            }
             RecyclingMethod::Clean => {
                 conn.clear_statement_cache();
                 conn.batch_execute("DISCARD ALL").await?;
+                conn.session_reset_done(true);
                 Ok(())
             }
+            _ => match reset_sql(dirty) {
+                // One round trip undoes exactly what the borrower changed; it also serves as
+                // `Verified`'s check.
+                Some(sql) => {
+                    self.session.record(dirty, true);
+                    conn.batch_execute(&sql).await?;
+                    conn.session_reset_done(dirty & SessionChange::PreparedStatement.bit() != 0);
+                    Ok(())
+                }
+                None if method == RecyclingMethod::Verified && !rollback => {
+                    conn.simple_query("").await?;
+                    Ok(())
+                }
+                None => Ok(()),
+            },
         }
     }
 }

@@ -35,6 +35,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 
+use crate::session_state::{SessionState, Sniffer};
+
 /// What the tap has learnt about the session; shared by the socket (owned by the connection
 /// task) and the pooled connection.
 #[derive(Debug)]
@@ -60,11 +62,16 @@ pub(crate) struct TapState {
     processed: AtomicU64,
     /// The server sent a FATAL/PANIC error or closed the socket: the session is over.
     dead: AtomicBool,
+    /// Error responses rejecting a prepared statement (SQLSTATE 0A000 or 26000), which
+    /// make the statement cache start afresh (see `statement_cache`).
+    stale_statements: AtomicU64,
     /// Notified after every `ReadyForQuery` and every completed poll of the connection task,
     /// so [`TapState::settled`] can wait for an unknown status to become known.
     progress: Notify,
     /// Request timing, for the query timeout (`None`: not timed).
     timing: Option<Timing>,
+    /// Session state changed by the borrower (see [`crate::session_state`]).
+    pub(crate) session: SessionState,
 }
 
 /// When the request at the head of the line started waiting; kept only with a query timeout.
@@ -110,7 +117,9 @@ impl TapState {
             wakes: AtomicU64::new(0),
             processed: AtomicU64::new(u64::MAX),
             dead: AtomicBool::new(false),
+            stale_statements: AtomicU64::new(0),
             progress: Notify::new(),
+            session: SessionState::default(),
         }
     }
 
@@ -248,6 +257,11 @@ impl TapState {
     pub(crate) fn is_dead(&self) -> bool {
         self.dead.load(Ordering::Acquire)
     }
+
+    /// Error responses with SQLSTATE 0A000 or 26000 received so far.
+    pub(crate) fn stale_statement_errors(&self) -> u64 {
+        self.stale_statements.load(Ordering::Acquire)
+    }
 }
 
 /// The waker the connection task is polled with: it counts wake-ups, then forwards them.
@@ -314,10 +328,24 @@ struct Framer {
     want_status: bool,
     /// The start of the current `E` (ErrorResponse) body, to spot FATAL/PANIC severities.
     error_head: Option<([u8; ERROR_HEAD], usize)>,
+    /// ErrorResponses seen whose SQLSTATE says a prepared statement was rejected.
+    stale_statement_errors: u64,
 }
 
-/// Bytes of an ErrorResponse body looked at: the severity fields come first.
-const ERROR_HEAD: usize = 24;
+/// Bytes of an ErrorResponse body looked at: the severity fields come first, then the
+/// SQLSTATE (after a localized severity, which may be long).
+const ERROR_HEAD: usize = 64;
+/// Of those, the bytes searched for the severity.
+const SEVERITY_HEAD: usize = 24;
+
+/// Whether the start of an ErrorResponse body has the SQLSTATE field (`C`, always after
+/// another field) 0A000 (a cached plan whose result type changed) or 26000 (no such
+/// prepared statement).
+fn is_stale_statement_error(head: &[u8]) -> bool {
+    [&b"\0C0A000\0"[..], b"\0C26000\0"]
+        .iter()
+        .any(|pat| head.windows(pat.len()).any(|w| w == *pat))
+}
 
 /// Whether the start of an ErrorResponse body carries a FATAL or PANIC severity (the
 /// non-localized `V` field, or the `S` field on servers older than 9.6).
@@ -336,6 +364,7 @@ impl Framer {
             body_left: 0,
             want_status: false,
             error_head: None,
+            stale_statement_errors: 0,
         }
     }
 
@@ -360,8 +389,11 @@ impl Framer {
                     head[*len..*len + take].copy_from_slice(&bytes[..take]);
                     *len += take;
                     if *len == ERROR_HEAD || n == self.body_left {
-                        if is_fatal_error(&head[..*len]) {
+                        if is_fatal_error(&head[..(*len).min(SEVERITY_HEAD)]) {
                             on_fatal();
+                        }
+                        if is_stale_statement_error(&head[..*len]) {
+                            self.stale_statement_errors += 1;
                         }
                         self.error_head = None;
                     }
@@ -440,6 +472,8 @@ pub(crate) struct TapStream {
     writes: Framer,
     /// The client batch written since the last `Sync` holds only `Close` messages.
     close_only: bool,
+    /// The SQL text the client sends, and the server's setting reports.
+    sniff: (Sniffer, Sniffer),
 }
 
 impl TapStream {
@@ -450,6 +484,7 @@ impl TapStream {
             reads: Framer::new(true),
             writes: Framer::new(false),
             close_only: true,
+            sniff: (Sniffer::new(true, b"SZ"), Sniffer::new(false, b"QP")),
         }
     }
 }
@@ -474,6 +509,11 @@ impl AsyncRead for TapStream {
             }
             Poll::Ready(Ok(())) => {
                 let state = &this.state;
+                this.sniff
+                    .0
+                    .feed(&buf.filled()[before..], &mut |k, body, _| {
+                        state.session.on_server(k, body)
+                    });
                 this.reads.feed(
                     &buf.filled()[before..],
                     &mut |_| {},
@@ -487,6 +527,10 @@ impl AsyncRead for TapStream {
                     },
                     &mut || state.dead.store(true, Ordering::Release),
                 );
+                let stale = this.reads.stale_statement_errors;
+                if stale != state.stale_statements.load(Ordering::Relaxed) {
+                    state.stale_statements.store(stale, Ordering::Release);
+                }
             }
             Poll::Ready(Err(_)) => {
                 this.state.dead.store(true, Ordering::Release);
@@ -513,6 +557,9 @@ impl AsyncWrite for TapStream {
         };
         if let Poll::Ready(Ok(n)) = res {
             let (state, close_only) = (&this.state, &mut this.close_only);
+            this.sniff.1.feed(&buf[..n], &mut |k, body, cut| {
+                state.session.on_client(k, body, cut)
+            });
             this.writes.feed(
                 &buf[..n],
                 &mut |kind| state.on_client_message(kind, close_only),
@@ -584,6 +631,31 @@ mod tests {
             assert_eq!(types, b"RZDCZZEEN", "chunk {chunk}");
             assert_eq!(statuses, b"ITE", "chunk {chunk}");
             assert_eq!(fatal, 1, "chunk {chunk}");
+            assert_eq!(f.stale_statement_errors, 0, "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn framer_counts_errors_rejecting_a_prepared_statement() {
+        let mut stream = Vec::new();
+        stream.extend(msg(
+            b'E',
+            b"SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0\0",
+        ));
+        // A long localized severity pushes the code far from the start.
+        stream.extend(msg(
+            b'E',
+            "S\u{41e}\u{428}\u{418}\u{411}\u{41a}\u{410}\0VERROR\0C26000\0Mprepared statement \"s1\" does not exist\0\0".as_bytes(),
+        ));
+        // Other codes, and the code's digits in a message, do not count.
+        stream.extend(msg(b'E', b"SERROR\0VERROR\0C22012\0MC26000\0\0"));
+        stream.extend(msg(b'Z', b"I"));
+        for chunk in [1, 2, 7, 1000] {
+            let mut f = Framer::new(true);
+            for part in stream.chunks(chunk) {
+                f.feed(part, &mut |_| {}, &mut |_| {}, &mut || {});
+            }
+            assert_eq!(f.stale_statement_errors, 2, "chunk {chunk}");
         }
     }
 

@@ -1,8 +1,6 @@
 //! The pooled Redis connection: a multiplexed redis-rs connection that tracks the session
 //! state its borrowers leave behind.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -24,8 +22,6 @@ use crate::session::Session;
 pub struct RedisConnection {
     inner: MultiplexedConnection,
     pub(crate) session: Session,
-    /// Set by the socket when the server closed it or it failed.
-    closed: Arc<AtomicBool>,
     /// The manager's `query_timeout`.
     query_timeout: Option<Duration>,
     driver: DriverGuard,
@@ -61,29 +57,74 @@ fn name_of(cmd: &Cmd) -> (Option<&[u8]>, Option<&[u8]>) {
 impl RedisConnection {
     pub(crate) fn new(
         inner: MultiplexedConnection,
-        closed: Arc<AtomicBool>,
         driver: JoinHandle<()>,
         query_timeout: Option<Duration>,
     ) -> Self {
         RedisConnection {
             inner,
             session: Session::default(),
-            closed,
             query_timeout,
             driver: DriverGuard(driver),
         }
     }
 
-    /// Whether the socket is gone (closed by the server, failed, or the driver ended).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.driver.0.is_finished()
+    /// Whether the connection is gone: the server closed it (`CLIENT KILL`, a restart, its
+    /// idle `timeout`) or its socket failed. The pool asks this on every checkout and
+    /// return and discards a closed connection; it is cheap (no round trip).
+    ///
+    /// It turns true as soon as the connection's background task has read the end of the
+    /// stream, which happens on its own, without a command being sent.
+    pub fn is_closed(&self) -> bool {
+        self.driver.0.is_finished()
     }
 
-    fn note<T>(&mut self, result: &redis::RedisResult<T>) {
-        if let Err(e) = result {
-            if crate::error::classify(e) == poolguard::conn::ErrorClass::Fatal {
-                self.session.failed = true;
+    /// Waits until the connection is gone (see [`is_closed`](Self::is_closed)): a way to
+    /// notice, while holding a connection without using it, that the server dropped it.
+    /// It never ends for a healthy connection: bound it with `tokio::time::timeout` or a
+    /// `select!`.
+    pub async fn closed(&mut self) {
+        if !self.driver.0.is_finished() {
+            // Cancel-safe: the handle stays put, and is not polled again once finished.
+            let _ = (&mut self.driver.0).await;
+        }
+    }
+
+    /// Marks the connection failed when a request's outcome is a fatal error: a client-side
+    /// error, or an error reply from the server (which redis-rs hands back as a value, and
+    /// turns into an `Err` only when the caller converts the reply).
+    fn note(&mut self, result: &redis::RedisResult<Value>) {
+        self.note_values(result.as_ref().map(std::slice::from_ref));
+    }
+
+    fn note_values(&mut self, result: Result<&[Value], &redis::RedisError>) {
+        match result {
+            Err(e) => self.note_error(e),
+            Ok(values) => {
+                for v in values {
+                    // A reply, or the replies of a transaction (`EXEC`).
+                    let nested = match v {
+                        Value::Array(items) => items.as_slice(),
+                        _ => &[],
+                    };
+                    for v in std::iter::once(v).chain(nested) {
+                        if let Value::ServerError(se) = v {
+                            self.note_error(&redis::RedisError::from(se.clone()));
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    fn note_error(&mut self, e: &redis::RedisError) {
+        if crate::error::classify(e) == poolguard::conn::ErrorClass::Fatal {
+            if crate::error::is_read_only(e) && !self.session.failed {
+                tracing::warn!(
+                    "redis connection evicted: the server is a read-only replica (READONLY); \
+                     after a failover, the URL must lead to the new primary"
+                );
+            }
+            self.session.failed = true;
         }
     }
 
@@ -161,7 +202,7 @@ impl ConnectionLike for RedisConnection {
                 None => request.await,
             };
             self.session.unanswered -= 1;
-            self.note(&result);
+            self.note_values(result.as_deref());
             if result.is_ok() {
                 for cmd in pipeline.cmd_iter() {
                     if let (Some(name), sub) = name_of(cmd) {

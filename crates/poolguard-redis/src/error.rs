@@ -11,9 +11,19 @@ pub enum Error {
     /// redis-rs reported an error.
     #[error("{}", describe(.0))]
     Redis(#[from] RedisError),
-    /// The address kind is not supported (TLS): use `redis://` or `redis+unix://`.
-    #[error("unsupported Redis address {0}: poolguard-redis speaks plain TCP and Unix sockets; use redis:// or redis+unix://")]
+    /// The address kind is not supported by this build (TLS without the `tls` feature).
+    #[error("unsupported Redis address {0}: this build of poolguard-redis speaks plain TCP and Unix sockets; enable its `tls` feature for rediss://, or use redis:// or redis+unix://")]
     Unsupported(String),
+    /// The TLS handshake failed: the server's certificate is not signed by a trusted CA, does
+    /// not name the host, or the server does not speak TLS on that port.
+    #[error("TLS handshake with {address} failed: {source}; check that the server's certificate is signed by a CA the manager trusts (RedisManagerBuilder::tls_root_ca) and names that host, and that the port is the server's TLS port")]
+    Tls {
+        /// The server, password masked.
+        address: String,
+        /// What rustls reported.
+        #[source]
+        source: std::io::Error,
+    },
     /// `PING n` was not answered with `n`: the replies are out of step with the requests.
     #[error("Redis answered PING {sent} with {got:?}: replies are out of step; the connection is discarded")]
     PingMismatch {
@@ -29,7 +39,9 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Redis(e) => classify(e),
-            Error::PingMismatch { .. } | Error::Unsupported(_) => ErrorClass::Fatal,
+            Error::PingMismatch { .. } | Error::Unsupported(_) | Error::Tls { .. } => {
+                ErrorClass::Fatal
+            }
         }
     }
 
@@ -80,8 +92,17 @@ fn describe(e: &RedisError) -> String {
         " (wrong user name or password: check the credentials in the Redis URL)"
     } else if e.is_timeout() {
         " (no answer in time: the server or the network is stalled)"
+    } else if is_read_only(e) {
+        " (connected to a replica: after a failover this node no longer takes writes; the \
+         connection is discarded, and the URL must lead to the new primary, e.g. a name or \
+         proxy that follows failovers)"
     } else {
         ""
     };
     format!("Redis: {e}{hint}")
+}
+
+/// `READONLY`: the node is a replica (typically a former primary after a failover).
+pub(crate) fn is_read_only(e: &RedisError) -> bool {
+    e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }

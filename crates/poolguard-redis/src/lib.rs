@@ -27,12 +27,32 @@
 //!   command (blocking ones get their own block time on top); an expired command fails with a
 //!   timeout error and evicts its connection. Without it, wrap calls in `tokio::time::timeout`.
 //! - **Fatal errors are recognised** ([`classify`]): I/O, timeouts, unparsable replies,
-//!   authentication failures and `READONLY` (a failover made the node a replica) evict.
+//!   authentication failures and `READONLY` (a failover made the node a replica) evict, on
+//!   any command, whether or not the caller reports them.
 //! - **No password is printed**: the manager's `Debug` and [`RedisManager::address`] show
 //!   `redis://user:***@host:port/db`; errors and tracing events never carry the URL's
 //!   password. [`redact_url`] masks any connection URL the same way, for your own logs.
-//! - **Connect errors say what is wrong**: a refused port and a wrong password have their
-//!   own messages, never a timeout.
+//! - **Connect errors say what is wrong**: a refused port, a wrong password and an untrusted
+//!   TLS certificate ([`Error::Tls`]) have their own messages, never a timeout.
+//! - **A connection the server closed is never handed out**: the connection notices the end of
+//!   its socket by itself (no command needed), and the pool discards it at its next checkout or
+//!   return ([`RedisConnection::is_closed`]).
+//!
+//! # Connections
+//!
+//! Each pooled connection is redis-rs's `MultiplexedConnection`, used by one borrower at a
+//! time, over a socket the manager opens from the connection info:
+//!
+//! - the URL's database, user name, password and `protocol=resp3` apply (`HELLO 3`);
+//! - TCP: `TCP_NODELAY` is always on; a keepalive and `TCP_USER_TIMEOUT` (Linux) set with
+//!   `ConnectionInfo::set_tcp_settings` apply (redis-rs's linger setting has no getter and is
+//!   not applied);
+//! - `rediss://` needs the `tls` feature (rustls, `ring` provider). The system's CA
+//!   certificates are trusted unless `RedisManagerBuilder::tls_root_ca` or
+//!   `RedisManagerBuilder::tls_config` say otherwise; `#insecure` is refused.
+//!   `ConnectionAddr::TcpTls`'s own `tls_params` are not read: give them to the builder.
+//! - Pub/Sub: a subscribed connection cannot be pooled; [`RedisManager::pubsub`] opens a
+//!   dedicated one with the same settings.
 #![forbid(unsafe_code)]
 #![warn(
     missing_docs,
@@ -41,16 +61,22 @@
     rust_2018_idioms
 )]
 
+mod connect;
 mod connection;
 mod deadline;
 mod error;
 mod manager;
 mod redact;
 mod session;
-mod socket;
+mod tls;
 
 pub use connection::RedisConnection;
 pub use error::{classify, Error};
 pub use manager::{BuildError, RedisManager, RedisManagerBuilder};
 pub use redact::redact_url;
 pub use redis;
+
+/// The crate README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}

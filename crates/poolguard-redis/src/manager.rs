@@ -1,20 +1,17 @@
 //! `poolguard::conn::Manager` for redis-rs.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+#[cfg(feature = "tls")]
+use std::sync::Arc;
 use std::time::Duration;
 
-use poolguard::conn::{ErrorClass, Manager};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
-
+use poolguard::conn::{Classify, ErrorClass, Manager};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, Value};
-use tokio::net::{TcpStream, UnixStream};
-
-use crate::socket::WatchedSocket;
 
 use crate::connection::RedisConnection;
 use crate::error::Error;
+use crate::tls::Tls;
 
 /// Why a [`RedisManagerBuilder`] refused its settings.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +26,18 @@ pub enum BuildError {
     /// A zero query timeout would fail every command.
     #[error("query_timeout must be positive; use None for no timeout")]
     ZeroQueryTimeout,
+    /// A `rediss://` address, but this build has no TLS.
+    #[error("rediss:// (TLS) needs the `tls` feature of poolguard-redis; enable it, or use redis:// for a server without TLS")]
+    TlsNotEnabled,
+    /// `rediss://...#insecure` asks for no certificate check, which is not offered.
+    #[error("rediss://...#insecure (TLS without a certificate check) is not supported; trust the server's CA with tls_root_ca instead")]
+    InsecureTls,
+    /// TLS settings were given for an address without TLS.
+    #[error("tls_root_ca/tls_config were given but the address is not rediss://; use rediss://host:port for TLS")]
+    TlsWithoutRediss,
+    /// The TLS settings are unusable (a bad CA file, no trusted CA, an invalid host name).
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Builds a validated [`RedisManager`].
@@ -37,6 +46,15 @@ pub struct RedisManagerBuilder {
     client: Result<Client, BuildError>,
     response_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
+    #[cfg(feature = "tls")]
+    tls: Option<TlsRoots>,
+}
+
+/// What `rediss://` connections trust, when not the system's CA certificates.
+#[cfg(feature = "tls")]
+enum TlsRoots {
+    Pem(Vec<u8>),
+    Config(Arc<rustls::ClientConfig>),
 }
 
 impl RedisManagerBuilder {
@@ -83,18 +101,60 @@ impl RedisManagerBuilder {
         self
     }
 
+    /// For `rediss://` (feature `tls`): trust exactly the CA certificate(s) in `pem`
+    /// (PEM text, as in a `ca.crt` file) instead of the system's. The server's certificate
+    /// must be signed by one of them and name the URL's host.
+    #[cfg(feature = "tls")]
+    pub fn tls_root_ca(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls = Some(TlsRoots::Pem(pem.into()));
+        self
+    }
+
+    /// For `rediss://` (feature `tls`): use this rustls client configuration (your own
+    /// roots, a client certificate for mutual TLS...). Its ALPN and key log settings are
+    /// used as given.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = Some(TlsRoots::Config(config));
+        self
+    }
+
     /// Validates the settings.
     pub fn build(self) -> Result<RedisManager, BuildError> {
-        let client = self.client?;
+        let client = match self.client {
+            // redis-rs refuses to parse `rediss://` without its TLS support.
+            #[cfg(not(feature = "tls"))]
+            Err(BuildError::Url(e)) if e.to_string().contains("TLS") => {
+                return Err(BuildError::TlsNotEnabled)
+            }
+            other => other?,
+        };
         if self.response_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroResponseTimeout);
         }
         if self.query_timeout == Some(Duration::ZERO) {
             return Err(BuildError::ZeroQueryTimeout);
         }
-        let db = client.get_connection_info().redis_settings().db();
+        let info = client.get_connection_info();
+        let tls = match info.addr() {
+            ConnectionAddr::TcpTls { insecure: true, .. } => return Err(BuildError::InsecureTls),
+            #[cfg(feature = "tls")]
+            ConnectionAddr::TcpTls { host, .. } => {
+                let config = match self.tls {
+                    Some(TlsRoots::Config(c)) => c,
+                    Some(TlsRoots::Pem(pem)) => Arc::new(crate::tls::config_from_pem(&pem)?),
+                    None => Arc::new(crate::tls::config_native()?),
+                };
+                Some(Tls::new(config, host)?)
+            }
+            #[cfg(feature = "tls")]
+            _ if self.tls.is_some() => return Err(BuildError::TlsWithoutRediss),
+            _ => None,
+        };
+        let db = info.redis_settings().db();
         Ok(RedisManager {
             client,
+            tls,
             db,
             response_timeout: self.response_timeout,
             query_timeout: self.query_timeout,
@@ -109,6 +169,7 @@ impl RedisManagerBuilder {
 /// masked.
 pub struct RedisManager {
     client: Client,
+    tls: Option<Tls>,
     db: i64,
     response_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
@@ -122,6 +183,8 @@ impl RedisManager {
             client: Client::open(info).map_err(BuildError::Url),
             response_timeout: None,
             query_timeout: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -141,9 +204,48 @@ impl RedisManager {
         crate::redact::address(self.client.get_connection_info())
     }
 
-    /// The redis-rs client the connections are opened with.
+    /// The redis-rs client holding the connection info the connections are opened with.
+    /// Its own connect methods do not apply this manager's TLS settings; for a connection
+    /// outside the pool use [`pubsub`](Self::pubsub) or a connection from the pool.
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Opens a dedicated Pub/Sub connection, outside the pool, with the manager's address,
+    /// credentials, database and TLS settings: redis-rs's own [`PubSub`](redis::aio::PubSub)
+    /// (`subscribe`, `on_message`, `split`...). A subscribed connection cannot run other
+    /// commands, so it is never pooled (a pooled connection that sends `SUBSCRIBE` is
+    /// discarded on return). It lives until you drop it; publish through the pool.
+    ///
+    /// Opening it (connect, TLS handshake, `AUTH`, `SELECT`) must finish within
+    /// `connect_timeout`, or it fails with a timeout error.
+    ///
+    /// ```no_run
+    /// # async fn demo(pool: poolguard::conn::Pool<poolguard_redis::RedisManager>) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use poolguard_redis::redis::AsyncCommands;
+    /// use futures_util::StreamExt as _;
+    ///
+    /// let mut sub = pool.manager().pubsub(Duration::from_secs(5)).await?;
+    /// sub.subscribe("news").await?;
+    /// let mut conn = pool.get().await?;
+    /// let _: i64 = conn.publish("news", "hello").await?;
+    /// let msg = tokio::time::timeout(Duration::from_secs(5), sub.on_message().next()).await?;
+    /// # let _ = msg; Ok(()) }
+    /// ```
+    pub async fn pubsub(&self, connect_timeout: Duration) -> Result<redis::aio::PubSub, Error> {
+        let info = self.client.get_connection_info();
+        let open = async {
+            let stream = crate::connect::open(info, self.tls.as_ref()).await?;
+            Ok::<_, Error>(redis::aio::PubSub::new(info.redis_settings(), stream).await?)
+        };
+        match tokio::time::timeout(connect_timeout, open).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Redis(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("opening a Pub/Sub connection took longer than {connect_timeout:?}"),
+            )))),
+        }
     }
 }
 
@@ -157,7 +259,7 @@ impl std::fmt::Debug for RedisManagerBuilder {
             .field("address", &address)
             .field("response_timeout", &self.response_timeout)
             .field("query_timeout", &self.query_timeout)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -166,6 +268,7 @@ impl std::fmt::Debug for RedisManager {
         f.debug_struct("RedisManager")
             .field("address", &self.address())
             .field("db", &self.db)
+            .field("tls", &self.tls.is_some())
             .field("response_timeout", &self.response_timeout)
             .field("query_timeout", &self.query_timeout)
             .finish_non_exhaustive()
@@ -183,31 +286,13 @@ impl Manager for RedisManager {
             .set_connection_timeout(None)
             .set_response_timeout(self.response_timeout);
         let info = self.client.get_connection_info();
-        let closed = Arc::new(AtomicBool::new(false));
-        let socket = match info.addr() {
-            ConnectionAddr::Tcp(host, port) => {
-                let s = TcpStream::connect((host.as_str(), *port))
-                    .await
-                    .map_err(RedisError::from)?;
-                WatchedSocket::tcp(s, Arc::clone(&closed))
-            }
-            ConnectionAddr::Unix(path) => {
-                let s = UnixStream::connect(path).await.map_err(RedisError::from)?;
-                WatchedSocket::unix(s, Arc::clone(&closed))
-            }
-            // The address, not the `ConnectionAddr`: its TLS parameters may hold a key.
-            _ => return Err(Error::Unsupported(crate::redact::address(info))),
-        };
+        let stream = crate::connect::open(info, self.tls.as_ref()).await?;
         let (inner, driver) =
-            MultiplexedConnection::new_with_config(info.redis_settings(), socket, config).await?;
-        // The driver owns the socket; the connection owns the driver (aborted on drop).
+            MultiplexedConnection::new_with_config(info.redis_settings(), stream, config).await?;
+        // The driver owns the socket and ends when the server closes it; the connection
+        // owns the driver (aborted on drop) and reads its end as "closed".
         let driver = tokio::spawn(driver);
-        Ok(RedisConnection::new(
-            inner,
-            closed,
-            driver,
-            self.query_timeout,
-        ))
+        Ok(RedisConnection::new(inner, driver, self.query_timeout))
     }
 
     /// `PING n` with a counter: the reply must echo `n`, which proves the replies are in step
@@ -289,6 +374,27 @@ impl Manager for RedisManager {
 
     fn is_restarting(&self, error: &Error) -> bool {
         error.is_restarting()
+    }
+}
+
+/// `conn.report(&e)` with the `redis::RedisError` a command returned: the error stays yours
+/// (to return, log or match), and a fatal one evicts the connection.
+///
+/// ```no_run
+/// # async fn demo(pool: poolguard::conn::Pool<poolguard_redis::RedisManager>) -> Result<(), Box<dyn std::error::Error>> {
+/// use poolguard_redis::redis::{self, AsyncCommands};
+///
+/// let mut conn = pool.get().await?;
+/// let hits: redis::RedisResult<i64> = conn.incr("hits", 1).await;
+/// if let Err(e) = &hits {
+///     conn.report(e);
+/// }
+/// println!("{}", hits?);
+/// # Ok(()) }
+/// ```
+impl Classify<RedisError> for RedisManager {
+    fn classify_error(&self, error: &RedisError) -> ErrorClass {
+        crate::error::classify(error)
     }
 }
 

@@ -107,7 +107,7 @@ async fn no_password_reaches_any_output() {
         format!("redis://u:{pw}@127.0.0.1:99999/0"),
         format!("redis://u:{pw}@/0"),
         format!("redis://u:{pw}@127.0.0.1/not-a-db"),
-        format!("rediss://u:{pw}@127.0.0.1:6379"),
+        format!("rediss://u:{pw}@127.0.0.1:6379#insecure"),
         format!("http://u:{pw}@127.0.0.1:6379"),
     ];
 
@@ -161,10 +161,12 @@ async fn no_password_reaches_any_output() {
         pool.close();
         pool.wait_closed(Duration::from_secs(5)).await;
     }
-    // A TLS address built in code (not from a URL): refused at connect, named without secrets.
+    // A TLS address built in code (not from a URL). Without the `tls` feature it is refused
+    // at connect; with it, the TLS server's certificate is checked against an unrelated CA
+    // and refused. Either way the error names the server without secrets.
     let info = redis::IntoConnectionInfo::into_connection_info(redis::ConnectionAddr::TcpTls {
         host: "127.0.0.1".into(),
-        port: 6379,
+        port: if cfg!(feature = "tls") { 6381 } else { 6379 },
         insecure: false,
         tls_params: None,
     })
@@ -174,14 +176,36 @@ async fn no_password_reaches_any_output() {
             .set_username(&wrong_pw_user)
             .set_password(&pw),
     );
+    #[cfg(feature = "tls")]
+    let m = RedisManager::builder(info)
+        .tls_root_ca(tls_file("other-ca.crt"))
+        .build()
+        .unwrap();
+    #[cfg(not(feature = "tls"))]
     let m = RedisManager::new(info).unwrap();
     out.push_str(&format!("{m:?}\n"));
     let e = poolguard::conn::Manager::connect(&m)
         .await
         .expect_err("TLS is refused");
+    #[cfg(feature = "tls")]
+    assert!(matches!(e, Error::Tls { .. }), "{e}");
+    #[cfg(not(feature = "tls"))]
     assert!(matches!(e, Error::Unsupported(_)), "{e}");
     assert!(e.to_string().contains("rediss://"), "{e}");
     out.push_str(&chain(&e));
+    // The same as a URL: without the feature, refused by the builder.
+    let url = format!("rediss://u:{pw}@127.0.0.1:6379");
+    out.push_str(&format!("{:?}\n", RedisManager::builder(url.as_str())));
+    #[cfg(not(feature = "tls"))]
+    {
+        let e = RedisManager::new(url.as_str()).expect_err("no TLS in this build");
+        assert!(
+            matches!(e, poolguard_redis::BuildError::TlsNotEnabled),
+            "{e}"
+        );
+        assert!(e.to_string().contains("`tls` feature"), "{e}");
+        out.push_str(&chain(&e));
+    }
     for url in &unparsable {
         out.push_str(&format!("{}\n", redact_url(url)));
         out.push_str(&format!("{:?}\n", RedisManager::builder(url.as_str())));

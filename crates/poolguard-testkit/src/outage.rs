@@ -299,6 +299,23 @@ pub fn error_kind<E: std::error::Error + 'static>(e: &PoolError<E>) -> String {
     }
 }
 
+/// Asserts that every failure kind in `kinds` (from [`LoadReport::kinds`]) is an answer the
+/// pool gives by itself (its acquire or phase deadline, its breaker, a backend error, or a
+/// request cut by the fault), so no failure is a caller's deadline hiding a hung get.
+pub fn assert_pool_answered<V: std::fmt::Debug>(kinds: &std::collections::BTreeMap<String, V>) {
+    for k in kinds.keys() {
+        assert!(
+            k == "timeout"
+                || k == "unavailable"
+                || k == "query"
+                || k == "command"
+                || k.ends_with("-timeout")
+                || k.ends_with("-error"),
+            "a failure of kind {k:?} is not one the pool answers by itself: {kinds:?}"
+        );
+    }
+}
+
 /// Polls `f` every 5 ms until it holds and returns how long that took; panics (failing the
 /// test, naming `what`) if `limit` passes first.
 pub async fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {

@@ -20,11 +20,13 @@ pub(crate) fn after(d: Duration) -> Instant {
 }
 
 /// [`add`] for tokio's (possibly paused) clock.
+#[cfg(feature = "tokio")]
 pub(crate) fn add_tokio(at: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
     at.checked_add(d.min(FAR)).unwrap_or(at)
 }
 
 /// The same for tokio's (possibly paused) clock.
+#[cfg(feature = "tokio")]
 pub(crate) fn after_tokio(d: Duration) -> tokio::time::Instant {
     add_tokio(tokio::time::Instant::now(), d)
 }
@@ -43,6 +45,7 @@ mod tests {
         assert!(add(add(now, Duration::MAX), Duration::MAX) > now);
     }
 
+    #[cfg(feature = "tokio")]
     #[tokio::test(start_paused = true)]
     async fn tokio_clock_too() {
         let now = tokio::time::Instant::now();

@@ -1,8 +1,18 @@
-//! The one place that chooses between `std` and `loom` primitives.
+//! The one place that chooses between the real primitives and `loom`'s.
 //!
-//! Concurrent structures that loom checks (the object pool's sharded two-generation stacks in
-//! `object::shared`) import their atomics, mutexes and `Arc` from here, never from `std`
-//! directly, so `RUSTFLAGS="--cfg poolguard_loom"` swaps every one of them (see `scripts/loom.sh`).
+//! The concurrent structures that loom checks import their atomics, mutexes, condition
+//! variables and `Arc` from here, never from `std`, `parking_lot` or `crossbeam` directly, so
+//! `RUSTFLAGS="--cfg poolguard_loom"` swaps every one of them (see `scripts/loom.sh`):
+//!
+//! * `atomic`, `Mutex`, `MutexGuard`, `Arc`, `thread`: `std`'s (the shared tier's shards);
+//! * [`pl`]: `parking_lot`'s `Mutex`, `MutexGuard`, `Condvar` and `RwLock` (the trim and hold
+//!   locks, the reclaimer's queue); under loom, shims over loom's types with the same API;
+//! * [`AtomicCell`]: crossbeam's (the per-thread cells); under loom, a loom mutex around
+//!   the value (loom models the exchange; only the atomicity matters to the models).
+//!
+//! In a normal build every name is a plain re-export of the real type: no wrapper, no cost.
+//! Process-wide statics (the thread-index free list, the live-label registry) keep the real
+//! types, because loom's cannot live in a static; no model races them.
 #![allow(unused_imports, dead_code)]
 
 #[cfg(poolguard_loom)]
@@ -16,3 +26,142 @@ pub(crate) use std::sync::TryLockError;
 pub(crate) use std::sync::{atomic, Arc, Mutex, MutexGuard, TryLockError};
 #[cfg(not(poolguard_loom))]
 pub(crate) use std::thread;
+
+#[cfg(not(poolguard_loom))]
+pub(crate) use crossbeam_utils::atomic::AtomicCell;
+
+/// `parking_lot`'s lock API.
+#[cfg(not(poolguard_loom))]
+pub(crate) mod pl {
+    pub(crate) use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+}
+
+/// `parking_lot`'s lock API over loom's primitives (poisoning ignored, timeouts not
+/// modelled: a timed wait is an untimed one, so a model that would time out deadlocks and
+/// loom reports it).
+#[cfg(poolguard_loom)]
+pub(crate) mod pl {
+    use std::ops::{Deref, DerefMut};
+    use std::sync::PoisonError;
+    use std::time::Instant;
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+    /// `Option` only so that [`Condvar::wait`] can move the inner guard out and back.
+    pub(crate) struct MutexGuard<'a, T>(Option<loom::sync::MutexGuard<'a, T>>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(v: T) -> Self {
+            Self(loom::sync::Mutex::new(v))
+        }
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            MutexGuard(Some(self.0.lock().unwrap_or_else(PoisonError::into_inner)))
+        }
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            match self.0.try_lock() {
+                Ok(g) => Some(MutexGuard(Some(g))),
+                Err(std::sync::TryLockError::Poisoned(e)) => Some(MutexGuard(Some(e.into_inner()))),
+                Err(std::sync::TryLockError::WouldBlock) => None,
+            }
+        }
+    }
+
+    impl<T> Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            match &self.0 {
+                Some(g) => g,
+                None => unreachable!("a guard holds its lock outside a wait"),
+            }
+        }
+    }
+
+    impl<T> DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            match &mut self.0 {
+                Some(g) => g,
+                None => unreachable!("a guard holds its lock outside a wait"),
+            }
+        }
+    }
+
+    /// Whether a timed wait timed out (never, under loom).
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) struct WaitTimeoutResult(bool);
+
+    impl WaitTimeoutResult {
+        pub(crate) fn timed_out(self) -> bool {
+            self.0
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Condvar(loom::sync::Condvar);
+
+    impl Condvar {
+        pub(crate) fn new() -> Self {
+            Self(loom::sync::Condvar::new())
+        }
+        pub(crate) fn wait<T>(&self, g: &mut MutexGuard<'_, T>) {
+            let Some(inner) = g.0.take() else {
+                unreachable!("a guard holds its lock outside a wait")
+            };
+            g.0 = Some(self.0.wait(inner).unwrap_or_else(PoisonError::into_inner));
+        }
+        pub(crate) fn wait_until<T>(
+            &self,
+            g: &mut MutexGuard<'_, T>,
+            _deadline: Instant,
+        ) -> WaitTimeoutResult {
+            self.wait(g);
+            WaitTimeoutResult(false)
+        }
+        pub(crate) fn notify_one(&self) {
+            self.0.notify_one();
+        }
+        pub(crate) fn notify_all(&self) {
+            self.0.notify_all();
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(loom::sync::RwLock<T>);
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(v: T) -> Self {
+            Self(loom::sync::RwLock::new(v))
+        }
+        pub(crate) fn read(&self) -> loom::sync::RwLockReadGuard<'_, T> {
+            self.0.read().unwrap_or_else(PoisonError::into_inner)
+        }
+        pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
+            self.0.write().unwrap_or_else(PoisonError::into_inner)
+        }
+    }
+}
+
+/// crossbeam's `AtomicCell` API (the part the per-thread cells use) over a loom mutex.
+#[cfg(poolguard_loom)]
+#[derive(Debug, Default)]
+pub(crate) struct AtomicCell<T>(loom::sync::Mutex<T>);
+
+#[cfg(poolguard_loom)]
+impl<T> AtomicCell<T> {
+    pub(crate) fn new(v: T) -> Self {
+        Self(loom::sync::Mutex::new(v))
+    }
+    pub(crate) fn swap(&self, v: T) -> T {
+        let mut g = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *g, v)
+    }
+    pub(crate) fn take(&self) -> T
+    where
+        T: Default,
+    {
+        self.swap(T::default())
+    }
+}

@@ -6,12 +6,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use poolguard::diag::PrometheusWriter;
-use poolguard::object::{Layout, Pool, PoolBuilder};
+use poolguard::object::{Builder, Layout, Pool};
 
 const BUF: usize = 4096;
 
 /// 4 KiB buffers under a 16-object cap of `bytes`, with 8 per-thread slots and 8 shards.
-fn small_cap(bytes: usize) -> PoolBuilder<Vec<u8>> {
+fn small_cap(bytes: usize) -> Builder<Vec<u8>> {
     Pool::builder(|| Vec::<u8>::with_capacity(BUF))
         .max_idle(16)
         .max_idle_bytes(bytes)

@@ -116,3 +116,49 @@ fn wait_forever_timeouts_do_not_overflow() {
     let report = r.shutdown(Duration::MAX);
     assert!(report.flushed);
 }
+
+/// A value whose drop looks at the reclaimer: whether the shutdown report is readable (the
+/// shutdown lock is free) and whether a second `shutdown` call returns.
+struct Peek {
+    r: Reclaimer,
+    saw: crossbeam_channel::Sender<(bool, bool)>,
+}
+
+impl Drop for Peek {
+    fn drop(&mut self) {
+        let report_visible = self.r.monitor().stats().shutdown.is_some();
+        // Under the shutdown lock this would deadlock (the lock is not reentrant).
+        let again = if report_visible {
+            self.r.shutdown(Duration::ZERO).dropped_on_shutdown == 1
+        } else {
+            false
+        };
+        let _ = self.saw.send((report_visible, again));
+    }
+}
+
+#[test]
+fn leftover_drops_run_with_no_shutdown_lock_held() {
+    let r = quiet("sd-leftover-lock").workers(1).build().unwrap();
+    let counter = DropCounter::new();
+    let (b, ctl) = blocker(&counter);
+    r.defer(b);
+    ctl.wait_started();
+    // Queued behind the blocked worker: still queued at shutdown, so dropped by it.
+    let (saw, seen) = crossbeam_channel::bounded(1);
+    r.defer(Peek { r: r.clone(), saw });
+    let report = r.shutdown(Duration::from_millis(20));
+    assert_eq!(report.dropped_on_shutdown, 1);
+    let (report_visible, again) = seen
+        .try_recv()
+        .expect("the leftover was dropped by shutdown");
+    assert!(
+        report_visible,
+        "a leftover's drop ran while the shutdown lock was held"
+    );
+    assert!(
+        again,
+        "a second shutdown from a leftover's drop returns the first report"
+    );
+    ctl.release();
+}

@@ -9,12 +9,12 @@ mod reclaim_common;
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver};
-use poolguard::reclaim::{Reclaimer, ReclaimerBuilder, WatchdogEvent, WatchdogKind};
+use poolguard::reclaim::{Builder, Reclaimer, WatchdogEvent, WatchdogKind};
 use poolguard_testkit::drops::DropCounter;
 use reclaim_common::{blocker, quiet, Announcer, EVENTUALLY};
 
 /// A builder with tiny thresholds whose watchdog reports go to the returned channel.
-fn watched(name: &str) -> (ReclaimerBuilder, Receiver<WatchdogEvent>) {
+fn watched(name: &str) -> (Builder, Receiver<WatchdogEvent>) {
     let (tx, rx) = unbounded();
     let b = Reclaimer::builder()
         .name(name)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use poolguard::conn::{Error, Manager, Pool};
 use poolguard::diag::Histogram;
-use poolguard_testkit::sim::{Faults, Op, SimManager, Workload};
+use poolguard_faults::sim::{Faults, Op, SimManager, Workload};
 
 use super::{LabCtx, Table};
 

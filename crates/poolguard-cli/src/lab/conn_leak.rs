@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use poolguard::conn::{Manager, Pool, PooledConnection};
-use poolguard_testkit::sim::{Faults, Op, SimManager, Workload};
+use poolguard_faults::sim::{Faults, Op, SimManager, Workload};
 
 use super::{LabCtx, Table};
 

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use poolguard::conn::{ErrorClass, Manager};
+use poolguard_faults::proxy::FaultProxy;
+use poolguard_faults::sim::{Faults, Workload};
 use poolguard_postgres::{tokio_postgres, PostgresManager};
 use poolguard_redis::{redis, RedisManager};
-use poolguard_testkit::proxy::FaultProxy;
-use poolguard_testkit::sim::{Faults, Workload};
 
 use super::{config_traps, conn_leak, db_outage, spike, LabCtx, Table};
 use crate::redact;

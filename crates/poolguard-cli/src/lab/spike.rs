@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use poolguard::conn::{Manager, Pool};
 use poolguard::diag::Histogram;
-use poolguard_testkit::sim::{Faults, Op, SimManager, Workload};
+use poolguard_faults::sim::{Faults, Op, SimManager, Workload};
 
 use super::{LabCtx, Table};
 

@@ -70,7 +70,7 @@ pub(crate) const RESTART_PROBE: Duration = Duration::from_millis(100);
 
 /// `d` shortened by a random fraction of up to a half: in `(d / 2, d]`.
 fn jittered(d: Duration) -> Duration {
-    d.mul_f64(1.0 - 0.5 * rand::random::<f64>())
+    d.mul_f64(1.0 - 0.5 * fastrand::f64())
 }
 
 /// Breaker state; lives under the pool lock.

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::inner::Shared;
 use super::internals::Conn;
-use super::{ErrorClass, Manager};
+use super::{Classify, ErrorClass, Manager};
 
 /// A checked-out connection. Derefs to `M::Connection`; dropping it returns the connection
 /// to the pool (reset first, when the manager has a reset), or closes it when it is broken,
@@ -51,11 +51,15 @@ impl<M: Manager> PooledConnection<M> {
             .expect("invariant: the connection is present until drop")
     }
 
-    /// Reports a backend error seen while using this connection. When the manager
-    /// classifies it as [`ErrorClass::Fatal`], the connection is closed instead of reused
-    /// when this guard is dropped. Returns the classification.
-    pub fn report(&mut self, error: &M::Error) -> ErrorClass {
-        let class = self.shared.manager.classify(error);
+    /// Reports a backend error seen while using this connection: the manager's `Error`, or
+    /// any other error type the manager can [`Classify`] (the error stays the caller's).
+    /// When the manager classifies it as [`ErrorClass::Fatal`], the connection is closed
+    /// instead of reused when this guard is dropped. Returns the classification.
+    pub fn report<E: ?Sized>(&mut self, error: &E) -> ErrorClass
+    where
+        M: Classify<E>,
+    {
+        let class = self.shared.manager.classify_error(error);
         if class == ErrorClass::Fatal {
             self.broken = true;
         }

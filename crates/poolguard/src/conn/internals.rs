@@ -69,7 +69,7 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
     if jitter <= 0.0 {
         return d;
     }
-    let cut = rand::random::<f64>() * jitter;
+    let cut = fastrand::f64() * jitter;
     d.mul_f64(1.0 - cut)
 }
 

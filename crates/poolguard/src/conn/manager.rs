@@ -99,3 +99,20 @@ pub trait Manager: Send + Sync + 'static {
         async {}
     }
 }
+
+/// Errors the holder of a connection can [`report`](super::PooledConnection::report): the
+/// manager's own `Error`, and whatever else a backend lets its users report without
+/// converting (the Redis manager accepts `&redis::RedisError`, so the caller keeps it).
+///
+/// Every manager classifies its own error through [`Manager::classify`]; implement this for
+/// another error type `E` to make `conn.report(&e)` accept it.
+pub trait Classify<E: ?Sized> {
+    /// What `error` means for the connection it came from.
+    fn classify_error(&self, error: &E) -> ErrorClass;
+}
+
+impl<M: Manager> Classify<M::Error> for M {
+    fn classify_error(&self, error: &M::Error) -> ErrorClass {
+        self.classify(error)
+    }
+}

@@ -31,6 +31,7 @@
 
 mod breaker;
 mod config;
+mod diagnose;
 mod error;
 mod guard;
 mod inner;
@@ -47,6 +48,6 @@ pub use config::{
 };
 pub use error::{Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
-pub use manager::{ErrorClass, Manager};
+pub use manager::{Classify, ErrorClass, Manager};
 pub use pool::Pool;
 pub use stats::{CloseReason, StatsSnapshot, Status};

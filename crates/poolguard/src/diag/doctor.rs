@@ -5,6 +5,8 @@ use std::fmt;
 /// How urgent a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Severity {
     /// Worth knowing; nothing is wrong yet.
     Info,
@@ -17,6 +19,7 @@ pub enum Severity {
 /// One diagnosis: what is wrong, the figures that show it, and what to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Finding {
     /// How urgent.
     pub severity: Severity,

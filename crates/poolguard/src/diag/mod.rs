@@ -4,12 +4,17 @@
 //! Each pool type keeps its own counters; this module only gives them one vocabulary, so that
 //! a service can render every pool it owns the same way.
 
+mod diagnose;
 mod doctor;
 mod histogram;
 pub(crate) mod labels;
 mod name;
 mod prometheus;
+pub(crate) mod slab;
 
+#[cfg(feature = "serde")]
+pub(crate) use diagnose::ser;
+pub use diagnose::{Diagnose, Kind, Snapshot};
 pub use doctor::{Finding, Severity};
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use name::{validate_name, NameError, MAX_NAME_BYTES};

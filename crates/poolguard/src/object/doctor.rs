@@ -3,12 +3,12 @@
 use crate::diag::{Finding, Severity};
 
 use super::stats::{human_bytes, PoolStats};
-use super::PoolConfig;
+use super::Config;
 
 /// Below this many gets, rates are noise and no rate-based finding is made.
 const MIN_GETS: u64 = 100;
 
-pub(crate) fn diagnose(s: &PoolStats, c: &PoolConfig) -> Vec<Finding> {
+pub(crate) fn diagnose(s: &PoolStats, c: &Config) -> Vec<Finding> {
     let mut out = Vec::new();
     let pool = s.name.as_str();
     if s.long_holds > 0 {

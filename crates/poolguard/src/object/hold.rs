@@ -15,10 +15,11 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::diag::slab::Slab;
+use crate::sync::pl::Mutex;
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 
-use super::builder::Clock;
+use super::config::Clock;
 use super::local::thread_index;
 use super::stats::LongHold;
 
@@ -44,41 +45,12 @@ struct Live {
     reported: bool,
 }
 
-#[derive(Debug, Default)]
-struct Slab {
-    slots: Vec<Option<Live>>,
-    free: Vec<usize>,
-}
-
-impl Slab {
-    fn insert(&mut self, live: Live) -> usize {
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = Some(live);
-                i
-            }
-            None => {
-                self.slots.push(Some(live));
-                self.slots.len() - 1
-            }
-        }
-    }
-
-    fn remove(&mut self, i: usize) -> Option<Live> {
-        let live = self.slots.get_mut(i)?.take();
-        if live.is_some() {
-            self.free.push(i);
-        }
-        live
-    }
-}
-
 pub(crate) struct HoldTracker {
     threshold: Duration,
     clock: Clock,
     pub(crate) long_holds: AtomicU64,
     recent: Mutex<VecDeque<LongHold>>,
-    live: Box<[CachePadded<Mutex<Slab>>]>,
+    live: Box<[CachePadded<Mutex<Slab<Live>>>]>,
 }
 
 impl HoldTracker {
@@ -151,7 +123,7 @@ impl HoldTracker {
         let (mut all, mut fresh) = (Vec::new(), Vec::new());
         for slab in self.live.iter() {
             let mut s = slab.lock();
-            for live in s.slots.iter_mut().flatten() {
+            for live in s.iter_mut() {
                 let held = now.saturating_sub(live.at);
                 if held <= self.threshold {
                     continue;

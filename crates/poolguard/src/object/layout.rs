@@ -4,9 +4,9 @@
 //! per-thread cell and each shard owns a fixed share of `max_idle` and `max_idle_bytes`, and
 //! the shares add up to at most the caps.
 
-use super::builder::PoolConfig;
+use super::config::Config;
 
-/// The caps of each tier, as split from a [`PoolConfig`] when the pool is built (see
+/// The caps of each tier, as split from a [`Config`] when the pool is built (see
 /// [`Pool::layout`](super::Pool::layout) and [`PoolStats::layout`](super::PoolStats::layout)).
 ///
 /// The formula, with `slots = min(local_slots, max_idle / 2)`:
@@ -30,6 +30,7 @@ use super::builder::PoolConfig;
 /// byte share is refused by that shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Layout {
     /// Per-thread cells (one object each); 0 when the per-thread tier is off.
     pub local_slots: usize,
@@ -49,8 +50,8 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// The split of a valid configuration (one that [`PoolConfig::validate`] accepts).
-    pub fn of(c: &PoolConfig) -> Self {
+    /// The split of a valid configuration (one that [`Config::validate`] accepts).
+    pub fn of(c: &Config) -> Self {
         let max_idle = c.max_idle.max(1);
         let slots = c.local_slots.min(max_idle / 2);
         let cell_bytes = (c.max_idle_bytes / 4)
@@ -102,20 +103,14 @@ impl Layout {
 mod tests {
     use super::*;
 
-    fn config(
-        max_idle: usize,
-        bytes: usize,
-        object: usize,
-        shards: usize,
-        slots: usize,
-    ) -> PoolConfig {
-        PoolConfig {
+    fn config(max_idle: usize, bytes: usize, object: usize, shards: usize, slots: usize) -> Config {
+        Config {
             max_idle,
             max_idle_bytes: bytes,
             max_object_bytes: object,
             shards,
             local_slots: slots,
-            ..PoolConfig::default()
+            ..Config::default()
         }
     }
 
@@ -142,10 +137,10 @@ mod tests {
 
     #[test]
     fn the_defaults_split_as_before() {
-        let c = PoolConfig {
+        let c = Config {
             shards: 8,
             local_slots: 32,
-            ..PoolConfig::default()
+            ..Config::default()
         };
         let l = Layout::of(&c);
         assert_eq!(l.local_slots, 32);

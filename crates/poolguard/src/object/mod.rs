@@ -38,20 +38,23 @@
 //! `build()` warns (through `tracing`) when a tier's share cannot hold an object of
 //! `max_object_bytes`.
 
-mod builder;
+mod config;
 mod doctor;
+mod engine;
 mod hold;
 mod layout;
 mod local;
+mod metrics;
 mod pool;
 mod recycle;
 mod shared;
 mod stats;
+mod trim;
 mod trimmer;
 mod victim;
 
-pub use builder::{
-    BuildError, PoolBuilder, PoolConfig, DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_BYTES,
+pub use config::{
+    BuildError, Builder, Config, DEFAULT_MAX_IDLE, DEFAULT_MAX_IDLE_BYTES,
     DEFAULT_MAX_OBJECT_BYTES, MAX_IDLE, MAX_LOCAL_SLOTS, MAX_SHARDS,
 };
 pub use layout::Layout;
@@ -59,18 +62,3 @@ pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;
 pub use stats::{Discards, LongHold, PoolStats, TrimCause, TrimTrace};
 pub use trimmer::{Trimmer, MIN_TRIM_INTERVAL};
-
-use crate::diag::{Finding, PrometheusWriter};
-
-impl<T: Recycle + Send + 'static> Pool<T> {
-    /// Diagnoses misuse from the current stats: long holds, oversized discards, low hit
-    /// rate, threads that only put, resets that refuse, returns refused at the caps.
-    pub fn doctor(&self) -> Vec<Finding> {
-        doctor::diagnose(&self.stats(), self.config())
-    }
-
-    /// Appends the pool's stats to a Prometheus text writer.
-    pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
-        self.stats().write_prometheus(w);
-    }
-}

@@ -1,4 +1,4 @@
-//! Stats snapshots, trim traces and their Prometheus rendering.
+//! Stats snapshots and trim traces (rendered as Prometheus text in `metrics.rs`).
 
 use std::fmt;
 use std::panic::Location;
@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use super::layout::Layout;
-use crate::diag::{HistogramSnapshot, PrometheusWriter};
+use crate::diag::HistogramSnapshot;
 
 /// Counters bumped on the slow paths (read-modify-write atomics). The fast-path counters
 /// live in the per-thread cells and the shard locks; see [`super::local`].
@@ -37,6 +37,7 @@ impl Counters {
 /// Objects a pool dropped instead of keeping, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Discards {
     /// Reported more heap bytes than `max_object_bytes`.
     pub oversized: u64,
@@ -53,6 +54,8 @@ pub struct Discards {
 /// Why a trim cycle ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum TrimCause {
     /// [`Pool::trim`](super::Pool::trim).
     Manual,
@@ -75,6 +78,7 @@ impl fmt::Display for TrimCause {
 /// One trim cycle, like a line of Go's `gctrace` (its `Display` is that line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct TrimTrace {
     /// The pool's label.
     pub pool: String,
@@ -94,8 +98,10 @@ pub struct TrimTrace {
     /// workers, not in this cycle); 0 without a reclaimer or when it refused.
     pub deferred: usize,
     /// The longest time one lock was held by this cycle (what a concurrent get could wait).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub max_pause: Duration,
     /// Wall time of the whole cycle, disposal included.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub took: Duration,
 }
 
@@ -141,10 +147,13 @@ impl fmt::Display for TrimTrace {
 /// A checkout held longer than the pool's `hold_threshold`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LongHold {
     /// Where `get()` was called.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::site"))]
     pub site: &'static Location<'static>,
     /// How long the object was held (so far, when still held).
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub held: Duration,
     /// Whether the checkout is still out (not returned or detached yet).
     pub still_held: bool,
@@ -153,6 +162,7 @@ pub struct LongHold {
 /// A point-in-time copy of a pool's counters and gauges.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct PoolStats {
     /// The pool's label (unless named: the type's short name and a sequence number).
     pub name: String,
@@ -221,128 +231,5 @@ impl PoolStats {
         } else {
             (self.hits_local + self.hits_shared + self.hits_victim) as f64 / self.gets as f64
         }
-    }
-
-    /// Appends this snapshot to a Prometheus text writer (metric names `poolguard_object_*`,
-    /// label `pool`).
-    pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
-        let pool: &[(&str, &str)] = &[("pool", &self.name)];
-        w.counter("poolguard_object_gets_total", "Checkouts.", pool, self.gets);
-        for (tier, v) in [
-            ("local", self.hits_local),
-            ("shared", self.hits_shared),
-            ("victim", self.hits_victim),
-        ] {
-            w.counter(
-                "poolguard_object_hits_total",
-                "Gets served from the pool, by tier.",
-                &[("pool", &self.name), ("tier", tier)],
-                v,
-            );
-        }
-        w.counter(
-            "poolguard_object_misses_total",
-            "Gets that called the factory.",
-            pool,
-            self.misses,
-        );
-        w.counter(
-            "poolguard_object_returns_total",
-            "Objects returned.",
-            pool,
-            self.returns,
-        );
-        w.counter(
-            "poolguard_object_skipped_local_total",
-            "Returns larger than a per-thread cell's byte share (went to the shared stacks).",
-            pool,
-            self.skipped_local,
-        );
-        let l = &self.layout;
-        for (tier, objects, bytes) in [
-            ("cell", usize::from(l.local_slots > 0), l.cell_bytes),
-            ("shard", l.shard_objects, l.shard_bytes),
-        ] {
-            w.gauge(
-                "poolguard_object_tier_cap_objects",
-                "Objects one unit of a tier may hold (a per-thread cell, a shard).",
-                &[("pool", &self.name), ("tier", tier)],
-                objects as f64,
-            );
-            w.gauge(
-                "poolguard_object_tier_cap_bytes",
-                "Heap bytes one unit of a tier may hold (a per-thread cell, a shard).",
-                &[("pool", &self.name), ("tier", tier)],
-                bytes as f64,
-            );
-        }
-        let d = &self.discards;
-        for (reason, v) in [
-            ("oversized", d.oversized),
-            ("reset", d.refused_by_reset),
-            ("over_cap", d.over_cap),
-            ("evicted", d.evicted_by_budget),
-        ] {
-            w.counter(
-                "poolguard_object_discards_total",
-                "Objects dropped instead of kept, by reason.",
-                &[("pool", &self.name), ("reason", reason)],
-                v,
-            );
-        }
-        w.counter(
-            "poolguard_object_trims_total",
-            "Trim cycles.",
-            pool,
-            self.trims,
-        );
-        w.counter(
-            "poolguard_object_reclaim_deferred_total",
-            "Freed objects dropped on the reclaimer's workers.",
-            pool,
-            self.reclaim_deferred,
-        );
-        w.counter(
-            "poolguard_object_reclaim_refused_total",
-            "Freed objects the reclaimer refused, dropped on the caller.",
-            pool,
-            self.reclaim_refused,
-        );
-        w.counter(
-            "poolguard_object_long_holds_total",
-            "Checkouts held past the threshold.",
-            pool,
-            self.long_holds,
-        );
-        w.gauge(
-            "poolguard_object_held_past_threshold",
-            "Checkouts held past the hold threshold right now.",
-            pool,
-            self.held_now_count as f64,
-        );
-        w.gauge(
-            "poolguard_object_retained_objects",
-            "Objects retained now.",
-            pool,
-            self.retained_objects as f64,
-        );
-        w.gauge(
-            "poolguard_object_retained_bytes",
-            "Heap bytes retained now.",
-            pool,
-            self.retained_bytes as f64,
-        );
-        w.gauge(
-            "poolguard_object_peak_bytes",
-            "Most heap bytes seen retained.",
-            pool,
-            self.peak_bytes as f64,
-        );
-        w.summary(
-            "poolguard_object_trim_pause_seconds",
-            "Longest lock hold of each trim cycle.",
-            pool,
-            &self.trim_pauses,
-        );
     }
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::sync::pl::{Condvar, Mutex};
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
-use parking_lot::{Condvar, Mutex};
 
 use super::{Pool, Recycle};
 
@@ -81,18 +81,13 @@ impl Drop for Trimmer {
     }
 }
 
-impl<T: Recycle + Send + 'static> Pool<T> {
-    /// Starts a background trimmer that runs a cycle every `interval` (an object unused for
-    /// two intervals is freed). It stops when the returned handle is dropped.
-    ///
-    /// An interval below [`MIN_TRIM_INTERVAL`] (10 ms) is raised to it, with a `tracing`
-    /// warning: cycles back to back would only burn a core. `Duration::MAX` means "never on
-    /// its own" (the thread waits until the handle is dropped).
-    pub fn trimmer(&self, interval: Duration) -> Trimmer {
+impl Trimmer {
+    /// Starts the thread (see `Pool::trimmer`).
+    pub(super) fn start<T: Recycle + Send + 'static>(pool: &Pool<T>, interval: Duration) -> Self {
         let interval = if interval < MIN_TRIM_INTERVAL {
             tracing::warn!(
                 target: "poolguard::object::trim",
-                pool = %self.name(),
+                pool = %pool.name(),
                 asked = ?interval,
                 used = ?MIN_TRIM_INTERVAL,
                 "trim interval below the floor: raised to it"
@@ -102,11 +97,11 @@ impl<T: Recycle + Send + 'static> Pool<T> {
             interval
         };
         let (stop, stopped) = bounded::<()>(0);
-        let weak = self.downgrade();
+        let weak = pool.downgrade();
         let cycles = Arc::new((Mutex::new(0u64), Condvar::new()));
         let counter = Arc::clone(&cycles);
         let thread = std::thread::Builder::new()
-            .name(format!("poolguard-trim-{}", self.name()))
+            .name(format!("poolguard-trim-{}", pool.name()))
             .spawn(move || loop {
                 match stopped.recv_timeout(interval) {
                     Err(RecvTimeoutError::Timeout) => {}

@@ -16,9 +16,9 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex, MutexGuard};
+use crate::sync::pl::{Condvar, Mutex, MutexGuard};
 
-use super::builder::ReclaimConfig;
+use super::config::Config;
 use super::stats::{Counters, Gauges, ShutdownReport, SlowJob};
 
 /// A deferred drop waiting in the queue.
@@ -183,13 +183,14 @@ impl State {
 /// What the workers, the watchdog, close tasks and every handle share.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) cfg: ReclaimConfig,
+    pub(crate) cfg: Config,
     pub(crate) state: Mutex<State>,
     /// Workers wait here for jobs (and for `stopping`).
     pub(crate) work_ready: Condvar,
     /// Flushers and the shutdown wait here for jobs and threads to finish.
     pub(crate) progress: Condvar,
     /// Async flushers wait here (notified together with `progress`).
+    #[cfg(feature = "tokio")]
     pub(crate) progress_async: tokio::sync::Notify,
     /// The watchdog waits here between rounds (and for `stopping`).
     pub(crate) watchdog_wake: Condvar,
@@ -222,12 +223,13 @@ impl Shared {
         }
     }
 
-    pub(crate) fn new(cfg: ReclaimConfig) -> Self {
+    pub(crate) fn new(cfg: Config) -> Self {
         Self {
             cfg,
             state: Mutex::new(State::default()),
             work_ready: Condvar::new(),
             progress: Condvar::new(),
+            #[cfg(feature = "tokio")]
             progress_async: tokio::sync::Notify::new(),
             watchdog_wake: Condvar::new(),
             counters: Counters::default(),
@@ -292,6 +294,7 @@ impl Shared {
     pub(crate) fn notify_progress(&self, st: &MutexGuard<'_, State>) {
         if st.flush_waiters > 0 || st.closed {
             self.progress.notify_all();
+            #[cfg(feature = "tokio")]
             self.progress_async.notify_waiters();
         }
     }
@@ -411,5 +414,73 @@ mod tests {
         assert!(st.pop_job().is_none());
         assert_eq!((st.label_queues[0].queued, st.label_queues[0].peak), (0, 2));
         assert_eq!(st.peak_queued, 2);
+    }
+}
+
+#[cfg(all(test, poolguard_loom))]
+mod loom_tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Config, Shared};
+    use crate::reclaim::worker;
+    use crate::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use crate::sync::{thread, Arc};
+
+    /// Counts its drop in the slot of its id.
+    struct Tracked(Arc<[AtomicUsize; 2]>, usize);
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0[self.1].fetch_add(1, SeqCst);
+        }
+    }
+
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(3600)
+    }
+
+    /// A defer, a concurrent defer from another thread, a worker popping and dropping, and
+    /// a flush: the job deferred before the flush has been dropped when the flush returns
+    /// (flush is exact), and every job is dropped exactly once.
+    #[test]
+    fn loom_reclaim_defer_pop_flush_exactly_once() {
+        loom::model(|| {
+            let shared = Arc::new(Shared::new(Config {
+                workers: 1,
+                capacity: 4,
+                ..Config::default()
+            }));
+            let drops = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
+            let id = worker::reserve_slot(&mut shared.state.lock());
+            let w = {
+                let s = Arc::clone(&shared);
+                thread::spawn(move || worker::run(&s, id))
+            };
+            let other = {
+                let (s, d) = (Arc::clone(&shared), Arc::clone(&drops));
+                thread::spawn(move || {
+                    assert!(s.push("b", Box::new(Tracked(d, 1))).is_ok());
+                })
+            };
+            assert!(shared
+                .push("a", Box::new(Tracked(Arc::clone(&drops), 0)))
+                .is_ok());
+            assert_eq!(shared.flush_until(far()), Ok(()));
+            assert_eq!(
+                drops[0].load(SeqCst),
+                1,
+                "flush returned before the job deferred first"
+            );
+            other.join().expect("other");
+            assert_eq!(shared.flush_until(far()), Ok(()));
+            {
+                let mut st = shared.state.lock();
+                st.stopping = true;
+            }
+            shared.work_ready.notify_all();
+            w.join().expect("worker");
+            assert_eq!(drops[0].load(SeqCst), 1, "job a dropped exactly once");
+            assert_eq!(drops[1].load(SeqCst), 1, "job b dropped exactly once");
+        });
     }
 }

@@ -1,5 +1,6 @@
-//! Shutdown: stop accepting work, flush within the timeout, drop what is left on the
-//! shutting-down thread, stop and join the threads.
+//! Shutdown: stop accepting work, flush within the timeout, take what is left, stop and
+//! join the threads, record the report; then drop what was left on the shutting-down thread
+//! with no lock held (those drops are user code).
 //!
 //! Exactly-once is kept on every path: a job is either popped by a worker (which drops it)
 //! or drained here (and dropped here), both under the queue lock, never both. The only
@@ -12,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::queue::Shared;
+use super::queue::{Job, Shared};
 use super::stats::ShutdownReport;
 
 /// How long idle workers may take to exit once the deadline has passed.
@@ -29,7 +30,10 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     shared.state.lock().closed = true;
     // On a tokio runtime thread, waiting for async closes could wait for the very thread we
     // block: only the queued drops are waited for; closes still running are reported.
+    #[cfg(feature = "tokio")]
     let on_runtime = tokio::runtime::Handle::try_current().is_ok();
+    #[cfg(not(feature = "tokio"))]
+    let on_runtime = false;
     let flushed = shared.flush_until_with(deadline, !on_runtime).is_ok();
 
     let leftovers: Vec<_> = {
@@ -41,17 +45,6 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
     shared.watchdog_wake.notify_all();
 
     let dropped_on_shutdown = leftovers.len() as u64;
-    for job in leftovers {
-        let c = &shared.counters;
-        let cell = c.labels.get(job.label);
-        c.inline_drops.fetch_add(1, Relaxed);
-        cell.inline_drops.fetch_add(1, Relaxed);
-        let value = job.value;
-        if catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
-            c.panicked.fetch_add(1, Relaxed);
-            cell.panicked.fetch_add(1, Relaxed);
-        }
-    }
 
     // The watchdog exits as soon as it sees `stopping`; after it is joined no thread is
     // spawned any more.
@@ -118,5 +111,24 @@ pub(crate) fn run(shared: &Arc<Shared>, timeout: Duration) -> ShutdownReport {
             "reclaimer shut down before all queued work ran on its workers");
     }
     *done = Some(report.clone());
+    // The leftovers' drops are user code: run them with no lock held (a drop may read the
+    // stats, or even call `shutdown` again, which then returns this report).
+    drop(done);
+    drop_leftovers(shared, leftovers);
     report
+}
+
+/// Drops what was still queued at shutdown on this thread, counted as inline drops.
+fn drop_leftovers(shared: &Shared, leftovers: Vec<Job>) {
+    for job in leftovers {
+        let c = &shared.counters;
+        let cell = c.labels.get(job.label);
+        c.inline_drops.fetch_add(1, Relaxed);
+        cell.inline_drops.fetch_add(1, Relaxed);
+        let value = job.value;
+        if catch_unwind(AssertUnwindSafe(move || drop(value))).is_err() {
+            c.panicked.fetch_add(1, Relaxed);
+            cell.panicked.fetch_add(1, Relaxed);
+        }
+    }
 }

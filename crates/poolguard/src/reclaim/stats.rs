@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use crate::sync::pl::RwLock;
 
 use crate::diag::{Histogram, HistogramSnapshot};
 
@@ -159,12 +159,14 @@ impl Counters {
 /// were taken.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SlowJob {
     /// The job's label (its type name unless labelled).
     pub label: &'static str,
     /// The worker running it.
     pub worker: usize,
     /// How long it has been running.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub elapsed: Duration,
     /// Whether it also crossed the stuck threshold (its worker was retired).
     pub stuck: bool,
@@ -173,6 +175,8 @@ pub struct SlowJob {
 /// What the watchdog reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum WatchdogKind {
     /// The job crossed `slow_threshold` and is still running.
     Slow,
@@ -186,6 +190,7 @@ pub enum WatchdogKind {
 /// One watchdog report, given to the `on_watchdog` hook and logged as a `tracing` warning.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct WatchdogEvent {
     /// The reclaimer's name.
     pub reclaimer: String,
@@ -196,6 +201,7 @@ pub struct WatchdogEvent {
     /// The worker running it.
     pub worker: usize,
     /// How long it had been running when seen.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::diag::ser::secs"))]
     pub elapsed: Duration,
 }
 
@@ -203,6 +209,7 @@ pub struct WatchdogEvent {
 /// [`Reclaimer::shutdown`](super::Reclaimer::shutdown)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ShutdownReport {
     /// Whether everything deferred ran before the timeout (on a runtime thread: every
     /// deferred drop; elsewhere: drops and async closes).
@@ -224,6 +231,7 @@ pub struct ShutdownReport {
 /// One label's figures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LabelStats {
     /// The label (type name unless labelled).
     pub label: &'static str,
@@ -254,6 +262,7 @@ pub struct LabelStats {
 /// A reclaimer's figures at one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ReclaimStats {
     /// The reclaimer's name.
     pub name: String,

@@ -46,7 +46,7 @@ pub(crate) fn spawn(shared: &Arc<Shared>, id: usize) -> std::io::Result<()> {
     }
 }
 
-fn run(shared: &Shared, id: usize) {
+pub(crate) fn run(shared: &Shared, id: usize) {
     // The previous job's slot is cleared in the same lock acquisition that takes the next
     // one: one lock per job on the worker side.
     let mut finished_one = false;
@@ -115,6 +115,7 @@ fn run(shared: &Shared, id: usize) {
     st.slots[id].exited = true;
     st.live_threads -= 1;
     shared.progress.notify_all();
+    #[cfg(feature = "tokio")]
     shared.progress_async.notify_waiters();
     shared.watchdog_wake.notify_all();
 }

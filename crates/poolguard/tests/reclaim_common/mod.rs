@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
-use poolguard::reclaim::{Reclaimer, ReclaimerBuilder};
+use poolguard::reclaim::{Builder, Reclaimer};
 use poolguard_testkit::drops::{DropCounter, Tracked};
 
 /// A generous bound on waits for events that must happen; only reached when a test fails.
 pub const EVENTUALLY: Duration = Duration::from_secs(20);
 
 /// A builder whose watchdog never fires on its own during a test.
-pub fn quiet(name: &str) -> ReclaimerBuilder {
+pub fn quiet(name: &str) -> Builder {
     Reclaimer::builder()
         .name(name)
         .slow_threshold(Duration::from_secs(1800))

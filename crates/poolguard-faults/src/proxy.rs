@@ -8,7 +8,7 @@
 //! - [`refuse`](FaultProxy::refuse) / [`accept`](FaultProxy::accept): close the listening
 //!   socket (new connections get `ECONNREFUSED`) and reopen it on the same port;
 //! - [`blackhole`](FaultProxy::blackhole): keep every socket open but forward nothing, for live
-//!   and new connections alike (the silent network cut of sqlx #4349 / diesel #3016: the
+//!   and new connections alike (a silent network cut: the
 //!   handshake of new connections never completes, queries never get an answer);
 //! - [`set_latency`](FaultProxy::set_latency): delay every forwarded chunk.
 //!

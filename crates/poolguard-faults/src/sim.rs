@@ -23,8 +23,6 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use poolguard::conn::{ErrorClass, Manager};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 /// Fault injection that a lab scenario needs from its backend, whatever it is.
 pub trait Faults: Send + Sync {
@@ -121,7 +119,7 @@ pub enum SimError {
 #[derive(Debug)]
 enum Switch {
     Fixed(Behavior),
-    Random { rng: Box<StdRng>, slow: Duration },
+    Random { rng: fastrand::Rng, slow: Duration },
 }
 
 #[derive(Debug)]
@@ -221,7 +219,7 @@ impl SimManager {
     /// RNG seeded with `seed` (deterministic for a given sequence of calls).
     pub fn randomize(&self, op: Op, seed: u64, slow: Duration) -> &Self {
         self.db.switches.lock()[op.index()] = Switch::Random {
-            rng: Box::new(StdRng::seed_from_u64(seed)),
+            rng: fastrand::Rng::with_seed(seed),
             slow,
         };
         self
@@ -282,7 +280,7 @@ impl SimManager {
     fn behavior(&self, op: Op) -> Behavior {
         match &mut self.db.switches.lock()[op.index()] {
             Switch::Fixed(b) => *b,
-            Switch::Random { rng, slow } => match rng.random_range(0..4u8) {
+            Switch::Random { rng, slow } => match rng.u8(0..4) {
                 0 => Behavior::Ok,
                 1 => Behavior::Err,
                 2 => Behavior::Slow(*slow),

@@ -32,7 +32,7 @@ pub(crate) type Clock = Arc<dyn Fn() -> Instant + Send + Sync>;
 /// The reclaimer's configuration, as plain data. Build one with [`Reclaimer::builder`].
 #[derive(Clone)]
 #[non_exhaustive]
-pub struct ReclaimConfig {
+pub struct Config {
     /// Name used in thread names, tracing, doctor findings and Prometheus labels. Empty (the
     /// default): a distinct generated `reclaim-N`. Otherwise 1 to
     /// [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes without control characters (the
@@ -43,7 +43,7 @@ pub struct ReclaimConfig {
     /// Hard limit on threads alive at once, counting workers retired because they were stuck
     /// and still running their job. Replacements are never spawned past it.
     pub max_threads: usize,
-    /// How many deferred drops may wait in the queue; beyond it [`ReclaimConfig::when_full`]
+    /// How many deferred drops may wait in the queue; beyond it [`Config::when_full`]
     /// applies.
     pub capacity: usize,
     /// What to do when the queue is full.
@@ -59,14 +59,25 @@ pub struct ReclaimConfig {
     /// Async closes that may run at once on the runtime.
     pub max_closes_in_flight: usize,
     /// The tokio runtime that runs async closes; without one, `close_async` refuses.
+    #[cfg(feature = "tokio")]
     pub runtime: Option<tokio::runtime::Handle>,
     pub(crate) on_watchdog: Option<WatchdogHook>,
     pub(crate) clock: Option<Clock>,
 }
 
-impl fmt::Debug for ReclaimConfig {
+impl Config {
+    /// Whether async closes have a runtime to run on (never without the `tokio` feature).
+    fn has_runtime(&self) -> bool {
+        #[cfg(feature = "tokio")]
+        return self.runtime.is_some();
+        #[cfg(not(feature = "tokio"))]
+        false
+    }
+}
+
+impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ReclaimConfig")
+        f.debug_struct("Config")
             .field("name", &self.name)
             .field("workers", &self.workers)
             .field("max_threads", &self.max_threads)
@@ -76,7 +87,7 @@ impl fmt::Debug for ReclaimConfig {
             .field("stuck_threshold", &self.stuck_threshold)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("max_closes_in_flight", &self.max_closes_in_flight)
-            .field("runtime", &self.runtime.is_some())
+            .field("runtime", &self.has_runtime())
             .field("on_watchdog", &self.on_watchdog.is_some())
             .field(
                 "clock",
@@ -86,7 +97,7 @@ impl fmt::Debug for ReclaimConfig {
     }
 }
 
-impl Default for ReclaimConfig {
+impl Default for Config {
     fn default() -> Self {
         Self {
             name: String::new(),
@@ -98,6 +109,7 @@ impl Default for ReclaimConfig {
             stuck_threshold: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
             max_closes_in_flight: 256,
+            #[cfg(feature = "tokio")]
             runtime: None,
             on_watchdog: None,
             clock: None,
@@ -105,7 +117,7 @@ impl Default for ReclaimConfig {
     }
 }
 
-impl ReclaimConfig {
+impl Config {
     /// How often the watchdog looks at the running jobs: often enough to see a job cross
     /// either threshold within a quarter of it, never busier than every millisecond.
     pub(crate) fn watchdog_period(&self) -> Duration {
@@ -172,7 +184,7 @@ pub const MAX_CAPACITY: usize = 1 << 20;
 /// The largest `max_closes_in_flight` accepted: 65 536 async closes at once.
 pub const MAX_CLOSES_IN_FLIGHT: usize = 1 << 16;
 
-/// Why [`ReclaimerBuilder::build`] refused a configuration.
+/// Why [`Builder::build`] refused a configuration.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -239,13 +251,13 @@ pub enum BuildError {
 /// Builds a [`Reclaimer`]; every setter has a sensible default.
 #[must_use = "a builder does nothing until `build()` is called"]
 #[derive(Debug, Clone, Default)]
-pub struct ReclaimerBuilder {
-    cfg: ReclaimConfig,
+pub struct Builder {
+    cfg: Config,
 }
 
-impl ReclaimerBuilder {
+impl Builder {
     /// A builder from explicit plain-data configuration.
-    pub fn from_config(cfg: ReclaimConfig) -> Self {
+    pub fn from_config(cfg: Config) -> Self {
         Self { cfg }
     }
 
@@ -307,6 +319,8 @@ impl ReclaimerBuilder {
     }
 
     /// The tokio runtime on which async closes run (its time driver must be enabled).
+    #[cfg(feature = "tokio")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
         self.cfg.runtime = Some(handle);
         self
@@ -344,43 +358,40 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        let e = ReclaimerBuilder::default().workers(0).build().unwrap_err();
+        let e = Builder::default().workers(0).build().unwrap_err();
         assert!(matches!(e, BuildError::NoWorkers), "{e}");
-        let e = ReclaimerBuilder::default()
+        let e = Builder::default()
             .workers(4)
             .max_threads(3)
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("at least `workers`"), "{e}");
-        let e = ReclaimerBuilder::default()
+        let e = Builder::default()
             .slow_threshold(Duration::from_secs(3))
             .stuck_threshold(Duration::from_secs(1))
             .build()
             .unwrap_err();
         assert!(e.to_string().contains("strictly below"), "{e}");
         // Below the watchdog's 1 ms period: refused, the error names the floor.
-        let e = ReclaimerBuilder::default()
+        let e = Builder::default()
             .slow_threshold(Duration::from_nanos(1))
             .build()
             .unwrap_err();
         assert!(matches!(e, BuildError::Thresholds { .. }), "{e}");
         assert!(e.to_string().contains("at least 1 ms"), "{e}");
-        assert!(ReclaimerBuilder::default()
+        assert!(Builder::default()
             .slow_threshold(MIN_THRESHOLD)
             .stuck_threshold(MIN_THRESHOLD * 4)
             .build()
             .is_ok());
-        let e = ReclaimerBuilder::default().capacity(0).build().unwrap_err();
+        let e = Builder::default().capacity(0).build().unwrap_err();
         assert!(matches!(e, BuildError::ZeroCapacity), "{e}");
-        let e = ReclaimerBuilder::default()
-            .name("a\0b")
-            .build()
-            .unwrap_err();
+        let e = Builder::default().name("a\0b").build().unwrap_err();
         assert!(
             matches!(e, BuildError::Name(NameError::ControlChar { at: 1 })),
             "{e}"
         );
-        let e = ReclaimerBuilder::default()
+        let e = Builder::default()
             .shutdown_timeout(Duration::ZERO)
             .build()
             .unwrap_err();
@@ -389,9 +400,9 @@ mod tests {
 
     #[test]
     fn watchdog_period_is_a_quarter_of_the_smaller_threshold() {
-        let mut c = ReclaimConfig {
+        let mut c = Config {
             slow_threshold: Duration::from_millis(100),
-            ..ReclaimConfig::default()
+            ..Config::default()
         };
         assert_eq!(c.watchdog_period(), Duration::from_millis(25));
         c.slow_threshold = Duration::from_micros(10);

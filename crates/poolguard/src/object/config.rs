@@ -25,10 +25,10 @@ pub const MAX_SHARDS: usize = 1024;
 /// when the pool is built); threads beyond them use the shared stacks.
 pub const MAX_LOCAL_SLOTS: usize = 4096;
 
-/// What a pool may retain and how it is laid out. Plain data; see [`PoolBuilder`].
+/// What a pool may retain and how it is laid out. Plain data; see [`Builder`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct PoolConfig {
+pub struct Config {
     /// Objects retained in total, on every tier together (hard cap). 1 to [`MAX_IDLE`].
     pub max_idle: usize,
     /// Heap bytes retained in total, as reported by [`Recycle::heap_bytes`] (hard cap).
@@ -47,11 +47,11 @@ pub struct PoolConfig {
     /// The label used in stats, traces, doctor findings and metrics. Unset (the default): the
     /// type's short name and a sequence number (`Vec<u8>-1`, `Vec<u8>-2`), distinct for
     /// every pool; two live pools given the same name get a `tracing` warning. 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes, no control characters
-    /// ([`validate_name`](crate::diag::validate_name), the rule of every pool and reclaimer).
+    /// ([`validate_name`], the rule of every pool and reclaimer).
     pub name: Option<String>,
 }
 
-impl Default for PoolConfig {
+impl Default for Config {
     fn default() -> Self {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Self {
@@ -117,16 +117,16 @@ pub(crate) type Factory<T> = Box<dyn Fn() -> T + Send + Sync>;
 
 /// Builds a [`Pool`]: `Pool::builder(|| Vec::with_capacity(4096)).max_idle(256).build()?`.
 #[must_use = "a builder does nothing until build() is called"]
-pub struct PoolBuilder<T> {
+pub struct Builder<T> {
     pub(crate) factory: Factory<T>,
-    pub(crate) config: PoolConfig,
+    pub(crate) config: Config,
     pub(crate) clock: Option<Clock>,
     pub(crate) reclaimer: Option<Reclaimer>,
 }
 
-impl<T> fmt::Debug for PoolBuilder<T> {
+impl<T> fmt::Debug for Builder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PoolBuilder")
+        f.debug_struct("Builder")
             .field("type", &std::any::type_name::<T>())
             .field("config", &self.config)
             .field("reclaimer", &self.reclaimer)
@@ -134,18 +134,18 @@ impl<T> fmt::Debug for PoolBuilder<T> {
     }
 }
 
-impl<T: Recycle + Send + 'static> PoolBuilder<T> {
+impl<T: Recycle + Send + 'static> Builder<T> {
     pub(crate) fn new(factory: impl Fn() -> T + Send + Sync + 'static) -> Self {
         Self {
             factory: Box::new(factory),
-            config: PoolConfig::default(),
+            config: Config::default(),
             clock: None,
             reclaimer: None,
         }
     }
 
     /// Replaces the whole configuration.
-    pub fn config(mut self, config: PoolConfig) -> Self {
+    pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
     }
@@ -222,8 +222,8 @@ impl<T: Recycle + Send + 'static> PoolBuilder<T> {
     }
 }
 
-impl PoolConfig {
-    /// Checks every rule [`PoolBuilder::build`] enforces; the error says what was wrong and
+impl Config {
+    /// Checks every rule [`Builder::build`] enforces; the error says what was wrong and
     /// how to fix it.
     pub fn validate(&self) -> Result<(), BuildError> {
         let c = self;

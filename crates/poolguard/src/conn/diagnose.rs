@@ -1,0 +1,100 @@
+//! [`Diagnose`] for the connection pool, over its public methods; and,
+//! with the `serde` feature, `Serialize` for its status and totals (the field names of the
+//! Rust types, durations in seconds, `closed` as a map from close reason to count).
+
+use super::{Manager, Pool};
+use crate::diag::{Diagnose, Finding, Kind, PrometheusWriter, Snapshot};
+
+impl<M: Manager> Diagnose for Pool<M> {
+    fn name(&self) -> String {
+        self.config().name.clone()
+    }
+    fn kind(&self) -> Kind {
+        Kind::ConnectionPool
+    }
+    fn snapshot(&self) -> Snapshot {
+        Snapshot::ConnectionPool {
+            status: self.status(),
+            stats: self.stats(),
+        }
+    }
+    fn findings(&self) -> Vec<Finding> {
+        self.doctor()
+    }
+    fn write_metrics(&self, w: &mut PrometheusWriter) {
+        self.write_prometheus(w);
+    }
+}
+
+#[cfg(feature = "serde")]
+mod ser {
+    use serde::ser::{SerializeMap, SerializeStruct};
+    use serde::{Serialize, Serializer};
+
+    use crate::conn::{BreakerState, CloseReason, StatsSnapshot, Status};
+
+    impl Serialize for BreakerState {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(self)
+        }
+    }
+
+    impl Serialize for Status {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("Status", 10)?;
+            st.serialize_field("size", &self.size)?;
+            st.serialize_field("max_size", &self.max_size)?;
+            st.serialize_field("idle", &self.idle)?;
+            st.serialize_field("in_use", &self.in_use)?;
+            st.serialize_field("opening", &self.opening)?;
+            st.serialize_field("waiters", &self.waiters)?;
+            st.serialize_field("abandoned", &self.abandoned)?;
+            st.serialize_field("closing", &self.closing)?;
+            st.serialize_field("breaker", &self.breaker)?;
+            st.serialize_field("closed", &self.closed)?;
+            st.end()
+        }
+    }
+
+    /// `closed` as `{reason: count}`.
+    struct Closed<'a>(&'a StatsSnapshot);
+
+    impl Serialize for Closed<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(CloseReason::ALL.len()))?;
+            for r in CloseReason::ALL {
+                m.serialize_entry(r.as_str(), &self.0.closed_by(r))?;
+            }
+            m.end()
+        }
+    }
+
+    impl Serialize for StatsSnapshot {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("StatsSnapshot", 22)?;
+            st.serialize_field("gets", &self.gets)?;
+            st.serialize_field("waited", &self.waited)?;
+            st.serialize_field("waited_saturated", &self.waited_saturated)?;
+            st.serialize_field("waited_cold", &self.waited_cold)?;
+            st.serialize_field("waited_growing", &self.waited_growing)?;
+            st.serialize_field("timed_out", &self.timed_out)?;
+            st.serialize_field("overloaded", &self.overloaded)?;
+            st.serialize_field("unavailable", &self.unavailable)?;
+            st.serialize_field("created", &self.created)?;
+            st.serialize_field("connect_failures", &self.connect_failures)?;
+            st.serialize_field("validations", &self.validations)?;
+            st.serialize_field("validation_failures", &self.validation_failures)?;
+            st.serialize_field("resets", &self.resets)?;
+            st.serialize_field("leaks", &self.leaks)?;
+            st.serialize_field("unleaked", &self.unleaked)?;
+            st.serialize_field("abandoned", &self.abandoned)?;
+            st.serialize_field("close_timeouts", &self.close_timeouts)?;
+            st.serialize_field("closes_done", &self.closes_done)?;
+            st.serialize_field("breaker_opened", &self.breaker_opened)?;
+            st.serialize_field("closed", &Closed(self))?;
+            st.serialize_field("wait_time", &self.wait_time)?;
+            st.serialize_field("hold_time", &self.hold_time)?;
+            st.end()
+        }
+    }
+}

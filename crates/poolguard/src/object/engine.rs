@@ -1,0 +1,377 @@
+//! The engine behind [`Pool`](super::Pool): the tiers, and the get and return paths over
+//! them. The trim cycle is in `trim.rs`; the public front (`Pool`, `PoolGuard`) in `pool.rs`.
+//!
+//! # Locks and their order
+//!
+//! The object pool has these locks (every other shared word is an atomic):
+//!
+//! 1. the **trim lock** (`TrimState::lock`): serialises trim cycles;
+//! 2. a **shard lock** (one per shard of the shared tier, `Shards`);
+//! 3. the **recent-trims lock** (`TrimState::recent`);
+//! 4. a **hold-slab lock** (one per slab of the hold tracker) and the tracker's
+//!    **recent-holds lock**;
+//! 5. the process-wide **thread-index lock** (`local::Indices`), taken once per thread.
+//!
+//! Order: only the trim lock is ever held while another is taken, and then only a shard
+//! lock (a cycle rotates the shards and steals the cells under it). Every other lock is a
+//! leaf: nothing is taken while it is held, and no two shard locks are ever held at once.
+//! No user code runs under any of them: `Recycle::reset`, `Recycle::heap_bytes`, the factory,
+//! an object's `Drop`, the clock and the `tracing` subscriber all run with no pool lock held
+//! (a cycle collects under its lock and measures, re-files, drops and reports after it).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_utils::CachePadded;
+
+use super::config::{system_clock, Builder, Config, Factory};
+use super::hold::HoldTracker;
+use super::layout::Layout;
+use super::local::{bump, thread_index, HotCell};
+use super::pool::DiscardReason;
+use super::shared::Shards;
+use super::stats::{Counters, Discards, PoolStats, TrimCause};
+use super::trim::TrimState;
+use super::victim::Entry;
+use super::Recycle;
+use crate::diag::labels::{default_label, short_type_name, Engine, LiveLabel};
+use crate::reclaim::{Deferred, Reclaimer};
+
+/// Outstanding long holds listed in a stats snapshot.
+const HELD_NOW_SHOWN: usize = 16;
+
+pub(crate) struct Inner<T> {
+    pub(super) factory: Factory<T>,
+    pub(super) config: Config,
+    pub(super) name: String,
+    /// The per-thread tier: cell `i` belongs to the thread with index `i`.
+    pub(super) cells: Box<[CachePadded<HotCell<T>>]>,
+    /// Largest object a per-thread cell may hold (its share of `max_idle_bytes`).
+    pub(super) cell_bytes: usize,
+    /// The split of the caps between the tiers (`cell_bytes` is its field, copied here).
+    pub(super) layout: Layout,
+    pub(super) shards: Shards<T>,
+    pub(super) counters: Counters,
+    pub(super) hold: Option<HoldTracker>,
+    pub(super) trim: TrimState,
+    /// Where freed batches go instead of the caller's thread (see [`Inner::dispose`]).
+    pub(super) reclaimer: Option<Reclaimer>,
+    /// The label's registration among live pools, released when the last handle drops.
+    _label: LiveLabel,
+}
+
+/// A batch of freed objects, dropped as one: on a reclaimer worker, or on the caller when
+/// there is no reclaimer or it refused. A panicking `Drop` of an object is contained.
+pub(super) struct Freed<T>(Vec<Entry<T>>);
+
+impl<T> Drop for Freed<T> {
+    fn drop(&mut self) {
+        let batch = std::mem::take(&mut self.0);
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(batch)));
+    }
+}
+
+impl<T: Recycle + Send + 'static> Inner<T> {
+    /// Splits the caps between the tiers ([`Layout`]), registers the label, and builds the
+    /// tiers empty.
+    pub(super) fn new(b: Builder<T>) -> Self {
+        let c = b.config;
+        let layout = Layout::of(&c);
+        let name = c.name.clone().unwrap_or_else(|| {
+            default_label(Engine::Object, &short_type_name(std::any::type_name::<T>()))
+        });
+        for w in layout.warnings(c.max_object_bytes) {
+            tracing::warn!(target: "poolguard::object", pool = %name, "{w}");
+        }
+        let label = LiveLabel::register(Engine::Object, &name);
+        let hold = c
+            .hold_threshold
+            .map(|t| HoldTracker::new(t, b.clock.unwrap_or_else(system_clock)));
+        Self {
+            factory: b.factory,
+            cells: (0..layout.local_slots)
+                .map(|_| CachePadded::new(HotCell::new()))
+                .collect(),
+            cell_bytes: layout.cell_bytes,
+            layout,
+            shards: Shards::new(layout.shards, layout.shared_objects, layout.shared_bytes),
+            counters: Counters::default(),
+            hold,
+            trim: TrimState::new(),
+            name,
+            config: c,
+            reclaimer: b.reclaimer,
+            _label: label,
+        }
+    }
+
+    #[inline]
+    pub(super) fn take(&self) -> Box<T> {
+        let tid = thread_index();
+        let cell = tid.and_then(|i| self.cells.get(i));
+        match cell {
+            Some(c) => {
+                bump(&c.gets);
+                if let Some(o) = c.take() {
+                    bump(&c.hits);
+                    return o;
+                }
+            }
+            None => Counters::add(&self.counters.gets_unslotted, 1),
+        }
+        self.take_slow(tid.unwrap_or(0), cell.map(|c| &**c))
+    }
+
+    #[cold]
+    fn take_slow(&self, home: usize, cell: Option<&HotCell<T>>) -> Box<T> {
+        // The caller's cell is empty (its take just failed): refill it with a spare taken
+        // under the same shard lock.
+        let spare_bytes = cell.map(|_| self.cell_bytes);
+        if let Some(((o, _), _, spare)) = self.shards.pop_with_spare(home, spare_bytes) {
+            if let (Some(c), Some((s, bytes))) = (cell, spare) {
+                if let Some(displaced) = c.swap(s, bytes) {
+                    // Unreachable while only the owner puts into its cell; never lose it.
+                    let b = T::heap_bytes(&displaced);
+                    if let Err((_, Some(d))) = self.give_back_shared(home, displaced, b) {
+                        self.dispose(vec![(d, b)], false);
+                    }
+                }
+            }
+            return o;
+        }
+        Counters::add(&self.counters.misses, 1);
+        Box::new((self.factory)())
+    }
+
+    /// Resets `obj` and keeps it if the caps allow; otherwise the reason and (unless its
+    /// reset panicked) an object to dispose of or hand back.
+    #[inline]
+    pub(super) fn give_back(&self, mut obj: Box<T>) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        let tid = thread_index();
+        let cell = tid.and_then(|i| self.cells.get(i));
+        match cell {
+            Some(c) => bump(&c.returns),
+            None => Counters::add(&self.counters.returns_unslotted, 1),
+        }
+        match catch_unwind(AssertUnwindSafe(|| T::reset(&mut obj))) {
+            Ok(true) => {}
+            Ok(false) => {
+                Counters::add(&self.counters.discard_reset, 1);
+                return Err((DiscardReason::RefusedByReset, Some(obj)));
+            }
+            Err(_) => {
+                Counters::add(&self.counters.discard_reset, 1);
+                Counters::add(&self.counters.reset_panics, 1);
+                self.dispose(vec![(obj, 0)], false);
+                return Err((DiscardReason::ResetPanicked, None));
+            }
+        }
+        let mut bytes = T::heap_bytes(&obj);
+        if bytes > self.config.max_object_bytes {
+            Counters::add(&self.counters.discard_oversized, 1);
+            return Err((DiscardReason::Oversized, Some(obj)));
+        }
+        let home = tid.unwrap_or(0);
+        if let Some(c) = cell {
+            if bytes > self.cell_bytes {
+                // Too large for the cell's byte share: to the shards (counted for the doctor).
+                bump(&c.skipped);
+            } else {
+                // Into the own cell when it is empty. A full cell means this thread returns
+                // more than it gets (overflow, e.g. the consumer of a producer/consumer
+                // pair): its object and this one go to the shards together, under one lock,
+                // and the cell is left empty for the next return, so a run of returns takes
+                // half the shard locks (the mirror of a get's spare).
+                if !c.maybe_full() {
+                    match c.swap(obj, bytes) {
+                        None => return Ok(()),
+                        Some(prev) => {
+                            bytes = T::heap_bytes(&prev);
+                            obj = prev;
+                        }
+                    }
+                } else if let Some(prev) = c.take() {
+                    return self.give_back_pair(home, c, prev, obj, bytes);
+                }
+            }
+        }
+        self.give_back_shared(home, obj, bytes)
+    }
+
+    /// The overflow return: `older` (just taken from the caller's own cell `cell`) and
+    /// `obj` go to the shards under one lock. If the shards refuse `older`, it goes back
+    /// into the (empty, owned) cell, so a full pool keeps what it kept before; a refused
+    /// `obj` is counted and handed back like any refusal.
+    #[cold]
+    fn give_back_pair(
+        &self,
+        home: usize,
+        cell: &HotCell<T>,
+        older: Box<T>,
+        obj: Box<T>,
+        bytes: usize,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        let older_bytes = T::heap_bytes(&older);
+        let mut evicted = Vec::new();
+        let [a, b] = self
+            .shards
+            .push_pair(home, (older, older_bytes), (obj, bytes), &mut evicted);
+        if !evicted.is_empty() {
+            self.dispose(evicted, true);
+        }
+        if let Some((o, ob)) = a {
+            if let Some(displaced) = cell.swap(o, ob) {
+                // Unreachable while only the owner puts into its cell; never lose it.
+                let db = T::heap_bytes(&displaced);
+                if let Err((_, Some(d))) = self.give_back_shared(home, displaced, db) {
+                    self.dispose(vec![(d, db)], false);
+                }
+            }
+        }
+        match b {
+            None => Ok(()),
+            Some((o, _)) => self.refuse_over_cap(o),
+        }
+    }
+
+    #[cold]
+    fn give_back_shared(
+        &self,
+        home: usize,
+        obj: Box<T>,
+        bytes: usize,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        let mut evicted = Vec::new();
+        let r = self.shards.push(home, (obj, bytes), &mut evicted);
+        if !evicted.is_empty() {
+            self.dispose(evicted, true);
+        }
+        match r {
+            Ok(()) => Ok(()),
+            Err((obj, _)) => self.refuse_over_cap(obj),
+        }
+    }
+
+    /// Every shard refused `obj`: count it and hand it back.
+    pub(super) fn refuse_over_cap(
+        &self,
+        obj: Box<T>,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        Counters::add(&self.counters.discard_over_cap, 1);
+        let refused = self.trim.refused_since_cycle.fetch_add(1, Relaxed) + 1;
+        if refused >= self.config.max_idle as u64 {
+            // A pool's worth of returns found no room: what it retains is not being
+            // used. Run a cycle (unless one is running) so the victims go.
+            let _ = self.trim_cycle(TrimCause::Budget, true);
+        }
+        Err((DiscardReason::OverCap, Some(obj)))
+    }
+
+    /// The one place where objects the pool lets go of are dropped: outside every lock of
+    /// the pool, with a panicking `Drop` contained. With `offload` and a reclaimer, the whole
+    /// batch goes to it as ONE job (labelled with the type name) and the caller pays one
+    /// queue push; when the reclaimer refuses, its policy has dropped the batch here (or
+    /// handed it back, and it is dropped here): counted, never lost. Returns how many
+    /// objects were deferred.
+    pub(super) fn dispose(&self, batch: Vec<Entry<T>>, offload: bool) -> usize {
+        if batch.is_empty() {
+            return 0;
+        }
+        let n = batch.len();
+        let freed = Freed(batch);
+        match (&self.reclaimer, offload) {
+            (Some(r), true) => match r.defer_labelled(std::any::type_name::<T>(), freed) {
+                Deferred::Queued => {
+                    Counters::add(&self.counters.reclaim_deferred, n as u64);
+                    n
+                }
+                refused => {
+                    Counters::add(&self.counters.reclaim_refused, n as u64);
+                    drop(refused);
+                    0
+                }
+            },
+            _ => {
+                drop(freed);
+                0
+            }
+        }
+    }
+
+    /// Objects and bytes retained on every tier (cells from their gauges, except the cells
+    /// in `skip`: just emptied by a trim).
+    pub(super) fn retained_except(&self, skip: &[bool]) -> (usize, usize) {
+        let t = self.shards.totals();
+        let (mut objs, mut bytes) = (t.objects, t.bytes);
+        for (i, c) in self.cells.iter().enumerate() {
+            if skip.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            if let Some(b) = c.held() {
+                objs += 1;
+                bytes += b;
+            }
+        }
+        self.counters.peak_objects.fetch_max(objs as u64, Relaxed);
+        self.counters.peak_bytes.fetch_max(bytes as u64, Relaxed);
+        (objs, bytes)
+    }
+
+    pub(super) fn retained(&self) -> (usize, usize) {
+        self.retained_except(&[])
+    }
+    pub(super) fn stats(&self) -> PoolStats {
+        let (retained_objects, retained_bytes) = self.retained();
+        let t = self.shards.totals();
+        let c = &self.counters;
+        let (mut gets, mut hits_local, mut returns, mut skipped_local) = (0, 0, 0, 0);
+        for cell in self.cells.iter() {
+            gets += cell.gets.load(Relaxed);
+            hits_local += cell.hits.load(Relaxed);
+            returns += cell.returns.load(Relaxed);
+            skipped_local += cell.skipped.load(Relaxed);
+        }
+        gets += c.gets_unslotted.load(Relaxed);
+        returns += c.returns_unslotted.load(Relaxed);
+        let mut held_now = self
+            .hold
+            .as_ref()
+            .map_or_else(Vec::new, HoldTracker::outstanding);
+        let held_now_count = held_now.len();
+        held_now.truncate(HELD_NOW_SHOWN);
+        PoolStats {
+            held_now,
+            held_now_count,
+            name: self.name.clone(),
+            type_name: std::any::type_name::<T>(),
+            gets,
+            hits_local,
+            hits_shared: t.hits_primary,
+            hits_victim: t.hits_victim,
+            misses: c.misses.load(Relaxed),
+            returns,
+            skipped_local,
+            layout: self.layout,
+            detached: c.detached.load(Relaxed),
+            discards: Discards {
+                oversized: c.discard_oversized.load(Relaxed),
+                refused_by_reset: c.discard_reset.load(Relaxed),
+                reset_panics: c.reset_panics.load(Relaxed),
+                over_cap: c.discard_over_cap.load(Relaxed),
+                evicted_by_budget: t.evicted,
+            },
+            trims: c.trims.load(Relaxed),
+            trim_freed: c.trim_freed.load(Relaxed),
+            reclaim_deferred: c.reclaim_deferred.load(Relaxed),
+            reclaim_refused: c.reclaim_refused.load(Relaxed),
+            retained_objects,
+            retained_bytes,
+            peak_objects: c.peak_objects.load(Relaxed) as usize,
+            peak_bytes: c.peak_bytes.load(Relaxed) as usize,
+            long_holds: self.hold.as_ref().map_or(0, |h| h.long_holds.load(Relaxed)),
+            recent_long_holds: self.hold.as_ref().map_or_else(Vec::new, |h| h.recent()),
+            recent_trims: self.trim.recent.lock().iter().cloned().collect(),
+            trim_pauses: self.trim.pauses.snapshot(),
+        }
+    }
+}
