@@ -103,7 +103,7 @@ fn main() {
             rt.block_on(drive(4096, 64, &Arc::new(Histogram::new()), o));
         }
         for p in &pools {
-            assert_eq!(p.status().size, POOL, "{} not warm", p.config().label);
+            assert_eq!(p.status().size, POOL, "{} not warm", p.config().name);
         }
         let base: Vec<_> = pools.iter().map(|p| p.stats()).collect();
         let hists: Vec<Arc<Histogram>> = contenders
@@ -135,7 +135,7 @@ fn main() {
             let gets = (s.gets - b.gets).max(1) as f64;
             println!(
                 "  {:<26} waited/gets {:.2}  resets/gets {:.4}  validations/gets {:.4}",
-                p.config().label,
+                p.config().name,
                 (s.waited - b.waited) as f64 / gets,
                 (s.resets - b.resets) as f64 / gets,
                 (s.validations - b.validations) as f64 / gets,

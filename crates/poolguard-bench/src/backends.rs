@@ -190,7 +190,7 @@ pub fn poolguard_pg_on(url: &str, mode: StatementMode, label: &str) -> PgPool {
         .build()
         .expect("manager");
     Pool::builder(m)
-        .label(label)
+        .name(label)
         .max_size(POOL)
         .min_idle(POOL)
         .build()

@@ -171,7 +171,7 @@ async fn terminated_backends_are_replaced_and_each_costs_at_most_its_in_flight_q
         .build()
         .unwrap();
     let pool = Pool::builder(m)
-        .label("pg-terminate")
+        .name("pg-terminate")
         .max_size(6)
         .min_idle(6)
         .acquire_timeout(Duration::from_secs(5))

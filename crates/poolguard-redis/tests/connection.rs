@@ -31,7 +31,7 @@ async fn kill(admin: &mut redis::aio::MultiplexedConnection, id: i64) {
 
 fn pool(m: RedisManager) -> Pool<RedisManager> {
     Pool::builder(m)
-        .label("redis-conn")
+        .name("redis-conn")
         .max_size(1)
         .acquire_timeout(BOUND)
         .build()
@@ -97,7 +97,7 @@ async fn a_kill_mid_command_fails_only_that_command() {
 async fn a_connection_killed_while_idle_never_reaches_a_borrower() {
     let mut admin = admin().await;
     let pool = Pool::builder(RedisManager::new(redis_url().as_str()).unwrap())
-        .label("redis-conn-idle")
+        .name("redis-conn-idle")
         .max_size(1)
         .acquire_timeout(BOUND)
         .validation_bypass(Duration::ZERO)

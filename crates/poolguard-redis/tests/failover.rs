@@ -74,7 +74,7 @@ async fn a_write_to_a_replica_is_fatal_and_evicts() {
     let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
     let key = unique("pg:failover");
     let pool = Pool::builder(RedisManager::new(replica.url().as_str()).unwrap())
-        .label("redis-replica")
+        .name("redis-replica")
         .max_size(1)
         .acquire_timeout(Duration::from_secs(10))
         .build()

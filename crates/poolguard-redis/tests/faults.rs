@@ -154,7 +154,7 @@ async fn killed_clients_are_replaced() {
     let mut admin = admin().await;
     let m = RedisManager::new(redis_url().as_str()).unwrap();
     let pool = Pool::builder(m)
-        .label("redis-kill")
+        .name("redis-kill")
         .max_size(4)
         .min_idle(4)
         .acquire_timeout(Duration::from_secs(5))

@@ -36,7 +36,7 @@ enum Cut {
 
 fn pool(url: &str) -> RPool {
     Pool::builder(RedisManager::new(url).unwrap())
-        .label("redis-owed")
+        .name("redis-owed")
         .max_size(1)
         .acquire_timeout(Duration::from_secs(5))
         .build()

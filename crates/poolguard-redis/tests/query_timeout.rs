@@ -28,7 +28,7 @@ async fn a_frozen_server_fails_the_command_and_evicts_the_connection() {
         .build()
         .unwrap();
     let pool = Pool::builder(m)
-        .label("redis-query-timeout")
+        .name("redis-query-timeout")
         .max_size(1)
         .acquire_timeout(Duration::from_secs(5))
         .build()

@@ -127,7 +127,7 @@ async fn no_password_reaches_any_output() {
             Ok(c) => out.push_str(&format!("{c:?}\n")),
         }
         let pool = Pool::builder(m)
-            .label("redis-redaction")
+            .name("redis-redaction")
             .max_size(1)
             .acquire_timeout(Duration::from_secs(5))
             .build()

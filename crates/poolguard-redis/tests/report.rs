@@ -12,7 +12,7 @@ use redis::AsyncCommands;
 
 fn pool() -> Pool<RedisManager> {
     Pool::builder(RedisManager::new(redis_url().as_str()).unwrap())
-        .label("redis-report")
+        .name("redis-report")
         .max_size(1)
         .acquire_timeout(Duration::from_secs(10))
         .build()

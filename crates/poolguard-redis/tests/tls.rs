@@ -27,7 +27,7 @@ async fn ping_set_get_over_tls_through_the_pool() {
     let m = manager_trusting("ca.crt");
     assert!(format!("{m:?}").contains("tls: true"), "{m:?}");
     let pool = Pool::builder(m)
-        .label("redis-tls")
+        .name("redis-tls")
         .max_size(2)
         .acquire_timeout(BOUND)
         .validation_bypass(Duration::ZERO)
@@ -65,7 +65,7 @@ async fn a_certificate_from_another_ca_is_a_typed_connect_error() {
     assert!(text.contains("tls_root_ca"), "{text}");
     // Through the pool: the get fails with that error as its cause.
     let pool = Pool::builder(m)
-        .label("redis-tls-wrong-ca")
+        .name("redis-tls-wrong-ca")
         .max_size(1)
         .acquire_timeout(Duration::from_secs(2))
         .build()
@@ -123,7 +123,7 @@ async fn pubsub_over_tls() {
     let mut sub = m.pubsub(BOUND).await.unwrap();
     sub.subscribe(&channel).await.unwrap();
     let pool = Pool::builder(m)
-        .label("redis-tls-pubsub")
+        .name("redis-tls-pubsub")
         .max_size(1)
         .acquire_timeout(BOUND)
         .build()

@@ -210,7 +210,7 @@ pub const FAULT_MIN_IDLE: usize = 4;
 /// off 200 ms..1 s, and a 100 ms maintenance tick, so an outage is noticed and healed fast.
 pub fn fault_test_pool<M: Manager>(manager: M, label: &str, acquire_timeout: Duration) -> Pool<M> {
     Pool::builder(manager)
-        .label(label)
+        .name(label)
         .max_size(FAULT_MAX_SIZE)
         .min_idle(FAULT_MIN_IDLE)
         .acquire_timeout(acquire_timeout)
@@ -233,7 +233,7 @@ pub const BLACKHOLE_ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// 100 ms maintenance tick; waits until the 2 idle connections are open.
 pub async fn blackhole_test_pool<M: Manager>(manager: M, label: &str) -> Pool<M> {
     let pool = Pool::builder(manager)
-        .label(label)
+        .name(label)
         .max_size(4)
         .min_idle(2)
         .acquire_timeout(BLACKHOLE_ACQUIRE_TIMEOUT)

@@ -40,10 +40,10 @@ fn an_object_pool_named_with_a_nul_byte_is_refused_not_a_panic_in_trimmer() {
     let rt = paused_runtime();
     rt.block_on(async {
         let e = conn::Pool::builder(SimManager::new())
-            .label("bufs\0")
+            .name("bufs\0")
             .build()
             .unwrap_err();
-        assert_eq!(e.field, "label");
+        assert_eq!(e.field, "name");
         assert!(e.problem.contains("control character"), "{e}");
     });
 }
@@ -406,7 +406,7 @@ proptest! {
                 .maintenance_interval(i.maintenance)
                 .jitter(i.jitter);
             if let Some(l) = &i.label {
-                b = b.label(l.clone());
+                b = b.name(l.clone());
             }
             match b.build() {
                 Ok(pool) => {

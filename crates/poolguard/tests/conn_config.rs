@@ -81,20 +81,20 @@ async fn resize_refuses_a_size_above_the_limit() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_label_breaking_the_name_rule_is_refused_and_an_empty_one_is_generated() {
+async fn a_name_breaking_the_name_rule_is_refused_and_an_empty_one_is_generated() {
     let e = Pool::builder(SimManager::new())
-        .label("x".repeat(poolguard::diag::MAX_NAME_BYTES + 1))
+        .name("x".repeat(poolguard::diag::MAX_NAME_BYTES + 1))
         .build()
         .unwrap_err();
-    assert_eq!(e.field, "label");
+    assert_eq!(e.field, "name");
     assert!(e.problem.contains("129 bytes"), "{e}");
     let pool = Pool::builder(SimManager::new())
-        .label("")
+        .name("")
         .build()
         .expect("empty = generated");
     assert!(
-        pool.config().label.starts_with("SimManager-"),
+        pool.config().name.starts_with("SimManager-"),
         "{}",
-        pool.config().label
+        pool.config().name
     );
 }

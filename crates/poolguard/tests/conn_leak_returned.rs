@@ -47,7 +47,7 @@ impl Capture {
 /// maintenance runs every 5 s (longer than a hold).
 async fn six_holds(label: &str, hold: Duration) -> Pool<SimManager> {
     let p = Pool::builder(SimManager::new())
-        .label(label)
+        .name(label)
         .leak_threshold(Some(Duration::from_secs(1)))
         .maintenance_interval(Duration::from_secs(5))
         .build()
@@ -96,7 +96,7 @@ async fn every_hold_past_the_threshold_is_reported_and_none_under_it() {
 
     // Still out: reported by the next maintenance pass, within one interval of the threshold.
     let out = Pool::builder(SimManager::new())
-        .label("out")
+        .name("out")
         .leak_threshold(Some(Duration::from_secs(1)))
         .maintenance_interval(Duration::from_secs(5))
         .build()

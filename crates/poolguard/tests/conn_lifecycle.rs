@@ -71,7 +71,7 @@ async fn prometheus_and_doctor_render_the_state() {
     let m = SimManager::new();
     m.set_refuse(true);
     let p = Pool::builder(m.clone())
-        .label("orders")
+        .name("orders")
         .breaker_threshold(Some(1))
         .build()
         .expect("valid");

@@ -25,7 +25,7 @@ async fn three(tag: &str) -> Three {
         .build()
         .expect("reclaimer");
     let conn = conn::Pool::builder(NoopManager)
-        .label(format!("diag-conn-{tag}"))
+        .name(format!("diag-conn-{tag}"))
         .build()
         .expect("conn pool");
     // Some traffic, so the figures are not all zero.

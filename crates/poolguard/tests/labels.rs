@@ -66,7 +66,7 @@ fn unnamed_pools_and_reclaimers_get_distinct_defaults_without_warnings() {
         let (ca, cb) = rt.block_on(async {
             let ca = conn::Pool::builder(SimManager::new()).build().unwrap();
             let cb = conn::Pool::builder(SimManager::new()).build().unwrap();
-            (ca.config().label.clone(), cb.config().label.clone())
+            (ca.config().name.clone(), cb.config().name.clone())
         });
         (
             [a.name().to_owned(), b.name().to_owned()],
@@ -126,25 +126,25 @@ fn a_second_live_connection_pool_under_one_label_is_warned_about_once() {
     let ((), out) = capture(|| {
         runtime().block_on(async {
             let a = conn::Pool::builder(SimManager::new())
-                .label("pg-main")
+                .name("pg-main")
                 .build()
                 .unwrap();
             let a2 = a.clone();
             let b = conn::Pool::builder(SimManager::new())
-                .label("pg-main")
+                .name("pg-main")
                 .build()
                 .unwrap();
             drop(b);
             drop(a);
             // `a2` still holds the first pool: its label is still live.
             let c = conn::Pool::builder(SimManager::new())
-                .label("pg-main")
+                .name("pg-main")
                 .build()
                 .unwrap();
             drop(c);
             drop(a2);
             let _d = conn::Pool::builder(SimManager::new())
-                .label("pg-main")
+                .name("pg-main")
                 .build()
                 .unwrap();
         })

@@ -31,7 +31,7 @@ where
     M: Manager + Workload + Faults + Clone,
 {
     let pool = Pool::builder(backend.clone())
-        .label("leaky-service")
+        .name("leaky-service")
         .max_size(4)
         .acquire_timeout(Duration::from_millis(500))
         .leak_threshold(Some(Duration::from_millis(300)))

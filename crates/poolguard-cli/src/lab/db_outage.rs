@@ -57,7 +57,7 @@ enum Fault {
 
 fn pool<M: Manager>(backend: M, label: &str, breaker: Breaker) -> Result<Pool<M>, String> {
     let b = Pool::builder(backend)
-        .label(label)
+        .name(label)
         .max_size(8)
         .min_idle(4)
         .acquire_timeout(Duration::from_secs(2))

@@ -19,7 +19,7 @@ where
     M: Manager + Workload + Faults + Clone,
 {
     let pool = match Pool::builder(backend.clone())
-        .label(label)
+        .name(label)
         .max_size(50)
         .min_idle(5)
         .max_concurrent_opens(concurrent_opens)

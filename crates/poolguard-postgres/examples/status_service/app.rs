@@ -87,7 +87,7 @@ pub(crate) fn pool(url: &str) -> Result<PgPool, Box<dyn std::error::Error>> {
         .application_name("poolguard-example")
         .build()?;
     Ok(Pool::builder(manager)
-        .label("example")
+        .name("example")
         .max_size(8)
         .min_idle(2)
         .acquire_timeout(Duration::from_secs(2))

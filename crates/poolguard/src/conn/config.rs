@@ -2,8 +2,20 @@
 
 use std::time::Duration;
 
-use super::error::ConfigError;
 use crate::diag::validate_name;
+
+/// A configuration the builder refused: which field, what was wrong, how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid pool config: `{field}` {problem}; fix: {fix}")]
+#[non_exhaustive]
+pub struct BuildError {
+    /// The offending field.
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: &'static str,
+}
 
 /// Every tunable of a [`Pool`](super::Pool), as plain data.
 ///
@@ -12,13 +24,13 @@ use crate::diag::validate_name;
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
-    /// A label for logs, the doctor and Prometheus (`pool="..."`). Empty (the default): a
-    /// distinct generated label, the manager type's short name and a sequence number
+    /// The pool's name in logs, the doctor and Prometheus (`pool="..."`). Empty (the
+    /// default): a distinct generated name, the manager type's short name and a sequence number
     /// (`PostgresManager-1`); the built pool's [`config`](super::Pool::config) shows it.
     /// Otherwise 1 to [`MAX_NAME_BYTES`](crate::diag::MAX_NAME_BYTES) bytes without control
-    /// characters (the rule of every pool). Two live pools under one label get a `tracing`
+    /// characters (the rule of every pool). Two live pools under one name get a `tracing`
     /// warning: their metrics would collide.
-    pub label: String,
+    pub name: String,
     /// Most connections open at once (idle + in use + being opened). Default 10; 1 to
     /// [`MAX_SIZE`].
     pub max_size: usize,
@@ -93,7 +105,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            label: String::new(),
+            name: String::new(),
             max_size: 10,
             min_idle: 0,
             acquire_timeout: Duration::from_secs(30),
@@ -135,20 +147,20 @@ pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(10);
 
 impl Config {
     /// Checks every rule; the error says what was wrong and how to fix it.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<(), BuildError> {
         let bad = |field: &'static str, problem: String, fix: &'static str| {
-            Err(ConfigError {
+            Err(BuildError {
                 field,
                 problem,
                 fix,
             })
         };
-        if !self.label.is_empty() {
-            if let Err(e) = validate_name(&self.label) {
+        if !self.name.is_empty() {
+            if let Err(e) = validate_name(&self.name) {
                 return bad(
-                    "label",
-                    format!("({:?}) breaks the naming rule: {e}", self.label),
-                    "use a short printable label such as \"pg-main\" (the rule of every pool and reclaimer)",
+                    "name",
+                    format!("({:?}) breaks the naming rule: {e}", self.name),
+                    "use a short printable name such as \"pg-main\" (the rule of every pool and reclaimer)",
                 );
             }
         }
@@ -342,10 +354,10 @@ impl<M> Builder<M> {
         self
     }
 
-    /// Sets the label used in logs, the doctor and Prometheus (default: the manager type's
+    /// Sets the name used in logs, the doctor and Prometheus (default: the manager type's
     /// short name and a sequence number, distinct for every pool).
-    pub fn label(mut self, label: impl Into<String>) -> Self {
-        self.config.label = label.into();
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
         self
     }
 

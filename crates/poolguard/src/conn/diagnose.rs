@@ -7,7 +7,7 @@ use crate::diag::{Diagnose, Finding, Kind, PrometheusWriter, Snapshot};
 
 impl<M: Manager> Diagnose for Pool<M> {
     fn name(&self) -> String {
-        self.config().label.clone()
+        self.config().name.clone()
     }
     fn kind(&self) -> Kind {
         Kind::ConnectionPool

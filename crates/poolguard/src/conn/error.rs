@@ -59,8 +59,8 @@ impl fmt::Display for Holder {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TimeoutSnapshot {
-    /// Pool label.
-    pub label: String,
+    /// The pool's name.
+    pub name: String,
     /// How long the caller waited.
     pub waited: Duration,
     /// Connections counted against `max_size` (idle, in use, opening).
@@ -88,7 +88,7 @@ impl fmt::Display for TimeoutSnapshot {
         write!(
             f,
             "pool `{}` gave no connection within {:.1?}: size {}/{} (idle {}, in use {}, opening {}), {} other waiters, breaker {}",
-            self.label,
+            self.name,
             self.waited,
             self.size,
             self.max_size,
@@ -193,17 +193,4 @@ impl<E: std::error::Error + 'static> Error<E> {
             _ => None,
         }
     }
-}
-
-/// A configuration the builder refused: which field, what was wrong, how to fix it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid pool config: `{field}` {problem}; fix: {fix}")]
-#[non_exhaustive]
-pub struct ConfigError {
-    /// The offending field.
-    pub field: &'static str,
-    /// What is wrong with it.
-    pub problem: String,
-    /// How to fix it.
-    pub fix: &'static str,
 }

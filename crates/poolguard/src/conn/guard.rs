@@ -103,7 +103,7 @@ impl<M: Manager> DerefMut for PooledConnection<M> {
 impl<M: Manager> fmt::Debug for PooledConnection<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledConnection")
-            .field("pool", &self.shared.cfg.label)
+            .field("pool", &self.shared.cfg.name)
             .field("id", &self.conn.as_ref().map(|c| c.id))
             .field("held_for", &self.since.elapsed())
             .field("broken", &self.broken)

@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::breaker::{Admit, Breaker};
 use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
-use super::internals::{Conn, Handoff, Internals, Reply, Waiter};
+use super::internals::{Conn, Handed, Handoff, Internals, Reply, Waiter};
 use super::leak;
 use super::stats::{CloseReason, Stats};
 use super::{Config, Manager};
@@ -67,7 +67,7 @@ pub(crate) struct Shared<M: Manager> {
 impl<M: Manager> std::fmt::Debug for Shared<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("label", &self.cfg.label)
+            .field("name", &self.cfg.name)
             .finish_non_exhaustive()
     }
 }
@@ -127,10 +127,10 @@ impl<M: Manager> Shared<M> {
                     counted = true;
                     st.gets += 1;
                 }
-                if st.closed {
+                if st.is_closed() {
                     return Err(Error::Closed);
                 }
-                if let Some(mut conn) = st.idle.pop_back() {
+                if let Some(mut conn) = st.take_idle() {
                     // A connection that died while idle (server closed it) is evicted here,
                     // by the manager's cheap sync check, rather than handed out.
                     let reason = if conn.retire_due(now) {
@@ -154,7 +154,7 @@ impl<M: Manager> Shared<M> {
                         Step::Validate(conn)
                     }
                 } else {
-                    let waiting = st.waiters.len();
+                    let waiting = st.waiters_len();
                     if let Admit::Reject(retry_in) = st.breaker.admit_caller(now, waiting) {
                         self.stats.unavailable.fetch_add(1, Relaxed);
                         return Err(Error::Unavailable {
@@ -163,25 +163,15 @@ impl<M: Manager> Shared<M> {
                             last_error: st.breaker.last_error.clone(),
                         });
                     }
-                    if st.waiters.len() >= self.cfg.max_waiters {
+                    if waiting >= self.cfg.max_waiters {
                         self.stats.overloaded.fetch_add(1, Relaxed);
                         return Err(Error::Overloaded {
-                            waiters: st.waiters.len(),
+                            waiters: waiting,
                             max_waiters: self.cfg.max_waiters,
                         });
                     }
-                    // Why it waits, for the doctor: counted here, under the lock it holds.
-                    if st.size >= st.max_size {
-                        st.waited_saturated += 1;
-                    } else if st.size < self.cfg.min_idle.max(1) {
-                        st.waited_cold += 1;
-                    } else {
-                        st.waited_growing += 1;
-                    }
                     let (tx, rx) = oneshot::channel();
-                    let id = st.next_waiter;
-                    st.next_waiter += 1;
-                    st.waiters.push_back(Waiter { id, site, tx });
+                    let id = st.queue_waiter(site, tx, self.cfg.min_idle);
                     let opens = self.plan(&mut st, now, 0);
                     Step::Wait(
                         WaitGuard {
@@ -265,13 +255,13 @@ impl<M: Manager> Shared<M> {
             Ok(Ok(())) => {
                 let closed_breaker = self.state.lock().breaker.on_success();
                 if closed_breaker {
-                    tracing::info!(pool = %self.cfg.label, "breaker closed: validation succeeded");
+                    tracing::info!(pool = %self.cfg.name, "breaker closed: validation succeeded");
                 }
                 true
             }
             Ok(Err(e)) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %self.cfg.label, conn = id, error = %e, "validation failed; closing the connection");
+                tracing::warn!(pool = %self.cfg.name, conn = id, error = %e, "validation failed; closing the connection");
                 // The backend answered (or the socket said it is gone): this connection is
                 // dead, the backend is not necessarily. Evict it without feeding the breaker,
                 // so a server restart does not open it while fresh connects would succeed.
@@ -285,7 +275,7 @@ impl<M: Manager> Shared<M> {
             }
             Err(_) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %self.cfg.label, conn = id, timeout = ?limit, "validation timed out; closing the connection");
+                tracing::warn!(pool = %self.cfg.name, conn = id, timeout = ?limit, "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {
                     self.failure(None, text, Phase::Validate, false);
@@ -315,7 +305,7 @@ impl<M: Manager> Shared<M> {
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
         if phase == Phase::Connect {
             // The oldest waiter gets this connect's own error.
-            if let Some(w) = st.waiters.pop_front() {
+            if let Some(w) = st.pop_waiter() {
                 let e = match error {
                     Some(source) => Error::Backend { phase, source },
                     None => Error::PhaseTimeout {
@@ -330,8 +320,8 @@ impl<M: Manager> Shared<M> {
             self.stats.breaker_opened.fetch_add(1, Relaxed);
             let retry_in = st.breaker.retry_in(now);
             let failures = st.breaker.failures;
-            tracing::warn!(pool = %self.cfg.label, failures, ?retry_in, last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
-            while let Some(w) = st.waiters.pop_front() {
+            tracing::warn!(pool = %self.cfg.name, failures, ?retry_in, last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
+            for w in st.drain_waiters() {
                 let e = Error::Unavailable {
                     failures,
                     retry_in,
@@ -351,21 +341,21 @@ impl<M: Manager> Shared<M> {
     fn timed_out(&self, now: Instant, waited: Duration) -> PoolError<M> {
         self.stats.timed_out.fetch_add(1, Relaxed);
         let snap = self.timeout_snapshot(now, waited);
-        tracing::warn!(pool = %self.cfg.label, "{snap}");
+        tracing::warn!(pool = %self.cfg.name, "{snap}");
         Error::Timeout(Box::new(snap))
     }
 
     pub(crate) fn timeout_snapshot(&self, now: Instant, waited: Duration) -> TimeoutSnapshot {
         let st = self.state.lock();
         TimeoutSnapshot {
-            label: self.cfg.label.clone(),
+            name: self.cfg.name.clone(),
             waited,
-            size: st.size,
-            max_size: st.max_size,
-            idle: st.idle.len(),
+            size: st.size(),
+            max_size: st.max_size(),
+            idle: st.idle_len(),
             in_use: st.in_use(),
-            opening: st.opening,
-            waiters: st.waiters.len(),
+            opening: st.opening(),
+            waiters: st.waiters_len(),
             breaker: st.breaker.state(),
             last_error: st.breaker.last_text.clone(),
             longest_holders: st.holders.longest(now, 3),
@@ -424,7 +414,7 @@ impl<M: Manager> Shared<M> {
         if let Some(h) = hold {
             if h.leaked {
                 self.stats.unleaked.fetch_add(1, Relaxed);
-                tracing::info!(pool = %self.cfg.label, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
+                tracing::info!(pool = %self.cfg.name, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
             } else if let (Some(threshold), Some(at)) = (self.cfg.leak_threshold, exact) {
                 let held = at.saturating_duration_since(h.since);
                 if leak::is_leak(held, threshold) {
@@ -432,11 +422,11 @@ impl<M: Manager> Shared<M> {
                     // as a leak that already came back.
                     self.stats.leaks.fetch_add(1, Relaxed);
                     self.stats.unleaked.fetch_add(1, Relaxed);
-                    tracing::warn!(pool = %self.cfg.label, site = %h.site, ?held, ?threshold, "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
+                    tracing::warn!(pool = %self.cfg.name, site = %h.site, ?held, ?threshold, "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
                 }
             }
             if h.abandoned {
-                st.abandoned -= 1;
+                st.abandoned_returned();
                 self.begin_closes(1);
                 drop(st);
                 self.close_conn(conn, CloseReason::Abandoned);
@@ -454,18 +444,14 @@ impl<M: Manager> Shared<M> {
             self.discard_locked(st, conn, reason, now);
             return;
         }
-        if !st.closed && self.manager.needs_reset(&mut conn.raw) {
+        if !st.is_closed() && self.manager.needs_reset(&mut conn.raw) {
             drop(st);
             self.spawn_reset(conn);
             return;
         }
         conn.last_used = now;
         conn.checked_at(now, self.bypass);
-        if st.waiters.is_empty() && !st.closed && st.size <= st.max_size {
-            // Nobody waits: straight back to idle (what `deliver_locked` would do, inline).
-            st.idle.push_back(conn);
-            return;
-        }
+        // Nobody waits: straight back to idle, inside `hand_off`.
         self.deliver_locked(st, conn, now);
     }
 
@@ -485,10 +471,10 @@ impl<M: Manager> Shared<M> {
                     shared.deliver(conn, now);
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(pool = %shared.cfg.label, conn = d.id(), error = %e, "reset failed; closing the connection");
+                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), error = %e, "reset failed; closing the connection");
                 }
                 Err(_) => {
-                    tracing::warn!(pool = %shared.cfg.label, conn = d.id(), timeout = ?limit, "reset timed out; closing the connection");
+                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), timeout = ?limit, "reset timed out; closing the connection");
                 }
             }
         });
@@ -507,23 +493,17 @@ impl<M: Manager> Shared<M> {
         now: Instant,
     ) {
         loop {
-            if st.closed || st.size > st.max_size {
-                let reason = if st.closed {
-                    CloseReason::PoolClosed
-                } else {
-                    CloseReason::Surplus
-                };
-                st.size -= 1;
-                self.begin_closes(1);
-                drop(st);
-                self.close_conn(conn, reason);
-                return;
-            }
-            let Some(w) = st.waiters.pop_front() else {
-                st.idle.push_back(conn);
-                return;
+            let (w, c, slot) = match st.hand_off(conn, now) {
+                Handed::Idle => return,
+                Handed::Close(conn, reason) => {
+                    self.begin_closes(1);
+                    drop(st);
+                    self.close_conn(conn, reason);
+                    return;
+                }
+                Handed::Waiter(w, c, slot) => (w, c, slot),
             };
-            let slot = st.holders.insert(w.site, now);
+            conn = c;
             drop(st);
             match w.tx.send(Ok(Handoff {
                 conn,
@@ -557,7 +537,7 @@ impl<M: Manager> Shared<M> {
         reason: CloseReason,
         now: Instant,
     ) {
-        st.size -= 1;
+        st.release_place();
         self.begin_closes(1);
         let opens = self.plan(&mut st, now, 0);
         drop(st);
@@ -576,7 +556,7 @@ impl<M: Manager> Shared<M> {
     /// abandoned, no close pending).
     pub(crate) fn is_drained(&self) -> bool {
         let st = self.state.lock();
-        st.closed && st.size == 0 && st.abandoned == 0 && self.closing.load(Relaxed) == 0
+        st.is_empty_closed() && self.closing.load(Relaxed) == 0
     }
 
     /// Closes a connection that no longer counts in `size`, on a bounded background path:
@@ -584,7 +564,7 @@ impl<M: Manager> Shared<M> {
     /// The caller has counted it with [`begin_closes`](Self::begin_closes).
     pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
         self.stats.closed(reason);
-        tracing::debug!(pool = %self.cfg.label, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
+        tracing::debug!(pool = %self.cfg.name, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
         let guard = Closing(Arc::clone(self));
         self.rt.spawn(async move {
             let shared = &guard.0;
@@ -594,7 +574,7 @@ impl<M: Manager> Shared<M> {
                 .is_err()
             {
                 shared.stats.close_timeouts.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.label, timeout = ?limit, "close timed out; connection dropped");
+                tracing::warn!(pool = %shared.cfg.name, timeout = ?limit, "close timed out; connection dropped");
             }
             drop(guard);
         });
@@ -605,17 +585,13 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn close_pool(self: &Arc<Self>) {
         let (idle, waiters) = {
             let mut st = self.state.lock();
-            if st.closed {
+            let Some((idle, waiters)) = st.close() else {
                 return;
-            }
-            st.closed = true;
-            let idle: Vec<_> = st.idle.drain(..).collect();
-            st.size -= idle.len();
+            };
             self.begin_closes(idle.len());
-            let waiters: Vec<_> = st.waiters.drain(..).collect();
             (idle, waiters)
         };
-        tracing::info!(pool = %self.cfg.label, idle = idle.len(), waiters = waiters.len(), "pool closed");
+        tracing::info!(pool = %self.cfg.name, idle = idle.len(), waiters = waiters.len(), "pool closed");
         for w in waiters {
             let _ = w.tx.send(Err(Error::Closed));
         }
@@ -660,12 +636,12 @@ impl<M: Manager> Opening<M> {
                 let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
                 let closed_breaker = {
                     let mut st = shared.state.lock();
-                    st.opening -= 1;
+                    st.opened();
                     st.breaker.on_success()
                 };
-                tracing::debug!(pool = %shared.cfg.label, conn = id, "connection opened");
+                tracing::debug!(pool = %shared.cfg.name, conn = id, "connection opened");
                 if closed_breaker {
-                    tracing::info!(pool = %shared.cfg.label, "breaker closed: connect succeeded");
+                    tracing::info!(pool = %shared.cfg.name, "breaker closed: connect succeeded");
                 }
                 shared.deliver(conn, now);
                 // Keep going while waiters or min_idle still want connections.
@@ -677,7 +653,7 @@ impl<M: Manager> Opening<M> {
             }
             Ok(Err(e)) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.label, error = %e, "connect failed");
+                tracing::warn!(pool = %shared.cfg.name, error = %e, "connect failed");
                 shared.unreserve();
                 let text = format!("connect: {e}");
                 let restart = shared.manager.is_restarting(&e);
@@ -685,7 +661,7 @@ impl<M: Manager> Opening<M> {
             }
             Err(_) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.label, timeout = ?limit, "connect timed out");
+                tracing::warn!(pool = %shared.cfg.name, timeout = ?limit, "connect timed out");
                 shared.unreserve();
                 shared.failure(
                     None,
@@ -700,11 +676,7 @@ impl<M: Manager> Opening<M> {
 
 impl<M: Manager> Shared<M> {
     fn unreserve(&self) {
-        let mut st = self.state.lock();
-        st.size -= 1;
-        st.opening -= 1;
-        let last = st.closed && st.size == 0;
-        drop(st);
+        let last = self.state.lock().open_failed();
         if last {
             self.drained.notify_waiters();
         }

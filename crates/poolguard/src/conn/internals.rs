@@ -1,12 +1,21 @@
 //! The state under the pool lock: idle connections, the FIFO of waiters, the holders and the
 //! counters that bound the pool.
 //!
+//! This is the only code that changes the pool's counts (`size`, `max_size`, `idle`,
+//! `waiters`, `opening`, `abandoned`, `closed`): those fields are private to this module,
+//! and each transition is one method below that returns what the async code must do next
+//! (opens to spawn, a waiter to send to, connections to close). None of them awaits,
+//! allocates on the get/return path, reads the clock or touches an atomic; the unit tests at
+//! the end drive them without a runtime.
+//!
 //! Rules (every field may only be read or written with `Shared::state` locked):
 //! * `size` counts every connection that exists or is being opened, except abandoned ones:
 //!   idle + held + opening + "in flight" (being validated, reset, or handed to a waiter).
 //!   Every increment happens in [`Internals::plan_opens`] before the connect starts, so
 //!   `size <= max_size` holds at every instant (a `resize` down lets it exceed the new limit
-//!   until the surplus comes back and is closed).
+//!   until the surplus comes back and is closed). Every decrement is a method that hands the
+//!   connection (or the reservation) back to the caller to close: no place is lost.
+//! * `opening <= max_concurrent_opens` (and `opening <= size`): only `plan_opens` raises it.
 //! * `idle` and `waiters` are never both non-empty: a returned connection goes to the
 //!   oldest waiter first, and a caller only queues when `idle` is empty. That is the whole
 //!   fairness argument: FIFO handoff, no barging.
@@ -22,7 +31,8 @@ use tokio::time::Instant;
 
 use super::breaker::Breaker;
 use super::error::Error;
-use super::leak::Holders;
+use super::leak::{self, Holders, Scan};
+use super::stats::CloseReason;
 
 /// A pooled connection plus its bookkeeping.
 ///
@@ -136,29 +146,41 @@ pub(crate) struct Waiter<C, E: std::error::Error + 'static> {
     pub(crate) tx: oneshot::Sender<Reply<C, E>>,
 }
 
+/// Where [`Internals::hand_off`] put a ready connection.
+#[derive(Debug)]
+pub(crate) enum Handed<C, E: std::error::Error + 'static> {
+    /// Into the idle list.
+    Idle,
+    /// Out of `size`: the pool is closed or above `max_size`. Close it for this reason.
+    Close(Conn<C>, CloseReason),
+    /// Registered as held in `slot` for this waiter: send it. If the waiter is gone, undo
+    /// the hold (`holders.remove(slot)`) and hand the connection off again.
+    Waiter(Waiter<C, E>, Conn<C>, usize),
+}
+
 /// `repr(C)`, hot fields first: the get/return path reads `closed`, `gets`, `size`,
 /// `max_size`, `idle`, `waiters` and `holders`, which then sit next to the lock word.
 #[derive(Debug)]
 #[repr(C)]
 pub(crate) struct Internals<C, E: std::error::Error + 'static> {
-    pub(crate) closed: bool,
+    closed: bool,
     /// Calls to `get` (kept here, not in `Stats`: the get path holds this lock anyway).
     pub(crate) gets: u64,
     /// See the module rules.
-    pub(crate) size: usize,
-    pub(crate) max_size: usize,
+    size: usize,
+    max_size: usize,
     /// Idle connections; pushed and popped at the back (the most recently used is reused
     /// first, so the surplus ages out at the front).
-    pub(crate) idle: VecDeque<Conn<C>>,
+    idle: VecDeque<Conn<C>>,
     /// Callers waiting, oldest first.
-    pub(crate) waiters: VecDeque<Waiter<C, E>>,
+    waiters: VecDeque<Waiter<C, E>>,
     /// Call site and age of every checked-out connection.
     pub(crate) holders: Holders,
     /// Connects in progress (included in `size`).
-    pub(crate) opening: usize,
+    opening: usize,
     /// Abandoned connections still held (not in `size`).
-    pub(crate) abandoned: usize,
-    pub(crate) next_waiter: u64,
+    abandoned: usize,
+    next_waiter: u64,
     pub(crate) breaker: Breaker<E>,
     /// Gets that queued, by the pool's state when they did (counted on the wait path only):
     /// every place in use (`size >= max_size`), ...
@@ -224,6 +246,218 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         n
     }
 
+    // --- Reads -------------------------------------------------------------------------
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    pub(crate) fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    pub(crate) fn idle_len(&self) -> usize {
+        self.idle.len()
+    }
+
+    pub(crate) fn waiters_len(&self) -> usize {
+        self.waiters.len()
+    }
+
+    pub(crate) fn opening(&self) -> usize {
+        self.opening
+    }
+
+    pub(crate) fn abandoned(&self) -> usize {
+        self.abandoned
+    }
+
+    /// Closed, and no connection counted or abandoned (pending closes are counted apart).
+    pub(crate) fn is_empty_closed(&self) -> bool {
+        self.closed && self.size == 0 && self.abandoned == 0
+    }
+
+    // --- Transitions -------------------------------------------------------------------
+
+    /// Takes the most recently used idle connection. It stays counted in `size` ("in
+    /// flight") until it is checked out, handed back with [`hand_off`](Self::hand_off), or
+    /// its place is released with [`release_place`](Self::release_place).
+    #[inline]
+    pub(crate) fn take_idle(&mut self) -> Option<Conn<C>> {
+        self.idle.pop_back()
+    }
+
+    /// Queues a caller (the caller checked `max_waiters` and the breaker) and counts why it
+    /// waits. Returns the waiter's id, for [`remove_waiter`](Self::remove_waiter).
+    pub(crate) fn queue_waiter(
+        &mut self,
+        site: &'static Location<'static>,
+        tx: oneshot::Sender<Reply<C, E>>,
+        min_idle: usize,
+    ) -> u64 {
+        if self.size >= self.max_size {
+            self.waited_saturated += 1;
+        } else if self.size < min_idle.max(1) {
+            self.waited_cold += 1;
+        } else {
+            self.waited_growing += 1;
+        }
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.push_back(Waiter { id, site, tx });
+        id
+    }
+
+    /// The oldest waiter, taken out of the queue (a connect failure goes to it).
+    pub(crate) fn pop_waiter(&mut self) -> Option<Waiter<C, E>> {
+        self.waiters.pop_front()
+    }
+
+    /// Every waiter, oldest first, taken out of the queue (the breaker opened).
+    pub(crate) fn drain_waiters(&mut self) -> Vec<Waiter<C, E>> {
+        self.waiters.drain(..).collect()
+    }
+
+    /// A ready connection counted in `size` goes to the oldest waiter (registered as held
+    /// for it), else to the idle list; or, when the pool is closed or above `max_size`, its
+    /// place is released and the caller must close it.
+    #[inline]
+    pub(crate) fn hand_off(&mut self, conn: Conn<C>, now: Instant) -> Handed<C, E> {
+        if self.closed || self.size > self.max_size {
+            self.size -= 1;
+            let reason = if self.closed {
+                CloseReason::PoolClosed
+            } else {
+                CloseReason::Surplus
+            };
+            return Handed::Close(conn, reason);
+        }
+        match self.waiters.pop_front() {
+            None => {
+                self.idle.push_back(conn);
+                Handed::Idle
+            }
+            Some(w) => {
+                let slot = self.holders.insert(w.site, now);
+                Handed::Waiter(w, conn, slot)
+            }
+        }
+    }
+
+    /// A connection in flight (taken idle, being validated or reset, refused by every
+    /// waiter...) will be closed: its place in `size` is released. The caller closes it.
+    pub(crate) fn release_place(&mut self) {
+        debug_assert!(self.size > 0, "a place released twice");
+        self.size -= 1;
+    }
+
+    /// An abandoned connection came back (the caller closes it).
+    pub(crate) fn abandoned_returned(&mut self) {
+        debug_assert!(self.abandoned > 0);
+        self.abandoned -= 1;
+    }
+
+    /// A connect succeeded: the place it reserved now holds a connection in flight.
+    pub(crate) fn opened(&mut self) {
+        self.opening -= 1;
+    }
+
+    /// A connect failed or was cancelled: its reservation is released. Returns whether that
+    /// was the last place of a closed pool.
+    pub(crate) fn open_failed(&mut self) -> bool {
+        self.size -= 1;
+        self.opening -= 1;
+        self.closed && self.size == 0
+    }
+
+    /// Maintenance's holder scan: marks leaks and abandoned holds; abandoned ones leave
+    /// `size` (so a replacement can be opened) and are counted in `abandoned`.
+    pub(crate) fn scan_holders(
+        &mut self,
+        now: Instant,
+        leak_threshold: Option<Duration>,
+        abandon_timeout: Option<Duration>,
+    ) -> Scan {
+        let scan = leak::scan(&mut self.holders, now, leak_threshold, abandon_timeout);
+        self.size -= scan.abandoned.len();
+        self.abandoned += scan.abandoned.len();
+        scan
+    }
+
+    /// Maintenance's idle pass, oldest first: retires connections past their lifetime, above
+    /// `max_size`, or idle too long while above `min_idle` (their places released, returned
+    /// to close), and takes those due for keepalive out of the idle list (still in `size`:
+    /// in flight). Returns `(to close, to validate)`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn retire_idle(
+        &mut self,
+        now: Instant,
+        min_idle: usize,
+        bypass: Duration,
+    ) -> (Vec<(Conn<C>, CloseReason)>, Vec<Conn<C>>) {
+        let mut retire = Vec::new();
+        let mut keepalive = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.idle.len());
+        let mut idle_left = self.idle.len();
+        while let Some(c) = self.idle.pop_front() {
+            let reason = if c.retire_due(now) {
+                Some(CloseReason::Lifetime)
+            } else if self.size > self.max_size {
+                Some(CloseReason::Surplus)
+            } else if idle_left > min_idle && c.idle_expired(now) {
+                Some(CloseReason::Idle)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                self.size -= 1;
+                idle_left -= 1;
+                retire.push((c, reason));
+            } else if c.keepalive_due(now, bypass) {
+                keepalive.push(c);
+            } else {
+                keep.push_back(c);
+            }
+        }
+        self.idle = keep;
+        (retire, keepalive)
+    }
+
+    /// Sets `max_size`; idle surplus leaves at once (oldest first, returned to close), held
+    /// surplus when it comes back. Returns the old limit and the surplus.
+    pub(crate) fn resize(&mut self, max_size: usize) -> (usize, Vec<Conn<C>>) {
+        let old = std::mem::replace(&mut self.max_size, max_size);
+        let mut surplus = Vec::new();
+        while self.size > self.max_size {
+            match self.idle.pop_front() {
+                Some(c) => {
+                    self.size -= 1;
+                    surplus.push(c);
+                }
+                None => break,
+            }
+        }
+        (old, surplus)
+    }
+
+    /// Closes the pool: every idle connection leaves `size` (returned to close) and every
+    /// waiter leaves the queue (returned to be told). `None` when it was already closed.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn close(&mut self) -> Option<(Vec<Conn<C>>, Vec<Waiter<C, E>>)> {
+        if self.closed {
+            return None;
+        }
+        self.closed = true;
+        let idle: Vec<_> = self.idle.drain(..).collect();
+        self.size -= idle.len();
+        let waiters: Vec<_> = self.waiters.drain(..).collect();
+        Some((idle, waiters))
+    }
+
     pub(crate) fn remove_waiter(&mut self, id: u64) -> bool {
         // Cancelled waiters are usually recent: search from the back.
         match self.waiters.iter().rposition(|w| w.id == id) {
@@ -238,5 +472,229 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// Checked out and counted (abandoned ones excluded).
     pub(crate) fn in_use(&self) -> usize {
         self.holders.len() - self.abandoned
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each transition and its invariants, driven without a runtime: `size <= max_size`
+    //! (outside a resize down), `opening <= max_concurrent_opens` and `opening <= size`,
+    //! idle and waiters never both non-empty, and no lost place (every place taken out of
+    //! `size` comes back to the caller as a connection to close or a failed reservation).
+
+    use super::*;
+    use crate::conn::breaker::Breaker;
+    use crate::conn::Config;
+
+    type I = Internals<u32, std::io::Error>;
+
+    fn pool(max: usize) -> I {
+        let b = Breaker::new(None, Duration::from_millis(25), Duration::from_secs(1));
+        Internals::new(max, b, Instant::now())
+    }
+
+    fn conn(id: u64) -> Conn<u32> {
+        let cfg = Config::default();
+        Conn::new(
+            id as u32,
+            id,
+            Instant::now(),
+            &cfg,
+            Duration::from_millis(500),
+        )
+    }
+
+    /// The invariants that hold after every transition (resize down excepted for `size`).
+    fn check(p: &I, max_opens: usize) {
+        assert!(p.size <= p.max_size, "size {} > max {}", p.size, p.max_size);
+        assert!(
+            p.opening <= max_opens,
+            "opening {} > {max_opens}",
+            p.opening
+        );
+        assert!(p.opening <= p.size);
+        assert!(p.idle.is_empty() || p.waiters.is_empty());
+        assert!(p.idle.len() + p.opening <= p.size);
+    }
+
+    /// Opens `n` connections through the real transitions; they end up idle.
+    fn fill(p: &mut I, n: usize) {
+        let now = Instant::now();
+        let planned = p.plan_opens(now, n, n);
+        assert_eq!(planned, n);
+        for i in 0..n {
+            p.opened();
+            assert!(matches!(p.hand_off(conn(i as u64), now), Handed::Idle));
+        }
+    }
+
+    #[test]
+    fn plan_opens_reserves_within_both_limits() {
+        let mut p = pool(3);
+        let now = Instant::now();
+        assert_eq!(p.plan_opens(now, 2, 5), 2, "capped by max_concurrent_opens");
+        check(&p, 2);
+        assert_eq!(p.plan_opens(now, 2, 5), 0, "two already opening");
+        p.opened();
+        assert_eq!(p.plan_opens(now, 2, 5), 1, "capped by max_size");
+        assert_eq!((p.size, p.opening), (3, 2));
+        check(&p, 2);
+    }
+
+    #[test]
+    fn waiters_get_one_open_each_and_surplus_opens_are_elided() {
+        let mut p = pool(4);
+        let now = Instant::now();
+        let (tx, _rx) = oneshot::channel();
+        p.queue_waiter(Location::caller(), tx, 0);
+        assert_eq!(p.waited_cold, 1, "an empty pool: cold");
+        assert_eq!(p.plan_opens(now, 4, 0), 1);
+        assert_eq!(p.plan_opens(now, 4, 0), 0, "the waiter is covered");
+        check(&p, 4);
+    }
+
+    #[test]
+    fn a_failed_open_gives_its_place_back() {
+        let mut p = pool(1);
+        assert_eq!(p.plan_opens(Instant::now(), 1, 1), 1);
+        assert!(!p.open_failed(), "pool still open");
+        assert_eq!((p.size, p.opening), (0, 0));
+        check(&p, 1);
+        assert_eq!(
+            p.plan_opens(Instant::now(), 1, 1),
+            1,
+            "the place is usable again"
+        );
+        p.close();
+        assert!(p.open_failed(), "the last place of a closed pool");
+    }
+
+    #[test]
+    fn hand_off_serves_the_oldest_waiter_before_idle() {
+        let mut p = pool(2);
+        let now = Instant::now();
+        let (tx1, _rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        let first = p.queue_waiter(Location::caller(), tx1, 0);
+        p.queue_waiter(Location::caller(), tx2, 0);
+        assert_eq!(p.plan_opens(now, 2, 0), 2);
+        p.opened();
+        match p.hand_off(conn(0), now) {
+            Handed::Waiter(w, _, slot) => {
+                assert_eq!(w.id, first, "FIFO");
+                assert!(p.holders.remove(slot).is_some(), "registered as held");
+            }
+            other => panic!("expected a waiter, got {other:?}"),
+        }
+        assert_eq!(p.waiters.len(), 1);
+        check(&p, 2);
+    }
+
+    #[test]
+    fn take_idle_then_release_place_loses_nothing() {
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        let c = p.take_idle().expect("idle");
+        assert_eq!(p.size, 2, "in flight, still counted");
+        p.release_place();
+        assert_eq!((p.size, p.idle.len()), (1, 1));
+        drop(c);
+        check(&p, 2);
+    }
+
+    #[test]
+    fn hand_off_above_max_size_or_closed_releases_the_place() {
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        let (a, b) = (p.take_idle().expect("idle"), p.take_idle().expect("idle"));
+        let (old, surplus) = p.resize(1);
+        assert_eq!(old, 2);
+        assert!(surplus.is_empty(), "both are in flight: none to close yet");
+        assert_eq!(p.size, 2, "held surplus stays counted until it comes back");
+        assert!(matches!(
+            p.hand_off(a, Instant::now()),
+            Handed::Close(_, CloseReason::Surplus)
+        ));
+        assert_eq!(p.size, 1);
+        assert!(matches!(p.hand_off(b, Instant::now()), Handed::Idle));
+        check(&p, 2);
+        let c = p.take_idle().expect("idle");
+        let (idle, waiters) = p.close().expect("first close");
+        assert_eq!((idle.len(), waiters.len(), p.size), (0, 0, 1));
+        assert!(p.close().is_none(), "idempotent");
+        assert!(matches!(
+            p.hand_off(c, Instant::now()),
+            Handed::Close(_, CloseReason::PoolClosed)
+        ));
+        assert!(p.is_empty_closed());
+    }
+
+    #[test]
+    fn resize_down_closes_idle_surplus_oldest_first() {
+        let mut p = pool(3);
+        fill(&mut p, 3);
+        let (old, surplus) = p.resize(1);
+        assert_eq!(old, 3);
+        let ids: Vec<u64> = surplus.iter().map(|c| c.id).collect();
+        assert_eq!(ids, [0, 1], "the oldest (front) go first");
+        assert_eq!((p.size, p.max_size, p.idle.len()), (1, 1, 1));
+        check(&p, 3);
+    }
+
+    #[test]
+    fn abandoned_holds_leave_size_and_come_back_once() {
+        let mut p = pool(1);
+        fill(&mut p, 1);
+        let t0 = Instant::now();
+        let c = p.take_idle().expect("idle");
+        p.holders.insert(Location::caller(), t0);
+        let scan = p.scan_holders(
+            t0 + Duration::from_secs(10),
+            None,
+            Some(Duration::from_secs(5)),
+        );
+        assert_eq!(scan.abandoned.len(), 1);
+        assert_eq!((p.size, p.abandoned, p.in_use()), (0, 1, 0));
+        assert_eq!(
+            p.plan_opens(Instant::now(), 1, 1),
+            1,
+            "a replacement may open"
+        );
+        p.abandoned_returned();
+        assert_eq!(p.abandoned, 0);
+        drop(c);
+        check(&p, 1);
+    }
+
+    #[test]
+    fn retire_idle_keeps_min_idle_and_returns_the_rest_to_close() {
+        let mut p = pool(3);
+        fill(&mut p, 3);
+        let later = Instant::now() + Duration::from_secs(3600);
+        let (retire, keepalive) = p.retire_idle(later, 1, Duration::from_millis(500));
+        // Past max_lifetime (30 min by default): every one retires, min_idle notwithstanding
+        // (maintenance opens replacements).
+        assert_eq!(retire.len(), 3);
+        assert!(retire.iter().all(|(_, r)| *r == CloseReason::Lifetime));
+        assert!(keepalive.is_empty());
+        assert_eq!((p.size, p.idle.len()), (0, 0));
+        check(&p, 3);
+    }
+
+    #[test]
+    fn close_returns_every_idle_connection_and_waiter() {
+        let mut p = pool(2);
+        let (tx, _rx) = oneshot::channel();
+        p.queue_waiter(Location::caller(), tx, 0);
+        assert_eq!(p.plan_opens(Instant::now(), 1, 0), 1);
+        let (idle, waiters) = p.close().expect("open");
+        assert_eq!((idle.len(), waiters.len()), (0, 1));
+        assert_eq!(
+            p.plan_opens(Instant::now(), 1, 0),
+            0,
+            "no opens once closed"
+        );
+        assert!(p.open_failed(), "the reservation was the last place");
+        assert!(p.is_empty_closed());
     }
 }

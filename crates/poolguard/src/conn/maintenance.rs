@@ -13,7 +13,6 @@ use std::sync::{Arc, Weak};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::inner::{Detached, Shared};
-use super::leak;
 use super::stats::CloseReason;
 use super::Manager;
 
@@ -33,8 +32,8 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
             let Some(shared) = weak.upgrade() else {
                 return;
             };
-            if shared.state.lock().closed {
-                tracing::debug!(pool = %shared.cfg.label, "maintenance stopped");
+            if shared.state.lock().is_closed() {
+                tracing::debug!(pool = %shared.cfg.name, "maintenance stopped");
                 return;
             }
             run_pass(&shared, Instant::now());
@@ -45,57 +44,26 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
 /// One maintenance pass, run by the maintenance task every `maintenance_interval`.
 pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     let cfg = &shared.cfg;
-    let mut retire = Vec::new();
-    let mut keepalive = Vec::new();
-    let (scan, opens) = {
+    let (scan, retire, keepalive, opens) = {
         let mut st = shared.state.lock();
         st.coarse = st.coarse.max(now);
-        if st.closed {
+        if st.is_closed() {
             return;
         }
-        let scan = leak::scan(
-            &mut st.holders,
-            now,
-            cfg.leak_threshold,
-            cfg.abandon_timeout,
-        );
-        st.size -= scan.abandoned.len();
-        st.abandoned += scan.abandoned.len();
-        // Retire: oldest first (the front of `idle`).
-        let mut keep = std::collections::VecDeque::with_capacity(st.idle.len());
-        let mut idle_left = st.idle.len();
-        while let Some(c) = st.idle.pop_front() {
-            if c.retire_due(now) {
-                st.size -= 1;
-                idle_left -= 1;
-                retire.push((c, CloseReason::Lifetime));
-            } else if st.size > st.max_size {
-                st.size -= 1;
-                idle_left -= 1;
-                retire.push((c, CloseReason::Surplus));
-            } else if idle_left > cfg.min_idle && c.idle_expired(now) {
-                st.size -= 1;
-                idle_left -= 1;
-                retire.push((c, CloseReason::Idle));
-            } else if c.keepalive_due(now, shared.bypass) {
-                keepalive.push(c);
-            } else {
-                keep.push_back(c);
-            }
-        }
-        st.idle = keep;
+        let scan = st.scan_holders(now, cfg.leak_threshold, cfg.abandon_timeout);
+        let (retire, keepalive) = st.retire_idle(now, cfg.min_idle, shared.bypass);
         shared.begin_closes(retire.len());
         let opens = shared.plan(&mut st, now, cfg.min_idle);
-        (scan, opens)
+        (scan, retire, keepalive, opens)
     };
     for (site, held) in &scan.leaks {
         shared.stats.leaks.fetch_add(1, Relaxed);
         let threshold = cfg.leak_threshold.unwrap_or_default();
-        tracing::warn!(pool = %cfg.label, %site, ?held, ?threshold, "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
+        tracing::warn!(pool = %cfg.name, %site, ?held, ?threshold, "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
     }
     for (site, held) in &scan.abandoned {
         shared.stats.abandoned.fetch_add(1, Relaxed);
-        tracing::warn!(pool = %cfg.label, %site, ?held, "connection abandoned: no longer counted against max_size; it will be closed when it comes back");
+        tracing::warn!(pool = %cfg.name, %site, ?held, "connection abandoned: no longer counted against max_size; it will be closed when it comes back");
     }
     for (c, reason) in retire {
         shared.close_conn(c, reason);

@@ -43,8 +43,10 @@ mod pool;
 mod stats;
 
 pub use breaker::BreakerState;
-pub use config::{Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL};
-pub use error::{ConfigError, Error, Holder, Phase, TimeoutSnapshot};
+pub use config::{
+    BuildError, Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL,
+};
+pub use error::{Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
 pub use manager::{Classify, ErrorClass, Manager};
 pub use pool::Pool;

@@ -11,8 +11,8 @@ use tokio::runtime::Handle;
 use tokio::time::Instant;
 
 use super::breaker::BreakerState;
-use super::config::{Builder, Config};
-use super::error::{ConfigError, Error};
+use super::config::{BuildError, Builder, Config};
+use super::error::Error;
 use super::guard::PooledConnection;
 use super::inner::Shared;
 use super::maintenance;
@@ -33,24 +33,24 @@ impl<M: Manager> Builder<M> {
     /// current tokio runtime.
     ///
     /// # Errors
-    /// A [`ConfigError`] naming the field, the problem and the fix; also when called
+    /// A [`BuildError`] naming the field, the problem and the fix; also when called
     /// outside a tokio runtime.
-    pub fn build(mut self) -> Result<Pool<M>, ConfigError> {
+    pub fn build(mut self) -> Result<Pool<M>, BuildError> {
         self.config.validate()?;
-        let rt = Handle::try_current().map_err(|_| ConfigError {
+        let rt = Handle::try_current().map_err(|_| BuildError {
             field: "runtime",
             problem: "no tokio runtime is running".into(),
             fix: "call build() from inside a tokio runtime (the pool spawns its maintenance and close tasks on it)",
         })?;
-        if self.config.label.is_empty() {
-            self.config.label =
+        if self.config.name.is_empty() {
+            self.config.name =
                 labels::default_label(Engine::Conn, &short_type_name(std::any::type_name::<M>()));
         }
         // Released when the last handle is dropped (see `Drop for Pool`).
-        labels::register(Engine::Conn, &self.config.label);
+        labels::register(Engine::Conn, &self.config.name);
         let shared = Arc::new(Shared::new(self.manager, self.config, rt));
         maintenance::spawn(&shared);
-        tracing::info!(pool = %shared.cfg.label, max_size = shared.cfg.max_size, min_idle = shared.cfg.min_idle, "pool built");
+        tracing::info!(pool = %shared.cfg.name, max_size = shared.cfg.max_size, min_idle = shared.cfg.min_idle, "pool built");
         if shared.cfg.min_idle > 0 {
             let opens = {
                 let mut st = shared.state.lock();
@@ -100,7 +100,7 @@ impl<M: Manager> Pool<M> {
 
     /// Whether [`close`](Pool::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.state.lock().closed
+        self.shared.state.lock().is_closed()
     }
 
     /// Waits until every connection is closed after [`close`](Pool::close), for at most
@@ -130,9 +130,9 @@ impl<M: Manager> Pool<M> {
     ///
     /// # Errors
     /// When `max_size` is 0, below `min_idle` or above [`MAX_SIZE`](super::MAX_SIZE).
-    pub fn resize(&self, max_size: usize) -> Result<(), ConfigError> {
+    pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
         if max_size == 0 || max_size < self.shared.cfg.min_idle {
-            return Err(ConfigError {
+            return Err(BuildError {
                 field: "max_size",
                 problem: format!(
                     "({max_size}) must be at least 1 and at least min_idle ({})",
@@ -142,7 +142,7 @@ impl<M: Manager> Pool<M> {
             });
         }
         if max_size > super::MAX_SIZE {
-            return Err(ConfigError {
+            return Err(BuildError {
                 field: "max_size",
                 problem: format!(
                     "({max_size}) is above the limit of {} connections",
@@ -154,20 +154,9 @@ impl<M: Manager> Pool<M> {
         let now = Instant::now();
         let (surplus, opens) = {
             let mut st = self.shared.state.lock();
-            let old = st.max_size;
-            st.max_size = max_size;
-            let mut surplus = Vec::new();
-            while st.size > st.max_size {
-                match st.idle.pop_front() {
-                    Some(c) => {
-                        st.size -= 1;
-                        self.shared.begin_closes(1);
-                        surplus.push(c);
-                    }
-                    None => break,
-                }
-            }
-            tracing::info!(pool = %self.shared.cfg.label, old, new = max_size, "pool resized");
+            let (old, surplus) = st.resize(max_size);
+            self.shared.begin_closes(surplus.len());
+            tracing::info!(pool = %self.shared.cfg.name, old, new = max_size, "pool resized");
             (surplus, self.shared.plan(&mut st, now, 0))
         };
         for c in surplus {
@@ -184,16 +173,16 @@ impl<M: Manager> Pool<M> {
         // Reading the breaker may move it from open to half-open: fine, that is its clock.
         let _ = st.breaker.open_limit(now);
         Status {
-            size: st.size,
-            max_size: st.max_size,
-            idle: st.idle.len(),
+            size: st.size(),
+            max_size: st.max_size(),
+            idle: st.idle_len(),
             in_use: st.in_use(),
-            opening: st.opening,
-            waiters: st.waiters.len(),
-            abandoned: st.abandoned,
+            opening: st.opening(),
+            waiters: st.waiters_len(),
+            abandoned: st.abandoned(),
             closing: self.shared.closing.load(Relaxed),
             breaker: st.breaker.state(),
-            closed: st.closed,
+            closed: st.is_closed(),
             last_error: st.breaker.last_text.clone(),
         }
     }
@@ -224,7 +213,7 @@ impl<M: Manager> Pool<M> {
         let s = self.status();
         let t = self.stats();
         let cfg = &self.shared.cfg;
-        let label = cfg.label.clone();
+        let label = cfg.name.clone();
         let mut out = Vec::new();
         let (last, failing, noted) = {
             let st = self.shared.state.lock();
@@ -414,7 +403,7 @@ impl<M: Manager> Pool<M> {
     pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
         let s = self.status();
         let t = self.stats();
-        let l = self.shared.cfg.label.as_str();
+        let l = self.shared.cfg.name.as_str();
         let pool = [("pool", l)];
         for (name, help, v) in [
             (
@@ -547,7 +536,7 @@ impl<M: Manager> Clone for Pool<M> {
 impl<M: Manager> Drop for Pool<M> {
     fn drop(&mut self) {
         if self.shared.handles.fetch_sub(1, AcqRel) == 1 {
-            labels::release(Engine::Conn, &self.shared.cfg.label);
+            labels::release(Engine::Conn, &self.shared.cfg.name);
             self.shared.close_pool();
         }
     }
@@ -556,7 +545,7 @@ impl<M: Manager> Drop for Pool<M> {
 impl<M: Manager> fmt::Debug for Pool<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("label", &self.shared.cfg.label)
+            .field("name", &self.shared.cfg.name)
             .field("status", &self.status())
             .finish()
     }

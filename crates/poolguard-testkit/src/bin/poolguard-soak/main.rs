@@ -92,7 +92,7 @@ const LEAK_THRESHOLD: Duration = Duration::from_secs(10);
 impl PoolShape {
     fn build<M: Manager>(&self, manager: M, label: &str) -> Result<Pool<M>, String> {
         Pool::builder(manager)
-            .label(label)
+            .name(label)
             .max_size(self.max_size)
             .min_idle(self.min_idle)
             .acquire_timeout(self.acquire_timeout)
@@ -252,7 +252,7 @@ async fn wait_settled<M: Manager>(pool: &Pool<M>, limit: Duration) -> bool {
         if t0.elapsed() > limit {
             eprintln!(
                 "soak: {} did not settle within {limit:?}: {s:?}",
-                pool.config().label
+                pool.config().name
             );
             return false;
         }

@@ -291,7 +291,7 @@ pub async fn self_test(url: &str) -> Result<usize, String> {
         .build()
         .map_err(|e| e.to_string())?;
     let pool = Pool::builder(Careless(m))
-        .label("soak-pg-canary")
+        .name("soak-pg-canary")
         .max_size(1)
         // No validation between the planting and the check: it could evict the evidence.
         .validation_bypass(Duration::from_secs(60))

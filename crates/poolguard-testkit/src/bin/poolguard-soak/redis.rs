@@ -404,7 +404,7 @@ pub async fn all_at_once(
 /// Returns how many cases passed.
 pub async fn self_test(url: &str, admin: &RedisAdmin) -> Result<usize, String> {
     let pool = Pool::builder(Careless(RedisManager::new(url).map_err(|e| e.to_string())?))
-        .label("soak-redis-canary")
+        .name("soak-redis-canary")
         .max_size(1)
         // No validation between the planting and the check: it could evict the evidence.
         .validation_bypass(Duration::from_secs(60))
