@@ -10,12 +10,14 @@ mod histogram;
 pub(crate) mod labels;
 mod name;
 mod prometheus;
+pub(crate) mod registry;
 pub(crate) mod slab;
 
 #[cfg(feature = "serde")]
 pub(crate) use diagnose::ser;
 pub use diagnose::{Diagnose, Kind, Snapshot};
 pub use doctor::{Finding, Severity};
-pub use histogram::{Histogram, HistogramSnapshot};
+pub use histogram::{Bucket, Histogram, HistogramSnapshot};
 pub use name::{validate_name, NameError, MAX_NAME_BYTES};
 pub use prometheus::PrometheusWriter;
+pub use registry::{Register, Registry};
