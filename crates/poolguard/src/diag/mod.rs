@@ -6,6 +6,9 @@
 
 mod diagnose;
 mod doctor;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod facade;
 mod histogram;
 pub(crate) mod labels;
 mod name;
@@ -17,6 +20,10 @@ pub(crate) mod slab;
 pub(crate) use diagnose::ser;
 pub use diagnose::{Diagnose, Kind, Snapshot};
 pub use doctor::{Finding, Severity};
+#[cfg(feature = "metrics")]
+pub use facade::MetricsBridge;
+#[cfg(all(feature = "metrics", feature = "tokio"))]
+pub use facade::{BridgeError, BridgeTask};
 pub use histogram::{Bucket, Histogram, HistogramSnapshot};
 pub use name::{validate_name, NameError, MAX_NAME_BYTES};
 pub use prometheus::PrometheusWriter;
