@@ -2,7 +2,9 @@
 //! Prometheus text format.
 //!
 //! Each pool type keeps its own counters; this module only gives them one vocabulary, so that
-//! a service can render every pool it owns the same way.
+//! a service can render every pool it owns the same way: hold them in a [`Registry`] (weakly)
+//! and read them all at once, as Prometheus text or (feature `metrics`) through the
+//! [`metrics`](https://docs.rs/metrics) facade with the `facade` module's `MetricsBridge`.
 
 mod diagnose;
 mod doctor;

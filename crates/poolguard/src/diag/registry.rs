@@ -1,17 +1,4 @@
 //! [`Registry`]: every live pool of a service in one place, held weakly.
-//!
-//! ```
-//! use poolguard::diag::Registry;
-//! use poolguard::object::Pool;
-//!
-//! let registry = Registry::new();
-//! let pool = Pool::builder(Vec::<u8>::new).name("buffers").build()?;
-//! registry.register(&pool);
-//! assert!(registry.prometheus().contains("pool=\"buffers\""));
-//! drop(pool);
-//! assert!(registry.is_empty()); // a dropped pool leaves the registry by itself
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
 
 use std::fmt;
 use std::sync::{Arc, Weak};
@@ -132,6 +119,19 @@ pub(crate) struct Live {
 /// the reading thread (a connection pool starts closing its connections, an object pool
 /// drops what it retained). A reclaimer is read through its monitor and always shuts down on
 /// the thread that drops its last handle.
+///
+/// ```
+/// use poolguard::diag::Registry;
+/// use poolguard::object::Pool;
+///
+/// let registry = Registry::new();
+/// let pool = Pool::builder(Vec::<u8>::new).name("buffers").build()?;
+/// registry.register(&pool);
+/// assert!(registry.prometheus().contains("pool=\"buffers\""));
+/// drop(pool);
+/// assert!(registry.is_empty()); // a dropped pool leaves the registry by itself
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone, Default)]
 pub struct Registry {
     inner: Arc<Mutex<Entries>>,
