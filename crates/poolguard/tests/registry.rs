@@ -99,6 +99,30 @@ async fn a_registration_keeps_nothing_alive_and_reads_arcs_of_any_diagnose() {
 }
 
 #[test]
+fn a_reclaimer_registered_by_its_monitor_stays_while_a_monitor_lives() {
+    let registry = Registry::new();
+    let reclaimer = Reclaimer::builder()
+        .name("reg-monitored")
+        .build()
+        .expect("reclaimer");
+    let monitor = reclaimer.monitor();
+    assert!(registry.register(&monitor));
+    assert!(
+        !registry.register(&reclaimer),
+        "the monitor and its reclaimer are one engine"
+    );
+    drop(reclaimer);
+    let snaps = registry.snapshots();
+    assert_eq!(snaps.len(), 1);
+    match &snaps[0].2 {
+        Snapshot::Reclaimer(s) => assert!(s.shutdown.is_some(), "read after the shutdown"),
+        other => panic!("{other:?}"),
+    }
+    drop(monitor);
+    assert!(registry.is_empty());
+}
+
+#[test]
 fn a_registry_is_cheap_to_share() {
     fn shareable<T: Clone + Send + Sync + 'static>() {}
     shareable::<Registry>();

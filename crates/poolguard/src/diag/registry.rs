@@ -44,8 +44,10 @@ pub(crate) use sealed::{Facts, Sealed, Source};
 
 /// A poolguard engine that a [`Registry`] can hold weakly by its handle: a
 /// [`conn::Pool`](crate::conn::Pool), an [`object::Pool`](crate::object::Pool) or a
-/// [`Reclaimer`](crate::reclaim::Reclaimer). (Any other [`Diagnose`] type registers through
-/// an `Arc`: [`Registry::register_arc`].)
+/// [`Reclaimer`](crate::reclaim::Reclaimer), or a
+/// [`ReclaimMonitor`](crate::reclaim::ReclaimMonitor) (registered by a monitor, a reclaimer
+/// stays registered while some monitor lives, as a monitor outlives its reclaimer). Any other
+/// [`Diagnose`] type registers through an `Arc`: [`Registry::register_arc`].
 pub trait Register: Diagnose + Sealed {}
 
 impl<T: Diagnose + Sealed> Register for T {}
