@@ -102,8 +102,11 @@ struct Entries {
 /// An engine read through the registry: what the metrics bridge iterates over.
 pub(crate) struct Live {
     /// Stable for the registration (keys the bridge's memory of earlier ticks).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) id: u64,
     pub(crate) engine: Box<dyn Diagnose>,
+    /// Read by the metrics bridge only.
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) facts: Facts,
 }
 
