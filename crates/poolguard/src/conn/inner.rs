@@ -205,6 +205,7 @@ impl<M: Manager> Shared<M> {
                     match reply {
                         Some(Ok(h)) => {
                             self.stats.wait_time.record(end - start);
+                            self.stats.queue_time.record(end - now);
                             return Ok(PooledConnection::new(
                                 Arc::clone(self),
                                 h.conn,
@@ -234,7 +235,12 @@ impl<M: Manager> Shared<M> {
             .cfg
             .validation_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        if self.check(&mut d, limit).await {
+        let began = Instant::now();
+        let ok = self.check(&mut d, limit).await;
+        self.stats
+            .checkout_validation_time
+            .record(Instant::now() - began);
+        if ok {
             let now = Instant::now();
             let mut conn = d.take();
             conn.checked_at(now, self.bypass);
@@ -250,7 +256,9 @@ impl<M: Manager> Shared<M> {
     pub(crate) async fn check(self: &Arc<Self>, d: &mut Detached<M>, limit: Duration) -> bool {
         self.stats.validations.fetch_add(1, Relaxed);
         let id = d.id();
+        let began = Instant::now();
         let res = tokio::time::timeout(limit, self.manager.validate(d.raw())).await;
+        self.stats.validation_time.record(Instant::now() - began);
         match res {
             Ok(Ok(())) => {
                 let closed_breaker = self.state.lock().breaker.on_success();
@@ -461,7 +469,9 @@ impl<M: Manager> Shared<M> {
         self.rt.spawn(async move {
             shared.stats.resets.fetch_add(1, Relaxed);
             let limit = shared.cfg.reset_timeout;
+            let began = Instant::now();
             let res = tokio::time::timeout(limit, shared.manager.reset(d.raw())).await;
+            shared.stats.reset_time.record(Instant::now() - began);
             match res {
                 Ok(Ok(())) => {
                     let now = Instant::now();
@@ -626,8 +636,10 @@ impl<M: Manager> Opening<M> {
     async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         let limit = shared.cfg.connect_timeout;
+        let began = Instant::now();
         let res = tokio::time::timeout(limit, shared.manager.connect()).await;
         let now = Instant::now();
+        shared.stats.connect_time.record(now - began);
         self.armed = false;
         match res {
             Ok(Ok(raw)) => {

@@ -16,6 +16,6 @@ pub(crate) mod slab;
 pub(crate) use diagnose::ser;
 pub use diagnose::{Diagnose, Kind, Snapshot};
 pub use doctor::{Finding, Severity};
-pub use histogram::{Histogram, HistogramSnapshot};
+pub use histogram::{Histogram, HistogramSnapshot, BUCKET_EDGES};
 pub use name::{validate_name, NameError, MAX_NAME_BYTES};
-pub use prometheus::PrometheusWriter;
+pub use prometheus::{render, PrometheusWriter, CONTENT_TYPE};
