@@ -14,7 +14,7 @@ pub(crate) mod slab;
 
 #[cfg(feature = "serde")]
 pub(crate) use diagnose::ser;
-pub use diagnose::{Diagnose, Kind, Snapshot};
+pub use diagnose::{Diagnose, Kind, Report, Snapshot};
 pub use doctor::{Finding, Severity};
 pub use histogram::{Histogram, HistogramSnapshot, BUCKET_EDGES};
 pub use name::{validate_name, NameError, MAX_NAME_BYTES};
