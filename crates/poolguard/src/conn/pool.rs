@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::breaker::BreakerState;
 use super::config::{BuildError, Builder, Config};
@@ -83,12 +84,41 @@ impl<M: Manager> Pool<M> {
     /// Dropping the future at any await point leaks nothing: the caller leaves the queue,
     /// and a connection handed over or being validated at that moment goes back to the
     /// pool (or is closed).
+    ///
+    /// # Tracing
+    /// Each call runs in an `INFO` span `poolguard.conn.get` (target `poolguard::conn::get`)
+    /// with fields `pool`, `wait_s` (seconds the get took, `f64`) and `outcome` (`ok` or
+    /// [`Error::code`]), so a checkout shows in the trace of the request that made it. With
+    /// no subscriber interested in that target, the span costs one cached check.
     #[track_caller]
     pub fn get(
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
-        self.shared.acquire(site)
+        let span = tracing::info_span!(
+            target: "poolguard::conn::get",
+            "poolguard.conn.get",
+            pool = %self.shared.cfg.name,
+            wait_s = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let acquire = self.shared.acquire(site);
+        async move {
+            if span.is_disabled() {
+                return acquire.await;
+            }
+            let start = Instant::now();
+            let res = acquire.instrument(span.clone()).await;
+            span.record("wait_s", start.elapsed().as_secs_f64());
+            span.record(
+                "outcome",
+                match &res {
+                    Ok(_) => "ok",
+                    Err(e) => e.code(),
+                },
+            );
+            res
+        }
     }
 
     /// Closes the pool: new gets fail with `Closed`, waiters are woken with `Closed`, idle
