@@ -69,6 +69,9 @@ impl Kind {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
+// A snapshot is a short-lived value taken for one report, never stored in bulk: boxing the
+// connection pool's figures would only make matching on it clumsier.
+#[allow(clippy::large_enum_variant)]
 pub enum Snapshot {
     /// An object pool's stats.
     #[cfg(feature = "object")]

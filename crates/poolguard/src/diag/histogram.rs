@@ -127,7 +127,7 @@ impl Histogram {
             sum_ns: self.sum_ns.load(Relaxed),
             max_ns: self.max_ns.load(Relaxed),
             buckets,
-            edges: std::array::from_fn(|i| self.edges[i].load(Relaxed)),
+            edges: Box::new(std::array::from_fn(|i| self.edges[i].load(Relaxed))),
         }
     }
 }
@@ -139,7 +139,7 @@ pub struct HistogramSnapshot {
     sum_ns: u64,
     max_ns: u64,
     buckets: Vec<u64>,
-    edges: [u64; BUCKET_EDGES.len() + 1],
+    edges: Box<[u64; BUCKET_EDGES.len() + 1]>,
 }
 
 impl HistogramSnapshot {
