@@ -1,5 +1,5 @@
 //! Diagnostics shared by every pool: latency histograms, doctor findings and the
-//! Prometheus text format.
+//! Prometheus text format (every family exported is listed in [`metrics`]).
 //!
 //! Each pool type keeps its own counters; this module only gives them one vocabulary, so that
 //! a service can render every pool it owns the same way.
@@ -8,6 +8,7 @@ mod diagnose;
 mod doctor;
 mod histogram;
 pub(crate) mod labels;
+pub mod metrics;
 mod name;
 mod prometheus;
 pub(crate) mod slab;
