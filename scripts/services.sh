@@ -3,6 +3,8 @@
 # user postgres, database test), Redis on 127.0.0.1:6379, Redis with TLS on 127.0.0.1:6381 and
 # PgBouncer on 127.0.0.1:6432. Starts them when they are
 # installed but stopped, installs them with apt-get when they are missing (needs root).
+# Also installs `promtool` (Debian package `prometheus`; no server is started), which the
+# metrics exposition test runs on the rendered text.
 set -euo pipefail
 
 log() { echo "services: $*" >&2; }
@@ -213,12 +215,26 @@ ensure_redis_tls() {
 }
 
 
+# promtool checks the metrics text; the package's server is never started (the package's
+# service is disabled and stopped right after install where systemd starts it).
+ensure_promtool() {
+  if ! command -v promtool >/dev/null 2>&1; then
+    apt_install prometheus
+    if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
+      as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
+  fi
+  command -v promtool >/dev/null 2>&1 || { log "promtool still missing after installing prometheus"; exit 1; }
+  log "promtool ready: $(command -v promtool)"
+}
+
 case "${1:-all}" in
-  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer ;;
+  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer; ensure_promtool ;;
+  promtool) ensure_promtool ;;
   pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
   pg-private-stop) stop_private_postgres "${2:?port}" ;;
   pg-private-drop) drop_private_postgres "${2:?port}" ;;
   pgbouncer) ensure_postgres; ensure_pgbouncer ;;
   redis-tls) ensure_redis_tls ;;
-  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls]"; exit 2 ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls | promtool]"; exit 2 ;;
 esac

@@ -1,6 +1,5 @@
 //! The `status_service` example's router, driven in-process against the real server:
-//! `/now` answers through the pool, `/status` is the pool's status as JSON with the fields the
-//! example documents, `/metrics` is Prometheus text, and a refused server is a 503 with the
+//! `/now` answers through the pool, `/status` is the pool's report as JSON (poolguard's own serialization), `/metrics` is Prometheus text, and a refused server is a 503 with the
 //! pool's explanation, never a hang.
 
 #[path = "../examples/status_service/app.rs"]
@@ -55,39 +54,42 @@ async fn status_is_the_pools_status_as_json_and_metrics_are_prometheus_text() {
     let (code, body, ctype) = get(&app, "/status").await;
     assert_eq!(code, StatusCode::OK, "/status: {body}");
     assert_eq!(ctype.as_deref(), Some("application/json"));
-    let v: Value = serde_json::from_str(&body).expect("/status is JSON");
+    let r: Value = serde_json::from_str(&body).expect("/status is JSON");
+    assert_eq!(r["name"], "example", "{r}");
+    assert_eq!(r["kind"], "connection_pool", "{r}");
+    assert!(r["findings"].is_array(), "{r}");
+    let v = &r["snapshot"]["connection_pool"]["status"];
     // The example's configuration, as the pool reports it.
-    assert_eq!(v["max_size"], 8, "{v}");
+    assert_eq!(v["max_size"], 8, "{r}");
     // The /now connection is back: nothing in use, nobody waiting, the breaker closed.
-    assert_eq!(v["in_use"], 0, "{v}");
-    assert_eq!(v["waiters"], 0, "{v}");
-    assert_eq!(v["breaker"], "closed", "{v}");
+    assert_eq!(v["in_use"], 0, "{r}");
+    assert_eq!(v["waiters"], 0, "{r}");
+    assert_eq!(v["breaker"], "closed", "{r}");
     let size = v["size"].as_u64().expect("size is a number");
     let idle = v["idle"].as_u64().expect("idle is a number");
     let opening = v["opening"].as_u64().expect("opening is a number");
-    assert!((1..=8).contains(&size), "{v}");
-    assert!(idle + opening <= size, "{v}");
+    assert!((1..=8).contains(&size), "{r}");
+    assert!(idle + opening <= size, "{r}");
     // The JSON agrees with the pool itself.
+    let s = &r["snapshot"]["connection_pool"]["stats"];
     let st = pool.stats();
-    assert_eq!(v["stats"]["gets"], st.gets, "{v}");
+    assert_eq!(s["gets"], st.gets, "{r}");
     assert!(st.gets >= 1, "the /now request went through the pool");
-    assert_eq!(v["stats"]["created"], st.created, "{v}");
-    assert!(st.created >= 1, "{v}");
-    assert_eq!(v["stats"]["timed_out"], 0, "{v}");
-    assert_eq!(v["stats"]["connect_failures"], 0, "{v}");
-    for field in ["wait_p99_us", "hold_p99_us", "waited", "unavailable"] {
-        assert!(v["stats"][field].is_u64(), "stats.{field} missing: {v}");
+    assert_eq!(s["created"], st.created, "{r}");
+    assert!(st.created >= 1, "{r}");
+    assert_eq!(s["timed_out"], 0, "{r}");
+    assert_eq!(s["connect_failures"], 0, "{r}");
+    for field in ["waited", "unavailable"] {
+        assert!(s[field].is_u64(), "stats.{field} missing: {r}");
     }
-    assert!(v["stats"]["closed_by"].is_object(), "{v}");
-    assert!(v["doctor"].is_array(), "{v}");
+    assert!(s["wait_time"]["p99"].is_f64(), "{r}");
+    assert!(s["closed"].is_object(), "{r}");
 
     let (code, text, ctype) = get(&app, "/metrics").await;
     assert_eq!(code, StatusCode::OK);
-    assert!(
-        ctype
-            .as_deref()
-            .is_some_and(|c| c.starts_with("text/plain")),
-        "{ctype:?}"
+    assert_eq!(
+        ctype.as_deref(),
+        Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert!(text.contains("# TYPE poolguard_conn_size gauge"), "{text}");
     assert!(
@@ -134,11 +136,21 @@ async fn a_refused_server_is_a_503_with_the_pools_explanation() {
     );
     let (_, status, _) = get(&app, "/status").await;
     let v: Value = serde_json::from_str(&status).expect("/status is JSON");
+    let pool_json = &v["snapshot"]["connection_pool"];
     assert!(
-        v["stats"]["connect_failures"].as_u64().expect("number") >= 1,
+        pool_json["stats"]["connect_failures"]
+            .as_u64()
+            .expect("number")
+            >= 1,
         "{v}"
     );
-    assert_eq!(v["in_use"], 0, "{v}");
+    assert_eq!(pool_json["status"]["in_use"], 0, "{v}");
+    assert!(
+        pool_json["status"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused")),
+        "{v}"
+    );
 
     pool.close();
 }

@@ -77,8 +77,13 @@ async fn prometheus_and_doctor_render_the_state() {
         .expect("valid");
     assert!(p.get().await.is_err());
     let text = p.prometheus();
+    for (state, v) in [("closed", 0), ("open", 1), ("half_open", 0)] {
+        let line =
+            format!("poolguard_conn_breaker_state{{pool=\"orders\",state=\"{state}\"}} {v}\n");
+        assert!(text.contains(&line), "{line} in {text}");
+    }
     assert!(
-        text.contains("poolguard_conn_breaker_state{pool=\"orders\"} 2"),
+        text.contains("poolguard_conn_breaker_opens_total{pool=\"orders\"} 1"),
         "{text}"
     );
     assert!(

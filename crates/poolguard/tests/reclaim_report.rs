@@ -134,13 +134,13 @@ fn figures_match_the_distribution_of_waits_and_run_times_the_test_made() {
     );
     assert!(
         text.contains(
-            "poolguard_reclaim_run_seconds_count{reclaimer=\"report\",job=\"uniform\"} 100"
+            "poolguard_reclaim_run_seconds_count{reclaimer=\"report\",job_label=\"uniform\"} 100"
         ),
         "{text}"
     );
     assert!(
         text.contains(
-            "poolguard_reclaim_run_seconds_sum{reclaimer=\"report\",job=\"uniform\"} 5.05"
+            "poolguard_reclaim_run_seconds_sum{reclaimer=\"report\",job_label=\"uniform\"} 5.05"
         ),
         "the sum of 1..=100 ms: {text}"
     );

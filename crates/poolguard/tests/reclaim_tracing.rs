@@ -60,7 +60,7 @@ fn slow_and_stuck_jobs_are_logged_as_warnings_with_their_label() {
         .find(|l| l.contains("deferred drop is slow"))
         .unwrap_or_else(|| panic!("no slow warning in:\n{text}"));
     assert!(
-        slow.contains("WARN") && slow.contains("job=\"traced-goodbye\""),
+        slow.contains("WARN") && slow.contains("job_label=\"traced-goodbye\""),
         "{slow}"
     );
     assert!(slow.contains("reclaimer=traced"), "{slow}");

@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use poolguard::conn::{CloseReason, Pool};
+use poolguard::conn::Pool;
+use poolguard::diag::{Report, CONTENT_TYPE};
 use poolguard_postgres::PostgresManager;
-use serde_json::{json, Value};
 
 /// The pool the service shares between its handlers.
 pub(crate) type PgPool = Pool<PostgresManager>;
@@ -34,43 +35,16 @@ async fn now(State(pool): State<PgPool>) -> Result<String, (StatusCode, String)>
     }
 }
 
-async fn status(State(pool): State<PgPool>) -> Json<Value> {
-    let s = pool.status();
-    let st = pool.stats();
-    let closed: serde_json::Map<String, Value> = CloseReason::ALL
-        .iter()
-        .map(|r| (r.as_str().to_owned(), json!(st.closed_by(*r))))
-        .collect();
-    Json(json!({
-        "size": s.size,
-        "max_size": s.max_size,
-        "idle": s.idle,
-        "in_use": s.in_use,
-        "opening": s.opening,
-        "waiters": s.waiters,
-        "breaker": s.breaker.to_string(),
-        "closed": s.closed,
-        "stats": {
-            "gets": st.gets,
-            "waited": st.waited,
-            "timed_out": st.timed_out,
-            "unavailable": st.unavailable,
-            "created": st.created,
-            "connect_failures": st.connect_failures,
-            "validation_failures": st.validation_failures,
-            "closed_by": closed,
-            "wait_p99_us": st.wait_time.p99().as_micros() as u64,
-            "hold_p99_us": st.hold_time.p99().as_micros() as u64,
-        },
-        "doctor": pool.doctor().iter().map(|f| f.to_string()).collect::<Vec<_>>(),
-    }))
+async fn status(State(pool): State<PgPool>) -> Json<Report> {
+    // Name, kind, status, totals and the doctor's findings, serialized by poolguard itself.
+    Json(Report::of(&pool))
 }
 
-async fn metrics(State(pool): State<PgPool>) -> String {
-    pool.prometheus()
+async fn metrics(State(pool): State<PgPool>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], pool.prometheus())
 }
 
-/// The service's routes: `/now` (a query through the pool), `/status` (the pool as JSON) and
+/// The service's routes: `/now` (a query through the pool), `/status` (the pool's report as JSON: status, totals, findings) and
 /// `/metrics` (Prometheus text).
 pub(crate) fn router(pool: PgPool) -> Router {
     Router::new()

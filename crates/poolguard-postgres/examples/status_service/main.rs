@@ -4,7 +4,7 @@
 //! cargo run -p poolguard-postgres --example status_service -- 127.0.0.1:3000 \
 //!     "host=127.0.0.1 user=postgres dbname=test"
 //! curl localhost:3000/now      # a query through the pool
-//! curl localhost:3000/status   # the pool as JSON (size, idle, waiters, breaker, stats)
+//! curl localhost:3000/status   # the pool as JSON (status, totals, doctor findings)
 //! curl localhost:3000/metrics  # Prometheus text
 //! ```
 //!

@@ -91,9 +91,17 @@ pub(crate) struct Breaker<E> {
     pub(crate) last_error: Option<Arc<E>>,
     /// `phase: message` of the last failure, errors and timeouts alike (for snapshots).
     pub(crate) last_text: Option<String>,
+    /// The pool's name, for the breaker's own events.
+    pool: Arc<str>,
 }
 
 impl<E> Breaker<E> {
+    /// Names the pool in the breaker's own events (`breaker half-open`).
+    pub(crate) fn for_pool(mut self, pool: &str) -> Self {
+        self.pool = pool.into();
+        self
+    }
+
     pub(crate) fn new(threshold: Option<u32>, base: Duration, max: Duration) -> Self {
         Self {
             threshold,
@@ -106,6 +114,7 @@ impl<E> Breaker<E> {
             restart_at: None,
             last_error: None,
             last_text: None,
+            pool: "".into(),
         }
     }
 
@@ -123,7 +132,7 @@ impl<E> Breaker<E> {
             State::Closed | State::HalfOpen => Admit::Pass,
             State::Open { until } if now >= until => {
                 self.state = State::HalfOpen;
-                tracing::info!("breaker half-open: probing the backend");
+                tracing::info!(pool = %self.pool, "breaker half-open: probing the backend");
                 Admit::Pass
             }
             State::Open { until } => Admit::Reject(until - now),

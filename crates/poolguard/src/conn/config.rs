@@ -100,6 +100,14 @@ pub struct Config {
     /// How often the maintenance task runs. Default 1 s; at least
     /// [`MIN_MAINTENANCE_INTERVAL`] (10 ms), so maintenance cannot busy-loop.
     pub maintenance_interval: Duration,
+    /// The level of the event logged when a get hits `acquire_timeout` (target
+    /// `poolguard::conn`, the timeout snapshot as text and fields); `None`: not logged.
+    /// Default `DEBUG`: the same snapshot is in the returned
+    /// [`Error::Timeout`](super::Error::Timeout), which the caller handles or logs; in an outage every
+    /// waiter times out, so a warning per timeout would double the log without news (the
+    /// breaker's warnings and `poolguard_conn_timeouts_total` tell the operator). Raise it to
+    /// `WARN` when callers drop the error unlogged.
+    pub timeout_log_level: Option<tracing::Level>,
 }
 
 impl Default for Config {
@@ -126,6 +134,7 @@ impl Default for Config {
             breaker_backoff: Duration::from_millis(25),
             breaker_max_backoff: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
+            timeout_log_level: Some(tracing::Level::DEBUG),
         }
     }
 }
@@ -402,5 +411,7 @@ impl<M> Builder<M> {
         breaker_max_backoff: Duration,
         /// See [`Config::maintenance_interval`].
         maintenance_interval: Duration,
+        /// See [`Config::timeout_log_level`].
+        timeout_log_level: Option<tracing::Level>,
     }
 }

@@ -72,7 +72,7 @@ mod ser {
 
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 22)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 27)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
@@ -95,6 +95,11 @@ mod ser {
             st.serialize_field("closed", &Closed(self))?;
             st.serialize_field("wait_time", &self.wait_time)?;
             st.serialize_field("hold_time", &self.hold_time)?;
+            st.serialize_field("queue_time", &self.queue_time)?;
+            st.serialize_field("checkout_validation_time", &self.checkout_validation_time)?;
+            st.serialize_field("connect_time", &self.connect_time)?;
+            st.serialize_field("validation_time", &self.validation_time)?;
+            st.serialize_field("reset_time", &self.reset_time)?;
             st.end()
         }
     }

@@ -176,6 +176,39 @@ fn display_last<E: fmt::Display>(e: &Option<Arc<E>>) -> String {
     }
 }
 
+/// The acquire-timeout event, at the configured level (`None`: not logged). Target
+/// `poolguard::conn`; fields `pool`, `waited_s`, `size`, `max_size`, `idle`, `in_use`,
+/// `opening`, `waiters`, `breaker`; the message is the snapshot's text.
+pub(crate) fn log_timeout(level: Option<tracing::Level>, snap: &TimeoutSnapshot) {
+    use tracing::Level;
+    macro_rules! at {
+        ($lvl:expr) => {
+            tracing::event!(
+                target: "poolguard::conn",
+                $lvl,
+                pool = %snap.name,
+                waited_s = snap.waited.as_secs_f64(),
+                size = snap.size,
+                max_size = snap.max_size,
+                idle = snap.idle,
+                in_use = snap.in_use,
+                opening = snap.opening,
+                waiters = snap.waiters,
+                breaker = %snap.breaker,
+                "{snap}"
+            )
+        };
+    }
+    match level {
+        None => {}
+        Some(Level::ERROR) => at!(Level::ERROR),
+        Some(Level::WARN) => at!(Level::WARN),
+        Some(Level::INFO) => at!(Level::INFO),
+        Some(Level::DEBUG) => at!(Level::DEBUG),
+        Some(_) => at!(Level::TRACE),
+    }
+}
+
 impl<E: std::error::Error + 'static> Error<E> {
     /// The phase this error belongs to.
     pub fn phase(&self) -> Option<Phase> {
@@ -183,6 +216,19 @@ impl<E: std::error::Error + 'static> Error<E> {
             Error::Timeout(_) => Some(Phase::Wait),
             Error::PhaseTimeout { phase, .. } | Error::Backend { phase, .. } => Some(*phase),
             _ => None,
+        }
+    }
+
+    /// A stable snake_case word for the variant (`timeout`, `phase_timeout`, `backend`,
+    /// `closed`, `overloaded`, `unavailable`): the `outcome` of a get in traces.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Timeout(_) => "timeout",
+            Error::PhaseTimeout { .. } => "phase_timeout",
+            Error::Backend { .. } => "backend",
+            Error::Closed => "closed",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Unavailable { .. } => "unavailable",
         }
     }
 

@@ -86,7 +86,8 @@ impl<M: Manager> Shared<M> {
             cfg.breaker_threshold,
             cfg.breaker_backoff,
             cfg.breaker_max_backoff,
-        );
+        )
+        .for_pool(&cfg.name);
         Self {
             state: Mutex::new(Internals::new(cfg.max_size, breaker, Instant::now())),
             manager,
@@ -205,6 +206,7 @@ impl<M: Manager> Shared<M> {
                     match reply {
                         Some(Ok(h)) => {
                             self.stats.wait_time.record(end - start);
+                            self.stats.queue_time.record(end - now);
                             return Ok(PooledConnection::new(
                                 Arc::clone(self),
                                 h.conn,
@@ -234,7 +236,12 @@ impl<M: Manager> Shared<M> {
             .cfg
             .validation_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        if self.check(&mut d, limit).await {
+        let began = Instant::now();
+        let ok = self.check(&mut d, limit).await;
+        self.stats
+            .checkout_validation_time
+            .record(Instant::now() - began);
+        if ok {
             let now = Instant::now();
             let mut conn = d.take();
             conn.checked_at(now, self.bypass);
@@ -250,7 +257,9 @@ impl<M: Manager> Shared<M> {
     pub(crate) async fn check(self: &Arc<Self>, d: &mut Detached<M>, limit: Duration) -> bool {
         self.stats.validations.fetch_add(1, Relaxed);
         let id = d.id();
+        let began = Instant::now();
         let res = tokio::time::timeout(limit, self.manager.validate(d.raw())).await;
+        self.stats.validation_time.record(Instant::now() - began);
         match res {
             Ok(Ok(())) => {
                 let closed_breaker = self.state.lock().breaker.on_success();
@@ -275,7 +284,7 @@ impl<M: Manager> Shared<M> {
             }
             Err(_) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %self.cfg.name, conn = id, timeout = ?limit, "validation timed out; closing the connection");
+                tracing::warn!(pool = %self.cfg.name, conn = id, timeout_s = limit.as_secs_f64(), "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {
                     self.failure(None, text, Phase::Validate, false);
@@ -320,7 +329,7 @@ impl<M: Manager> Shared<M> {
             self.stats.breaker_opened.fetch_add(1, Relaxed);
             let retry_in = st.breaker.retry_in(now);
             let failures = st.breaker.failures;
-            tracing::warn!(pool = %self.cfg.name, failures, ?retry_in, last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
+            tracing::warn!(pool = %self.cfg.name, failures, retry_in_s = retry_in.as_secs_f64(), last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
             for w in st.drain_waiters() {
                 let e = Error::Unavailable {
                     failures,
@@ -341,7 +350,7 @@ impl<M: Manager> Shared<M> {
     fn timed_out(&self, now: Instant, waited: Duration) -> PoolError<M> {
         self.stats.timed_out.fetch_add(1, Relaxed);
         let snap = self.timeout_snapshot(now, waited);
-        tracing::warn!(pool = %self.cfg.name, "{snap}");
+        super::error::log_timeout(self.cfg.timeout_log_level, &snap);
         Error::Timeout(Box::new(snap))
     }
 
@@ -414,7 +423,7 @@ impl<M: Manager> Shared<M> {
         if let Some(h) = hold {
             if h.leaked {
                 self.stats.unleaked.fetch_add(1, Relaxed);
-                tracing::info!(pool = %self.cfg.name, site = %h.site, held = ?h.since.elapsed(), "unleaked: a connection reported as leaked came back");
+                tracing::info!(pool = %self.cfg.name, site = %h.site, held_s = h.since.elapsed().as_secs_f64(), "unleaked: a connection reported as leaked came back");
             } else if let (Some(threshold), Some(at)) = (self.cfg.leak_threshold, exact) {
                 let held = at.saturating_duration_since(h.since);
                 if leak::is_leak(held, threshold) {
@@ -422,7 +431,7 @@ impl<M: Manager> Shared<M> {
                     // as a leak that already came back.
                     self.stats.leaks.fetch_add(1, Relaxed);
                     self.stats.unleaked.fetch_add(1, Relaxed);
-                    tracing::warn!(pool = %self.cfg.name, site = %h.site, ?held, ?threshold, "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
+                    tracing::warn!(pool = %self.cfg.name, site = %h.site, held_s = held.as_secs_f64(), threshold_s = threshold.as_secs_f64(), "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
                 }
             }
             if h.abandoned {
@@ -461,7 +470,9 @@ impl<M: Manager> Shared<M> {
         self.rt.spawn(async move {
             shared.stats.resets.fetch_add(1, Relaxed);
             let limit = shared.cfg.reset_timeout;
+            let began = Instant::now();
             let res = tokio::time::timeout(limit, shared.manager.reset(d.raw())).await;
+            shared.stats.reset_time.record(Instant::now() - began);
             match res {
                 Ok(Ok(())) => {
                     let now = Instant::now();
@@ -474,7 +485,7 @@ impl<M: Manager> Shared<M> {
                     tracing::warn!(pool = %shared.cfg.name, conn = d.id(), error = %e, "reset failed; closing the connection");
                 }
                 Err(_) => {
-                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), timeout = ?limit, "reset timed out; closing the connection");
+                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), timeout_s = limit.as_secs_f64(), "reset timed out; closing the connection");
                 }
             }
         });
@@ -564,7 +575,7 @@ impl<M: Manager> Shared<M> {
     /// The caller has counted it with [`begin_closes`](Self::begin_closes).
     pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
         self.stats.closed(reason);
-        tracing::debug!(pool = %self.cfg.name, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
+        tracing::debug!(pool = %self.cfg.name, conn = conn.id, %reason, age_s = conn.cold.created.elapsed().as_secs_f64(), "connection closed");
         let guard = Closing(Arc::clone(self));
         self.rt.spawn(async move {
             let shared = &guard.0;
@@ -574,7 +585,7 @@ impl<M: Manager> Shared<M> {
                 .is_err()
             {
                 shared.stats.close_timeouts.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.name, timeout = ?limit, "close timed out; connection dropped");
+                tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "close timed out; connection dropped");
             }
             drop(guard);
         });
@@ -626,8 +637,10 @@ impl<M: Manager> Opening<M> {
     async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         let limit = shared.cfg.connect_timeout;
+        let began = Instant::now();
         let res = tokio::time::timeout(limit, shared.manager.connect()).await;
         let now = Instant::now();
+        shared.stats.connect_time.record(now - began);
         self.armed = false;
         match res {
             Ok(Ok(raw)) => {
@@ -661,7 +674,7 @@ impl<M: Manager> Opening<M> {
             }
             Err(_) => {
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.name, timeout = ?limit, "connect timed out");
+                tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "connect timed out");
                 shared.unreserve();
                 shared.failure(
                     None,

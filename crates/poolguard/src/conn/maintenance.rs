@@ -59,11 +59,11 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     for (site, held) in &scan.leaks {
         shared.stats.leaks.fetch_add(1, Relaxed);
         let threshold = cfg.leak_threshold.unwrap_or_default();
-        tracing::warn!(pool = %cfg.name, %site, ?held, ?threshold, "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
+        tracing::warn!(pool = %cfg.name, %site, held_s = held.as_secs_f64(), threshold_s = threshold.as_secs_f64(), "connection leak: held {held:.1?} so far, past leak_threshold ({threshold:?}), still out");
     }
     for (site, held) in &scan.abandoned {
         shared.stats.abandoned.fetch_add(1, Relaxed);
-        tracing::warn!(pool = %cfg.name, %site, ?held, "connection abandoned: no longer counted against max_size; it will be closed when it comes back");
+        tracing::warn!(pool = %cfg.name, %site, held_s = held.as_secs_f64(), "connection abandoned: no longer counted against max_size; it will be closed when it comes back");
     }
     for (c, reason) in retire {
         shared.close_conn(c, reason);

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::breaker::BreakerState;
 use super::config::{BuildError, Builder, Config};
@@ -83,12 +84,41 @@ impl<M: Manager> Pool<M> {
     /// Dropping the future at any await point leaks nothing: the caller leaves the queue,
     /// and a connection handed over or being validated at that moment goes back to the
     /// pool (or is closed).
+    ///
+    /// # Tracing
+    /// Each call runs in an `INFO` span `poolguard.conn.get` (target `poolguard::conn::get`)
+    /// with fields `pool`, `wait_s` (seconds the get took, `f64`) and `outcome` (`ok` or
+    /// [`Error::code`]), so a checkout shows in the trace of the request that made it. With
+    /// no subscriber interested in that target, the span costs one cached check.
     #[track_caller]
     pub fn get(
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
-        self.shared.acquire(site)
+        let span = tracing::info_span!(
+            target: "poolguard::conn::get",
+            "poolguard.conn.get",
+            pool = %self.shared.cfg.name,
+            wait_s = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let acquire = self.shared.acquire(site);
+        async move {
+            if span.is_disabled() {
+                return acquire.await;
+            }
+            let start = Instant::now();
+            let res = acquire.instrument(span.clone()).await;
+            span.record("wait_s", start.elapsed().as_secs_f64());
+            span.record(
+                "outcome",
+                match &res {
+                    Ok(_) => "ok",
+                    Err(e) => e.code(),
+                },
+            );
+            res
+        }
     }
 
     /// Closes the pool: new gets fail with `Closed`, waiters are woken with `Closed`, idle
@@ -399,7 +429,8 @@ impl<M: Manager> Pool<M> {
         out
     }
 
-    /// Appends this pool's metrics in the Prometheus text format.
+    /// Appends this pool's metrics in the Prometheus text format (families
+    /// `poolguard_conn_*`, label `pool`; durations as histograms in seconds).
     pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
         let s = self.status();
         let t = self.stats();
@@ -408,17 +439,31 @@ impl<M: Manager> Pool<M> {
         for (name, help, v) in [
             (
                 "poolguard_conn_size",
-                "Connections counted against max_size.",
+                "Connections counted against max_size (idle, in use, opening).",
                 s.size,
             ),
             ("poolguard_conn_max_size", "The max_size limit.", s.max_size),
+            (
+                "poolguard_conn_min_idle",
+                "The min_idle setting.",
+                self.shared.cfg.min_idle,
+            ),
             ("poolguard_conn_idle", "Idle connections.", s.idle),
             (
                 "poolguard_conn_in_use",
-                "Checked-out connections.",
+                "Checked-out connections (abandoned excluded).",
                 s.in_use,
             ),
-            ("poolguard_conn_waiters", "Callers waiting.", s.waiters),
+            (
+                "poolguard_conn_opening",
+                "Connections being opened.",
+                s.opening,
+            ),
+            (
+                "poolguard_conn_waiters",
+                "Callers waiting in get.",
+                s.waiters,
+            ),
             (
                 "poolguard_conn_abandoned",
                 "Abandoned connections still held.",
@@ -427,17 +472,18 @@ impl<M: Manager> Pool<M> {
         ] {
             w.gauge(name, help, &pool, v as f64);
         }
-        let breaker = match s.breaker {
-            BreakerState::Closed => 0.0,
-            BreakerState::HalfOpen => 1.0,
-            _ => 2.0,
-        };
-        w.gauge(
-            "poolguard_conn_breaker_state",
-            "0 closed, 1 half-open, 2 open.",
-            &pool,
-            breaker,
-        );
+        for (state, label) in [
+            (BreakerState::Closed, "closed"),
+            (BreakerState::Open, "open"),
+            (BreakerState::HalfOpen, "half_open"),
+        ] {
+            w.gauge(
+                "poolguard_conn_breaker_state",
+                "The breaker's state: 1 for the current state, 0 for the others.",
+                &[("pool", l), ("state", label)],
+                if s.breaker == state { 1.0 } else { 0.0 },
+            );
+        }
         for (name, help, v) in [
             ("poolguard_conn_gets_total", "Calls to get.", t.gets),
             ("poolguard_conn_waited_total", "Gets that waited.", t.waited),
@@ -458,7 +504,7 @@ impl<M: Manager> Pool<M> {
             ),
             (
                 "poolguard_conn_timeouts_total",
-                "Gets that timed out.",
+                "Gets that hit the acquire timeout.",
                 t.timed_out,
             ),
             (
@@ -478,18 +524,38 @@ impl<M: Manager> Pool<M> {
             ),
             (
                 "poolguard_conn_connect_failures_total",
-                "Failed connects.",
+                "Connects that failed or timed out.",
                 t.connect_failures,
             ),
             (
+                "poolguard_conn_validations_total",
+                "Validations run (checkout and keepalive).",
+                t.validations,
+            ),
+            (
                 "poolguard_conn_validation_failures_total",
-                "Failed validations.",
+                "Validations that failed or timed out.",
                 t.validation_failures,
+            ),
+            (
+                "poolguard_conn_resets_total",
+                "Resets run on return.",
+                t.resets,
+            ),
+            (
+                "poolguard_conn_breaker_opens_total",
+                "Times the breaker opened.",
+                t.breaker_opened,
             ),
             (
                 "poolguard_conn_leaks_total",
                 "Connections reported as leaked.",
                 t.leaks,
+            ),
+            (
+                "poolguard_conn_unleaks_total",
+                "Leaked connections that came back later.",
+                t.unleaked,
             ),
         ] {
             w.counter(name, help, &pool, v);
@@ -502,18 +568,46 @@ impl<M: Manager> Pool<M> {
                 t.closed_by(r),
             );
         }
-        w.summary(
-            "poolguard_conn_wait_seconds",
-            "Time gets waited.",
-            &pool,
-            &t.wait_time,
-        );
-        w.summary(
-            "poolguard_conn_hold_seconds",
-            "Time connections were held.",
-            &pool,
-            &t.hold_time,
-        );
+        for (phase, h) in [
+            ("queue", &t.queue_time),
+            ("validate", &t.checkout_validation_time),
+        ] {
+            w.histogram(
+                "poolguard_conn_acquire_seconds",
+                "Time gets spent per acquire phase (queued for a connection, validating one).",
+                &[("pool", l), ("phase", phase)],
+                h,
+            );
+        }
+        for (name, help, h) in [
+            (
+                "poolguard_conn_wait_seconds",
+                "Total time gets waited (gets that waited).",
+                &t.wait_time,
+            ),
+            (
+                "poolguard_conn_hold_seconds",
+                "Time connections were held by callers (sampled uses).",
+                &t.hold_time,
+            ),
+            (
+                "poolguard_conn_connect_seconds",
+                "Every connect, success or failure.",
+                &t.connect_time,
+            ),
+            (
+                "poolguard_conn_validation_seconds",
+                "Every validation, success or failure.",
+                &t.validation_time,
+            ),
+            (
+                "poolguard_conn_reset_seconds",
+                "Every reset, success or failure.",
+                &t.reset_time,
+            ),
+        ] {
+            w.histogram(name, help, &pool, h);
+        }
     }
 
     /// This pool's metrics as Prometheus text.

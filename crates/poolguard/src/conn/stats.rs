@@ -88,6 +88,11 @@ pub(crate) struct Stats {
     closed: [AtomicU64; CloseReason::ALL.len()],
     pub(crate) wait_time: Histogram,
     pub(crate) hold_time: Histogram,
+    pub(crate) queue_time: Histogram,
+    pub(crate) checkout_validation_time: Histogram,
+    pub(crate) connect_time: Histogram,
+    pub(crate) validation_time: Histogram,
+    pub(crate) reset_time: Histogram,
 }
 
 impl Stats {
@@ -120,6 +125,11 @@ impl Stats {
             closed: CloseReason::ALL.map(|r| l(&self.closed[r.index()])),
             wait_time: self.wait_time.snapshot(),
             hold_time: self.hold_time.snapshot(),
+            queue_time: self.queue_time.snapshot(),
+            checkout_validation_time: self.checkout_validation_time.snapshot(),
+            connect_time: self.connect_time.snapshot(),
+            validation_time: self.validation_time.snapshot(),
+            reset_time: self.reset_time.snapshot(),
         }
     }
 }
@@ -178,6 +188,18 @@ pub struct StatsSnapshot {
     /// Time connections were held by callers, sampled: the 1st, 9th, 17th... use of each
     /// connection (so the return path rarely reads the clock).
     pub hold_time: HistogramSnapshot,
+    /// Acquire phase `queue`: time gets spent queued for a connection (handed over by a
+    /// return or by a connect the pool started), one sample per wait.
+    pub queue_time: HistogramSnapshot,
+    /// Acquire phase `validate`: time gets spent validating an idle connection on checkout
+    /// (idle past the validation bypass window).
+    pub checkout_validation_time: HistogramSnapshot,
+    /// Every connect (started by a get, by `min_idle` or by maintenance), success or failure.
+    pub connect_time: HistogramSnapshot,
+    /// Every validation (on checkout and keepalive), success or failure.
+    pub validation_time: HistogramSnapshot,
+    /// Every reset on return, success or failure.
+    pub reset_time: HistogramSnapshot,
 }
 
 impl StatsSnapshot {

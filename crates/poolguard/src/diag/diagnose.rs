@@ -69,6 +69,9 @@ impl Kind {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
+// A snapshot is a short-lived value taken for one report, never stored in bulk: boxing the
+// connection pool's figures would only make matching on it clumsier.
+#[allow(clippy::large_enum_variant)]
 pub enum Snapshot {
     /// An object pool's stats.
     #[cfg(feature = "object")]
@@ -99,6 +102,51 @@ pub trait Diagnose: Send + Sync {
     fn findings(&self) -> Vec<Finding>;
     /// Appends its figures to a Prometheus text writer (each series labelled with the name).
     fn write_metrics(&self, w: &mut PrometheusWriter);
+}
+
+/// Everything one engine tells about itself at one moment: its name, kind, snapshot and the
+/// doctor's findings. With the `serde` feature it serializes as
+/// `{"name": ..., "kind": "connection_pool", "snapshot": {...}, "findings": [...]}` (the
+/// snapshot as described at [`Snapshot`], each finding with `severity`, `code`, `pool`,
+/// `message`, `fix`), so a status endpoint is one `serde_json` call over the pools it owns.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// use poolguard::diag::Report;
+/// use poolguard::object::Pool;
+///
+/// let pool = Pool::builder(String::new).name("strings").build()?;
+/// let json = serde_json::to_value(Report::of(&pool))?;
+/// assert_eq!(json["name"], "strings");
+/// assert_eq!(json["kind"], "object_pool");
+/// assert_eq!(json["snapshot"]["object_pool"]["gets"], 0);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Report {
+    /// [`Diagnose::name`].
+    pub name: String,
+    /// [`Diagnose::kind`].
+    pub kind: Kind,
+    /// [`Diagnose::snapshot`].
+    pub snapshot: Snapshot,
+    /// [`Diagnose::findings`].
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Takes `d`'s name, kind, snapshot and findings now.
+    pub fn of(d: &(impl Diagnose + ?Sized)) -> Self {
+        Self {
+            name: d.name(),
+            kind: d.kind(),
+            snapshot: d.snapshot(),
+            findings: d.findings(),
+        }
+    }
 }
 
 /// Serializers for the `serde` feature: durations as seconds, call sites as text.

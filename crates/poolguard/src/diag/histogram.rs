@@ -2,7 +2,12 @@
 //!
 //! Values (nanoseconds) fall into log-linear buckets: exact below 8, then eight buckets per
 //! power of two, so any reported quantile is within 12.5 % of the true value. Recording is
-//! two relaxed `fetch_add`s and one `fetch_max`; the histogram never allocates after creation.
+//! three relaxed `fetch_add`s and one `fetch_max`; the histogram never allocates after creation.
+//!
+//! Beside the log-linear buckets (for quantiles), every histogram counts values at the fixed
+//! Prometheus edges [`BUCKET_EDGES`] exactly: one counter per edge, a value falling into the
+//! first edge at or above it (`le` semantics), so the exported cumulative buckets carry no
+//! approximation at all (the log-linear bucket bounds do not line up with decimal edges).
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -12,6 +17,39 @@ const SUB_BITS: u32 = 3;
 const SUB: usize = 1 << SUB_BITS;
 /// Enough buckets for every `u64`: the largest index is `(63 - 3 + 1) * 8 + 7`.
 const BUCKETS: usize = (64 - SUB_BITS as usize + 1) * SUB;
+
+/// The fixed histogram bucket edges (nanoseconds) every exported duration histogram uses:
+/// 5 µs, 10 µs, 25 µs, 50 µs, 100 µs, 250 µs, 500 µs, 1 ms, 2.5 ms, 5 ms, 10 ms, 25 ms,
+/// 50 ms, 100 ms, 250 ms, 500 ms, 1 s, 2.5 s, 5 s, 10 s, 30 s, 60 s (then `+Inf`).
+pub const BUCKET_EDGES: [u64; 22] = [
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+    60_000_000_000,
+];
+
+/// The index of the first edge at or above `ns` (`BUCKET_EDGES.len()`: above every edge).
+fn edge_of(ns: u64) -> usize {
+    BUCKET_EDGES.partition_point(|&e| e < ns)
+}
 
 fn bucket_of(v: u64) -> usize {
     if v < SUB as u64 {
@@ -37,6 +75,7 @@ fn bucket_upper(i: usize) -> u64 {
 /// A concurrent histogram of durations.
 pub struct Histogram {
     buckets: Box<[AtomicU64]>,
+    edges: [AtomicU64; BUCKET_EDGES.len() + 1],
     count: AtomicU64,
     sum_ns: AtomicU64,
     max_ns: AtomicU64,
@@ -59,6 +98,7 @@ impl Histogram {
     pub fn new() -> Self {
         Self {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            edges: std::array::from_fn(|_| AtomicU64::new(0)),
             count: AtomicU64::new(0),
             sum_ns: AtomicU64::new(0),
             max_ns: AtomicU64::new(0),
@@ -73,6 +113,7 @@ impl Histogram {
     /// Records one value in nanoseconds.
     pub fn record_nanos(&self, ns: u64) {
         self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
+        self.edges[edge_of(ns)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.sum_ns.fetch_add(ns, Relaxed);
         self.max_ns.fetch_max(ns, Relaxed);
@@ -86,6 +127,7 @@ impl Histogram {
             sum_ns: self.sum_ns.load(Relaxed),
             max_ns: self.max_ns.load(Relaxed),
             buckets,
+            edges: Box::new(std::array::from_fn(|i| self.edges[i].load(Relaxed))),
         }
     }
 }
@@ -97,6 +139,7 @@ pub struct HistogramSnapshot {
     sum_ns: u64,
     max_ns: u64,
     buckets: Vec<u64>,
+    edges: Box<[u64; BUCKET_EDGES.len() + 1]>,
 }
 
 impl HistogramSnapshot {
@@ -136,6 +179,13 @@ impl HistogramSnapshot {
             }
         }
         self.max()
+    }
+
+    /// Values per fixed edge (not cumulative): entry `i` counts the values above
+    /// `BUCKET_EDGES[i - 1]` and at most `BUCKET_EDGES[i]`; the last entry counts those
+    /// above every edge. Exact.
+    pub fn edge_counts(&self) -> &[u64; BUCKET_EDGES.len() + 1] {
+        &self.edges
     }
 
     /// Median.
@@ -239,6 +289,9 @@ impl HistogramSnapshot {
             sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
             max_ns: self.max_ns,
             buckets,
+            edges: Box::new(std::array::from_fn(|i| {
+                self.edges[i].saturating_sub(earlier.edges[i])
+            })),
         }
     }
 }
@@ -286,6 +339,26 @@ mod tests {
     }
 
     #[test]
+    fn a_value_on_an_edge_is_in_that_edges_bucket_and_one_above_is_not() {
+        for (i, &edge) in BUCKET_EDGES.iter().enumerate() {
+            let h = Histogram::new();
+            h.record_nanos(edge);
+            h.record_nanos(edge + 1);
+            let e = h.snapshot();
+            let e = e.edge_counts();
+            assert_eq!(e[i], 1, "value {edge} not counted at its own edge");
+            assert_eq!(e[i + 1], 1, "value {} counted at or below {edge}", edge + 1);
+            assert_eq!(e.iter().sum::<u64>(), 2);
+        }
+        let h = Histogram::new();
+        h.record_nanos(0);
+        h.record(Duration::from_secs(3600));
+        let s = h.snapshot();
+        assert_eq!(s.edge_counts()[0], 1);
+        assert_eq!(s.edge_counts()[BUCKET_EDGES.len()], 1);
+    }
+
+    #[test]
     fn buckets_and_deltas() {
         let h = Histogram::new();
         h.record_nanos(3);
@@ -316,6 +389,8 @@ mod tests {
         let mid = only[0].midpoint().as_nanos() as f64;
         assert!((mid - 5e6).abs() <= 5e6 * 0.0625, "{mid}");
         assert_eq!(second.since(&second).count(), 0);
+        assert_eq!(d.edge_counts().iter().sum::<u64>(), 1);
+        assert_eq!(d.edge_counts()[9], 1, "5 ms is at the 5 ms edge");
         assert_eq!(second.since(&second).buckets().count(), 0);
     }
 

@@ -1,11 +1,12 @@
 //! Diagnostics shared by every pool: latency histograms, doctor findings and the
-//! Prometheus text format.
+//! Prometheus text format (every family exported is listed in [`catalogue`]).
 //!
 //! Each pool type keeps its own counters; this module only gives them one vocabulary, so that
 //! a service can render every pool it owns the same way: hold them in a [`Registry`] (weakly)
 //! and read them all at once, as Prometheus text or (feature `metrics`) through the
 //! [`metrics`](https://docs.rs/metrics) facade with the `facade` module's `MetricsBridge`.
 
+pub mod catalogue;
 mod diagnose;
 mod doctor;
 #[cfg(feature = "metrics")]
@@ -20,13 +21,13 @@ pub(crate) mod slab;
 
 #[cfg(feature = "serde")]
 pub(crate) use diagnose::ser;
-pub use diagnose::{Diagnose, Kind, Snapshot};
+pub use diagnose::{Diagnose, Kind, Report, Snapshot};
 pub use doctor::{Finding, Severity};
 #[cfg(feature = "metrics")]
 pub use facade::MetricsBridge;
 #[cfg(all(feature = "metrics", feature = "tokio"))]
 pub use facade::{BridgeError, BridgeTask};
-pub use histogram::{Bucket, Histogram, HistogramSnapshot};
+pub use histogram::{Bucket, Histogram, HistogramSnapshot, BUCKET_EDGES};
 pub use name::{validate_name, NameError, MAX_NAME_BYTES};
-pub use prometheus::PrometheusWriter;
+pub use prometheus::{render, PrometheusWriter, CONTENT_TYPE};
 pub use registry::{Register, Registry};

@@ -1,22 +1,99 @@
-//! A minimal writer of the Prometheus text exposition format (version 0.0.4).
+//! A writer of the Prometheus text exposition format (version 0.0.4), grouped by family.
+//!
+//! Every series is buffered under its family (metric name) in the order families first
+//! appear, and [`PrometheusWriter::finish`] writes each family once: one `# HELP`, one
+//! `# TYPE`, then all its series, whichever pools added them. So one writer can take any
+//! number of pools of any kind (see [`render`]) and the text still passes the reference
+//! parsers (`promtool check metrics`), which reject a second `HELP` or `TYPE` line for a
+//! family, or a family whose series are split.
+//!
+//! Why a small fixed writer rather than the `prometheus-client` crate: that crate encodes
+//! OpenMetrics text (a different content type, `# EOF`, `_total` handled by the encoder),
+//! and registering one collector per pool would repeat the families this writer groups. The
+//! pools' figures are already snapshots, so a writer of the 0.0.4 text is all that is needed,
+//! with no dependency and no registry to keep alive.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use super::HistogramSnapshot;
+use super::{Diagnose, HistogramSnapshot, BUCKET_EDGES};
 
-/// Accumulates metrics in the Prometheus text format.
-///
-/// Label values are escaped; metric names are the caller's responsibility (use
-/// `snake_case` with a `poolguard_` prefix).
-#[derive(Debug, Default)]
-pub struct PrometheusWriter {
-    out: String,
+/// The HTTP `Content-Type` of the text [`PrometheusWriter`] produces.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The `le` label values of [`BUCKET_EDGES`] (seconds), then `+Inf`.
+const LE: [&str; BUCKET_EDGES.len() + 1] = [
+    "5e-06", "1e-05", "2.5e-05", "5e-05", "0.0001", "0.00025", "0.0005", "0.001", "0.0025",
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60",
+    "+Inf",
+];
+
+#[derive(Debug)]
+struct Family {
+    name: String,
+    help: String,
+    kind: &'static str,
+    body: String,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// Accumulates metrics in the Prometheus text format, grouped by family.
+///
+/// Label values are escaped; metric names are the caller's responsibility (use
+/// `snake_case` with a `poolguard_` prefix). A family keeps the help text and type of the
+/// first series added under its name.
+#[derive(Debug, Default)]
+pub struct PrometheusWriter {
+    families: Vec<Family>,
+    index: HashMap<String, usize>,
+}
+
+fn escape_into(out: &mut String, v: &str) {
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn escape_help(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('\n', "\\n")
+}
+
+fn sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &[(&str, &str)],
+    le: Option<&str>,
+    value: f64,
+) {
+    out.push_str(name);
+    out.push_str(suffix);
+    if !labels.is_empty() || le.is_some() {
+        out.push('{');
+        let mut first = true;
+        for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(k);
+            out.push_str("=\"");
+            escape_into(out, v);
+            out.push('"');
+        }
+        out.push('}');
+    }
+    if value.is_infinite() {
+        out.push_str(if value > 0.0 { " +Inf\n" } else { " -Inf\n" });
+    } else if value.is_nan() {
+        out.push_str(" NaN\n");
+    } else {
+        let _ = writeln!(out, " {value}");
+    }
 }
 
 impl PrometheusWriter {
@@ -25,65 +102,93 @@ impl PrometheusWriter {
         Self::default()
     }
 
-    fn header(&mut self, name: &str, help: &str, kind: &str) {
-        let _ = writeln!(self.out, "# HELP {name} {help}");
-        let _ = writeln!(self.out, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+    fn family(&mut self, name: &str, help: &str, kind: &'static str) -> &mut String {
+        let i = match self.index.get(name) {
+            Some(&i) => i,
+            None => {
+                let i = self.families.len();
+                self.families.push(Family {
+                    name: name.to_owned(),
+                    help: escape_help(help),
+                    kind,
+                    body: String::new(),
+                });
+                self.index.insert(name.to_owned(), i);
+                i
             }
-            self.out.push('}');
-        }
-        let _ = writeln!(self.out, " {value}");
+        };
+        &mut self.families[i].body
     }
 
     /// A counter (monotonic total).
     pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
-        self.header(name, help, "counter");
-        self.sample(name, labels, value as f64);
+        let body = self.family(name, help, "counter");
+        sample(body, name, "", labels, None, value as f64);
     }
 
     /// A gauge (current value).
     pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
-        self.header(name, help, "gauge");
-        self.sample(name, labels, value);
+        let body = self.family(name, help, "gauge");
+        sample(body, name, "", labels, None, value);
     }
 
-    /// A latency histogram as a summary in seconds (quantiles 0.5, 0.95, 0.99, plus sum/count).
-    pub fn summary(
+    /// A duration histogram in seconds: cumulative `_bucket{le=...}` at the fixed
+    /// [`BUCKET_EDGES`] (exact counts: each edge has its own counter), `_sum` and `_count`.
+    pub fn histogram(
         &mut self,
         name: &str,
         help: &str,
         labels: &[(&str, &str)],
         h: &HistogramSnapshot,
     ) {
-        self.header(name, help, "summary");
-        for (q, qs) in [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99")] {
-            let mut l: Vec<(&str, &str)> = labels.to_vec();
-            l.push(("quantile", qs));
-            self.sample(name, &l, h.quantile(q).as_secs_f64());
+        let body = self.family(name, help, "histogram");
+        let mut cumulative = 0u64;
+        for (le, n) in LE.iter().zip(h.edge_counts()) {
+            cumulative += n;
+            sample(body, name, "_bucket", labels, Some(le), cumulative as f64);
         }
-        self.sample(&format!("{name}_sum"), labels, h.sum().as_secs_f64());
-        self.sample(&format!("{name}_count"), labels, h.count() as f64);
+        sample(body, name, "_sum", labels, None, h.sum().as_secs_f64());
+        sample(body, name, "_count", labels, None, cumulative as f64);
     }
 
-    /// The text so far.
-    pub fn as_str(&self) -> &str {
-        &self.out
-    }
-
-    /// The finished text.
+    /// The finished text: each family once (`# HELP`, `# TYPE`, its series), in the order
+    /// the families were first added.
     pub fn finish(self) -> String {
-        self.out
+        let len = self
+            .families
+            .iter()
+            .map(|f| f.body.len() + f.help.len() + 2 * f.name.len() + 24)
+            .sum();
+        let mut out = String::with_capacity(len);
+        for f in &self.families {
+            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+            out.push_str(&f.body);
+        }
+        out
     }
+}
+
+/// Renders every pool in `pools` (any kinds, any number) as one Prometheus text body, each
+/// family once. Serve it with [`CONTENT_TYPE`].
+///
+/// ```
+/// use poolguard::diag::{render, Diagnose};
+/// use poolguard::object::Pool;
+///
+/// let a = Pool::builder(String::new).name("a").build()?;
+/// let b = Pool::builder(String::new).name("b").build()?;
+/// let text = render(&[&a as &dyn Diagnose, &b]);
+/// assert_eq!(text.matches("# HELP poolguard_object_gets_total ").count(), 1);
+/// assert!(text.contains("poolguard_object_gets_total{pool=\"b\"} 0"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn render(pools: &[&dyn Diagnose]) -> String {
+    let mut w = PrometheusWriter::new();
+    for p in pools {
+        p.write_metrics(&mut w);
+    }
+    w.finish()
 }
 
 #[cfg(test)]
@@ -98,7 +203,7 @@ mod tests {
         w.counter("poolguard_gets_total", "Gets.", &[("pool", "a\"b")], 7);
         let h = Histogram::new();
         h.record(Duration::from_millis(2));
-        w.summary(
+        w.histogram(
             "poolguard_wait_seconds",
             "Wait.",
             &[("pool", "p")],
@@ -110,12 +215,47 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("# TYPE poolguard_wait_seconds summary"),
+            text.contains("# TYPE poolguard_wait_seconds histogram"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolguard_wait_seconds_bucket{pool=\"p\",le=\"0.001\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolguard_wait_seconds_bucket{pool=\"p\",le=\"0.0025\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("poolguard_wait_seconds_bucket{pool=\"p\",le=\"+Inf\"} 1\n"),
             "{text}"
         );
         assert!(
             text.contains("poolguard_wait_seconds_count{pool=\"p\"} 1"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn families_are_grouped_in_first_seen_order() {
+        let mut w = PrometheusWriter::new();
+        w.counter("a_total", "A.", &[("pool", "1")], 1);
+        w.gauge("b", "B.", &[("pool", "1")], 2.0);
+        w.counter("a_total", "A.", &[("pool", "2")], 3);
+        let text = w.finish();
+        assert_eq!(
+            text,
+            "# HELP a_total A.\n# TYPE a_total counter\na_total{pool=\"1\"} 1\na_total{pool=\"2\"} 3\n\
+             # HELP b B.\n# TYPE b gauge\nb{pool=\"1\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn le_labels_match_the_edges() {
+        for (le, edge) in LE.iter().zip(BUCKET_EDGES) {
+            let secs: f64 = le.parse().unwrap();
+            assert_eq!((secs * 1e9).round() as u64, edge, "{le}");
+        }
+        assert_eq!(LE[LE.len() - 1], "+Inf");
     }
 }

@@ -100,6 +100,8 @@ struct Entries {
 }
 
 /// An engine read through the registry: what the metrics bridge iterates over.
+// `id` and `facts` are read by the metrics bridge only.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct Live {
     /// Stable for the registration (keys the bridge's memory of earlier ticks).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]

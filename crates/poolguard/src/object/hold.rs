@@ -96,8 +96,8 @@ impl HoldTracker {
                 target: "poolguard::object::hold",
                 pool,
                 site = %start.site,
-                held_ms = held.as_secs_f64() * 1e3,
-                threshold_ms = self.threshold.as_secs_f64() * 1e3,
+                held_s = held.as_secs_f64(),
+                threshold_s = self.threshold.as_secs_f64(),
                 "pooled object held longer than the threshold: long-lived objects should not come from a pool"
             );
         }
@@ -158,8 +158,8 @@ impl HoldTracker {
                 target: "poolguard::object::hold",
                 pool,
                 site = %h.site,
-                held_ms = h.held.as_secs_f64() * 1e3,
-                threshold_ms = self.threshold.as_secs_f64() * 1e3,
+                held_s = h.held.as_secs_f64(),
+                threshold_s = self.threshold.as_secs_f64(),
                 "pooled object still held past the threshold (maybe never returned): long-lived objects should not come from a pool"
             );
         }

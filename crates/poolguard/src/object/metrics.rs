@@ -119,7 +119,7 @@ impl PoolStats {
             pool,
             self.peak_bytes as f64,
         );
-        w.summary(
+        w.histogram(
             "poolguard_object_trim_pause_seconds",
             "Longest lock hold of each trim cycle.",
             pool,

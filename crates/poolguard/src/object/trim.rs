@@ -180,7 +180,22 @@ impl<T: Recycle + Send + 'static> Inner<T> {
 
     /// Step 5a: logs the trace and keeps it among the recent ones.
     fn record(&self, trace: &TrimTrace) {
-        tracing::info!(target: "poolguard::object::trim", "{trace}");
+        tracing::info!(
+            target: "poolguard::object::trim",
+            pool = %trace.pool,
+            cycle = trace.cycle,
+            cause = %trace.cause,
+            before_objects = trace.before.0,
+            before_bytes = trace.before.1,
+            after_objects = trace.after.0,
+            after_bytes = trace.after.1,
+            freed = trace.freed,
+            freed_bytes = trace.freed_bytes,
+            deferred = trace.deferred,
+            max_pause_s = trace.max_pause.as_secs_f64(),
+            took_s = trace.took.as_secs_f64(),
+            "{trace}"
+        );
         let mut recent = self.trim.recent.lock();
         if recent.len() == RECENT_TRIMS {
             recent.pop_front();

@@ -88,8 +88,8 @@ impl Trimmer {
             tracing::warn!(
                 target: "poolguard::object::trim",
                 pool = %pool.name(),
-                asked = ?interval,
-                used = ?MIN_TRIM_INTERVAL,
+                asked_s = interval.as_secs_f64(),
+                used_s = MIN_TRIM_INTERVAL.as_secs_f64(),
                 "trim interval below the floor: raised to it"
             );
             MIN_TRIM_INTERVAL
@@ -116,7 +116,7 @@ impl Trimmer {
                 *m.lock() += 1;
                 cv.notify_all();
             })
-            .map_err(|e| tracing::error!(target: "poolguard::object::trim", error = %e, "could not start the trimmer thread"))
+            .map_err(|e| tracing::error!(target: "poolguard::object::trim", pool = %pool.name(), error = %e, "could not start the trimmer thread"))
             .ok();
         Trimmer {
             stop: Some(stop),

@@ -49,7 +49,7 @@ impl Drop for CloseGuard {
             Outcome::TimedOut => {
                 c.closes_timed_out.fetch_add(1, Relaxed);
                 cell.closes_timed_out.fetch_add(1, Relaxed);
-                tracing::warn!(reclaimer = %self.shared.cfg.name, job = self.label,
+                tracing::warn!(reclaimer = %self.shared.cfg.name, job_label = self.label,
                     "async close timed out and was dropped");
             }
             Outcome::Cancelled => {

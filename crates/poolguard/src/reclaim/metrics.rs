@@ -5,7 +5,7 @@ use super::stats::ReclaimStats;
 use crate::diag::PrometheusWriter;
 
 impl ReclaimStats {
-    /// Appends these figures to `w`, with label `reclaimer="<name>"` (and `job="<label>"`
+    /// Appends these figures to `w`, with label `reclaimer="<name>"` (and `job_label="<label>"`
     /// on per-label series).
     pub fn write_prometheus(&self, w: &mut PrometheusWriter) {
         let r = [("reclaimer", self.name.as_str())];
@@ -85,14 +85,14 @@ impl ReclaimStats {
             w.counter(name, help, &r, v);
         }
         for l in &self.labels {
-            let lr = [("reclaimer", self.name.as_str()), ("job", l.label)];
-            w.summary(
+            let lr = [("reclaimer", self.name.as_str()), ("job_label", l.label)];
+            w.histogram(
                 "poolguard_reclaim_queue_wait_seconds",
                 "Time from defer to drop start.",
                 &lr,
                 &l.queue_wait,
             );
-            w.summary(
+            w.histogram(
                 "poolguard_reclaim_run_seconds",
                 "Time spent in the drop or close.",
                 &lr,

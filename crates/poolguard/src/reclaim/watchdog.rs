@@ -130,13 +130,13 @@ fn report(
         WatchdogKind::Slow => {
             c.slow.fetch_add(1, Relaxed);
             cell.slow.fetch_add(1, Relaxed);
-            tracing::warn!(reclaimer = %shared.cfg.name, job = label, worker, ?elapsed,
+            tracing::warn!(reclaimer = %shared.cfg.name, job_label = label, worker, elapsed_s = elapsed.as_secs_f64(),
                 "deferred drop is slow and still running");
         }
         WatchdogKind::Stuck { replaced } => {
             c.stuck.fetch_add(1, Relaxed);
             cell.stuck.fetch_add(1, Relaxed);
-            tracing::warn!(reclaimer = %shared.cfg.name, job = label, worker, ?elapsed, replaced,
+            tracing::warn!(reclaimer = %shared.cfg.name, job_label = label, worker, elapsed_s = elapsed.as_secs_f64(), replaced,
                 "deferred drop is stuck; its worker is retired");
         }
     }

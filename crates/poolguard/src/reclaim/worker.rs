@@ -103,7 +103,7 @@ pub(crate) fn run(shared: &Shared, id: usize) {
         if panicked {
             c.panicked.fetch_add(1, Relaxed);
             lc.panicked.fetch_add(1, Relaxed);
-            tracing::error!(reclaimer = %shared.cfg.name, job = label, "a deferred drop panicked");
+            tracing::error!(reclaimer = %shared.cfg.name, job_label = label, "a deferred drop panicked");
         }
         c.completed.fetch_add(1, Relaxed);
         lc.completed.fetch_add(1, Relaxed);
