@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 (trust auth,
 # user postgres, database test), Redis on 127.0.0.1:6379, Redis with TLS on 127.0.0.1:6381 and
-# PgBouncer on 127.0.0.1:6432. Starts them when they are
+# PgBouncer on 127.0.0.1:6432; and that prometheus and promtool are installed. Starts them when they are
 # installed but stopped, installs them with apt-get when they are missing (needs root).
 set -euo pipefail
 
@@ -212,13 +212,25 @@ ensure_redis_tls() {
   log "Redis with TLS ready on 127.0.0.1:$REDIS_TLS_PORT (CA: $d/ca.crt)"
 }
 
+# Prometheus' server and promtool (Debian package prometheus) for the deploy tests: they check
+# and unit-test the shipped rules and start their own private server on a loopback port
+# (9091 and up) with a temporary data directory. Nothing is started here.
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+    apt_install prometheus
+  fi
+  command -v prometheus >/dev/null && command -v promtool >/dev/null \
+    || { log "prometheus and promtool are still missing after installing the Debian package prometheus"; exit 1; }
+  log "Prometheus ready: $(prometheus --version 2>&1 | head -n1)"
+}
 
 case "${1:-all}" in
-  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer ;;
+  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer; ensure_prometheus ;;
+  prometheus) ensure_prometheus ;;
   pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
   pg-private-stop) stop_private_postgres "${2:?port}" ;;
   pg-private-drop) drop_private_postgres "${2:?port}" ;;
   pgbouncer) ensure_postgres; ensure_pgbouncer ;;
   redis-tls) ensure_redis_tls ;;
-  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls]"; exit 2 ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls | prometheus]"; exit 2 ;;
 esac
