@@ -40,6 +40,7 @@ mod leak;
 mod maintenance;
 mod manager;
 mod pool;
+mod register;
 mod stats;
 
 pub use breaker::BreakerState;
