@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 (trust auth,
 # user postgres, database test), Redis on 127.0.0.1:6379, Redis with TLS on 127.0.0.1:6381 and
-# PgBouncer on 127.0.0.1:6432. Starts them when they are
+# PgBouncer on 127.0.0.1:6432; and that prometheus and promtool are installed. Starts them when they are
 # installed but stopped, installs them with apt-get when they are missing (needs root).
 # Also installs `promtool` (Debian package `prometheus`; no server is started), which the
 # metrics exposition test runs on the rendered text.
@@ -214,27 +214,32 @@ ensure_redis_tls() {
   log "Redis with TLS ready on 127.0.0.1:$REDIS_TLS_PORT (CA: $d/ca.crt)"
 }
 
-
-# promtool checks the metrics text; the package's server is never started (the package's
-# service is disabled and stopped right after install where systemd starts it).
-ensure_promtool() {
-  if ! command -v promtool >/dev/null 2>&1; then
+# Prometheus' server and promtool (Debian package prometheus) for the deploy tests: they check
+# and unit-test the shipped rules and start their own private server on a loopback port
+# (9091 and up) with a temporary data directory. Nothing is started here.
+# Prometheus and promtool (Debian package `prometheus`): promtool checks the metrics text and
+# the rules; the tests start their own private server on loopback. The package's own service
+# (which would listen on every interface) is disabled and stopped right after install.
+ensure_prometheus() {
+  if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     apt_install prometheus
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then
       as_root systemctl disable --now prometheus >/dev/null 2>&1 || true
     fi
+    pkill -x prometheus 2>/dev/null || true
   fi
-  command -v promtool >/dev/null 2>&1 || { log "promtool still missing after installing prometheus"; exit 1; }
-  log "promtool ready: $(command -v promtool)"
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
+    || { log "prometheus and promtool are still missing after installing the Debian package prometheus"; exit 1; }
+  log "Prometheus ready: $(prometheus --version 2>&1 | head -n1)"
 }
 
 case "${1:-all}" in
-  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer; ensure_promtool ;;
-  promtool) ensure_promtool ;;
+  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer; ensure_prometheus ;;
+  prometheus|promtool) ensure_prometheus ;;
   pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
   pg-private-stop) stop_private_postgres "${2:?port}" ;;
   pg-private-drop) drop_private_postgres "${2:?port}" ;;
   pgbouncer) ensure_postgres; ensure_pgbouncer ;;
   redis-tls) ensure_redis_tls ;;
-  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls | promtool]"; exit 2 ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls | prometheus]"; exit 2 ;;
 esac

@@ -67,6 +67,18 @@ tier_doctests() {
   cargo test --workspace --all-features --doc
 }
 
+# What operators load: the Prometheus rules (promtool check and unit tests) and the Grafana
+# dashboard, against the metrics the exporter renders, and a private Prometheus server that
+# scrapes a service in trouble and must fire the matching alerts.
+tier_deploy() {
+  (cd deploy/prometheus && promtool check rules poolguard-rules.yml && promtool test rules poolguard-rules.test.yml)
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p poolguard-testkit --all-features --test deploy
+  else
+    cargo test -p poolguard-testkit --all-features --test deploy
+  fi
+}
+
 # The real PostgreSQL restart restarts the shared server, so it runs alone, before the main
 # suite. It is #[ignore]d there; it fails (never skips) if it cannot run.
 tier_restart() {
@@ -79,7 +91,9 @@ tier_restart() {
 
 tier_tests() {
   if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --workspace --all-features --no-fail-fast
+    # The deploy tests ran in their own tier.
+    cargo nextest run --workspace --all-features --no-fail-fast \
+      -E 'not (package(poolguard-testkit) & binary(deploy))'
   else
     cargo test --workspace --all-features --no-fail-fast
   fi
@@ -92,7 +106,7 @@ tier_soak() {
   SOAK_BUILD="build --workspace --all-features --bins" bash scripts/soak.sh 1
 }
 
-TIERS=(services fmt clippy docs features package loom doctests restart tests soak)
+TIERS=(services fmt clippy docs features package loom doctests deploy restart tests soak)
 
 if [ $# -gt 0 ]; then
   for want in "$@"; do
