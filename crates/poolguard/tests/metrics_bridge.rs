@@ -126,6 +126,7 @@ async fn conn_pool_reports_the_semantic_convention_names_with_exact_counts() {
             &format!("gauge db.client.connection.idle.min{{{P}}}"),
             &format!("gauge db.client.connection.max{{{P}}}"),
             &format!("gauge db.client.connection.pending_requests{{{P}}}"),
+            &format!("histogram db.client.connection.create_time{{{P}}}"),
             &format!("histogram db.client.connection.use_time{{{P}}}"),
             &format!("histogram db.client.connection.wait_time{{{P}}}"),
         ],
@@ -165,6 +166,13 @@ async fn conn_pool_reports_the_semantic_convention_names_with_exact_counts() {
     let (longest, rest) = wait.split_last().expect("the handoff waited");
     assert!(near(*longest, 0.010), "{wait:?}");
     assert!(rest.iter().all(|&w| w == 0.0), "{wait:?}");
+    let creates = histogram(&first, &format!("db.client.connection.create_time{{{P}}}"));
+    assert_eq!(
+        creates.len() as u64,
+        pool.stats().connect_time.count(),
+        "one sample per connect: {creates:?}"
+    );
+    assert_eq!(creates.len() as u64, pool.stats().created, "{creates:?}");
     let uses = histogram(&first, &format!("db.client.connection.use_time{{{P}}}"));
     assert_eq!(uses.len(), 2, "uses 1 and 9 are sampled: {uses:?}");
     assert_eq!(uses[0], 0.0);
@@ -182,6 +190,7 @@ async fn conn_pool_reports_the_semantic_convention_names_with_exact_counts() {
     assert_eq!(gauge(&second, &used), 1.0);
     assert!(histogram(&second, &format!("db.client.connection.wait_time{{{P}}}")).is_empty());
     assert!(histogram(&second, &format!("db.client.connection.use_time{{{P}}}")).is_empty());
+    assert!(histogram(&second, &format!("db.client.connection.create_time{{{P}}}")).is_empty());
     drop(out);
 
     // One more timeout: the counter grows by exactly one.

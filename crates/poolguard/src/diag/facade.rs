@@ -28,11 +28,10 @@
 //! | `db.client.connection.timeouts` | counter | gets that hit the acquire timeout |
 //! | `db.client.connection.wait_time` | histogram, seconds | time a get waited for a connection (gets that waited and got one) |
 //! | `db.client.connection.use_time` | histogram, seconds | time a connection was held (sampled, see below) |
+//! | `db.client.connection.create_time` | histogram, seconds | every connect, inline or in the background, success or failure |
 //!
 //! `db.client.connection.idle.max` is not reported: the pool has no idle ceiling of its own
 //! (idle connections are bounded by `max_size` and closed by `idle_timeout`).
-//! `db.client.connection.create_time` is not reported yet: the pool keeps no histogram of
-//! its connect times.
 //!
 //! An object pool reports `poolguard.object.*` (attribute `poolguard.pool.name`): counters
 //! `gets`, `hits` (attribute `tier` = `local` | `shared` | `victim`), `misses`, `returns`,
@@ -230,6 +229,7 @@ impl Emit<'_> {
                 self.counter("db.client.connection.timeouts", None, stats.timed_out);
                 self.histogram("db.client.connection.wait_time", &stats.wait_time);
                 self.histogram("db.client.connection.use_time", &stats.hold_time);
+                self.histogram("db.client.connection.create_time", &stats.connect_time);
             }
             #[cfg(feature = "object")]
             Snapshot::ObjectPool(s) => {
@@ -333,6 +333,11 @@ fn describe() {
             "db.client.connection.wait_time",
             Unit::Seconds,
             "Time a get waited for a connection."
+        );
+        describe_histogram!(
+            "db.client.connection.create_time",
+            Unit::Seconds,
+            "Time a connect took (every connect, inline or in the background)."
         );
         describe_histogram!(
             "db.client.connection.use_time",
