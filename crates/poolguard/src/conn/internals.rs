@@ -74,7 +74,7 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
 }
 
 impl<C> Conn<C> {
-    /// `bypass`: see [`Shared::bypass`](super::inner::Shared::bypass).
+    /// `bypass`: see [`Shared::bypass`](super::engine::Shared::bypass).
     pub(crate) fn new(
         raw: C,
         id: u64,
@@ -111,7 +111,7 @@ impl<C> Conn<C> {
 
     /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
     ///
-    /// [`Shared::bypass`]: super::inner::Shared::bypass
+    /// [`Shared::bypass`]: super::engine::Shared::bypass
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
         self.fresh_until = crate::deadline::add_tokio(now, bypass);
     }

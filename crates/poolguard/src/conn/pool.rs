@@ -12,9 +12,9 @@ use tokio::time::Instant;
 
 use super::breaker::BreakerState;
 use super::config::{BuildError, Builder, Config};
+use super::engine::Shared;
 use super::error::Error;
 use super::guard::PooledConnection;
-use super::inner::Shared;
 use super::maintenance;
 use super::stats::{CloseReason, StatsSnapshot, Status};
 use super::Manager;
