@@ -101,8 +101,10 @@ impl<M: Manager> Shared<M> {
         }
         conn.last_used = now;
         conn.checked_at(now, self.bypass);
-        // Nobody waits: straight back to idle, inside `hand_off`.
-        self.deliver_locked(st, conn, now);
+        // Nobody waits (the common case): straight back to idle, without the handoff loop.
+        if let Some(conn) = st.put_idle_unless_wanted(conn) {
+            self.deliver_locked(st, conn, now);
+        }
     }
 
     fn spawn_reset(self: &Arc<Self>, conn: Conn<M::Connection>) {
