@@ -281,14 +281,7 @@ impl<M: Manager> Shared<M> {
         TimeoutSnapshot {
             name: self.cfg.name.clone(),
             waited,
-            size: st.size(),
-            max_size: st.max_size(),
-            idle: st.idle_len(),
-            in_use: st.in_use(),
-            opening: st.opening(),
-            waiters: st.waiters_len(),
-            breaker: st.breaker.state(),
-            last_error: st.breaker.last_text.clone(),
+            status: self.status_locked(&st),
             longest_holders: st.holders.longest(now, 3),
         }
     }

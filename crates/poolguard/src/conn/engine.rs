@@ -34,7 +34,7 @@ use super::breaker::Breaker;
 use super::cancel::Opening;
 use super::error::Error;
 use super::internals::{Internals, Waiter};
-use super::stats::{CloseReason, Stats};
+use super::stats::{CloseReason, Stats, Status};
 use super::{Config, Manager};
 
 pub(super) type State<M> = Internals<<M as Manager>::Connection, <M as Manager>::Error>;
@@ -95,6 +95,24 @@ impl<M: Manager> Shared<M> {
             handles: AtomicUsize::new(1),
             shutdown: Arc::new(Notify::new()),
             bypass: cfg_bypass,
+        }
+    }
+
+    /// The counts as [`Status`], read under the lock the caller holds (`Pool::status` and
+    /// the acquire-timeout snapshot).
+    pub(crate) fn status_locked(&self, st: &State<M>) -> Status {
+        Status {
+            size: st.size(),
+            max_size: st.max_size(),
+            idle: st.idle_len(),
+            in_use: st.in_use(),
+            opening: st.opening(),
+            waiters: st.waiters_len(),
+            abandoned: st.abandoned(),
+            closing: self.closing.load(Relaxed),
+            breaker: st.breaker.state(),
+            closed: st.is_closed(),
+            last_error: st.breaker.last_text.clone(),
         }
     }
 

@@ -172,19 +172,7 @@ impl<M: Manager> Pool<M> {
         let mut st = self.shared.state.lock();
         // Reading the breaker may move it from open to half-open: fine, that is its clock.
         let _ = st.breaker.open_limit(now);
-        Status {
-            size: st.size(),
-            max_size: st.max_size(),
-            idle: st.idle_len(),
-            in_use: st.in_use(),
-            opening: st.opening(),
-            waiters: st.waiters_len(),
-            abandoned: st.abandoned(),
-            closing: self.shared.closing.load(Relaxed),
-            breaker: st.breaker.state(),
-            closed: st.is_closed(),
-            last_error: st.breaker.last_text.clone(),
-        }
+        self.shared.status_locked(&st)
     }
 
     /// Totals since the pool was built.
