@@ -34,6 +34,7 @@ mod breaker;
 mod cancel;
 mod config;
 mod diagnose;
+mod doctor;
 mod engine;
 mod error;
 mod guard;
