@@ -6,7 +6,8 @@
 //! * [`Opening`]: a place reserved for a connect (drop = release the reservation);
 //! * [`WaitGuard`]: a queued caller (drop = leave the queue, and return any connection that
 //!   was handed over in the meantime);
-//! * [`Closing`]: a close in progress (drop = end its count in `closing`).
+//! * [`Closing`]: a close in progress, inside the close engine's guard (its end, however
+//!   the task ends = end its count in `closing`).
 //!
 //! So dropping a `get` future or aborting a task (a runtime shutting down) at any await
 //! point loses no capacity and no count.
@@ -25,15 +26,23 @@ use super::engine::Shared;
 use super::internals::{Conn, Reply};
 use super::stats::CloseReason;
 use super::Manager;
+use crate::close_task::{CloseEnd, Outcome};
 
-/// Decrements `closing` when a close finishes or its task is dropped.
+/// A close in progress, as the crate's close engine (`close_task`) ends it: counts a
+/// timeout, then `closes_done`, and ends the close's count in `closing`, whether the close
+/// completed, timed out or its task was dropped.
 pub(super) struct Closing<M: Manager>(pub(super) Arc<Shared<M>>);
 
-impl<M: Manager> Drop for Closing<M> {
-    fn drop(&mut self) {
-        self.0.stats.closes_done.fetch_add(1, Relaxed);
-        if self.0.closing.fetch_sub(1, Relaxed) == 1 {
-            self.0.drained.notify_waiters();
+impl<M: Manager> CloseEnd for Closing<M> {
+    fn end(&mut self, outcome: Outcome) {
+        let shared = &self.0;
+        if outcome == Outcome::TimedOut {
+            shared.stats.close_timeouts.fetch_add(1, Relaxed);
+            tracing::warn!(pool = %shared.cfg.name, timeout = ?shared.cfg.close_timeout, "close timed out; connection dropped");
+        }
+        shared.stats.closes_done.fetch_add(1, Relaxed);
+        if shared.closing.fetch_sub(1, Relaxed) == 1 {
+            shared.drained.notify_waiters();
         }
     }
 }

@@ -21,6 +21,7 @@ use super::internals::{Conn, Handed, Handoff};
 use super::leak;
 use super::stats::CloseReason;
 use super::Manager;
+use crate::close_task;
 
 /// The hold-time histogram records every `HOLD_SAMPLE`th use of each connection (the first
 /// one included), so the return path usually needs no clock read.
@@ -197,24 +198,20 @@ impl<M: Manager> Shared<M> {
         self.spawn_opens(opens);
     }
 
-    /// Closes a connection that no longer counts in `size`, on a bounded background path:
+    /// Closes a connection that no longer counts in `size`, on a bounded background path
+    /// (the crate's close engine, which the reclaimer's `close_async` also runs on):
     /// `Manager::close` gets `close_timeout`, then the connection is dropped regardless.
     /// The caller has counted it with [`begin_closes`](Self::begin_closes).
     pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
         self.stats.closed(reason);
         tracing::debug!(pool = %self.cfg.name, conn = conn.id, %reason, age = ?conn.cold.created.elapsed(), "connection closed");
-        let guard = Closing(Arc::clone(self));
-        self.rt.spawn(async move {
-            let shared = &guard.0;
-            let limit = shared.cfg.close_timeout;
-            if tokio::time::timeout(limit, shared.manager.close(conn.raw))
-                .await
-                .is_err()
-            {
-                shared.stats.close_timeouts.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.name, timeout = ?limit, "close timed out; connection dropped");
-            }
-            drop(guard);
-        });
+        let shared = Arc::clone(self);
+        let close = async move { shared.manager.close(conn.raw).await };
+        close_task::spawn(
+            &self.rt,
+            self.cfg.close_timeout,
+            close,
+            Closing(Arc::clone(self)),
+        );
     }
 }
