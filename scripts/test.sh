@@ -38,7 +38,7 @@ tier_docs() {
 # published crate's `rust-version` covers what its locked dependencies need.
 tier_features() {
   local f
-  for f in object reclaim tokio conn bytes; do
+  for f in object reclaim tokio conn bytes metrics; do
     echo "-- poolguard --no-default-features --features $f"
     cargo clippy -p poolguard --lib --no-default-features --features "$f" -- -D warnings
   done

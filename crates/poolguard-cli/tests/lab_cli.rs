@@ -310,3 +310,51 @@ fn no_output_shows_a_password() {
         assert!(!all.contains(SECRET), "{args:?}:\n{all}");
     }
 }
+
+/// `12.3ms`, `1.0s`, `850.1µs`, `2.1ns` (Debug of a `Duration` with one decimal).
+fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| c.is_alphabetic() || c == 'µ')?);
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "s" => v,
+        "ms" => v / 1e3,
+        "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs_f64(secs))
+}
+
+/// The planned-restart table shows the breaker's former 1 s backoff beside today's short
+/// one, each with the time to the first success after the server is back, and the short
+/// backoff recovers sooner (both rows run side by side, under the same load).
+#[test]
+fn db_outage_shows_the_restart_recovery_beside_the_former_backoff() {
+    let out = poolguard(&["lab", "db-outage"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let header = stdout
+        .lines()
+        .find(|l| l.contains("planned restart"))
+        .unwrap_or_else(|| panic!("no planned-restart table:\n{stdout}"));
+    let col = header
+        .split('|')
+        .map(str::trim)
+        .position(|c| c == "first success after the server is back")
+        .unwrap_or_else(|| panic!("no recovery column: {header}"));
+    let recovery = |prefix: &str| {
+        let row = stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("| {prefix}")))
+            .unwrap_or_else(|| panic!("no `{prefix}` row:\n{stdout}"));
+        let cell = row.split('|').map(str::trim).nth(col).unwrap();
+        parse_duration(cell).unwrap_or_else(|| panic!("not a duration: {cell:?} in {row}"))
+    };
+    let former = recovery("breaker, 1 s backoff (former default)");
+    let today = recovery("breaker, 25 ms backoff (default), refused");
+    assert!(
+        today < former,
+        "the short backoff recovers sooner: {today:?} against {former:?}\n{stdout}"
+    );
+}

@@ -170,7 +170,11 @@ pub(crate) async fn watchdog(state: &TapState, limit: std::time::Duration) {
         match since {
             None => t.became_busy.notified().await,
             Some(start) => {
-                tokio::time::sleep_until(start + limit).await;
+                // A limit too long to add to the clock (`Duration::MAX`) never expires.
+                let Some(deadline) = start.checked_add(limit) else {
+                    return std::future::pending().await;
+                };
+                tokio::time::sleep_until(deadline).await;
                 if *t.busy_since.lock().unwrap_or_else(|p| p.into_inner()) == Some(start) {
                     return;
                 }

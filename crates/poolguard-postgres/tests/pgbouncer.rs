@@ -191,6 +191,59 @@ async fn session_scoped_features_become_findings() {
     );
 }
 
+/// The other session-scoped features a transaction pool breaks: a session advisory lock, a
+/// temporary table and SQL `PREPARE` each become part of the finding, while their
+/// transaction-scoped forms (`pg_advisory_xact_lock`, `ON COMMIT DROP`) do not.
+#[tokio::test]
+async fn advisory_locks_temp_tables_and_prepare_become_findings() {
+    let p = pool(StatementMode::Unnamed, 1).await;
+    let c = p.get().await.unwrap();
+    // Transaction-scoped: fine behind a transaction pool, no finding.
+    c.batch_execute(
+        "BEGIN; SELECT pg_advisory_xact_lock(7301); \
+         CREATE TEMP TABLE pg_bouncer_ok (x int) ON COMMIT DROP; COMMIT",
+    )
+    .await
+    .unwrap();
+    assert!(
+        p.manager().findings("bouncer").is_empty(),
+        "{:?}",
+        p.manager().findings("bouncer")
+    );
+    // Session-scoped: each one is named.
+    c.batch_execute("SELECT pg_advisory_lock(7302); SELECT pg_advisory_unlock(7302)")
+        .await
+        .unwrap();
+    c.batch_execute("CREATE TEMP TABLE pg_bouncer_tmp (x int); DROP TABLE pg_bouncer_tmp")
+        .await
+        .unwrap();
+    c.batch_execute("PREPARE pg_bouncer_stmt AS SELECT 1; DEALLOCATE pg_bouncer_stmt")
+        .await
+        .unwrap();
+    drop(c);
+    drop(p.get().await.unwrap());
+    let stats = p.manager().session_stats();
+    assert_eq!(stats.count(SessionChange::AdvisoryLock), 1, "{stats:?}");
+    assert_eq!(stats.count(SessionChange::TempTable), 1, "{stats:?}");
+    assert_eq!(
+        stats.count(SessionChange::PreparedStatement),
+        1,
+        "{stats:?}"
+    );
+    let findings = p.manager().findings("bouncer");
+    let f = findings
+        .iter()
+        .find(|f| f.code == "postgres.session-state-on-transaction-pool")
+        .unwrap_or_else(|| panic!("{findings:?}"));
+    for named in [
+        "session advisory lock x1",
+        "temporary table x1",
+        "PREPARE x1",
+    ] {
+        assert!(f.message.contains(named), "{named}: {}", f.message);
+    }
+}
+
 /// Load from 16 tasks while the admin console runs `RECONNECT test_pause`, then `PAUSE test_pause` and
 /// `RESUME test_pause`: no request fails or hangs, and the pool serves afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

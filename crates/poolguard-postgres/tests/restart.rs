@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use common::*;
 use poolguard_postgres::{Error, PostgresManager};
-use poolguard_testkit::outage::{error_kind, fault_test_pool, outage_under_load, OutagePlan};
+use poolguard_testkit::outage::{
+    assert_pool_answered, error_kind, fault_test_pool, outage_under_load, OutagePlan,
+};
 use tokio::time::Instant;
 
 fn cluster_version() -> String {
@@ -92,5 +94,7 @@ async fn real_restart_under_load() {
         report.max_failure_latency()
     );
     assert!(report.hung.is_empty(), "requests hung: {:?}", report.hung);
-    assert!(report.max_failure_latency() <= acquire_timeout + Duration::from_millis(500));
+    // Every failure is an answer the pool gave by itself (a timeout, the open breaker, a
+    // query error); a request that waited past its own deadline is in `hung` above.
+    assert_pool_answered(&report.kinds());
 }

@@ -6,7 +6,8 @@
 //!   hot path (the finalizer queue done right).
 //! * [`conn`]: an async connection pool generic over a [`conn::Manager`], with fair waiting,
 //!   bounded timeouts, leak detection and a circuit breaker.
-//! * [`diag`]: the shared diagnostics vocabulary: histograms, cycle traces, Prometheus text.
+//! * [`diag`]: the shared diagnostics vocabulary: histograms, cycle traces, Prometheus text,
+//!   a registry of every live engine.
 //!
 //! See [`architecture`] for the invariants, the data flow and the lock order.
 //!
@@ -19,6 +20,7 @@
 //! | `tokio` | with `conn` | with `reclaim`, the reclaimer's async closes: `Reclaimer::close_async`, `flush_async`, `Builder::runtime` | tokio (`rt`, `sync`, `time`) |
 //! | `conn` | yes | [`conn`], the async connection pool (implies `tokio`) | tokio (`rt`, `sync`, `time`, `macros`), fastrand |
 //! | `bytes` | no | `Recycle` for `bytes::BytesMut` (implies `object`) | bytes |
+//! | `metrics` | no | `diag::facade`: a bridge from a [`diag::Registry`] of engines to the [`metrics`](https://docs.rs/metrics) facade (OpenTelemetry's `db.client.connection.*` names); with `tokio`, `Registry::spawn_metrics_bridge` | metrics |
 //!
 //! Only the object pool, without tokio:
 //!

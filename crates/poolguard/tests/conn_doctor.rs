@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use poolguard::conn::Pool;
 use poolguard::diag::{Finding, Severity};
-use poolguard_testkit::sim::{Faults, Op, SimManager};
+use poolguard_testkit::sim::{Behavior, Faults, Op, SimManager};
 
 fn find<'a>(findings: &'a [Finding], code: &str) -> Option<&'a Finding> {
     findings.iter().find(|f| f.code == code)
@@ -184,4 +184,49 @@ async fn connect_failures_are_named_before_the_breaker_opens() {
         let f = p.doctor();
         assert!(find(&f, "conn.connect-failures").is_none(), "{f:?}");
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn validation_failures_are_named_before_anything_else_fails() {
+    let m = sim();
+    let p = Pool::builder(m.clone())
+        .max_size(2)
+        .keepalive_interval(Some(Duration::from_secs(1)))
+        .build()
+        .expect("valid");
+    // Two idle connections, validated by keepalive from now on.
+    let (a, b) = (p.get().await.expect("a"), p.get().await.expect("b"));
+    drop((a, b));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        find(&p.doctor(), "conn.connect-failures").is_none(),
+        "validations that pass are no finding: {:?}",
+        codes(&p.doctor())
+    );
+
+    m.set(Op::Validate, Behavior::Err);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let t = p.stats();
+    assert!(t.validation_failures >= 1, "keepalive validated: {t:?}");
+    let f = p.doctor();
+    let c = find(&f, "conn.connect-failures").unwrap_or_else(|| panic!("{:?}", codes(&f)));
+    assert!(
+        c.message.contains(&format!(
+            "{} failed validations since the last success",
+            t.validation_failures
+        )),
+        "{c}"
+    );
+    assert!(c.message.contains("last error: "), "{c}");
+    assert!(!c.message.contains("last error: none"), "names it: {c}");
+
+    // The next success clears it.
+    m.set(Op::Validate, Behavior::Ok);
+    drop(p.get().await.expect("a fresh connection"));
+    let f = p.doctor();
+    assert!(
+        find(&f, "conn.connect-failures").is_none(),
+        "{:?}",
+        codes(&f)
+    );
 }

@@ -43,6 +43,7 @@ mod leak;
 mod maintenance;
 mod manager;
 mod pool;
+mod register;
 mod release;
 mod stats;
 

@@ -25,7 +25,7 @@ use crate::diag::{Finding, PrometheusWriter};
 /// clone is dropped the pool closes: idle connections are closed, the maintenance task
 /// stops, and connections still held are closed when they come back.
 pub struct Pool<M: Manager> {
-    shared: Arc<Shared<M>>,
+    pub(super) shared: Arc<Shared<M>>,
 }
 
 impl<M: Manager> Builder<M> {

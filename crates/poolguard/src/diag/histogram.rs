@@ -180,6 +180,69 @@ impl fmt::Display for HistogramSnapshot {
     }
 }
 
+/// The smallest value that falls into bucket `i`.
+fn bucket_lower(i: usize) -> u64 {
+    if i < SUB {
+        return i as u64;
+    }
+    let shift = (i / SUB - 1) as u32;
+    (SUB as u64 + (i % SUB) as u64) << shift
+}
+
+/// One non-empty bucket of a [`HistogramSnapshot`]: every value recorded into it lies in
+/// `lower..=upper`, and `upper` is at most 12.5 % above `lower`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Bucket {
+    /// The smallest value the bucket holds.
+    pub lower: Duration,
+    /// The largest value the bucket holds.
+    pub upper: Duration,
+    /// How many values were recorded into it.
+    pub count: u64,
+}
+
+impl Bucket {
+    /// The middle of the bucket: the value that stands for all of its values when they are
+    /// replayed into another histogram (within 6.25 % of each of them).
+    pub fn midpoint(&self) -> Duration {
+        self.lower + (self.upper - self.lower) / 2
+    }
+}
+
+impl HistogramSnapshot {
+    /// The non-empty buckets, smallest values first.
+    pub fn buckets(&self) -> impl Iterator<Item = Bucket> + '_ {
+        self.buckets
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(i, &count)| Bucket {
+                lower: Duration::from_nanos(bucket_lower(i)),
+                upper: Duration::from_nanos(bucket_upper(i)),
+                count,
+            })
+    }
+
+    /// What was recorded between `earlier` (a snapshot of the same histogram) and this
+    /// one: bucket by bucket differences, their count and sum. The maximum is this
+    /// snapshot's (the histogram keeps no maximum per interval).
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        let buckets: Vec<u64> = self
+            .buckets
+            .iter()
+            .zip(earlier.buckets.iter().chain(std::iter::repeat(&0)))
+            .map(|(now, then)| now.saturating_sub(*then))
+            .collect();
+        HistogramSnapshot {
+            count: buckets.iter().sum(),
+            sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
+            max_ns: self.max_ns,
+            buckets,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +283,40 @@ mod tests {
         }
         assert_eq!(s.max(), Duration::from_micros(1000));
         assert_eq!(s.quantile(1.0), s.max());
+    }
+
+    #[test]
+    fn buckets_and_deltas() {
+        let h = Histogram::new();
+        h.record_nanos(3);
+        h.record_nanos(1000);
+        h.record_nanos(1001);
+        let first = h.snapshot();
+        let b: Vec<Bucket> = first.buckets().collect();
+        assert_eq!(b.len(), 2, "{b:?}");
+        assert_eq!(
+            (b[0].lower, b[0].upper, b[0].count),
+            (Duration::from_nanos(3), Duration::from_nanos(3), 1)
+        );
+        assert!(
+            b[1].lower <= Duration::from_nanos(1000) && b[1].upper >= Duration::from_nanos(1001)
+        );
+        assert_eq!(b[1].count, 2);
+        for i in 0..BUCKETS {
+            assert_eq!(bucket_of(bucket_lower(i)), i);
+            assert_eq!(bucket_of(bucket_upper(i)), i);
+        }
+        h.record_nanos(5_000_000);
+        let second = h.snapshot();
+        let d = second.since(&first);
+        assert_eq!(d.count(), 1);
+        assert_eq!(d.sum(), Duration::from_nanos(5_000_000));
+        let only: Vec<Bucket> = d.buckets().collect();
+        assert_eq!(only.len(), 1);
+        let mid = only[0].midpoint().as_nanos() as f64;
+        assert!((mid - 5e6).abs() <= 5e6 * 0.0625, "{mid}");
+        assert_eq!(second.since(&second).count(), 0);
+        assert_eq!(second.since(&second).buckets().count(), 0);
     }
 
     #[test]

@@ -47,6 +47,7 @@ mod local;
 mod metrics;
 mod pool;
 mod recycle;
+mod register;
 mod shared;
 mod stats;
 mod trim;

@@ -33,7 +33,7 @@ use crate::diag::{Finding, PrometheusWriter};
 /// # Ok::<(), poolguard::object::BuildError>(())
 /// ```
 pub struct Pool<T: Recycle + Send + 'static> {
-    inner: Arc<Inner<T>>,
+    pub(super) inner: Arc<Inner<T>>,
 }
 
 impl<T: Recycle + Send + 'static> Clone for Pool<T> {

@@ -42,6 +42,7 @@ mod doctor;
 mod metrics;
 mod queue;
 mod reclaimer;
+mod register;
 mod shutdown;
 mod stats;
 mod watchdog;

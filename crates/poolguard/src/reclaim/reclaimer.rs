@@ -58,8 +58,8 @@ pub struct FlushTimeout {
 }
 
 /// Shuts the reclaimer down when the last [`Reclaimer`] clone is dropped.
-struct Owner {
-    shared: Arc<Shared>,
+pub(super) struct Owner {
+    pub(super) shared: Arc<Shared>,
     /// The name's registration among live reclaimers (released after the shutdown).
     _label: LiveLabel,
 }
@@ -75,7 +75,7 @@ impl Drop for Owner {
 /// drops what is left on the dropping thread and joins the threads.
 #[derive(Clone)]
 pub struct Reclaimer {
-    owner: Arc<Owner>,
+    pub(super) owner: Arc<Owner>,
 }
 
 impl fmt::Debug for Reclaimer {
@@ -242,7 +242,7 @@ fn stats_of(shared: &Shared) -> ReclaimStats {
 /// workers running, and it still answers after the last [`Reclaimer`] is dropped.
 #[derive(Clone)]
 pub struct ReclaimMonitor {
-    shared: Arc<Shared>,
+    pub(super) shared: Arc<Shared>,
 }
 
 impl fmt::Debug for ReclaimMonitor {
