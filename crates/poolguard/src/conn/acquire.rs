@@ -3,7 +3,7 @@
 //! connection (a task per reserved place, whose result is handed to the oldest waiter).
 //!
 //! Under the state lock: the fast path (count the get, pop an idle connection, check its
-//! lifetime and freshness, [`Manager::is_broken`](super::Manager::is_broken), register
+//! lifetime and freshness, [`Manager::is_broken`], register
 //! the holder); the queueing decision (breaker admission, `max_waiters`, enqueue, plan
 //! opens); the breaker updates after a validation or connect (and, when it opens, taking
 //! every waiter out of the queue); the timeout snapshot. `Manager::connect` and

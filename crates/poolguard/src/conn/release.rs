@@ -4,9 +4,9 @@
 //! a bounded background task.
 //!
 //! Under the state lock: the holder's removal and the leak report of a late return, the
-//! retire decision (broken, lifetime, abandoned), [`Manager::needs_reset`](super::Manager::needs_reset)
+//! retire decision (broken, lifetime, abandoned), [`Manager::needs_reset`]
 //! (a flag check, documented on the trait), the handoff to a waiter or the idle list, and
-//! counting a close in `closing`. [`Manager::is_broken`](super::Manager::is_broken) on return
+//! counting a close in `closing`. [`Manager::is_broken`] on return
 //! runs before the lock is taken; `Manager::reset` and `Manager::close` run on their own
 //! tasks; the send to a waiter happens after the lock is released.
 
