@@ -42,6 +42,8 @@
     allow(dead_code, unused_imports)
 )]
 
+#[cfg(feature = "tokio")]
+pub(crate) mod close_task;
 pub(crate) mod deadline;
 pub(crate) mod sync;
 

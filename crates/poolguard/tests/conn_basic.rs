@@ -120,7 +120,10 @@ async fn acquire_timeout_names_the_holder() {
         "bounded by acquire_timeout"
     );
     let snap = err.snapshot().expect("a timeout carries a snapshot");
-    assert_eq!((snap.size, snap.in_use, snap.idle), (1, 1, 0));
+    assert_eq!(
+        (snap.status.size, snap.status.in_use, snap.status.idle),
+        (1, 1, 0)
+    );
     assert_eq!(snap.longest_holders.len(), 1);
     assert!(snap.longest_holders[0]
         .site

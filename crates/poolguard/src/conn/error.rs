@@ -5,7 +5,7 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::breaker::BreakerState;
+use super::stats::Status;
 
 /// The step of a connection's life an error happened in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,42 +63,30 @@ pub struct TimeoutSnapshot {
     pub name: String,
     /// How long the caller waited.
     pub waited: Duration,
-    /// Connections counted against `max_size` (idle, in use, opening).
-    pub size: usize,
-    /// The limit.
-    pub max_size: usize,
-    /// Idle connections.
-    pub idle: usize,
-    /// Checked-out connections (abandoned ones excluded).
-    pub in_use: usize,
-    /// Connections being opened.
-    pub opening: usize,
-    /// Other callers waiting.
-    pub waiters: usize,
-    /// The breaker's state.
-    pub breaker: BreakerState,
-    /// The last backend error (phase and message), if any.
-    pub last_error: Option<String>,
+    /// The pool when the caller gave up. Its `waiters` counts the other callers still
+    /// waiting (this one had left the queue).
+    pub status: Status,
     /// The longest holders, oldest first (at most three).
     pub longest_holders: Vec<Holder>,
 }
 
 impl fmt::Display for TimeoutSnapshot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.status;
         write!(
             f,
             "pool `{}` gave no connection within {:.1?}: size {}/{} (idle {}, in use {}, opening {}), {} other waiters, breaker {}",
             self.name,
             self.waited,
-            self.size,
-            self.max_size,
-            self.idle,
-            self.in_use,
-            self.opening,
-            self.waiters,
-            self.breaker
+            s.size,
+            s.max_size,
+            s.idle,
+            s.in_use,
+            s.opening,
+            s.waiters,
+            s.breaker
         )?;
-        match &self.last_error {
+        match &s.last_error {
             Some(e) => write!(f, ", last backend error: {e}")?,
             None => f.write_str(", no backend error")?,
         }
@@ -188,13 +176,13 @@ pub(crate) fn log_timeout(level: Option<tracing::Level>, snap: &TimeoutSnapshot)
                 $lvl,
                 pool = %snap.name,
                 waited_s = snap.waited.as_secs_f64(),
-                size = snap.size,
-                max_size = snap.max_size,
-                idle = snap.idle,
-                in_use = snap.in_use,
-                opening = snap.opening,
-                waiters = snap.waiters,
-                breaker = %snap.breaker,
+                size = snap.status.size,
+                max_size = snap.status.max_size,
+                idle = snap.status.idle,
+                in_use = snap.status.in_use,
+                opening = snap.status.opening,
+                waiters = snap.status.waiters,
+                breaker = %snap.status.breaker,
                 "{snap}"
             )
         };

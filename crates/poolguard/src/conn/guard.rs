@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::inner::Shared;
+use super::engine::Shared;
 use super::internals::Conn;
 use super::{Classify, ErrorClass, Manager};
 

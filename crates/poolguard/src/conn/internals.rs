@@ -74,7 +74,7 @@ fn jittered(d: Duration, jitter: f64) -> Duration {
 }
 
 impl<C> Conn<C> {
-    /// `bypass`: see [`Shared::bypass`](super::inner::Shared::bypass).
+    /// `bypass`: see [`Shared::bypass`](super::engine::Shared::bypass).
     pub(crate) fn new(
         raw: C,
         id: u64,
@@ -111,7 +111,7 @@ impl<C> Conn<C> {
 
     /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
     ///
-    /// [`Shared::bypass`]: super::inner::Shared::bypass
+    /// [`Shared::bypass`]: super::engine::Shared::bypass
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
         self.fresh_until = crate::deadline::add_tokio(now, bypass);
     }
@@ -345,6 +345,21 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
                 let slot = self.holders.insert(w.site, now);
                 Handed::Waiter(w, conn, slot)
             }
+        }
+    }
+
+    /// The return path's fast case: nobody waits, the pool is open and not above
+    /// `max_size`, so the connection goes straight to the idle list (`None`). Otherwise it
+    /// is given back (`Some`) for [`hand_off`](Self::hand_off), which serves the oldest
+    /// waiter or releases the place. Same outcome as `hand_off` in the fast case, without
+    /// building a [`Handed`] and its handoff loop.
+    #[inline]
+    pub(crate) fn put_idle_unless_wanted(&mut self, conn: Conn<C>) -> Option<Conn<C>> {
+        if self.waiters.is_empty() && !self.closed && self.size <= self.max_size {
+            self.idle.push_back(conn);
+            None
+        } else {
+            Some(conn)
         }
     }
 
@@ -588,6 +603,61 @@ mod tests {
         }
         assert_eq!(p.waiters.len(), 1);
         check(&p, 2);
+    }
+
+    #[test]
+    fn put_idle_unless_wanted_idles_only_when_nobody_wants_it() {
+        let now = Instant::now();
+        // Nobody waits, open, within max_size: idle, and the count is unchanged.
+        let mut p = pool(2);
+        fill(&mut p, 1);
+        let c = p.take_idle().expect("idle");
+        assert!(p.put_idle_unless_wanted(c).is_none());
+        assert_eq!((p.size, p.idle.len()), (1, 1));
+        check(&p, 2);
+
+        // A waiter is queued: handed back, the queue and the idle list untouched.
+        let c = p.take_idle().expect("idle");
+        let (tx, _rx) = oneshot::channel();
+        let first = p.queue_waiter(Location::caller(), tx, 0);
+        let c = p.put_idle_unless_wanted(c).expect("a waiter wants it");
+        assert_eq!((p.size, p.idle.len(), p.waiters.len()), (1, 0, 1));
+        match p.hand_off(c, now) {
+            Handed::Waiter(w, _, slot) => {
+                assert_eq!(w.id, first);
+                assert!(p.holders.remove(slot).is_some());
+            }
+            other => panic!("expected the waiter, got {other:?}"),
+        }
+        check(&p, 2);
+
+        // Above max_size (a resize down while it was out): handed back, still counted.
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        let (a, b) = (p.take_idle().expect("idle"), p.take_idle().expect("idle"));
+        p.resize(1);
+        let a = p.put_idle_unless_wanted(a).expect("surplus");
+        assert_eq!((p.size, p.idle.len()), (2, 0));
+        assert!(matches!(
+            p.hand_off(a, now),
+            Handed::Close(_, CloseReason::Surplus)
+        ));
+        assert!(
+            p.put_idle_unless_wanted(b).is_none(),
+            "back at max_size: idle"
+        );
+        assert_eq!((p.size, p.idle.len()), (1, 1));
+
+        // Closed: handed back, still counted until hand_off releases the place.
+        let c = p.take_idle().expect("idle");
+        p.close().expect("first close");
+        let c = p.put_idle_unless_wanted(c).expect("closed");
+        assert_eq!((p.size, p.idle.len()), (1, 0));
+        assert!(matches!(
+            p.hand_off(c, now),
+            Handed::Close(_, CloseReason::PoolClosed)
+        ));
+        assert!(p.is_empty_closed());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Who holds what: the call site and checkout time of every checked-out connection.
 //!
-//! A slab under the pool lock; checkout stores `(site, since)` in a free slot and the guard
-//! keeps the slot index, so return is O(1). Recording costs one slot write under a lock the
+//! A slab under the pool lock (the crate's one slab, `diag::Slab`, shared with the object
+//! pool's hold tracker): checkout stores `(site, since)` in a free slot and the guard keeps
+//! the slot index, so return is O(1). Recording costs one slot write under a lock the
 //! pool takes anyway, so it is always on: the acquire-timeout snapshot can name the longest
 //! holders even when leak detection is off. Leak detection runs in two places: the
 //! `leak_threshold` scan of every maintenance pass (connections still out), and the return
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::error::Holder;
+use crate::diag::slab::Slab;
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Hold {
@@ -25,11 +27,10 @@ pub(crate) struct Hold {
     pub(crate) abandoned: bool,
 }
 
+/// The holds, in a [`Slab`]: the guard keeps its slot index.
 #[derive(Debug, Default)]
 pub(crate) struct Holders {
-    slots: Vec<Option<Hold>>,
-    free: Vec<usize>,
-    live: usize,
+    slab: Slab<Hold>,
 }
 
 // `#[inline]`: called on every get and return from code generic over the manager, which is
@@ -37,45 +38,31 @@ pub(crate) struct Holders {
 impl Holders {
     #[inline]
     pub(crate) fn insert(&mut self, site: &'static Location<'static>, since: Instant) -> usize {
-        let hold = Hold {
+        self.slab.insert(Hold {
             site,
             since,
             leaked: false,
             abandoned: false,
-        };
-        self.live += 1;
-        match self.free.pop() {
-            Some(i) => {
-                self.slots[i] = Some(hold);
-                i
-            }
-            None => {
-                self.slots.push(Some(hold));
-                self.slots.len() - 1
-            }
-        }
+        })
     }
 
     #[inline]
     pub(crate) fn remove(&mut self, slot: usize) -> Option<Hold> {
-        let h = self.slots.get_mut(slot)?.take()?;
-        self.free.push(slot);
-        self.live -= 1;
-        Some(h)
+        self.slab.remove(slot)
     }
 
     /// Checked out, abandoned ones included.
     pub(crate) fn len(&self) -> usize {
-        self.live
+        self.slab.len()
     }
 
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Hold> {
-        self.slots.iter_mut().flatten()
+        self.slab.iter_mut()
     }
 
     /// The `n` longest holders, oldest first.
     pub(crate) fn longest(&self, now: Instant, n: usize) -> Vec<Holder> {
-        let mut all: Vec<&Hold> = self.slots.iter().flatten().collect();
+        let mut all: Vec<&Hold> = self.slab.iter().collect();
         all.sort_by_key(|h| h.since);
         all.into_iter()
             .take(n)

@@ -12,7 +12,8 @@ use std::sync::{Arc, Weak};
 
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::inner::{Detached, Shared};
+use super::cancel::Detached;
+use super::engine::Shared;
 use super::stats::CloseReason;
 use super::Manager;
 

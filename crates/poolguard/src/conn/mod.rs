@@ -29,18 +29,22 @@
 //!   loses nothing: dropping a `get` future or a holder's task at any point neither leaks a
 //!   connection nor loses a slot.
 
+mod acquire;
 mod breaker;
+mod cancel;
 mod config;
 mod diagnose;
+mod doctor;
+mod engine;
 mod error;
 mod guard;
-mod inner;
 mod internals;
 mod leak;
 mod maintenance;
 mod manager;
 mod pool;
 mod register;
+mod release;
 mod stats;
 
 pub use breaker::BreakerState;

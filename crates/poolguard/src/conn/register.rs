@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::{Arc, Weak};
 
-use super::inner::Shared;
+use super::engine::Shared;
 use super::{Manager, Pool};
 use crate::diag::registry::{Facts, Sealed, Source};
 use crate::diag::Diagnose;

@@ -1,5 +1,5 @@
-//! The slab behind the checkout trackers (the object pool's hold tracker; it fits the
-//! connection pool's leak tracker too): values in reusable slots, so a checkout registers
+//! The slab behind the checkout trackers (the object pool's hold tracker and the
+//! connection pool's leak tracker): values in reusable slots, so a checkout registers
 //! with one push or one slot reuse and unregisters by its index, in O(1), without hashing.
 //!
 //! Not synchronised: each user keeps it under its own lock.

@@ -3,11 +3,10 @@
 //!
 //! # Cancel safety
 //!
-//! The close's bookkeeping lives in a [`CloseGuard`] created before the task is spawned and
-//! moved into it: however the task ends (completes, times out, or is dropped unfinished
-//! because the runtime shut down) the guard's `Drop` removes the close from the in-flight
-//! set, counts the outcome and wakes flushers. The future itself is dropped by the task, so
-//! whatever it owns (the connection) is dropped exactly once.
+//! The task is the crate's one close engine (`close_task`, shared with the connection
+//! pool): its guard ends a close exactly once, whether it completes, times out, or is
+//! dropped unfinished because the runtime shut down; [`CloseGuard`]'s `end` then removes
+//! the close from the in-flight set, counts the outcome and wakes flushers.
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -15,31 +14,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::queue::Shared;
+use crate::close_task::{self, CloseEnd, Outcome};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
-    /// Still running, or dropped unfinished by its runtime.
-    Cancelled,
-    Completed,
-    TimedOut,
-}
-
-/// Owns one close's place in the in-flight set.
+/// One close's place in the in-flight set, ended by the close engine.
 #[derive(Debug)]
 struct CloseGuard {
     shared: Arc<Shared>,
     seq: u64,
     label: &'static str,
     started: Instant,
-    outcome: Outcome,
 }
 
-impl Drop for CloseGuard {
-    fn drop(&mut self) {
+impl CloseEnd for CloseGuard {
+    fn end(&mut self, outcome: Outcome) {
         let c = &self.shared.counters;
         let cell = c.labels.get(self.label);
         let ran = self.shared.now().saturating_duration_since(self.started);
-        match self.outcome {
+        match outcome {
             Outcome::Completed => {
                 c.closes_completed.fetch_add(1, Relaxed);
                 cell.completed.fetch_add(1, Relaxed);
@@ -72,22 +63,13 @@ pub(crate) fn spawn<F>(
     F: Future<Output = ()> + Send + 'static,
 {
     shared.counters.closes_started.fetch_add(1, Relaxed);
-    let mut guard = CloseGuard {
+    let guard = CloseGuard {
         shared: Arc::clone(shared),
         seq,
         label,
         started: shared.now(),
-        outcome: Outcome::Cancelled,
     };
-    // The guard moves into the task before it is spawned: if the runtime is already shut
-    // down, `spawn` drops the task, and with it the guard and the future.
-    drop(rt.spawn(async move {
-        guard.outcome = match tokio::time::timeout(timeout, fut).await {
-            Ok(()) => Outcome::Completed,
-            Err(_) => Outcome::TimedOut,
-        };
-        drop(guard);
-    }));
+    close_task::spawn(rt, timeout, fut, guard);
 }
 
 /// Waits (asynchronously) until every job numbered below the current sequence finished.

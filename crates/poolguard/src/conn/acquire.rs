@@ -1,0 +1,363 @@
+//! The acquire flow: `Pool::get` (idle fast path, checkout validation, waiting in the
+//! FIFO), the breaker's view of failures, the acquire-timeout snapshot, and opening a
+//! connection (a task per reserved place, whose result is handed to the oldest waiter).
+//!
+//! Under the state lock: the fast path (count the get, pop an idle connection, check its
+//! lifetime and freshness, [`Manager::is_broken`], register
+//! the holder); the queueing decision (breaker admission, `max_waiters`, enqueue, plan
+//! opens); the breaker updates after a validation or connect (and, when it opens, taking
+//! every waiter out of the queue); the timeout snapshot. `Manager::connect` and
+//! `Manager::validate` run without it, under their own deadlines, and waiters are told
+//! (oneshot sends) after it is released.
+
+use std::panic::Location;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::breaker::Admit;
+use super::cancel::{Detached, Opening, WaitGuard};
+use super::engine::{PoolError, Shared, WaiterOf};
+use super::error::{Error, Phase, TimeoutSnapshot};
+use super::guard::PooledConnection;
+use super::internals::Conn;
+use super::stats::CloseReason;
+use super::Manager;
+
+enum Step<M: Manager> {
+    Validate(Conn<M::Connection>),
+    Wait(WaitGuard<M>, usize),
+}
+
+impl<M: Manager> Shared<M> {
+    /// `Pool::get`.
+    pub(crate) async fn acquire(
+        self: &Arc<Self>,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>, PoolError<M>> {
+        // Cooperative budget: a task that gets and returns in a loop without awaiting
+        // anything else still yields now and then, so every task progresses.
+        tokio::task::coop::consume_budget().await;
+        let start = Instant::now();
+        // The deadline is computed where it is needed (waiting, validating, retrying), not
+        // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
+        let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
+        let mut now = start;
+        let mut counted = false;
+        loop {
+            if counted && now >= deadline() {
+                return Err(self.timed_out(now, now - start));
+            }
+            let step = {
+                let mut st = self.state.lock();
+                if !counted {
+                    // Counted under the lock the get takes anyway (no extra atomic).
+                    counted = true;
+                    st.gets += 1;
+                }
+                if st.is_closed() {
+                    return Err(Error::Closed);
+                }
+                if let Some(mut conn) = st.take_idle() {
+                    // A connection that died while idle (server closed it) is evicted here,
+                    // by the manager's cheap sync check, rather than handed out.
+                    let reason = if conn.retire_due(now) {
+                        Some(CloseReason::Lifetime)
+                    } else if self.manager.is_broken(&mut conn.raw) {
+                        Some(CloseReason::Broken)
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = reason {
+                        self.discard_locked(st, conn, reason, now);
+                        now = Instant::now();
+                        continue;
+                    }
+                    if !conn.stale(now) {
+                        // The fast path: straight out, without a detour through `Step`.
+                        let slot = st.holders.insert(site, now);
+                        drop(st);
+                        return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
+                    } else {
+                        Step::Validate(conn)
+                    }
+                } else {
+                    let waiting = st.waiters_len();
+                    if let Admit::Reject(retry_in) = st.breaker.admit_caller(now, waiting) {
+                        self.stats.unavailable.fetch_add(1, Relaxed);
+                        return Err(Error::Unavailable {
+                            failures: st.breaker.failures,
+                            retry_in,
+                            last_error: st.breaker.last_error.clone(),
+                        });
+                    }
+                    if waiting >= self.cfg.max_waiters {
+                        self.stats.overloaded.fetch_add(1, Relaxed);
+                        return Err(Error::Overloaded {
+                            waiters: waiting,
+                            max_waiters: self.cfg.max_waiters,
+                        });
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let id = st.queue_waiter(site, tx, self.cfg.min_idle);
+                    let opens = self.plan(&mut st, now, 0);
+                    Step::Wait(
+                        WaitGuard {
+                            shared: Arc::clone(self),
+                            id,
+                            rx,
+                            done: false,
+                        },
+                        opens,
+                    )
+                }
+            };
+            match step {
+                Step::Validate(conn) => {
+                    if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
+                        return Ok(g);
+                    }
+                }
+                Step::Wait(mut wait, opens) => {
+                    self.spawn_opens(opens);
+                    self.stats.waited.fetch_add(1, Relaxed);
+                    let got = tokio::time::timeout_at(deadline(), &mut wait.rx).await;
+                    let reply = match got {
+                        Ok(Ok(reply)) => Some(reply),
+                        Ok(Err(_)) => Some(Err(Error::Closed)),
+                        // A handoff may have raced the deadline: take it rather than waste it.
+                        Err(_) => wait.cancel(),
+                    };
+                    wait.done = true;
+                    let end = Instant::now();
+                    match reply {
+                        Some(Ok(h)) => {
+                            self.stats.wait_time.record(end - start);
+                            self.stats.queue_time.record(end - now);
+                            return Ok(PooledConnection::new(
+                                Arc::clone(self),
+                                h.conn,
+                                h.slot,
+                                h.at,
+                            ));
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => return Err(self.timed_out(end, end - start)),
+                    }
+                }
+            }
+            now = Instant::now();
+        }
+    }
+
+    /// Validates an idle connection on checkout (it was idle past the bypass window).
+    /// `None`: it was dead and has been closed; the caller tries again.
+    async fn validate_checkout(
+        self: &Arc<Self>,
+        conn: Conn<M::Connection>,
+        site: &'static Location<'static>,
+        deadline: Instant,
+    ) -> Option<PooledConnection<M>> {
+        let mut d = Detached::new(Arc::clone(self), conn, CloseReason::Validation);
+        let limit = self
+            .cfg
+            .validation_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        let began = Instant::now();
+        let ok = self.check(&mut d, limit).await;
+        self.stats
+            .checkout_validation_time
+            .record(Instant::now() - began);
+        if ok {
+            let now = Instant::now();
+            let mut conn = d.take();
+            conn.checked_at(now, self.bypass);
+            let slot = self.state.lock().holders.insert(site, now);
+            Some(PooledConnection::new(Arc::clone(self), conn, slot, now))
+        } else {
+            None
+        }
+    }
+
+    /// Runs `Manager::validate` under `limit`, feeding the breaker. On failure the
+    /// connection is left in `d` (dropping it closes it).
+    pub(crate) async fn check(self: &Arc<Self>, d: &mut Detached<M>, limit: Duration) -> bool {
+        self.stats.validations.fetch_add(1, Relaxed);
+        let id = d.id();
+        let began = Instant::now();
+        let res = tokio::time::timeout(limit, self.manager.validate(d.raw())).await;
+        self.stats.validation_time.record(Instant::now() - began);
+        match res {
+            Ok(Ok(())) => {
+                let closed_breaker = self.state.lock().breaker.on_success();
+                if closed_breaker {
+                    tracing::info!(pool = %self.cfg.name, "breaker closed: validation succeeded");
+                }
+                true
+            }
+            Ok(Err(e)) => {
+                self.stats.validation_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %self.cfg.name, conn = id, error = %e, "validation failed; closing the connection");
+                // The backend answered (or the socket said it is gone): this connection is
+                // dead, the backend is not necessarily. Evict it without feeding the breaker,
+                // so a server restart does not open it while fresh connects would succeed.
+                let text = format!("validate: {e}");
+                let restart = self.manager.is_restarting(&e);
+                self.state
+                    .lock()
+                    .breaker
+                    .note(Instant::now(), Arc::new(e), text, restart);
+                false
+            }
+            Err(_) => {
+                self.stats.validation_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %self.cfg.name, conn = id, timeout_s = limit.as_secs_f64(), "validation timed out; closing the connection");
+                let text = format!("validate: timed out after {limit:?}");
+                if limit >= self.cfg.validation_timeout {
+                    self.failure(None, text, Phase::Validate, false);
+                } else {
+                    // Cut short by the caller's own deadline: says nothing about the backend.
+                    self.state.lock().breaker.last_text = Some(text);
+                }
+                false
+            }
+        }
+    }
+
+    /// A connect or validation failure: feed the breaker; when it opens, fail every waiter
+    /// fast. Connect failures also go to the oldest waiter, so a wrong password reaches a
+    /// caller as the backend's error, not as a timeout. `restart`: the manager recognised a
+    /// restart signature in the error (the breaker then probes again soon).
+    fn failure(
+        self: &Arc<Self>,
+        error: Option<Arc<M::Error>>,
+        text: String,
+        phase: Phase,
+        restart: bool,
+    ) {
+        let now = Instant::now();
+        let mut st = self.state.lock();
+        let opened = st.breaker.on_failure(now, error.clone(), text, restart);
+        let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
+        if phase == Phase::Connect {
+            // The oldest waiter gets this connect's own error.
+            if let Some(w) = st.pop_waiter() {
+                let e = match error {
+                    Some(source) => Error::Backend { phase, source },
+                    None => Error::PhaseTimeout {
+                        phase,
+                        after: self.cfg.connect_timeout,
+                    },
+                };
+                failed.push((w, e));
+            }
+        }
+        if opened {
+            self.stats.breaker_opened.fetch_add(1, Relaxed);
+            let retry_in = st.breaker.retry_in(now);
+            let failures = st.breaker.failures;
+            tracing::warn!(pool = %self.cfg.name, failures, retry_in_s = retry_in.as_secs_f64(), last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
+            for w in st.drain_waiters() {
+                let e = Error::Unavailable {
+                    failures,
+                    retry_in,
+                    last_error: st.breaker.last_error.clone(),
+                };
+                failed.push((w, e));
+            }
+        }
+        let opens = self.plan(&mut st, now, 0);
+        drop(st);
+        for (w, e) in failed {
+            let _ = w.tx.send(Err(e));
+        }
+        self.spawn_opens(opens);
+    }
+
+    fn timed_out(&self, now: Instant, waited: Duration) -> PoolError<M> {
+        self.stats.timed_out.fetch_add(1, Relaxed);
+        let snap = self.timeout_snapshot(now, waited);
+        super::error::log_timeout(self.cfg.timeout_log_level, &snap);
+        Error::Timeout(Box::new(snap))
+    }
+
+    pub(crate) fn timeout_snapshot(&self, now: Instant, waited: Duration) -> TimeoutSnapshot {
+        let st = self.state.lock();
+        TimeoutSnapshot {
+            name: self.cfg.name.clone(),
+            waited,
+            status: self.status_locked(&st),
+            longest_holders: st.holders.longest(now, 3),
+        }
+    }
+}
+
+impl<M: Manager> Opening<M> {
+    /// Connects under `connect_timeout`; the connection goes to the oldest waiter (or idle),
+    /// a failure to the breaker and the oldest waiter.
+    pub(super) async fn run(mut self) {
+        let shared = Arc::clone(&self.shared);
+        let limit = shared.cfg.connect_timeout;
+        let began = Instant::now();
+        let res = tokio::time::timeout(limit, shared.manager.connect()).await;
+        let now = Instant::now();
+        shared.stats.connect_time.record(now - began);
+        self.armed = false;
+        match res {
+            Ok(Ok(raw)) => {
+                shared.stats.created.fetch_add(1, Relaxed);
+                let id = shared.next_id.fetch_add(1, Relaxed);
+                let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
+                let closed_breaker = {
+                    let mut st = shared.state.lock();
+                    st.opened();
+                    st.breaker.on_success()
+                };
+                tracing::debug!(pool = %shared.cfg.name, conn = id, "connection opened");
+                if closed_breaker {
+                    tracing::info!(pool = %shared.cfg.name, "breaker closed: connect succeeded");
+                }
+                shared.deliver(conn, now);
+                // Keep going while waiters or min_idle still want connections.
+                let opens = {
+                    let mut st = shared.state.lock();
+                    shared.plan(&mut st, now, shared.cfg.min_idle)
+                };
+                shared.spawn_opens(opens);
+            }
+            Ok(Err(e)) => {
+                shared.stats.connect_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %shared.cfg.name, error = %e, "connect failed");
+                shared.unreserve();
+                let text = format!("connect: {e}");
+                let restart = shared.manager.is_restarting(&e);
+                shared.failure(Some(Arc::new(e)), text, Phase::Connect, restart);
+            }
+            Err(_) => {
+                shared.stats.connect_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "connect timed out");
+                shared.unreserve();
+                shared.failure(
+                    None,
+                    format!("connect: timed out after {limit:?}"),
+                    Phase::Connect,
+                    false,
+                );
+            }
+        }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// A connect failed or was cancelled: its reservation is released (and `wait_closed`
+    /// woken when that was the last place of a closed pool).
+    pub(super) fn unreserve(&self) {
+        let last = self.state.lock().open_failed();
+        if last {
+            self.drained.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! The connection pool's doctor: reads the pool's status, totals and breaker and names the
+//! trouble and misuse they show. `Pool::doctor` appends the manager's own findings.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::breaker::BreakerState;
+use super::engine::Shared;
+use super::stats::{CloseReason, StatsSnapshot, Status};
+use super::Manager;
+use crate::diag::{Finding, Severity};
+
+/// The pool's own findings from `s` and `t` (read just before), the breaker's failure
+/// counts and, when leaks are outstanding, the leaked holders' call sites.
+pub(crate) fn diagnose<M: Manager>(
+    shared: &Shared<M>,
+    s: &Status,
+    t: &StatsSnapshot,
+) -> Vec<Finding> {
+    let cfg = &shared.cfg;
+    let label = cfg.name.clone();
+    let mut out = Vec::new();
+    let (last, failing, noted) = {
+        let st = shared.state.lock();
+        (
+            st.breaker.last_text.clone(),
+            st.breaker.failures,
+            st.breaker.noted,
+        )
+    };
+    if s.breaker == BreakerState::Closed && (failing > 0 || noted > 0) {
+        // Failing now, the breaker not (yet) open: say so before it opens, or when it is off.
+        let breaker = match cfg.breaker_threshold {
+            Some(n) => format!("the breaker opens after {n} consecutive failures"),
+            None => "the breaker is off, so gets keep waiting for connects".to_owned(),
+        };
+        out.push(Finding::new(
+            if s.idle + s.in_use == 0 {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            "conn.connect-failures",
+            &label,
+            format!(
+                "{failing} consecutive connect failures (or validation timeouts) and {noted} failed validations since the last success ({} connects and {} validations failed in total, {} connections open); {breaker}; last error: {}",
+                t.connect_failures,
+                t.validation_failures,
+                s.idle + s.in_use,
+                last.as_deref().unwrap_or("none")
+            ),
+            "fix what the last error names (credentials, address, database name, server health)",
+        ));
+    }
+    if s.breaker != BreakerState::Closed {
+        out.push(Finding::new(
+            Severity::Critical,
+            "conn.breaker-open",
+            &label,
+            format!(
+                "the breaker is {} after repeated failures; last error: {}",
+                s.breaker,
+                last.as_deref().unwrap_or("none")
+            ),
+            "restore the backend (gets fail fast until a probe succeeds)",
+        ));
+    }
+    if t.leaks > t.unleaked {
+        let holders = shared.timeout_snapshot(Instant::now(), Duration::ZERO);
+        let sites: Vec<String> = holders
+            .longest_holders
+            .iter()
+            .filter(|h| h.leaked)
+            .map(|h| h.to_string())
+            .collect();
+        out.push(Finding::new(
+            Severity::Critical,
+            "conn.leak",
+            &label,
+            format!(
+                "{} connection(s) held past leak_threshold and not returned: {}",
+                t.leaks - t.unleaked,
+                sites.join(", ")
+            ),
+            "return the connection on every path (drop the guard; avoid holding it across slow awaits)",
+        ));
+    }
+    if t.timed_out > 0 {
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.acquire-timeouts",
+            &label,
+            format!("{} of {} gets timed out waiting", t.timed_out, t.gets),
+            "look at the timeout errors' snapshots: leaks, long holders, a slow backend, or a max_size too small",
+        ));
+    }
+    if t.overloaded > 0 {
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.overloaded",
+            &label,
+            format!(
+                "{} gets refused past max_waiters ({})",
+                t.overloaded, cfg.max_waiters
+            ),
+            "add capacity or shed load upstream",
+        ));
+    }
+    // Waits, by what the pool looked like when they queued. A share above 5 % (at max
+    // size) or 10 % (cold, growing) of all gets is worth a finding.
+    if t.waited_saturated > 0 && t.waited_saturated * 20 > t.gets {
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.saturated",
+            &label,
+            format!(
+                "{} of {} gets waited with all {} connections in use (size = max_size); wait p99 {:.1?}, hold p99 {:.1?}, {} timed out",
+                t.waited_saturated,
+                t.gets,
+                s.max_size,
+                t.wait_time.p99(),
+                t.hold_time.p99(),
+                t.timed_out
+            ),
+            "raise max_size if the backend has room for more connections, or hold each connection for less time (no slow work, no unrelated awaits while holding it)",
+        ));
+    }
+    if t.waited_cold > 0 && t.waited_cold * 10 > t.gets {
+        let (message, fix) = if cfg.min_idle == 0 {
+            (
+                format!(
+                    "{} of {} gets waited for a connect on an empty pool, and min_idle is 0",
+                    t.waited_cold, t.gets
+                ),
+                "set min_idle so maintenance keeps connections warm",
+            )
+        } else {
+            (
+                format!(
+                    "{} of {} gets waited while the pool held fewer than min_idle ({}) connections; {} closed so far ({} idle, {} lifetime, {} broken), {} connects failed",
+                    t.waited_cold,
+                    t.gets,
+                    cfg.min_idle,
+                    t.closed_total(),
+                    t.closed_by(CloseReason::Idle),
+                    t.closed_by(CloseReason::Lifetime),
+                    t.closed_by(CloseReason::Broken),
+                    t.connect_failures
+                ),
+                "let the pool warm up before it takes traffic (min_idle connections are opened at build); if it keeps falling below min_idle, look at why connections close and why connects fail",
+            )
+        };
+        out.push(Finding::new(
+            Severity::Info,
+            "conn.cold-start",
+            &label,
+            message,
+            fix,
+        ));
+    }
+    if t.waited_growing > 0 && t.waited_growing * 10 > t.gets {
+        out.push(Finding::new(
+            Severity::Info,
+            "conn.waits-for-connect",
+            &label,
+            format!(
+                "{} of {} gets waited for a new connection while the pool had room (size between min_idle {} and max_size {}); {} opened, {} closed",
+                t.waited_growing,
+                t.gets,
+                cfg.min_idle,
+                s.max_size,
+                t.created,
+                t.closed_total()
+            ),
+            format!(
+                "raise min_idle toward the usual demand so connections are ready; if connections close soon after use, fix that (see closed-by reasons); max_concurrent_opens ({}) bounds how fast the pool grows",
+                cfg.max_concurrent_opens
+            ),
+        ));
+    }
+    if cfg.abandon_timeout.is_some() {
+        out.push(Finding::new(
+            Severity::Info,
+            "conn.abandon-on",
+            &label,
+            format!(
+                "abandon_timeout {:?}: a longer transaction loses its connection's slot ({} abandoned so far)",
+                cfg.abandon_timeout.unwrap_or_default(),
+                t.abandoned
+            ),
+            "keep it well above your longest legitimate transaction",
+        ));
+    }
+    if t.close_timeouts > 0 {
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.close-timeouts",
+            &label,
+            format!("{} closes exceeded close_timeout", t.close_timeouts),
+            "the backend is slow to say goodbye; check the network",
+        ));
+    }
+    out
+}

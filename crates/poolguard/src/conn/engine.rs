@@ -1,0 +1,171 @@
+//! The engine behind [`Pool`](super::Pool): [`Shared`], the state every handle, guard and
+//! task shares, and the pool-wide operations (plan and spawn opens, close the pool). The
+//! flows are beside it, one file each: `acquire.rs` (get, waiting, opening a connection),
+//! `release.rs` (return, reset task, discard, close one connection) and `cancel.rs` (the
+//! guards that make every await cancel-safe). The state itself, and every change to the
+//! counts, is `internals.rs`.
+//!
+//! # The one lock
+//!
+//! `Shared::state` (a `parking_lot` mutex over [`Internals`]) is the pool's only lock. The
+//! leak tracker (`Internals::holders`) and the breaker (`Internals::breaker`) are plain data
+//! inside it, not locks of their own; the stats (`Stats`, `closing`, `next_id`) are
+//! atomics, updated with or without the lock. So there is no lock order to get wrong:
+//! nothing else is ever taken while the state lock is held, except the `tracing`
+//! subscriber for the few events emitted in a critical section (leak reports on return,
+//! the breaker opening). The state lock is never held across an await: every critical
+//! section is a synchronous block that decides, unlocks, then spawns, sends or closes.
+//!
+//! User code that runs under the state lock: [`Manager::is_broken`] on the checkout of an
+//! idle connection, and [`Manager::needs_reset`] on every healthy return while the pool is
+//! open (both documented on the trait as flag checks). Every other `Manager` method runs
+//! on a task or in the caller's future, without the lock.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::breaker::Breaker;
+use super::cancel::Opening;
+use super::error::Error;
+use super::internals::{Internals, Waiter};
+use super::stats::{CloseReason, Stats, Status};
+use super::{Config, Manager};
+
+pub(super) type State<M> = Internals<<M as Manager>::Connection, <M as Manager>::Error>;
+pub(super) type PoolError<M> = Error<<M as Manager>::Error>;
+pub(super) type WaiterOf<M> = Waiter<<M as Manager>::Connection, <M as Manager>::Error>;
+
+// `repr(C)` with the lock first: the `Arc`'s reference counts, the lock word and the head of
+// the state share cache lines, so a get touches fewer lines that the other worker also writes.
+#[repr(C)]
+pub(crate) struct Shared<M: Manager> {
+    pub(crate) state: Mutex<State<M>>,
+    pub(crate) manager: M,
+    pub(crate) cfg: Config,
+    pub(crate) stats: Stats,
+    pub(crate) rt: Handle,
+    /// Closes still running. Counted under the state lock in the same critical section
+    /// that takes the connection out of `size` (or `abandoned`), so `size + closing` never
+    /// dips to 0 while a close is pending.
+    pub(crate) closing: AtomicUsize,
+    /// Signalled when the pool is closed and the last connection is gone (`Pool::wait_closed`).
+    pub(crate) drained: Notify,
+    pub(crate) next_id: AtomicU64,
+    /// Live `Pool` handles; the last one to go closes the pool.
+    pub(crate) handles: AtomicUsize,
+    /// Wakes the maintenance task when the pool closes.
+    pub(crate) shutdown: Arc<Notify>,
+    /// `validation_bypass`, capped at 100 years so `now + bypass` cannot overflow.
+    pub(crate) bypass: Duration,
+}
+
+impl<M: Manager> std::fmt::Debug for Shared<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.cfg.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    pub(crate) fn new(manager: M, cfg: Config, rt: Handle) -> Self {
+        let cfg_bypass = cfg
+            .validation_bypass
+            .min(Duration::from_secs(100 * 365 * 24 * 3600));
+        let breaker = Breaker::new(
+            cfg.breaker_threshold,
+            cfg.breaker_backoff,
+            cfg.breaker_max_backoff,
+        )
+        .for_pool(&cfg.name);
+        Self {
+            state: Mutex::new(Internals::new(cfg.max_size, breaker, Instant::now())),
+            manager,
+            cfg,
+            stats: Stats::default(),
+            rt,
+            closing: AtomicUsize::new(0),
+            drained: Notify::new(),
+            next_id: AtomicU64::new(0),
+            handles: AtomicUsize::new(1),
+            shutdown: Arc::new(Notify::new()),
+            bypass: cfg_bypass,
+        }
+    }
+
+    /// The counts as [`Status`], read under the lock the caller holds (`Pool::status` and
+    /// the acquire-timeout snapshot).
+    pub(crate) fn status_locked(&self, st: &State<M>) -> Status {
+        Status {
+            size: st.size(),
+            max_size: st.max_size(),
+            idle: st.idle_len(),
+            in_use: st.in_use(),
+            opening: st.opening(),
+            waiters: st.waiters_len(),
+            abandoned: st.abandoned(),
+            closing: self.closing.load(Relaxed),
+            breaker: st.breaker.state(),
+            closed: st.is_closed(),
+            last_error: st.breaker.last_text.clone(),
+        }
+    }
+
+    /// `plan_opens` with this pool's limits.
+    pub(crate) fn plan(&self, st: &mut State<M>, now: Instant, warm_min_idle: usize) -> usize {
+        st.plan_opens(now, self.cfg.max_concurrent_opens, warm_min_idle)
+    }
+
+    pub(crate) fn spawn_opens(self: &Arc<Self>, n: usize) {
+        for _ in 0..n {
+            let opening = Opening {
+                shared: Arc::clone(self),
+                armed: true,
+            };
+            self.rt.spawn(opening.run());
+        }
+    }
+
+    /// Counts `n` closes as pending. Called under the state lock, in the critical section
+    /// that takes the connections out of `size`/`abandoned`; each is then handed to
+    /// [`close_conn`](Self::close_conn), which ends the count.
+    pub(crate) fn begin_closes(&self, n: usize) {
+        self.closing.fetch_add(n, Relaxed);
+    }
+
+    /// Whether the pool is closed and every connection is gone (none counted, none
+    /// abandoned, no close pending).
+    pub(crate) fn is_drained(&self) -> bool {
+        let st = self.state.lock();
+        st.is_empty_closed() && self.closing.load(Relaxed) == 0
+    }
+
+    /// `Pool::close`: no new gets, waiters woken with `Closed`, idle connections closed,
+    /// held ones closed when they come back. Idempotent.
+    pub(crate) fn close_pool(self: &Arc<Self>) {
+        let (idle, waiters) = {
+            let mut st = self.state.lock();
+            let Some((idle, waiters)) = st.close() else {
+                return;
+            };
+            self.begin_closes(idle.len());
+            (idle, waiters)
+        };
+        tracing::info!(pool = %self.cfg.name, idle = idle.len(), waiters = waiters.len(), "pool closed");
+        for w in waiters {
+            let _ = w.tx.send(Err(Error::Closed));
+        }
+        for c in idle {
+            self.close_conn(c, CloseReason::PoolClosed);
+        }
+        self.shutdown.notify_waiters();
+        // Nothing to close at all: `wait_closed` is done now.
+        self.drained.notify_waiters();
+    }
+}

@@ -1,0 +1,219 @@
+//! The release flow: a held connection comes back (its guard was dropped), goes through the
+//! reset task when the manager asks for one, and is handed to the oldest waiter or made
+//! idle; or it is discarded (its place released, replacement opens planned) and closed on
+//! a bounded background task.
+//!
+//! Under the state lock: the holder's removal and the leak report of a late return, the
+//! retire decision (broken, lifetime, abandoned), [`Manager::needs_reset`]
+//! (a flag check, documented on the trait), the handoff to a waiter or the idle list, and
+//! counting a close in `closing`. [`Manager::is_broken`] on return
+//! runs before the lock is taken; `Manager::reset` and `Manager::close` run on their own
+//! tasks; the send to a waiter happens after the lock is released.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::cancel::{Closing, Detached};
+use super::engine::{Shared, State};
+use super::internals::{Conn, Handed, Handoff};
+use super::leak;
+use super::stats::CloseReason;
+use super::Manager;
+use crate::close_task;
+
+/// The hold-time histogram records every `HOLD_SAMPLE`th use of each connection (the first
+/// one included), so the return path usually needs no clock read.
+pub(crate) const HOLD_SAMPLE: u64 = 8;
+
+impl<M: Manager> Shared<M> {
+    /// A held connection comes back (its guard was dropped).
+    pub(crate) fn release(
+        self: &Arc<Self>,
+        mut conn: Conn<M::Connection>,
+        slot: usize,
+        mut broken: bool,
+        since: Instant,
+    ) {
+        // One clock read per cycle is the fast path's budget: the return reads the clock
+        // only for sampled uses (hold-time histogram); otherwise the checkout time stands
+        // in for "last used" (errs toward validating a long-held connection once more, and
+        // lifetime is re-checked at the next checkout with a fresh clock anyway).
+        conn.uses = conn.uses.wrapping_add(1);
+        let sampled = if conn.uses % HOLD_SAMPLE == 1 {
+            let now = Instant::now();
+            self.stats
+                .hold_time
+                .record(now.saturating_duration_since(since));
+            Some(now)
+        } else {
+            None
+        };
+        // With leak detection on, every return reads the clock, so a hold past the threshold
+        // is reported when it comes back even if no maintenance pass saw it out.
+        let exact = sampled.or_else(|| self.cfg.leak_threshold.map(|_| Instant::now()));
+        if !broken && self.manager.is_broken(&mut conn.raw) {
+            broken = true;
+        }
+        let mut st = self.state.lock();
+        let now = match exact {
+            Some(now) => now,
+            None => since.max(st.coarse),
+        };
+        let hold = st.holders.remove(slot);
+        if let Some(h) = hold {
+            if h.leaked {
+                self.stats.unleaked.fetch_add(1, Relaxed);
+                tracing::info!(pool = %self.cfg.name, site = %h.site, held_s = h.since.elapsed().as_secs_f64(), "unleaked: a connection reported as leaked came back");
+            } else if let (Some(threshold), Some(at)) = (self.cfg.leak_threshold, exact) {
+                let held = at.saturating_duration_since(h.since);
+                if leak::is_leak(held, threshold) {
+                    // Out past the threshold between two maintenance passes: reported now,
+                    // as a leak that already came back.
+                    self.stats.leaks.fetch_add(1, Relaxed);
+                    self.stats.unleaked.fetch_add(1, Relaxed);
+                    tracing::warn!(pool = %self.cfg.name, site = %h.site, held_s = held.as_secs_f64(), threshold_s = threshold.as_secs_f64(), "connection leak: leaked for {held:.1?} (leak_threshold {threshold:?}), now returned");
+                }
+            }
+            if h.abandoned {
+                st.abandoned_returned();
+                self.begin_closes(1);
+                drop(st);
+                self.close_conn(conn, CloseReason::Abandoned);
+                return;
+            }
+        }
+        let retire = if broken {
+            Some(CloseReason::Broken)
+        } else if conn.retire_due(now) {
+            Some(CloseReason::Lifetime)
+        } else {
+            None
+        };
+        if let Some(reason) = retire {
+            self.discard_locked(st, conn, reason, now);
+            return;
+        }
+        if !st.is_closed() && self.manager.needs_reset(&mut conn.raw) {
+            drop(st);
+            self.spawn_reset(conn);
+            return;
+        }
+        conn.last_used = now;
+        conn.checked_at(now, self.bypass);
+        // Nobody waits (the common case): straight back to idle, without the handoff loop.
+        if let Some(conn) = st.put_idle_unless_wanted(conn) {
+            self.deliver_locked(st, conn, now);
+        }
+    }
+
+    fn spawn_reset(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        let mut d = Detached::new(Arc::clone(self), conn, CloseReason::Reset);
+        let shared = Arc::clone(self);
+        self.rt.spawn(async move {
+            shared.stats.resets.fetch_add(1, Relaxed);
+            let limit = shared.cfg.reset_timeout;
+            let began = Instant::now();
+            let res = tokio::time::timeout(limit, shared.manager.reset(d.raw())).await;
+            shared.stats.reset_time.record(Instant::now() - began);
+            match res {
+                Ok(Ok(())) => {
+                    let now = Instant::now();
+                    let mut conn = d.take();
+                    conn.last_used = now;
+                    conn.checked_at(now, shared.bypass);
+                    shared.deliver(conn, now);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), error = %e, "reset failed; closing the connection");
+                }
+                Err(_) => {
+                    tracing::warn!(pool = %shared.cfg.name, conn = d.id(), timeout_s = limit.as_secs_f64(), "reset timed out; closing the connection");
+                }
+            }
+        });
+    }
+
+    /// Gives a ready connection (counted in `size`) to the oldest waiter, or makes it idle.
+    pub(crate) fn deliver(self: &Arc<Self>, conn: Conn<M::Connection>, now: Instant) {
+        let st = self.state.lock();
+        self.deliver_locked(st, conn, now);
+    }
+
+    pub(super) fn deliver_locked<'a>(
+        self: &'a Arc<Self>,
+        mut st: parking_lot::MutexGuard<'a, State<M>>,
+        mut conn: Conn<M::Connection>,
+        now: Instant,
+    ) {
+        loop {
+            let (w, c, slot) = match st.hand_off(conn, now) {
+                Handed::Idle => return,
+                Handed::Close(conn, reason) => {
+                    self.begin_closes(1);
+                    drop(st);
+                    self.close_conn(conn, reason);
+                    return;
+                }
+                Handed::Waiter(w, c, slot) => (w, c, slot),
+            };
+            conn = c;
+            drop(st);
+            match w.tx.send(Ok(Handoff {
+                conn,
+                slot,
+                at: now,
+            })) {
+                Ok(()) => return,
+                Err(Ok(h)) => {
+                    // That waiter gave up in the meantime: try the next one.
+                    conn = h.conn;
+                    st = self.state.lock();
+                    st.holders.remove(slot);
+                }
+                Err(Err(_)) => return,
+            }
+        }
+    }
+
+    /// Releases a connection's place in `size` and closes it.
+    pub(crate) fn discard(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
+        let st = self.state.lock();
+        self.discard_locked(st, conn, reason, Instant::now());
+    }
+
+    /// [`discard`](Self::discard) for a caller that already holds the state lock: releases
+    /// the place, plans replacement opens, unlocks, then closes and spawns the opens.
+    pub(super) fn discard_locked(
+        self: &Arc<Self>,
+        mut st: parking_lot::MutexGuard<'_, State<M>>,
+        conn: Conn<M::Connection>,
+        reason: CloseReason,
+        now: Instant,
+    ) {
+        st.release_place();
+        self.begin_closes(1);
+        let opens = self.plan(&mut st, now, 0);
+        drop(st);
+        self.close_conn(conn, reason);
+        self.spawn_opens(opens);
+    }
+
+    /// Closes a connection that no longer counts in `size`, on a bounded background path
+    /// (the crate's close engine, which the reclaimer's `close_async` also runs on):
+    /// `Manager::close` gets `close_timeout`, then the connection is dropped regardless.
+    /// The caller has counted it with [`begin_closes`](Self::begin_closes).
+    pub(crate) fn close_conn(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
+        self.stats.closed(reason);
+        tracing::debug!(pool = %self.cfg.name, conn = conn.id, %reason, age_s = conn.cold.created.elapsed().as_secs_f64(), "connection closed");
+        let shared = Arc::clone(self);
+        let close = async move { shared.manager.close(conn.raw).await };
+        close_task::spawn(
+            &self.rt,
+            self.cfg.close_timeout,
+            close,
+            Closing(Arc::clone(self)),
+        );
+    }
+}
