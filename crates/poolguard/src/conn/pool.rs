@@ -95,20 +95,21 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
-        let span = tracing::info_span!(
-            target: "poolguard::conn::get",
-            "poolguard.conn.get",
-            pool = %self.shared.cfg.name,
-            wait_s = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        let acquire = self.shared.acquire(site);
         async move {
-            if span.is_disabled() {
-                return acquire.await;
+            // Without a subscriber for the span, no span exists at all: the future holds
+            // nothing more than the acquire itself (one cached interest check).
+            if !tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
+                return self.shared.acquire(site).await;
             }
+            let span = tracing::info_span!(
+                target: "poolguard::conn::get",
+                "poolguard.conn.get",
+                pool = %self.shared.cfg.name,
+                wait_s = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            );
             let start = Instant::now();
-            let res = acquire.instrument(span.clone()).await;
+            let res = self.shared.acquire(site).instrument(span.clone()).await;
             span.record("wait_s", start.elapsed().as_secs_f64());
             span.record(
                 "outcome",
