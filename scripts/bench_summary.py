@@ -46,7 +46,11 @@ def emit(root, groups):
     for group, rows in sorted(medians(root, groups).items()):
         for func, cells in sorted(rows.items()):
             for param, ns in sorted(cells.items()):
-                print(f"rust\t{group}/{func}\t{param}\t{ns:.2f}")
+                if func == "-":
+                    # BenchmarkId::from_parameter(name): the function is the parameter
+                    print(f"rust\t{group}/{param}\t-\t{ns:.2f}")
+                else:
+                    print(f"rust\t{group}/{func}\t{param}\t{ns:.2f}")
 
 
 def median(xs):

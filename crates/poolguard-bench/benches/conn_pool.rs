@@ -10,6 +10,9 @@
 //! synchronous holds rarely have more than two connections out. Their fairness report lines
 //! start with `held`.
 //!
+//! `poolguard-strict` is poolguard with `handoff_after(Duration::ZERO)`: strict FIFO handoff
+//! from the first instant, the behaviour before the handoff budget.
+//!
 //! Checkout tests are off for the peers (`test_on_check_out(false)`), as poolguard skips
 //! validation for connections idle less than `validation_bypass`.
 
@@ -119,16 +122,17 @@ impl AsyncPool {
     fn build(rt: &Runtime, kind: &str, size: usize) -> Self {
         rt.block_on(async {
             match kind {
-                "poolguard" | "poolguard-leak" => {
+                "poolguard" | "poolguard-leak" | "poolguard-strict" => {
                     let leak = (kind == "poolguard-leak").then_some(Duration::from_secs(30));
-                    AsyncPool::Poolguard(
-                        poolguard::conn::Pool::builder(NoopManager)
-                            .max_size(size)
-                            .max_waiters(4096)
-                            .leak_threshold(leak)
-                            .build()
-                            .expect("poolguard"),
-                    )
+                    let mut b = poolguard::conn::Pool::builder(NoopManager)
+                        .max_size(size)
+                        .max_waiters(4096)
+                        .leak_threshold(leak);
+                    if kind == "poolguard-strict" {
+                        // No barging window: every return goes to the oldest waiter.
+                        b = b.handoff_after(Duration::ZERO);
+                    }
+                    AsyncPool::Poolguard(b.build().expect("poolguard"))
                 }
                 "bb8" => AsyncPool::Bb8(
                     bb8::Pool::builder()
@@ -209,7 +213,14 @@ async fn held<T>(conn: T, hold: bool) {
 /// (pool size, tasks) of the exhaustion groups.
 const HELD: [(usize, usize); 2] = [(10, 16), (10, 64)];
 
-const ASYNC: [&str; 5] = ["poolguard", "poolguard-leak", "bb8", "deadpool", "mobc"];
+const ASYNC: [&str; 6] = [
+    "poolguard",
+    "poolguard-leak",
+    "poolguard-strict",
+    "bb8",
+    "deadpool",
+    "mobc",
+];
 
 /// `iters` cycles split over `tasks` tasks; returns the wall time.
 fn run_async(rt: &Runtime, pool: &AsyncPool, tasks: usize, iters: u64, hold: bool) -> Duration {
