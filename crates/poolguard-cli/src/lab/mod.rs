@@ -5,13 +5,18 @@ mod config_traps;
 mod conn_leak;
 mod db_outage;
 mod finalizer_stall;
+mod html;
 mod pool_abuse;
 mod real;
+mod report;
 mod spike;
 mod table;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+pub(crate) use report::Recorder;
 
 #[allow(unused_imports)]
 pub(crate) use table::Table;
@@ -33,6 +38,16 @@ pub(crate) struct LabArgs {
     /// (e.g. `redis://127.0.0.1:6379`).
     #[arg(long)]
     redis: Option<String>,
+    /// Also write every scenario's charts, tables and verdicts to FILE as one self-contained
+    /// HTML page (no external assets).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Also write the same figures to FILE as JSON (with a `schema_version`), for scripts.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Shorter phases (outages, finalizer rounds) for a fast look; the figures are noisier.
+    #[arg(long)]
+    quick: bool,
 }
 
 /// What every scenario is given.
@@ -41,6 +56,10 @@ pub(crate) struct LabArgs {
 pub(crate) struct LabCtx {
     pub(crate) postgres: Option<real::Postgres>,
     pub(crate) redis: Option<real::Redis>,
+    /// `--quick`: shortened phases.
+    pub(crate) quick: bool,
+    /// Where the running scenario prints and records its tables, verdicts and series.
+    pub(crate) out: Recorder,
 }
 
 /// One lab scenario.
@@ -145,7 +164,7 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
     };
     // An unreachable server (or a refused login) is reported once too, before the first
     // scenario, instead of once per connection scenario.
-    let ctx = if selected
+    let mut ctx = if selected
         .iter()
         .any(|s| real::is_connection_scenario(s.name))
     {
@@ -160,30 +179,58 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         LabCtx {
             postgres: None,
             redis: None,
+            quick: false,
+            out: Recorder::default(),
         }
     };
+    ctx.quick = args.quick;
     let mut failed = 0;
     let (total, all) = (selected.len(), Instant::now());
+    let mut report = report::Report {
+        schema_version: report::SCHEMA_VERSION,
+        poolguard_version: env!("CARGO_PKG_VERSION"),
+        quick: args.quick,
+        scenarios: Vec::new(),
+    };
     for (i, s) in selected.into_iter().enumerate() {
-        // Progress: which scenario of how many is running (the tables come at its end).
+        // Progress: which scenario of how many is running, on stdout with the results and as
+        // a spinner on stderr while it runs (the tables come at its end).
         println!("\n=== lab [{}/{total}] {}: {}", i + 1, s.name, s.about);
+        let spinner = progress::spinner(i + 1, total, s.name);
+        ctx.out = Recorder::new(Some(spinner.clone()));
         let t = Instant::now();
         // --postgres/--redis: the connection scenarios run against those servers instead.
         let real = (ctx.postgres.is_some() || ctx.redis.is_some())
             .then(|| real::run(s.name, &ctx))
             .flatten();
-        match real.unwrap_or_else(|| (s.run)(&ctx)) {
-            Ok(()) => println!("=== {} done in {:.1?}", s.name, t.elapsed()),
+        let result = real.unwrap_or_else(|| (s.run)(&ctx));
+        let took = t.elapsed();
+        spinner.finish_and_clear();
+        let mut rec = ctx.out.take();
+        rec.name = s.name.to_owned();
+        rec.about = s.about.to_owned();
+        rec.seconds = took.as_secs_f64();
+        match result {
+            Ok(()) => {
+                rec.ok = true;
+                println!("=== {} done in {took:.1?}", s.name);
+            }
             Err(e) => {
                 failed += 1;
-                eprintln!("=== {} FAILED after {:.1?}: {e}", s.name, t.elapsed());
+                eprintln!("=== {} FAILED after {took:.1?}: {e}", s.name);
+                rec.error = Some(e);
             }
         }
+        report.scenarios.push(rec);
     }
     println!(
         "\n=== lab: {total} scenario(s) in {:.1?}, {failed} failed",
         all.elapsed()
     );
+    if let Err(e) = write_outputs(&report, args.report.as_deref(), args.json.as_deref()) {
+        eprintln!("poolguard lab: {e}");
+        return ExitCode::FAILURE;
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -200,6 +247,8 @@ fn reach(
         return Ok(LabCtx {
             postgres: None,
             redis: None,
+            quick: false,
+            out: Recorder::default(),
         });
     }
     runtime()?.block_on(async {
@@ -212,6 +261,60 @@ fn reach(
                 Some(r) => Some(r.reach().await?),
                 None => None,
             },
+            quick: false,
+            out: Recorder::default(),
         })
     })
+}
+
+/// Writes `--report` and `--json`, each where it was asked for.
+fn write_outputs(
+    report: &report::Report,
+    html: Option<&std::path::Path>,
+    json: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let write = |flag: &str, path: &std::path::Path, body: String| {
+        std::fs::write(path, body).map_err(|e| {
+            format!(
+                "{flag} {}: cannot write the file: {e}; give a writable path",
+                path.display()
+            )
+        })
+    };
+    if let Some(path) = json {
+        let body = serde_json::to_string_pretty(report)
+            .map_err(|e| format!("--json: cannot serialize the report: {e}"))?;
+        write("--json", path, body)?;
+        println!("=== lab: figures written to {} (JSON)", path.display());
+    }
+    if let Some(path) = html {
+        write("--report", path, html::render(report))?;
+        println!("=== lab: report written to {} (HTML)", path.display());
+    }
+    Ok(())
+}
+
+mod progress {
+    use std::time::Duration;
+
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+    /// One spinner per scenario on stderr: hidden when stderr is not a terminal (indicatif's
+    /// own rule); plain (no colour) with `NO_COLOR`.
+    pub(super) fn spinner(i: usize, total: usize, name: &str) -> ProgressBar {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let template = if colour {
+            "{spinner:.cyan} [{prefix}] {elapsed:>4} {wide_msg}"
+        } else {
+            "{spinner} [{prefix}] {elapsed:>4} {wide_msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            pb.set_style(style);
+        }
+        pb.set_prefix(format!("{i}/{total} {name}"));
+        pb.set_message("running");
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    }
 }
