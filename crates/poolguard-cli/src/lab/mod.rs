@@ -145,7 +145,15 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         eprintln!("poolguard lab: no scenarios are built into this binary yet");
         return ExitCode::from(2);
     }
-    // Bad input is a usage error, reported once, before anything runs.
+    // Bad input is a usage error, reported once, before anything runs: that includes an
+    // output file that cannot be created (found now, not after a minute of scenarios).
+    let outputs = match Outputs::create(args.report.as_deref(), args.json.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("poolguard lab: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let parsed = (
         args.postgres
             .as_deref()
@@ -227,7 +235,7 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         "\n=== lab: {total} scenario(s) in {:.1?}, {failed} failed",
         all.elapsed()
     );
-    if let Err(e) = write_outputs(&report, args.report.as_deref(), args.json.as_deref()) {
+    if let Err(e) = outputs.write(&report) {
         eprintln!("poolguard lab: {e}");
         return ExitCode::FAILURE;
     }
@@ -267,31 +275,58 @@ fn reach(
     })
 }
 
-/// Writes `--report` and `--json`, each where it was asked for.
-fn write_outputs(
-    report: &report::Report,
-    html: Option<&std::path::Path>,
-    json: Option<&std::path::Path>,
-) -> Result<(), String> {
-    let write = |flag: &str, path: &std::path::Path, body: String| {
-        std::fs::write(path, body).map_err(|e| {
-            format!(
-                "{flag} {}: cannot write the file: {e}; give a writable path",
-                path.display()
-            )
+/// The `--report` and `--json` files, created (empty) before any scenario runs.
+#[derive(Debug)]
+struct Outputs {
+    html: Option<(PathBuf, std::fs::File)>,
+    json: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Outputs {
+    fn create(
+        html: Option<&std::path::Path>,
+        json: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let open = |flag: &str, path: Option<&std::path::Path>| {
+            path.map(|p| {
+                std::fs::File::create(p)
+                    .map(|f| (p.to_path_buf(), f))
+                    .map_err(|e| {
+                        format!(
+                            "{flag} {}: cannot create the file: {e}; give a path in a writable directory",
+                            p.display()
+                        )
+                    })
+            })
+            .transpose()
+        };
+        Ok(Self {
+            html: open("--report", html)?,
+            json: open("--json", json)?,
         })
-    };
-    if let Some(path) = json {
-        let body = serde_json::to_string_pretty(report)
-            .map_err(|e| format!("--json: cannot serialize the report: {e}"))?;
-        write("--json", path, body)?;
-        println!("=== lab: figures written to {} (JSON)", path.display());
     }
-    if let Some(path) = html {
-        write("--report", path, html::render(report))?;
-        println!("=== lab: report written to {} (HTML)", path.display());
+
+    /// Writes the report into each file asked for.
+    fn write(self, report: &report::Report) -> Result<(), String> {
+        use std::io::Write as _;
+        let put = |flag: &str, (path, mut file): (PathBuf, std::fs::File), body: String| {
+            file.write_all(body.as_bytes())
+                .and_then(|()| file.flush())
+                .map_err(|e| format!("{flag} {}: cannot write the file: {e}", path.display()))?;
+            Ok::<PathBuf, String>(path)
+        };
+        if let Some(out) = self.json {
+            let body = serde_json::to_string_pretty(report)
+                .map_err(|e| format!("--json: cannot serialize the report: {e}"))?;
+            let path = put("--json", out, body)?;
+            println!("=== lab: figures written to {} (JSON)", path.display());
+        }
+        if let Some(out) = self.html {
+            let path = put("--report", out, html::render(report))?;
+            println!("=== lab: report written to {} (HTML)", path.display());
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 mod progress {
