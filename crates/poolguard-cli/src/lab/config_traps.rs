@@ -410,3 +410,44 @@ pub(crate) fn run(ctx: &LabCtx) -> Result<(), String> {
         [" (connect 150 ms)", " (scaled 1/10)"],
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(on_borrow: bool, completed: bool, served: u64, abandoned: u64) -> LongTransaction {
+        LongTransaction {
+            cells: Vec::new(),
+            on_borrow,
+            completed,
+            served,
+            abandoned,
+        }
+    }
+
+    #[test]
+    fn the_trap_verdicts_follow_the_figures() {
+        let v = transaction_verdict(&[tx(true, false, 214, 0), tx(false, true, 207, 2)]);
+        assert!(v.contains("long transaction was killed;"), "{v}");
+        assert!(v.contains("it completed (2 connection(s) abandoned"), "{v}");
+        assert!(v.contains("214 vs 207 other requests"), "{v}");
+        let v = transaction_verdict(&[tx(true, true, 1, 0), tx(false, false, 1, 0)]);
+        assert!(
+            v.contains("long transaction completed;") && v.contains("it was killed"),
+            "{v}"
+        );
+
+        let node = |ms: u64, took_ms: u64, answer: &str| DeadNode {
+            cells: Vec::new(),
+            validation: Duration::from_millis(ms),
+            took: Duration::from_millis(took_ms),
+            answer: answer.into(),
+        };
+        let v = dead_node_verdict(&[node(3000, 3000, "hung"), node(100, 1100, "timed out")]);
+        assert_eq!(
+            v,
+            "validation_timeout 100ms gave the caller an answer after 1.1s (timed out) where 3s \
+             kept it waiting 3.0s (hung)"
+        );
+    }
+}

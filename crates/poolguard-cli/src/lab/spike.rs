@@ -231,3 +231,36 @@ pub(crate) fn run(ctx: &LabCtx) -> Result<(), String> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(label: &str, opens: usize, opened: u64, p99_ms: u64) -> SpikeRow {
+        let h = Histogram::new();
+        h.record(Duration::from_millis(p99_ms));
+        SpikeRow {
+            cells: Vec::new(),
+            label: label.into(),
+            per_waiter: opens >= 50,
+            opened,
+            at_end: 5 + opened,
+            lat: h.snapshot(),
+            samples: Vec::new(),
+        }
+    }
+
+    /// The verdict is computed from the rows: the default pool against one per waiter.
+    #[test]
+    fn the_spike_verdict_compares_the_default_with_one_open_per_waiter() {
+        let v = verdict(&[row("pg", 1, 2, 30), row("naive", 50, 40, 31)]);
+        assert!(v.starts_with("poolguard opened 2 connection(s)"), "{v}");
+        assert!(
+            v.contains("(ending with 7)") && v.contains("opened 40 (ending with 45)"),
+            "{v}"
+        );
+        assert!(v.contains("20x fewer"), "{v}");
+        let v = verdict(&[row("pg", 1, 2, 30)]);
+        assert!(v.starts_with("no row"), "{v}");
+    }
+}
