@@ -145,15 +145,7 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         eprintln!("poolguard lab: no scenarios are built into this binary yet");
         return ExitCode::from(2);
     }
-    // Bad input is a usage error, reported once, before anything runs: that includes an
-    // output file that cannot be created (found now, not after a minute of scenarios).
-    let outputs = match Outputs::create(args.report.as_deref(), args.json.as_deref()) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("poolguard lab: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Bad input is a usage error, reported once, before anything runs.
     let parsed = (
         args.postgres
             .as_deref()
@@ -167,6 +159,14 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
             for e in [pg.err(), r.err()].into_iter().flatten() {
                 eprintln!("poolguard lab: {e}");
             }
+            return ExitCode::from(2);
+        }
+    };
+    // So is an output file that cannot be created (found now, not after the scenarios).
+    let outputs = match Outputs::create(args.report.as_deref(), args.json.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("poolguard lab: {e}");
             return ExitCode::from(2);
         }
     };
