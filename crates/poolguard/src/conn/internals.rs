@@ -120,8 +120,10 @@ impl<C> Conn<C> {
     /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
     ///
     /// [`Shared::bypass`]: super::engine::Shared::bypass
+    /// `bypass` is the pool's `validation_bypass`, already capped (`Shared::bypass`), so
+    /// the sum needs no clamp: only the overflow check, which cannot fail for it.
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
-        self.fresh_until = crate::deadline::add_tokio(now, bypass);
+        self.fresh_until = now.checked_add(bypass).unwrap_or(now);
     }
 
     /// Whether a checkout at `now` must validate it first.
