@@ -108,6 +108,22 @@ pub struct Config {
     /// breaker's warnings and `poolguard_conn_timeouts_total` tell the operator). Raise it to
     /// `WARN` when callers drop the error unlogged.
     pub timeout_log_level: Option<tracing::Level>,
+    /// Which idle connection a `get` takes. Default [`IdleOrder::Lifo`].
+    pub idle_order: IdleOrder,
+}
+
+/// Which idle connection a `get` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum IdleOrder {
+    /// The most recently returned (the default): a few connections stay busy and the
+    /// others age out after `idle_timeout`, so the pool shrinks to what the load needs.
+    #[default]
+    Lifo,
+    /// The least recently returned: use spreads over every idle connection (each one
+    /// stays warm, e.g. behind a load balancer that counts requests per connection), and
+    /// the pool rarely shrinks below what a burst opened.
+    Fifo,
 }
 
 impl Default for Config {
@@ -135,6 +151,7 @@ impl Default for Config {
             breaker_max_backoff: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             timeout_log_level: Some(tracing::Level::DEBUG),
+            idle_order: IdleOrder::Lifo,
         }
     }
 }
@@ -153,6 +170,62 @@ pub const MAX_WAITERS: usize = 1 << 20;
 /// The shortest `maintenance_interval` accepted: 10 ms. A pass scans every holder and idle
 /// connection under the pool's lock; run more often, it burns a core and contends with `get`.
 pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(10);
+
+fn refuse(field: &'static str, problem: String, fix: &'static str) -> Result<(), BuildError> {
+    Err(BuildError {
+        field,
+        problem,
+        fix,
+    })
+}
+
+/// A required duration (a timeout): the rules and errors of [`Config::validate`], for the
+/// run-time setters.
+pub(crate) fn check_required(field: &'static str, d: Duration) -> Result<(), BuildError> {
+    if d.is_zero() {
+        return refuse(
+            field,
+            "is zero, so every such operation would fail at once".into(),
+            "use a positive duration (timeouts cannot be infinite either)",
+        );
+    }
+    check_max(field, Some(d))
+}
+
+/// An optional duration (`None`: off): the rules and errors of [`Config::validate`].
+pub(crate) fn check_optional(field: &'static str, d: Option<Duration>) -> Result<(), BuildError> {
+    if d.is_some_and(|d| d.is_zero()) {
+        return refuse(
+            field,
+            "is zero".into(),
+            "use None to disable it, or a positive duration",
+        );
+    }
+    check_max(field, d)
+}
+
+fn check_max(field: &'static str, d: Option<Duration>) -> Result<(), BuildError> {
+    match d.filter(|d| *d > MAX_DURATION) {
+        Some(d) => refuse(
+            field,
+            format!("({d:?}) is longer than {} days, the longest duration the pool accepts (deadlines that far away overflow the clock)", MAX_DURATION.as_secs() / 86_400),
+            "use at most 365 days; for \"never\", use None where the setting is optional",
+        ),
+        None => Ok(()),
+    }
+}
+
+/// `min_idle` against `max_size`: the rule and error of [`Config::validate`].
+pub(crate) fn check_min_idle(min_idle: usize, max_size: usize) -> Result<(), BuildError> {
+    if min_idle > max_size {
+        return refuse(
+            "min_idle",
+            format!("({min_idle}) exceeds max_size ({max_size})"),
+            "lower min_idle or raise max_size",
+        );
+    }
+    Ok(())
+}
 
 impl Config {
     /// Checks every rule; the error says what was wrong and how to fix it.
@@ -413,5 +486,7 @@ impl<M> Builder<M> {
         maintenance_interval: Duration,
         /// See [`Config::timeout_log_level`].
         timeout_log_level: Option<tracing::Level>,
+        /// See [`Config::idle_order`].
+        idle_order: IdleOrder,
     }
 }

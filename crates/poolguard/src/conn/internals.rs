@@ -16,9 +16,15 @@
 //!   until the surplus comes back and is closed). Every decrement is a method that hands the
 //!   connection (or the reservation) back to the caller to close: no place is lost.
 //! * `opening <= max_concurrent_opens` (and `opening <= size`): only `plan_opens` raises it.
-//! * `idle` and `waiters` are never both non-empty: a returned connection goes to the
-//!   oldest waiter first, and a caller only queues when `idle` is empty. That is the whole
-//!   fairness argument: FIFO handoff, no barging.
+//! * `idle` and `waiters` are never both non-empty while the pool is not paused: a returned
+//!   connection goes to the oldest waiter first, and a caller only queues when `idle` is
+//!   empty. That is the whole fairness argument: FIFO handoff, no barging. While paused,
+//!   callers queue and connections go idle; `resume` serves the queue oldest first.
+//! * `epoch` only grows. A connection whose `epoch` is below `evict_before` was soft-evicted:
+//!   it is closed wherever it next meets the lock (return, handoff); one of an older epoch
+//!   otherwise gets the current lifetimes (`Lifetimes`) there. So the fast path pays one
+//!   comparison, and a soft-evict or a runtime change of a lifetime needs no walk over held
+//!   connections.
 //! * A waiter is removed from `waiters` exactly once: by the deliverer (`pop_front`), by a
 //!   failure broadcast, or by its own cancellation guard.
 
@@ -52,6 +58,9 @@ pub(crate) struct Conn<C> {
     /// `validation_bypass`: until then a checkout skips validation. Stored as the sum so the
     /// checkout compares two instants instead of computing a duration.
     pub(crate) fresh_until: Instant,
+    /// The pool's epoch when its connect started (or when its lifetimes were last brought
+    /// up to date); see the module rules.
+    pub(crate) epoch: u64,
     pub(crate) cold: Box<Cold>,
 }
 
@@ -63,39 +72,102 @@ pub(crate) struct Cold {
     pub(crate) idle_limit: Option<Duration>,
     /// `keepalive_interval - jitter`.
     pub(crate) keepalive: Option<Duration>,
+    /// The random fractions its lifetime and idle timeout are shortened by (kept so a
+    /// runtime change of either keeps this connection's jitter).
+    cut_life: f64,
+    cut_idle: f64,
 }
 
-fn jittered(d: Duration, jitter: f64) -> Duration {
-    if jitter <= 0.0 {
-        return d;
+/// The lifetimes that can change at run time (`Pool::set_idle_timeout`,
+/// `Pool::set_max_lifetime`), kept under the lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Lifetimes {
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+}
+
+impl Lifetimes {
+    pub(crate) fn of(cfg: &super::Config) -> Self {
+        Self {
+            idle_timeout: cfg.idle_timeout,
+            max_lifetime: cfg.max_lifetime,
+        }
     }
-    let cut = fastrand::f64() * jitter;
-    d.mul_f64(1.0 - cut)
+}
+
+/// The pool is paused: since when, and what a `get` does meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paused {
+    pub(crate) mode: super::PauseMode,
+    pub(crate) since: Instant,
+}
+
+fn cut(jitter: f64) -> f64 {
+    if jitter <= 0.0 {
+        0.0
+    } else {
+        fastrand::f64() * jitter
+    }
+}
+
+fn shortened(d: Duration, cut: f64) -> Duration {
+    if cut <= 0.0 {
+        d
+    } else {
+        d.mul_f64(1.0 - cut)
+    }
 }
 
 impl<C> Conn<C> {
-    /// `bypass`: see [`Shared::bypass`](super::engine::Shared::bypass).
+    /// `bypass`: see [`Shared::bypass`](super::engine::Shared::bypass); `life` and `epoch`:
+    /// the pool's when the connect started.
     pub(crate) fn new(
         raw: C,
         id: u64,
         now: Instant,
         cfg: &super::Config,
+        life: Lifetimes,
+        epoch: u64,
         bypass: Duration,
     ) -> Self {
-        Self {
+        let mut c = Self {
             raw,
             id,
             uses: 0,
-            retire_at: cfg
-                .max_lifetime
-                .map(|d| crate::deadline::add_tokio(now, jittered(d, cfg.jitter))),
+            retire_at: None,
             last_used: now,
             fresh_until: crate::deadline::add_tokio(now, bypass),
+            epoch,
             cold: Box::new(Cold {
                 created: now,
-                idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
-                keepalive: cfg.keepalive_interval.map(|d| jittered(d, cfg.jitter)),
+                idle_limit: None,
+                keepalive: cfg
+                    .keepalive_interval
+                    .map(|d| shortened(d, cut(cfg.jitter))),
+                cut_life: cut(cfg.jitter),
+                cut_idle: cut(cfg.jitter),
             }),
+        };
+        c.apply(life);
+        c
+    }
+
+    /// Derives the retirement instant and the idle limit from `life` (and this
+    /// connection's own jitter).
+    fn apply(&mut self, life: Lifetimes) {
+        self.retire_at = life.max_lifetime.map(|d| {
+            crate::deadline::add_tokio(self.cold.created, shortened(d, self.cold.cut_life))
+        });
+        self.cold.idle_limit = life.idle_timeout.map(|d| shortened(d, self.cold.cut_idle));
+    }
+
+    /// How the pool sees it at `now` (for `Pool::retain`).
+    pub(crate) fn metrics(&self, now: Instant) -> super::ConnMetrics {
+        super::ConnMetrics {
+            id: self.id,
+            age: now.saturating_duration_since(self.cold.created),
+            idle_for: now.saturating_duration_since(self.last_used),
+            uses: self.uses,
         }
     }
 
@@ -193,6 +265,16 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     /// (so it lags by at most `maintenance_interval`); unsampled returns use it, or the
     /// checkout time when later, as "now".
     pub(crate) coarse: Instant,
+    /// `Some` while the pool is paused.
+    paused: Option<Paused>,
+    /// See the module rules.
+    epoch: u64,
+    evict_before: u64,
+    /// `min_idle` in force (changed by `Pool::set_min_idle`).
+    min_idle: usize,
+    lifetimes: Lifetimes,
+    /// Idle order: `false` LIFO (the default: the most recently used first), `true` FIFO.
+    fifo: bool,
 }
 
 impl<C, E: std::error::Error + 'static> Internals<C, E> {
@@ -213,7 +295,29 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             waited_growing: 0,
             breaker,
             coarse: now,
+            paused: None,
+            epoch: 0,
+            evict_before: 0,
+            min_idle: 0,
+            lifetimes: Lifetimes {
+                idle_timeout: None,
+                max_lifetime: None,
+            },
+            fifo: false,
         }
+    }
+
+    /// The run-time settings taken from the built configuration.
+    pub(crate) fn with_settings(
+        mut self,
+        min_idle: usize,
+        lifetimes: Lifetimes,
+        fifo: bool,
+    ) -> Self {
+        self.min_idle = min_idle;
+        self.lifetimes = lifetimes;
+        self.fifo = fifo;
+        self
     }
 
     /// Decides how many connections to open now and reserves them in `size`/`opening`.
@@ -231,7 +335,12 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         if self.closed {
             return 0;
         }
-        let want_waiters = self.waiters.len().saturating_sub(self.opening);
+        // Paused waiters wait for `resume`, not for a connect.
+        let want_waiters = if self.paused.is_some() {
+            0
+        } else {
+            self.waiters.len().saturating_sub(self.opening)
+        };
         let want_idle = warm_min_idle.saturating_sub(self.idle.len() + self.opening);
         let want = want_waiters.max(want_idle);
         if want == 0 {
@@ -276,6 +385,38 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         self.abandoned
     }
 
+    pub(crate) fn paused(&self) -> Option<Paused> {
+        self.paused
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(crate) fn min_idle(&self) -> usize {
+        self.min_idle
+    }
+
+    pub(crate) fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// Whether `conn` may stay in the pool: `false` when it was soft-evicted (the caller
+    /// releases its place and closes it); otherwise it is brought up to the current epoch's
+    /// lifetimes. One comparison when nothing changed.
+    #[inline]
+    pub(crate) fn current(&self, conn: &mut Conn<C>) -> bool {
+        if conn.epoch == self.epoch {
+            return true;
+        }
+        if conn.epoch < self.evict_before {
+            return false;
+        }
+        conn.apply(self.lifetimes);
+        conn.epoch = self.epoch;
+        true
+    }
+
     /// Closed, and no connection counted or abandoned (pending closes are counted apart).
     pub(crate) fn is_empty_closed(&self) -> bool {
         self.closed && self.size == 0 && self.abandoned == 0
@@ -288,7 +429,11 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// its place is released with [`release_place`](Self::release_place).
     #[inline]
     pub(crate) fn take_idle(&mut self) -> Option<Conn<C>> {
-        self.idle.pop_back()
+        if self.fifo {
+            self.idle.pop_front()
+        } else {
+            self.idle.pop_back()
+        }
     }
 
     /// Queues a caller (the caller checked `max_waiters` and the breaker) and counts why it
@@ -325,16 +470,26 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// A ready connection counted in `size` goes to the oldest waiter (registered as held
     /// for it), else to the idle list; or, when the pool is closed or above `max_size`, its
     /// place is released and the caller must close it.
+    /// A soft-evicted connection (see [`current`](Self::current)) is closed too; while the
+    /// pool is paused the connection goes idle even if callers wait.
     #[inline]
-    pub(crate) fn hand_off(&mut self, conn: Conn<C>, now: Instant) -> Handed<C, E> {
-        if self.closed || self.size > self.max_size {
+    pub(crate) fn hand_off(&mut self, mut conn: Conn<C>, now: Instant) -> Handed<C, E> {
+        let reason = if self.closed {
+            Some(CloseReason::PoolClosed)
+        } else if self.size > self.max_size {
+            Some(CloseReason::Surplus)
+        } else if !self.current(&mut conn) {
+            Some(CloseReason::Evicted)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             self.size -= 1;
-            let reason = if self.closed {
-                CloseReason::PoolClosed
-            } else {
-                CloseReason::Surplus
-            };
             return Handed::Close(conn, reason);
+        }
+        if self.paused.is_some() {
+            self.idle.push_back(conn);
+            return Handed::Idle;
         }
         match self.waiters.pop_front() {
             None => {
@@ -355,7 +510,10 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// building a [`Handed`] and its handoff loop.
     #[inline]
     pub(crate) fn put_idle_unless_wanted(&mut self, conn: Conn<C>) -> Option<Conn<C>> {
-        if self.waiters.is_empty() && !self.closed && self.size <= self.max_size {
+        if (self.waiters.is_empty() || self.paused.is_some())
+            && !self.closed
+            && self.size <= self.max_size
+        {
             self.idle.push_back(conn);
             None
         } else {
@@ -473,6 +631,54 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         Some((idle, waiters))
     }
 
+    /// Pauses the pool (or changes the mode of a pause in progress, keeping its start).
+    pub(crate) fn pause(&mut self, mode: super::PauseMode, now: Instant) {
+        let since = self.paused.map_or(now, |p| p.since);
+        self.paused = Some(Paused { mode, since });
+    }
+
+    /// Ends a pause; `None` when the pool was not paused. The caller then serves the
+    /// waiters, oldest first, with [`take_idle`](Self::take_idle) and
+    /// [`pop_waiter`](Self::pop_waiter).
+    pub(crate) fn resume(&mut self) -> Option<Paused> {
+        self.paused.take()
+    }
+
+    /// `Pool::soft_evict_all`: every connection of the current epoch or older is evicted.
+    /// The idle ones leave `size` now (returned to close); the others are closed when they
+    /// next meet the lock ([`current`](Self::current)).
+    pub(crate) fn soft_evict(&mut self) -> Vec<Conn<C>> {
+        self.epoch += 1;
+        self.evict_before = self.epoch;
+        let idle: Vec<_> = self.idle.drain(..).collect();
+        self.size -= idle.len();
+        idle
+    }
+
+    /// Every idle connection, oldest first, taken out of the idle list but still counted in
+    /// `size` (in flight): `Pool::retain` looks at each without the lock, then hands each
+    /// back ([`hand_off`](Self::hand_off)) or releases its place.
+    pub(crate) fn take_all_idle(&mut self) -> Vec<Conn<C>> {
+        self.idle.drain(..).collect()
+    }
+
+    /// `Pool::set_min_idle` (validated by the caller).
+    pub(crate) fn set_min_idle(&mut self, min_idle: usize) {
+        self.min_idle = min_idle;
+    }
+
+    /// `Pool::set_idle_timeout` / `set_max_lifetime`: idle connections get the new
+    /// lifetimes now, the others when they next meet the lock (a new epoch).
+    pub(crate) fn set_lifetimes(&mut self, lifetimes: Lifetimes) {
+        self.lifetimes = lifetimes;
+        self.epoch += 1;
+        let epoch = self.epoch;
+        for c in self.idle.iter_mut() {
+            c.apply(lifetimes);
+            c.epoch = epoch;
+        }
+    }
+
     pub(crate) fn remove_waiter(&mut self, id: u64) -> bool {
         // Cancelled waiters are usually recent: search from the back.
         match self.waiters.iter().rposition(|w| w.id == id) {
@@ -515,6 +721,8 @@ mod tests {
             id,
             Instant::now(),
             &cfg,
+            Lifetimes::of(&cfg),
+            0,
             Duration::from_millis(500),
         )
     }
@@ -528,7 +736,7 @@ mod tests {
             p.opening
         );
         assert!(p.opening <= p.size);
-        assert!(p.idle.is_empty() || p.waiters.is_empty());
+        assert!(p.idle.is_empty() || p.waiters.is_empty() || p.paused.is_some());
         assert!(p.idle.len() + p.opening <= p.size);
     }
 

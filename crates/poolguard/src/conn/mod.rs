@@ -33,6 +33,7 @@ mod acquire;
 mod breaker;
 mod cancel;
 mod config;
+mod control;
 mod diagnose;
 mod doctor;
 mod engine;
@@ -49,8 +50,10 @@ mod stats;
 
 pub use breaker::BreakerState;
 pub use config::{
-    BuildError, Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL,
+    BuildError, Builder, Config, IdleOrder, MAX_DURATION, MAX_SIZE, MAX_WAITERS,
+    MIN_MAINTENANCE_INTERVAL,
 };
+pub use control::{ConnMetrics, PauseMode};
 pub use error::{Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
 pub use manager::{Classify, ErrorClass, Manager};

@@ -86,6 +86,8 @@ impl<M: Manager> Shared<M> {
         }
         let retire = if broken {
             Some(CloseReason::Broken)
+        } else if !st.current(&mut conn) {
+            Some(CloseReason::Evicted)
         } else if conn.retire_due(now) {
             Some(CloseReason::Lifetime)
         } else {
