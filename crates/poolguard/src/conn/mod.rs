@@ -33,6 +33,8 @@ mod acquire;
 mod breaker;
 mod cancel;
 mod config;
+#[cfg(feature = "serde")]
+mod config_serde;
 mod control;
 mod diagnose;
 mod doctor;
