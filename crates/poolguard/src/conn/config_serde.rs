@@ -1,8 +1,12 @@
-//! Feature `serde`: how a [`Config`] is read. The field helpers (human durations with
-//! `humantime`, optional ones with `"off"`, log levels by name) used by the derived
-//! `Deserialize`, and [`Config::from_env`], which feeds environment variables to the same
-//! derive through a string-valued deserializer, so both paths share one set of keys, one
-//! unknown-key rule and one validation (`build()`).
+//! Feature `serde`: how a [`Config`] is read, and the field helpers it uses, public so a
+//! manager's own configuration (the Postgres and Redis ones) reads durations the same way:
+//! `#[serde(deserialize_with = "poolguard::conn::config_serde::opt_duration")]`.
+//!
+//! Durations are human strings (`"30s"`, `"250ms"`, `"1h 30m"`); an optional one also takes
+//! `"off"` (or `"none"`, `"never"`, `"disabled"`, or a null) for `None`.
+//! [`Config::from_env`] feeds environment variables to the same derived `Deserialize`
+//! through a string-valued deserializer, so a file and the environment share one set of
+//! keys, one unknown-key rule and one validation (`build()`).
 
 use std::time::Duration;
 
@@ -28,13 +32,19 @@ fn parse_duration<E: de::Error>(s: &str) -> Result<Duration, E> {
 }
 
 /// A required duration: `"30s"`.
-pub(super) fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+///
+/// # Errors
+/// The deserializer's error for a value that is not such a string.
+pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     parse_duration(&s)
 }
 
 /// An optional duration: `"30s"`, or `"off"` / `null` for `None`.
-pub(super) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+///
+/// # Errors
+/// As [`duration`].
+pub fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
         Some(s) if is_off(&s) => Ok(None),
@@ -43,7 +53,10 @@ pub(super) fn opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dur
 }
 
 /// A `tracing` level by name (`"debug"`, `"warn"`...), or `"off"` / `null` for `None`.
-pub(super) fn level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<tracing::Level>, D::Error> {
+///
+/// # Errors
+/// The deserializer's error for an unknown level name.
+pub fn level<'de, D: Deserializer<'de>>(d: D) -> Result<Option<tracing::Level>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
         Some(s) if is_off(&s) => Ok(None),

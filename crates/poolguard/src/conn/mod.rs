@@ -34,7 +34,7 @@ mod breaker;
 mod cancel;
 mod config;
 #[cfg(feature = "serde")]
-mod config_serde;
+pub mod config_serde;
 mod control;
 mod diagnose;
 mod doctor;
@@ -48,6 +48,7 @@ mod manager;
 mod pool;
 mod register;
 mod release;
+mod secret;
 mod stats;
 
 pub use breaker::BreakerState;
@@ -60,4 +61,5 @@ pub use error::{Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
 pub use manager::{Classify, ErrorClass, Manager};
 pub use pool::Pool;
+pub use secret::Secret;
 pub use stats::{CloseReason, StatsSnapshot, Status};
