@@ -63,5 +63,5 @@ pub use layout::Layout;
 pub use owned::OwnedPoolGuard;
 pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;
-pub use stats::{Discards, LongHold, PoolStats, TrimCause, TrimTrace};
+pub use stats::{Discards, LongHold, PoolStats, Retained, RetainedByTier, TrimCause, TrimTrace};
 pub use trimmer::{Trimmer, MIN_TRIM_INTERVAL};
