@@ -960,6 +960,89 @@ mod tests {
     }
 
     #[test]
+    fn paused_waiters_get_no_opens_and_connections_go_idle() {
+        let mut p = pool(2);
+        fill(&mut p, 1);
+        let now = Instant::now();
+        p.pause(crate::conn::PauseMode::Wait, now);
+        let c = p.take_idle().expect("idle");
+        let (tx, _rx) = oneshot::channel();
+        p.queue_waiter(Location::caller(), tx, 0);
+        assert_eq!(
+            p.plan_opens(now, 2, 0),
+            0,
+            "a paused waiter asks for no connect"
+        );
+        assert!(
+            p.put_idle_unless_wanted(c).is_none(),
+            "idle, though someone waits"
+        );
+        assert_eq!((p.idle.len(), p.waiters.len()), (1, 1));
+        check(&p, 2);
+        assert!(p.resume().is_some());
+        assert!(p.resume().is_none(), "once");
+        // `Pool::resume` serves the queue from the idle list first, then plans opens.
+        let c = p.take_idle().expect("idle");
+        let w = p.pop_waiter().expect("the waiter");
+        p.holders.insert(w.site, now);
+        drop(c);
+        assert_eq!(p.plan_opens(now, 2, 0), 0, "nobody left waiting");
+    }
+
+    #[test]
+    fn soft_evict_closes_idle_now_and_older_epochs_where_they_meet_the_lock() {
+        let mut p = pool(3);
+        fill(&mut p, 3);
+        let now = Instant::now();
+        let mut held = p.take_idle().expect("idle");
+        let evicted = p.soft_evict();
+        assert_eq!(evicted.len(), 2);
+        assert_eq!((p.size, p.idle.len()), (1, 0), "the held one still counts");
+        assert!(!p.current(&mut held), "an older epoch is evicted");
+        assert!(matches!(
+            p.hand_off(held, now),
+            Handed::Close(_, CloseReason::Evicted)
+        ));
+        assert_eq!(p.size, 0);
+        // A connection of the new epoch stays.
+        assert_eq!(p.plan_opens(now, 1, 1), 1);
+        p.opened();
+        let mut fresh = conn(9);
+        fresh.epoch = p.epoch();
+        assert!(p.current(&mut fresh));
+        assert!(matches!(p.hand_off(fresh, now), Handed::Idle));
+        check(&p, 1);
+    }
+
+    #[test]
+    fn new_lifetimes_reach_idle_now_and_others_by_their_epoch() {
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        let mut held = p.take_idle().expect("idle");
+        let life = Lifetimes {
+            idle_timeout: None,
+            max_lifetime: Some(Duration::from_secs(1)),
+        };
+        p.set_lifetimes(life);
+        let later = Instant::now() + Duration::from_secs(2);
+        assert!(p.idle.iter().all(|c| c.retire_due(later)), "idle: at once");
+        assert!(!held.retire_due(later), "held: not yet");
+        assert!(p.current(&mut held), "a lifetime change evicts nothing");
+        assert!(held.retire_due(later), "held: when it meets the lock");
+        assert_eq!(held.cold.idle_limit, None);
+    }
+
+    #[test]
+    fn fifo_takes_the_least_recently_returned() {
+        let mut p = pool(3).with_settings(0, Lifetimes::of(&Config::default()), true);
+        fill(&mut p, 3);
+        assert_eq!(p.take_idle().map(|c| c.id), Some(0));
+        let mut p = pool(3);
+        fill(&mut p, 3);
+        assert_eq!(p.take_idle().map(|c| c.id), Some(2), "LIFO by default");
+    }
+
+    #[test]
     fn close_returns_every_idle_connection_and_waiter() {
         let mut p = pool(2);
         let (tx, _rx) = oneshot::channel();
