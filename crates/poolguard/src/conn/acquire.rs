@@ -25,7 +25,7 @@ use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
 use super::internals::Conn;
 use super::stats::CloseReason;
-use super::Manager;
+use super::{Manager, PauseMode};
 
 enum Step<M: Manager> {
     Validate(Conn<M::Connection>),
@@ -44,7 +44,7 @@ impl<M: Manager> Shared<M> {
         let start = Instant::now();
         // The deadline is computed where it is needed (waiting, validating, retrying), not
         // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
-        let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
+        let deadline = || crate::deadline::add_tokio(start, self.acquire_timeout());
         let mut now = start;
         let mut counted = false;
         // When this caller first queued; `Some` once it was woken to retry (a connection
@@ -69,7 +69,37 @@ impl<M: Manager> Shared<M> {
                 if st.is_closed() {
                     return Err(Error::Closed);
                 }
-                if let Some(mut conn) = st.take_idle() {
+                if let Some(p) = st.paused() {
+                    // Paused: fail fast, or queue for `resume` (no connect is planned).
+                    if p.mode == PauseMode::FailFast {
+                        self.stats.paused_refused.fetch_add(1, Relaxed);
+                        return Err(Error::Paused);
+                    }
+                    let waiting = st.waiters_len();
+                    if waiting >= self.cfg.max_waiters && queued_at.is_none() {
+                        self.stats.overloaded.fetch_add(1, Relaxed);
+                        return Err(Error::Overloaded {
+                            waiters: waiting,
+                            max_waiters: self.cfg.max_waiters,
+                        });
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let min_idle = st.min_idle();
+                    // A woken waiter that finds the pool paused queues again at the front.
+                    let id = match queued_at {
+                        None => st.queue_waiter(site, tx, min_idle, now),
+                        Some(since) => st.requeue_front(site, tx, since),
+                    };
+                    Step::Wait(
+                        WaitGuard {
+                            shared: Arc::clone(self),
+                            id,
+                            rx,
+                            done: false,
+                        },
+                        0,
+                    )
+                } else if let Some(mut conn) = st.take_idle() {
                     // A connection that died while idle (server closed it) is evicted here,
                     // by the manager's cheap sync check, rather than handed out.
                     let reason = if conn.retire_due(now) {
@@ -119,8 +149,9 @@ impl<M: Manager> Shared<M> {
                         });
                     }
                     let (tx, rx) = oneshot::channel();
+                    let min_idle = st.min_idle();
                     let id = match queued_at {
-                        None => st.queue_waiter(site, tx, self.cfg.min_idle, now),
+                        None => st.queue_waiter(site, tx, min_idle, now),
                         Some(since) => st.requeue_front(site, tx, since),
                     };
                     let opens = self.plan(&mut st, now, 0);
@@ -277,7 +308,9 @@ impl<M: Manager> Shared<M> {
         let mut st = self.state.lock();
         let opened = st.breaker.on_failure(now, error.clone(), text, restart);
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
-        if phase == Phase::Connect {
+        // Paused waiters did not ask for this connect: they wait for `resume`.
+        let paused = st.paused().is_some();
+        if phase == Phase::Connect && !paused {
             // The oldest waiter gets this connect's own error.
             if let Some(w) = st.pop_waiter() {
                 let e = match error {
@@ -292,6 +325,8 @@ impl<M: Manager> Shared<M> {
         }
         if opened {
             self.stats.breaker_opened.fetch_add(1, Relaxed);
+        }
+        if opened && !paused {
             let retry_in = st.breaker.retry_in(now);
             let failures = st.breaker.failures;
             tracing::warn!(pool = %self.cfg.name, failures, retry_in_s = retry_in.as_secs_f64(), last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
@@ -335,6 +370,8 @@ impl<M: Manager> Opening<M> {
     /// a failure to the breaker and the oldest waiter.
     pub(super) async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
+        // The epoch this connect belongs to: a soft-evict while it runs evicts it too.
+        let epoch = shared.state.lock().epoch();
         let limit = shared.cfg.connect_timeout;
         let began = Instant::now();
         let res = tokio::time::timeout(limit, shared.manager.connect()).await;
@@ -345,12 +382,12 @@ impl<M: Manager> Opening<M> {
             Ok(Ok(raw)) => {
                 shared.stats.created.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
-                let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
-                let closed_breaker = {
+                let (closed_breaker, life) = {
                     let mut st = shared.state.lock();
                     st.opened();
-                    st.breaker.on_success()
+                    (st.breaker.on_success(), st.lifetimes())
                 };
+                let conn = Conn::new(raw, id, now, &shared.cfg, life, epoch, shared.bypass);
                 tracing::debug!(pool = %shared.cfg.name, conn = id, "connection opened");
                 if closed_breaker {
                     tracing::info!(pool = %shared.cfg.name, "breaker closed: connect succeeded");
@@ -359,7 +396,8 @@ impl<M: Manager> Opening<M> {
                 // Keep going while waiters or min_idle still want connections.
                 let opens = {
                     let mut st = shared.state.lock();
-                    shared.plan(&mut st, now, shared.cfg.min_idle)
+                    let min_idle = st.min_idle();
+                    shared.plan(&mut st, now, min_idle)
                 };
                 shared.spawn_opens(opens);
             }

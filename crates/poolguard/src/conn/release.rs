@@ -87,6 +87,8 @@ impl<M: Manager> Shared<M> {
         }
         let retire = if broken {
             Some(CloseReason::Broken)
+        } else if !st.current(&mut conn) {
+            Some(CloseReason::Evicted)
         } else if conn.retire_due(now) {
             Some(CloseReason::Lifetime)
         } else {
@@ -209,8 +211,16 @@ impl<M: Manager> Shared<M> {
                 Handed::Idle => return,
                 Handed::Close(conn, reason) => {
                     self.begin_closes(1);
+                    // A soft-evicted connection may have been meant for a waiter: a
+                    // replacement is planned for it (none for a closed pool).
+                    let opens = if reason == CloseReason::Evicted {
+                        self.plan(&mut st, now, 0)
+                    } else {
+                        0
+                    };
                     drop(st);
                     self.close_conn(conn, reason);
+                    self.spawn_opens(opens);
                     return;
                 }
                 Handed::Waiter(w, c, slot) => (w, c, slot),
