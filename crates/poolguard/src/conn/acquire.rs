@@ -23,20 +23,25 @@ use super::cancel::{Detached, Opening, WaitGuard};
 use super::engine::{PoolError, Shared, WaiterOf};
 use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
-use super::internals::Conn;
+use super::hooks::{self, HookFailure, HookName};
+use super::internals::{Conn, ConnectFault};
 use super::stats::CloseReason;
 use super::Manager;
 
 enum Step<M: Manager> {
     Validate(Conn<M::Connection>),
+    Accept(PooledConnection<M>),
     Wait(WaitGuard<M>, usize),
 }
 
 impl<M: Manager> Shared<M> {
-    /// `Pool::get`.
-    pub(crate) async fn acquire(
+    /// `Pool::get` (`WAIT`, `limit` = `acquire_timeout`), `Pool::get_timeout` (`WAIT`, a
+    /// shorter `limit`) and `Pool::try_get` (no `WAIT`: no idle connection is
+    /// `Error::WouldBlock`; validation and `before_acquire` still run, each bounded).
+    pub(crate) async fn acquire<const WAIT: bool>(
         self: &Arc<Self>,
         site: &'static Location<'static>,
+        limit: Duration,
     ) -> Result<PooledConnection<M>, PoolError<M>> {
         // Cooperative budget: a task that gets and returns in a loop without awaiting
         // anything else still yields now and then, so every task progresses.
@@ -44,7 +49,7 @@ impl<M: Manager> Shared<M> {
         let start = Instant::now();
         // The deadline is computed where it is needed (waiting, validating, retrying), not
         // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
-        let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
+        let deadline = || crate::deadline::add_tokio(start, limit);
         let mut now = start;
         let mut counted = false;
         loop {
@@ -80,11 +85,19 @@ impl<M: Manager> Shared<M> {
                         // The fast path: straight out, without a detour through `Step`.
                         let slot = st.holders.insert(site, now);
                         drop(st);
-                        return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
+                        let g = PooledConnection::new(Arc::clone(self), conn, slot, now);
+                        if self.hooks.before_acquire.is_none() {
+                            return Ok(g);
+                        }
+                        Step::Accept(g)
                     } else {
                         Step::Validate(conn)
                     }
                 } else {
+                    if !WAIT {
+                        self.stats.would_block.fetch_add(1, Relaxed);
+                        return Err(Error::WouldBlock);
+                    }
                     let waiting = st.waiters_len();
                     if let Admit::Reject(retry_in) = st.breaker.admit_caller(now, waiting) {
                         self.stats.unavailable.fetch_add(1, Relaxed);
@@ -118,6 +131,13 @@ impl<M: Manager> Shared<M> {
             match step {
                 Step::Validate(conn) => {
                     if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
+                        if let Some(g) = self.accept(g, deadline()).await {
+                            return Ok(g);
+                        }
+                    }
+                }
+                Step::Accept(g) => {
+                    if let Some(g) = self.accept(g, deadline()).await {
                         return Ok(g);
                     }
                 }
@@ -137,12 +157,10 @@ impl<M: Manager> Shared<M> {
                         Some(Ok(h)) => {
                             self.stats.wait_time.record(end - start);
                             self.stats.queue_time.record(end - now);
-                            return Ok(PooledConnection::new(
-                                Arc::clone(self),
-                                h.conn,
-                                h.slot,
-                                h.at,
-                            ));
+                            let g = PooledConnection::new(Arc::clone(self), h.conn, h.slot, h.at);
+                            if let Some(g) = self.accept(g, deadline()).await {
+                                return Ok(g);
+                            }
                         }
                         Some(Err(e)) => return Err(e),
                         None => return Err(self.timed_out(end, end - start)),
@@ -150,6 +168,36 @@ impl<M: Manager> Shared<M> {
                 }
             }
             now = Instant::now();
+        }
+    }
+
+    /// Runs `before_acquire` (when set) on a connection about to be handed out, under its
+    /// timeout and never past `deadline`. `None`: it was refused (or the hook failed) and
+    /// the connection is being closed; the caller tries the next one.
+    async fn accept(
+        self: &Arc<Self>,
+        mut g: PooledConnection<M>,
+        deadline: Instant,
+    ) -> Option<PooledConnection<M>> {
+        let Some(hook) = &self.hooks.before_acquire else {
+            return Some(g);
+        };
+        let full = self.cfg.before_acquire_timeout;
+        let limit = full.min(deadline.saturating_duration_since(Instant::now()));
+        // Dropped mid-hook (the get cancelled), the connection is closed, not reused: the
+        // hook may have left it half-way.
+        g.close_as(Some(CloseReason::Hook));
+        let counters = &self.stats.hooks[HookName::BeforeAcquire.index()];
+        match hooks::run(hook, g.raw_mut(), limit, counters, limit >= full).await {
+            Ok(()) => {
+                g.close_as(None);
+                Some(g)
+            }
+            Err(fault) => {
+                self.hook_failed(HookName::BeforeAcquire, g.id(), &fault);
+                drop(g);
+                None
+            }
         }
     }
 
@@ -217,7 +265,7 @@ impl<M: Manager> Shared<M> {
                 tracing::warn!(pool = %self.cfg.name, conn = id, timeout_s = limit.as_secs_f64(), "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {
-                    self.failure(None, text, Phase::Validate, false);
+                    self.failure(None, None, text, Phase::Validate, false);
                 } else {
                     // Cut short by the caller's own deadline: says nothing about the backend.
                     self.state.lock().breaker.last_text = Some(text);
@@ -231,9 +279,11 @@ impl<M: Manager> Shared<M> {
     /// fast. Connect failures also go to the oldest waiter, so a wrong password reaches a
     /// caller as the backend's error, not as a timeout. `restart`: the manager recognised a
     /// restart signature in the error (the breaker then probes again soon).
+    /// `hook`: the connect succeeded but its `after_connect` hook failed.
     fn failure(
         self: &Arc<Self>,
         error: Option<Arc<M::Error>>,
+        hook: Option<HookFailure>,
         text: String,
         phase: Phase,
         restart: bool,
@@ -243,16 +293,15 @@ impl<M: Manager> Shared<M> {
         let opened = st.breaker.on_failure(now, error.clone(), text, restart);
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
         if phase == Phase::Connect {
+            let fault = match (hook, error) {
+                (Some(h), _) => ConnectFault::Hook(h),
+                (None, Some(source)) => ConnectFault::Backend(source),
+                (None, None) => ConnectFault::TimedOut(self.cfg.connect_timeout),
+            };
+            st.note_connect_fault(fault.clone());
             // The oldest waiter gets this connect's own error.
             if let Some(w) = st.pop_waiter() {
-                let e = match error {
-                    Some(source) => Error::Backend { phase, source },
-                    None => Error::PhaseTimeout {
-                        phase,
-                        after: self.cfg.connect_timeout,
-                    },
-                };
-                failed.push((w, e));
+                failed.push((w, fault.into_error()));
             }
         }
         if opened {
@@ -275,6 +324,9 @@ impl<M: Manager> Shared<M> {
             let _ = w.tx.send(Err(e));
         }
         self.spawn_opens(opens);
+        if phase == Phase::Connect {
+            self.progress.notify_waiters();
+        }
     }
 
     fn timed_out(&self, now: Instant, waited: Duration) -> PoolError<M> {
@@ -303,13 +355,27 @@ impl<M: Manager> Opening<M> {
         let limit = shared.cfg.connect_timeout;
         let began = Instant::now();
         let res = tokio::time::timeout(limit, shared.manager.connect()).await;
-        let now = Instant::now();
+        let mut now = Instant::now();
         shared.stats.connect_time.record(now - began);
-        self.armed = false;
         match res {
-            Ok(Ok(raw)) => {
+            Ok(Ok(mut raw)) => {
                 shared.stats.created.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
+                if let Some(hook) = &shared.hooks.after_connect {
+                    // Still `armed`: cancelled here, the place is given back (the connection
+                    // is dropped with the task).
+                    let counters = &shared.stats.hooks[HookName::AfterConnect.index()];
+                    let limit = shared.cfg.after_connect_timeout;
+                    let res = hooks::run(hook, &mut raw, limit, counters, true).await;
+                    now = Instant::now();
+                    if let Err(fault) = res {
+                        self.armed = false;
+                        let failure = shared.hook_failed(HookName::AfterConnect, id, &fault);
+                        shared.after_connect_failed(raw, id, now, failure);
+                        return;
+                    }
+                }
+                self.armed = false;
                 let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
                 let closed_breaker = {
                     let mut st = shared.state.lock();
@@ -327,20 +393,24 @@ impl<M: Manager> Opening<M> {
                     shared.plan(&mut st, now, shared.cfg.min_idle)
                 };
                 shared.spawn_opens(opens);
+                shared.progress.notify_waiters();
             }
             Ok(Err(e)) => {
+                self.armed = false;
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %shared.cfg.name, error = %e, "connect failed");
                 shared.unreserve();
                 let text = format!("connect: {e}");
                 let restart = shared.manager.is_restarting(&e);
-                shared.failure(Some(Arc::new(e)), text, Phase::Connect, restart);
+                shared.failure(Some(Arc::new(e)), None, text, Phase::Connect, restart);
             }
             Err(_) => {
+                self.armed = false;
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "connect timed out");
                 shared.unreserve();
                 shared.failure(
+                    None,
                     None,
                     format!("connect: timed out after {limit:?}"),
                     Phase::Connect,
@@ -352,6 +422,29 @@ impl<M: Manager> Opening<M> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// A new connection's `after_connect` hook failed: the connection is closed (reason
+    /// `hook`), its place released, and the connect counts as failed (breaker, the oldest
+    /// waiter, `Pool::ready`).
+    fn after_connect_failed(
+        self: &Arc<Self>,
+        raw: M::Connection,
+        id: u64,
+        now: Instant,
+        failure: HookFailure,
+    ) {
+        self.stats.connect_failures.fetch_add(1, Relaxed);
+        let conn = Conn::new(raw, id, now, &self.cfg, self.bypass);
+        {
+            let mut st = self.state.lock();
+            st.opened();
+            st.release_place();
+            self.begin_closes(1);
+        }
+        self.close_conn(conn, CloseReason::Hook);
+        let text = format!("connect: {failure}");
+        self.failure(None, Some(failure), text, Phase::Connect, false);
+    }
+
     /// A connect failed or was cancelled: its reservation is released (and `wait_closed`
     /// woken when that was the last place of a closed pool).
     pub(super) fn unreserve(&self) {

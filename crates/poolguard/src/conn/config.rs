@@ -108,6 +108,15 @@ pub struct Config {
     /// breaker's warnings and `poolguard_conn_timeouts_total` tell the operator). Raise it to
     /// `WARN` when callers drop the error unlogged.
     pub timeout_log_level: Option<tracing::Level>,
+    /// Longest one run of the `after_connect` hook may take; past it the new connection is
+    /// closed and the connect counts as failed. Default 5 s.
+    pub after_connect_timeout: Duration,
+    /// Longest one run of the `before_acquire` hook may take (never past the get's own
+    /// deadline); past it the connection is closed and the next one tried. Default 2 s.
+    pub before_acquire_timeout: Duration,
+    /// Longest one run of the `after_release` hook may take; past it the connection is
+    /// closed. Default 2 s.
+    pub after_release_timeout: Duration,
 }
 
 impl Default for Config {
@@ -135,6 +144,9 @@ impl Default for Config {
             breaker_max_backoff: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             timeout_log_level: Some(tracing::Level::DEBUG),
+            after_connect_timeout: Duration::from_secs(5),
+            before_acquire_timeout: Duration::from_secs(2),
+            after_release_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -219,6 +231,9 @@ impl Config {
             ("close_timeout", self.close_timeout),
             ("maintenance_interval", self.maintenance_interval),
             ("breaker_backoff", self.breaker_backoff),
+            ("after_connect_timeout", self.after_connect_timeout),
+            ("before_acquire_timeout", self.before_acquire_timeout),
+            ("after_release_timeout", self.after_release_timeout),
         ] {
             if d.is_zero() {
                 return bad(
@@ -306,6 +321,9 @@ impl Config {
             ("keepalive_interval", self.keepalive_interval),
             ("leak_threshold", self.leak_threshold),
             ("abandon_timeout", self.abandon_timeout),
+            ("after_connect_timeout", Some(self.after_connect_timeout)),
+            ("before_acquire_timeout", Some(self.before_acquire_timeout)),
+            ("after_release_timeout", Some(self.after_release_timeout)),
         ];
         for (field, d) in all {
             if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
@@ -331,10 +349,20 @@ impl Config {
 
 /// Builds a [`Pool`](super::Pool): set what you need, then [`build`](Builder::build).
 #[must_use = "a builder does nothing until `build()` is called"]
-#[derive(Debug)]
-pub struct Builder<M> {
+pub struct Builder<M: super::Manager> {
     pub(crate) manager: M,
     pub(crate) config: Config,
+    pub(crate) hooks: super::hooks::Hooks<M::Connection>,
+}
+
+impl<M: super::Manager> std::fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("manager", &std::any::type_name::<M>())
+            .field("config", &self.config)
+            .field("hooks", &self.hooks.names())
+            .finish()
+    }
 }
 
 macro_rules! setters {
@@ -349,11 +377,12 @@ macro_rules! setters {
     };
 }
 
-impl<M> Builder<M> {
+impl<M: super::Manager> Builder<M> {
     pub(crate) fn new(manager: M) -> Self {
         Self {
             manager,
             config: Config::default(),
+            hooks: super::hooks::Hooks::default(),
         }
     }
 
@@ -413,5 +442,11 @@ impl<M> Builder<M> {
         maintenance_interval: Duration,
         /// See [`Config::timeout_log_level`].
         timeout_log_level: Option<tracing::Level>,
+        /// See [`Config::after_connect_timeout`].
+        after_connect_timeout: Duration,
+        /// See [`Config::before_acquire_timeout`].
+        before_acquire_timeout: Duration,
+        /// See [`Config::after_release_timeout`].
+        after_release_timeout: Duration,
     }
 }

@@ -38,6 +38,7 @@ mod doctor;
 mod engine;
 mod error;
 mod guard;
+mod hooks;
 mod internals;
 mod leak;
 mod maintenance;
@@ -52,7 +53,9 @@ pub use config::{
     BuildError, Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL,
 };
 pub use error::{Error, Holder, Phase, TimeoutSnapshot};
-pub use guard::PooledConnection;
+pub use guard::{OwnedPooledConnection, PooledConnection};
+pub use hooks::{HookError, HookFailure, HookFault, HookFuture, HookName, HookStats};
 pub use manager::{Classify, ErrorClass, Manager};
 pub use pool::Pool;
+pub use pool::StartError;
 pub use stats::{CloseReason, StatsSnapshot, Status};
