@@ -140,3 +140,30 @@ async fn build_and_connect_refuses_to_start_and_closes_what_it_opened() {
         .expect("started");
     assert_eq!(p.status().idle, 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ready_after_an_outage_waits_for_the_breakers_probe() {
+    let m = SimManager::new();
+    m.set(Op::Connect, Behavior::Err);
+    let p = Pool::builder(m.clone())
+        .breaker_threshold(Some(1))
+        .breaker_backoff(Duration::from_millis(100))
+        .breaker_max_backoff(Duration::from_millis(100))
+        .build()
+        .expect("valid");
+    assert!(p.ready(Duration::from_secs(1)).await.is_err());
+    assert_ne!(p.status().breaker, poolguard::conn::BreakerState::Closed);
+    // The backend is back: the next ready launches the probe when it is due and succeeds,
+    // well before its own deadline.
+    m.set(Op::Connect, Behavior::Ok);
+    let start = Instant::now();
+    p.ready(Duration::from_secs(10))
+        .await
+        .expect("the probe connects");
+    assert!(
+        start.elapsed() <= Duration::from_millis(100),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(p.status().idle, 1);
+}

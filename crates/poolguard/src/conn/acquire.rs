@@ -131,13 +131,16 @@ impl<M: Manager> Shared<M> {
             match step {
                 Step::Validate(conn) => {
                     if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
-                        if let Some(g) = self.accept(g, deadline()).await {
+                        if self.hooks.before_acquire.is_none() {
+                            return Ok(g);
+                        }
+                        if let Some(g) = Box::pin(self.accept(g, deadline())).await {
                             return Ok(g);
                         }
                     }
                 }
                 Step::Accept(g) => {
-                    if let Some(g) = self.accept(g, deadline()).await {
+                    if let Some(g) = Box::pin(self.accept(g, deadline())).await {
                         return Ok(g);
                     }
                 }
@@ -158,7 +161,10 @@ impl<M: Manager> Shared<M> {
                             self.stats.wait_time.record(end - start);
                             self.stats.queue_time.record(end - now);
                             let g = PooledConnection::new(Arc::clone(self), h.conn, h.slot, h.at);
-                            if let Some(g) = self.accept(g, deadline()).await {
+                            if self.hooks.before_acquire.is_none() {
+                                return Ok(g);
+                            }
+                            if let Some(g) = Box::pin(self.accept(g, deadline())).await {
                                 return Ok(g);
                             }
                         }
@@ -172,7 +178,8 @@ impl<M: Manager> Shared<M> {
     }
 
     /// Runs `before_acquire` (when set) on a connection about to be handed out, under its
-    /// timeout and never past `deadline`. `None`: it was refused (or the hook failed) and
+    /// timeout and never past `deadline`. Awaited boxed (only when a hook is set), so the
+    /// hook's future does not grow every get's future. `None`: it was refused (or the hook failed) and
     /// the connection is being closed; the caller tries the next one.
     async fn accept(
         self: &Arc<Self>,

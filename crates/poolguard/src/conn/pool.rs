@@ -300,7 +300,7 @@ impl<M: Manager> Pool<M> {
             let progress = self.shared.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
-            let opens = {
+            let (opens, wake) = {
                 let mut st = self.shared.state.lock();
                 if st.is_closed() {
                     return Err(Error::Closed);
@@ -313,10 +313,22 @@ impl<M: Manager> Pool<M> {
                 if st.size() - st.opening() >= target {
                     return Ok(());
                 }
-                self.shared.plan(&mut st, Instant::now(), target)
+                let now = Instant::now();
+                let opens = self.shared.plan(&mut st, now, target);
+                // The breaker is open (it opened before this call): look again when its
+                // probe is due, rather than only when a connect ends.
+                let wake = if opens == 0
+                    && st.opening() == 0
+                    && st.breaker.state() != BreakerState::Closed
+                {
+                    crate::deadline::add_tokio(now, st.breaker.retry_in(now)).min(deadline)
+                } else {
+                    deadline
+                };
+                (opens, wake)
             };
             self.shared.spawn_opens(opens);
-            if tokio::time::timeout_at(deadline, progress).await.is_err() {
+            if tokio::time::timeout_at(wake, progress).await.is_err() && wake >= deadline {
                 let now = Instant::now();
                 let snap = self.shared.timeout_snapshot(now, now - start);
                 return Err(Error::Timeout(Box::new(snap)));
