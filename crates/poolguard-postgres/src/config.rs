@@ -72,6 +72,10 @@ pub struct PostgresConfig {
     /// How long one request may wait for its answer before the connection is cancelled and
     /// closed; `None` (the default): no limit. See [`PostgresManagerBuilder::query_timeout`].
     pub query_timeout: Option<std::time::Duration>,
+    /// Statements run once on every new connection, in order, before the pool hands it
+    /// out (and again after a reset that undoes session settings); see
+    /// [`PostgresManagerBuilder::init_sql`].
+    pub init_sql: Vec<String>,
     /// The TLS connector (feature `tls`), see [`PostgresManagerBuilder::tls`].
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Tls>,
@@ -86,6 +90,7 @@ impl fmt::Debug for PostgresConfig {
             .field("statement_cache_capacity", &self.statement_cache_capacity)
             .field("statement_mode", &self.statement_mode)
             .field("query_timeout", &self.query_timeout)
+            .field("init_sql", &self.init_sql.len())
             .field("tls", &self.has_tls())
             .finish()
     }
@@ -220,6 +225,12 @@ pub enum BuildError {
         /// The connection-string key.
         option: &'static str,
     },
+    /// An `init_sql` statement is empty.
+    #[error("init_sql statement #{} is empty; remove it or write the statement", .index + 1)]
+    EmptyInitSql {
+        /// Its position in `init_sql`, from 0.
+        index: usize,
+    },
     /// `query_timeout(Duration::ZERO)` would close every connection at its first query.
     #[error("query_timeout must be greater than zero (leave it unset for no limit)")]
     ZeroQueryTimeout,
@@ -247,6 +258,7 @@ impl PostgresManagerBuilder {
                 statement_cache_capacity: 256,
                 statement_mode: crate::StatementMode::Named,
                 query_timeout: None,
+                init_sql: Vec::new(),
                 #[cfg(feature = "tls")]
                 tls: None,
             }),
@@ -334,6 +346,35 @@ impl PostgresManagerBuilder {
         self.map(|c| c.query_timeout = Some(timeout))
     }
 
+    /// Statements run once on every new connection, in order, inside the connect (so under
+    /// the pool's `connect_timeout`, and the connection string's per-attempt one), before
+    /// the pool hands it out: `SET search_path TO app`, `SET statement_timeout = '5s'`,
+    /// `SET TIME ZONE 'UTC'`... Their session state is the connection's baseline: a return
+    /// does not count it as state left behind, and when a reset undoes session settings
+    /// (`RESET ALL`, `DISCARD ALL` under [`RecyclingMethod::Clean`]) the statements run again.
+    ///
+    /// A failing statement fails the connect with [`Error::InitSql`](crate::Error::InitSql),
+    /// which names the statement by position and first words (never its whole text, which
+    /// might hold a secret); the pool counts it as a connect failure. An empty statement is
+    /// refused by [`build`](Self::build).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = poolguard_postgres::PostgresManager::builder("host=127.0.0.1 user=postgres dbname=test")
+    ///     .init_sql(["SET search_path TO app, public", "SET TIME ZONE 'UTC'"])
+    ///     .build()?;
+    /// assert_eq!(manager.config().init_sql.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn init_sql<I, S>(self, statements: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let statements: Vec<String> = statements.into_iter().map(Into::into).collect();
+        self.map(|c| c.init_sql = statements)
+    }
+
     /// Sets `application_name`, which shows in `pg_stat_activity` (handy to find, or
     /// terminate, this pool's backends).
     pub fn application_name(self, name: &str) -> Self {
@@ -391,6 +432,9 @@ impl PostgresManagerBuilder {
             return Err(BuildError::UnsupportedOption {
                 option: "tcp_user_timeout",
             });
+        }
+        if let Some(index) = config.init_sql.iter().position(|s| s.trim().is_empty()) {
+            return Err(BuildError::EmptyInitSql { index });
         }
         if config.query_timeout == Some(std::time::Duration::ZERO) {
             return Err(BuildError::ZeroQueryTimeout);

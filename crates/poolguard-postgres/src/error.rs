@@ -65,6 +65,19 @@ pub enum Error {
         /// Each address tried and why it was not used.
         attempts: Vec<(String, Error)>,
     },
+    /// A statement of [`init_sql`](crate::PostgresManagerBuilder::init_sql) failed on a new
+    /// connection (or after a reset); the connection is not used.
+    #[error("init_sql statement #{index} ({head}) failed: {}", DescribePg(.source))]
+    InitSql {
+        /// Its position in `init_sql`, from 1.
+        index: usize,
+        /// Its first words (`SET search_path ...`): never its whole text, which may hold a
+        /// secret.
+        head: String,
+        /// The server's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
     /// The server ended the session (a FATAL error or a closed socket) while the connection
     /// was being reset.
     #[error(
@@ -87,7 +100,7 @@ impl Error {
     /// The SQLSTATE code of a server error, if this is one.
     pub fn code(&self) -> Option<&SqlState> {
         match self {
-            Error::Postgres(e) => e.code(),
+            Error::Postgres(e) | Error::InitSql { source: e, .. } => e.code(),
             Error::AllHostsFailed { attempts } => attempts.last().and_then(|(_, e)| e.code()),
             _ => None,
         }
@@ -104,6 +117,7 @@ impl Error {
             | Error::ConnectTimeout { .. }
             | Error::AllHostsFailed { .. }
             | Error::SessionEnded
+            | Error::InitSql { .. }
             | Error::StillInTransaction => ErrorClass::Fatal,
             Error::StatementTimeoutTooLong { .. } => ErrorClass::Transient,
         }
@@ -111,7 +125,7 @@ impl Error {
 
     /// Whether the server said it is restarting (see [`is_restarting`]).
     pub fn is_restarting(&self) -> bool {
-        matches!(self, Error::Postgres(e) if is_restarting(e))
+        matches!(self, Error::Postgres(e) | Error::InitSql { source: e, .. } if is_restarting(e))
     }
 }
 
@@ -240,4 +254,32 @@ impl fmt::Display for DescribeAttempts<'_> {
         }
         Ok(())
     }
+}
+
+/// The first word of a statement and, when it is a plain keyword or name, the second
+/// (`SET search_path ...`), for naming it in an error: never a literal, which may be a secret.
+pub(crate) fn statement_head(sql: &str) -> String {
+    let plain = |w: &str| {
+        w.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+    };
+    let mut words = sql.split_whitespace();
+    let mut out = String::new();
+    if let Some(first) = words.next().filter(|w| plain(w)) {
+        out.push_str(first);
+        if let Some(second) = words.next() {
+            if plain(second) {
+                out.push(' ');
+                out.push_str(second);
+                if words.next().is_some() {
+                    out.push_str(" ...");
+                }
+            } else {
+                out.push_str(" ...");
+            }
+        }
+    } else {
+        out.push_str("...");
+    }
+    out
 }

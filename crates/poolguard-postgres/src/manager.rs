@@ -446,7 +446,9 @@ impl Manager for PostgresManager {
     type Error = Error;
 
     async fn connect(&self) -> Result<PgConnection, Error> {
-        self.connect_any().await
+        let mut conn = self.connect_any().await?;
+        self.run_init_sql(&mut conn).await?;
+        Ok(conn)
     }
 
     async fn validate(&self, conn: &mut PgConnection) -> Result<(), Error> {
@@ -512,6 +514,25 @@ impl Manager for PostgresManager {
 }
 
 impl PostgresManager {
+    /// Runs `init_sql` in order; its session state becomes the baseline (not counted as
+    /// left behind by a borrower).
+    async fn run_init_sql(&self, conn: &mut PgConnection) -> Result<(), Error> {
+        if self.config.init_sql.is_empty() {
+            return Ok(());
+        }
+        for (i, sql) in self.config.init_sql.iter().enumerate() {
+            if let Err(source) = conn.batch_execute(sql).await {
+                return Err(Error::InitSql {
+                    index: i + 1,
+                    head: crate::error::statement_head(sql),
+                    source,
+                });
+            }
+        }
+        conn.session_reset_done(false);
+        Ok(())
+    }
+
     async fn finish_reset(
         &self,
         conn: &mut PgConnection,
@@ -536,7 +557,7 @@ impl PostgresManager {
                 conn.clear_statement_cache();
                 conn.batch_execute("DISCARD ALL").await?;
                 conn.session_reset_done(true);
-                Ok(())
+                self.run_init_sql(conn).await
             }
             _ => match reset_sql(dirty) {
                 // One round trip undoes exactly what the borrower changed; it also serves as
@@ -545,7 +566,13 @@ impl PostgresManager {
                     self.session.record(dirty, true);
                     conn.batch_execute(&sql).await?;
                     conn.session_reset_done(dirty & SessionChange::PreparedStatement.bit() != 0);
-                    Ok(())
+                    // The reset undid settings (`RESET ALL`, `RESET ROLE`): the baseline
+                    // goes back on.
+                    if dirty & (SessionChange::Setting.bit() | SessionChange::Role.bit()) != 0 {
+                        self.run_init_sql(conn).await
+                    } else {
+                        Ok(())
+                    }
                 }
                 None if method == RecyclingMethod::Verified && !rollback => {
                     conn.simple_query("").await?;

@@ -24,6 +24,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A command of [`init_commands`](crate::RedisManagerBuilder::init_commands) failed on
+    /// a new connection; the connection is not used.
+    #[error("init command #{index} ({name}) failed: {}", describe(.source))]
+    InitCommand {
+        /// Its position in `init_commands`, from 1.
+        index: usize,
+        /// The command's name (`CLIENT`): never its arguments, which may hold a secret.
+        name: String,
+        /// What Redis answered.
+        #[source]
+        source: RedisError,
+    },
     /// `PING n` was not answered with `n`: the replies are out of step with the requests.
     #[error("Redis answered PING {sent} with {got:?}: replies are out of step; the connection is discarded")]
     PingMismatch {
@@ -39,9 +51,10 @@ impl Error {
     pub fn class(&self) -> ErrorClass {
         match self {
             Error::Redis(e) => classify(e),
-            Error::PingMismatch { .. } | Error::Unsupported(_) | Error::Tls { .. } => {
-                ErrorClass::Fatal
-            }
+            Error::PingMismatch { .. }
+            | Error::Unsupported(_)
+            | Error::Tls { .. }
+            | Error::InitCommand { .. } => ErrorClass::Fatal,
         }
     }
 
@@ -105,4 +118,12 @@ fn describe(e: &RedisError) -> String {
 /// `READONLY`: the node is a replica (typically a former primary after a failover).
 pub(crate) fn is_read_only(e: &RedisError) -> bool {
     e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
+}
+
+/// A command's name (its first argument, upper-cased) for naming it in an error.
+pub(crate) fn command_name(cmd: &redis::Cmd) -> String {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => String::from_utf8_lossy(name).to_uppercase(),
+        _ => "(unnamed)".to_owned(),
+    }
 }

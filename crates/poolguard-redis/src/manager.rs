@@ -46,6 +46,7 @@ pub struct RedisManagerBuilder {
     client: Result<Client, BuildError>,
     response_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
+    init_commands: Vec<redis::Cmd>,
     #[cfg(feature = "tls")]
     tls: Option<TlsRoots>,
 }
@@ -98,6 +99,31 @@ impl RedisManagerBuilder {
     /// ```
     pub fn query_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.query_timeout = timeout;
+        self
+    }
+
+    /// Commands run once on every new connection, in order, inside the connect (so under
+    /// the pool's `connect_timeout`), before the pool hands it out: `CLIENT SETNAME`,
+    /// `CLIENT NO-EVICT on`, `READONLY` on a replica... Use the URL's `/db` for the
+    /// database, not `SELECT` here (the reset selects the URL's database again after a
+    /// borrower's `SELECT`).
+    ///
+    /// An error reply fails the connect with [`Error::InitCommand`], which names the
+    /// command by position and name only (never its arguments, which may hold a secret);
+    /// the pool counts it as a connect failure.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use poolguard_redis::{redis, RedisManager};
+    /// let mut setname = redis::cmd("CLIENT");
+    /// setname.arg("SETNAME").arg("checkout-service");
+    /// let manager = RedisManager::builder("redis://127.0.0.1:6379/0")
+    ///     .init_commands([setname])
+    ///     .build()?;
+    /// # drop(manager); Ok(()) }
+    /// ```
+    pub fn init_commands(mut self, commands: impl IntoIterator<Item = redis::Cmd>) -> Self {
+        self.init_commands = commands.into_iter().collect();
         self
     }
 
@@ -158,6 +184,7 @@ impl RedisManagerBuilder {
             db,
             response_timeout: self.response_timeout,
             query_timeout: self.query_timeout,
+            init_commands: self.init_commands,
             ping: AtomicU64::new(0),
         })
     }
@@ -173,6 +200,7 @@ pub struct RedisManager {
     db: i64,
     response_timeout: Option<Duration>,
     query_timeout: Option<Duration>,
+    init_commands: Vec<redis::Cmd>,
     ping: AtomicU64,
 }
 
@@ -183,6 +211,7 @@ impl RedisManager {
             client: Client::open(info).map_err(BuildError::Url),
             response_timeout: None,
             query_timeout: None,
+            init_commands: Vec::new(),
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -259,6 +288,7 @@ impl std::fmt::Debug for RedisManagerBuilder {
             .field("address", &address)
             .field("response_timeout", &self.response_timeout)
             .field("query_timeout", &self.query_timeout)
+            .field("init_commands", &self.init_commands.len())
             .finish_non_exhaustive()
     }
 }
@@ -292,7 +322,21 @@ impl Manager for RedisManager {
         // The driver owns the socket and ends when the server closes it; the connection
         // owns the driver (aborted on drop) and reads its end as "closed".
         let driver = tokio::spawn(driver);
-        Ok(RedisConnection::new(inner, driver, self.query_timeout))
+        let mut conn = RedisConnection::new(inner, driver, self.query_timeout);
+        for (i, cmd) in self.init_commands.iter().enumerate() {
+            let res = match conn.raw(cmd).await {
+                Ok(v) => v.extract_error().map(drop),
+                Err(e) => Err(e),
+            };
+            if let Err(source) = res {
+                return Err(Error::InitCommand {
+                    index: i + 1,
+                    name: crate::error::command_name(cmd),
+                    source,
+                });
+            }
+        }
+        Ok(conn)
     }
 
     /// `PING n` with a counter: the reply must echo `n`, which proves the replies are in step

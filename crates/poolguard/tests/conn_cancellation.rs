@@ -4,10 +4,12 @@
 //! never exceeds `max_size`, no capacity is lost, and after the pool is closed every
 //! connection has been closed exactly once.
 
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use poolguard::conn::{PauseMode, Pool};
-use poolguard_testkit::sim::{Behavior, Op, SimManager};
+use poolguard::conn::{HookError, HookFuture, HookName, PauseMode, Pool};
+use poolguard_testkit::sim::{Behavior, Op, SimConn, SimManager};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
@@ -176,6 +178,216 @@ async fn run_seed(seed: u64) {
 async fn random_aborts_leak_nothing() {
     for seed in 0..24 {
         run_seed(seed).await;
+    }
+}
+
+/// A hook that succeeds, refuses, panics, is slow or hangs, at random (seeded), until
+/// `healthy` is set.
+fn random_hook(
+    seed: u64,
+    healthy: Arc<AtomicBool>,
+) -> impl Fn(&mut SimConn) -> HookFuture<'_> + Send + Sync + 'static {
+    let rng = Arc::new(Mutex::new(StdRng::seed_from_u64(seed)));
+    move |_conn: &mut SimConn| {
+        let pick = if healthy.load(SeqCst) {
+            0
+        } else {
+            rng.lock().unwrap().random_range(0..8u8)
+        };
+        Box::pin(async move {
+            match pick {
+                0..=3 => Ok(()),
+                4 => Err(HookError::new("refused at random")),
+                5 => panic!("hook panicked at random"),
+                6 => {
+                    sleep(Duration::from_millis(30)).await;
+                    Ok(())
+                }
+                _ => std::future::pending().await,
+            }
+        })
+    }
+}
+
+fn spawn_variant_worker(p: &Pool<SimManager>, seed: u64) -> JoinHandle<()> {
+    let p = p.clone();
+    tokio::spawn(async move {
+        let mut rng = StdRng::seed_from_u64(seed);
+        loop {
+            let patience = Duration::from_millis(rng.random_range(1..400));
+            let hold = Duration::from_millis(rng.random_range(0..30));
+            match rng.random_range(0..6u8) {
+                0 => {
+                    if let Ok(Ok(c)) = timeout(patience, p.get()).await {
+                        if rng.random_bool(0.2) {
+                            drop(c.detach()); // dropped at once: out of the pool's hands
+                        } else {
+                            sleep(hold).await;
+                        }
+                    }
+                }
+                1 => {
+                    let d = Duration::from_millis(rng.random_range(0..300));
+                    if let Ok(Ok(mut c)) = timeout(patience, p.get_timeout(d)).await {
+                        if rng.random_bool(0.1) {
+                            c.mark_broken();
+                        }
+                        sleep(hold).await;
+                    }
+                }
+                2 => {
+                    // The owned future, spawned and raced against an abort of its own.
+                    let fut = p.get_owned();
+                    let t = tokio::spawn(async move {
+                        if let Ok(c) = fut.await {
+                            sleep(hold).await;
+                            drop(c);
+                        }
+                    });
+                    sleep(Duration::from_millis(rng.random_range(0..50))).await;
+                    if rng.random_bool(0.5) {
+                        t.abort();
+                    }
+                    let _ = t.await;
+                }
+                3 => {
+                    if let Ok(Ok(c)) = timeout(patience, p.try_get()).await {
+                        sleep(hold).await;
+                        drop(c);
+                    }
+                }
+                4 => {
+                    let _ = timeout(patience, p.ready(Duration::from_millis(200))).await;
+                }
+                _ => {
+                    if let Ok(Ok(owned)) = timeout(patience, p.get_owned()).await {
+                        if rng.random_bool(0.2) {
+                            drop(owned.detach());
+                        } else {
+                            sleep(hold).await;
+                        }
+                    }
+                }
+            }
+            sleep(Duration::from_millis(rng.random_range(0..10))).await;
+        }
+    })
+}
+
+async fn run_seed_with_hooks(seed: u64) {
+    let m = SimManager::new();
+    let slow = Duration::from_millis(60);
+    m.randomize(Op::Connect, seed ^ 1, slow)
+        .randomize(Op::Validate, seed ^ 2, slow)
+        .randomize(Op::Reset, seed ^ 3, slow)
+        .randomize(Op::Close, seed ^ 4, slow);
+    let healthy = Arc::new(AtomicBool::new(false));
+    let p = Pool::builder(m.clone())
+        .max_size(MAX)
+        .max_concurrent_opens(2)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(100))
+        .validation_timeout(Duration::from_millis(50))
+        .reset_timeout(Duration::from_millis(50))
+        .close_timeout(Duration::from_millis(80))
+        .after_connect_timeout(Duration::from_millis(80))
+        .before_acquire_timeout(Duration::from_millis(50))
+        .after_release_timeout(Duration::from_millis(50))
+        .validation_bypass(Duration::from_millis(5))
+        .keepalive_interval(Some(Duration::from_millis(300)))
+        .maintenance_interval(Duration::from_millis(100))
+        .breaker_threshold(if seed % 2 == 0 { Some(4) } else { None })
+        .breaker_backoff(Duration::from_millis(50))
+        .breaker_max_backoff(Duration::from_millis(200))
+        .after_connect(random_hook(seed ^ 11, healthy.clone()))
+        .before_acquire(random_hook(seed ^ 12, healthy.clone()))
+        .after_release(random_hook(seed ^ 13, healthy.clone()))
+        .build()
+        .expect("valid");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut workers: Vec<JoinHandle<()>> = (0..TASKS)
+        .map(|i| spawn_variant_worker(&p, seed * 100 + i as u64))
+        .collect();
+    for step in 0..150u64 {
+        sleep(Duration::from_millis(rng.random_range(0..15))).await;
+        check_bounds(&p, &m);
+        let i = rng.random_range(0..TASKS);
+        workers[i].abort();
+        workers[i] = spawn_variant_worker(&p, seed * 100 + 50 + step);
+    }
+    for w in &workers {
+        w.abort();
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    sleep(Duration::from_secs(2)).await;
+    check_bounds(&p, &m);
+    let s = p.status();
+    assert_eq!(
+        (s.in_use, s.waiters, s.opening),
+        (0, 0, 0),
+        "seed {seed}: {s:?}"
+    );
+    assert_eq!(
+        s.size, s.idle,
+        "seed {seed}: capacity held by nobody: {s:?}"
+    );
+    let t = p.stats();
+    for h in HookName::ALL {
+        assert!(t.hook(h).runs > 0, "seed {seed}: {h} never ran: {t:?}");
+    }
+
+    // No lost capacity: healthy again, max_size callers hold connections at once.
+    for op in [Op::Connect, Op::Validate, Op::Reset, Op::Close] {
+        m.set(op, Behavior::Ok);
+    }
+    healthy.store(true, SeqCst);
+    sleep(Duration::from_secs(1)).await;
+    let mut held = Vec::new();
+    for _ in 0..MAX {
+        match timeout(Duration::from_secs(2), p.get()).await {
+            Ok(Ok(c)) => held.push(c),
+            other => panic!("seed {seed}: capacity lost: {other:?} {:?}", p.status()),
+        }
+    }
+    assert_eq!(p.status().size, MAX);
+    drop(held);
+
+    p.close();
+    assert!(
+        p.wait_closed(Duration::from_secs(5)).await,
+        "seed {seed}: {:?}",
+        p.status()
+    );
+    let t = p.stats();
+    assert_eq!(m.alive(), 0, "seed {seed}: connections left alive");
+    assert_eq!(t.created, m.created(), "seed {seed}");
+    // Every connection the pool made is closed by it exactly once, or was detached.
+    assert_eq!(
+        t.closed_total() + t.detached,
+        m.created(),
+        "seed {seed}: {t:?}"
+    );
+    assert_eq!(
+        m.closes() + t.detached,
+        m.created(),
+        "seed {seed}: Manager::close once each"
+    );
+    drop(p);
+}
+
+#[tokio::test(start_paused = true)]
+async fn random_aborts_with_hooks_and_checkout_variants_leak_nothing() {
+    // Hooks panic on purpose: keep the test output readable.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !info.to_string().contains("hook panicked at random") {
+            default(info);
+        }
+    }));
+    for seed in 0..16 {
+        run_seed_with_hooks(seed).await;
     }
 }
 

@@ -203,6 +203,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.closed.abandoned
         connection_pool.stats.closed.broken
         connection_pool.stats.closed.evicted
+        connection_pool.stats.closed.hook
         connection_pool.stats.closed.idle
         connection_pool.stats.closed.lifetime
         connection_pool.stats.closed.pool_closed
@@ -213,8 +214,25 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.connect_failures
         connection_pool.stats.connect_time=histogram
         connection_pool.stats.created
+        connection_pool.stats.detached
         connection_pool.stats.gets
         connection_pool.stats.hold_time=histogram
+        connection_pool.stats.hooks
+        connection_pool.stats.hooks.after_connect
+        connection_pool.stats.hooks.after_connect.panicked
+        connection_pool.stats.hooks.after_connect.refused
+        connection_pool.stats.hooks.after_connect.runs
+        connection_pool.stats.hooks.after_connect.timed_out
+        connection_pool.stats.hooks.after_release
+        connection_pool.stats.hooks.after_release.panicked
+        connection_pool.stats.hooks.after_release.refused
+        connection_pool.stats.hooks.after_release.runs
+        connection_pool.stats.hooks.after_release.timed_out
+        connection_pool.stats.hooks.before_acquire
+        connection_pool.stats.hooks.before_acquire.panicked
+        connection_pool.stats.hooks.before_acquire.refused
+        connection_pool.stats.hooks.before_acquire.runs
+        connection_pool.stats.hooks.before_acquire.timed_out
         connection_pool.stats.leaks
         connection_pool.stats.overloaded
         connection_pool.stats.paused_refused
@@ -233,6 +251,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.waited_cold
         connection_pool.stats.waited_growing
         connection_pool.stats.waited_saturated
+        connection_pool.stats.would_block
         connection_pool.status
         connection_pool.status.abandoned
         connection_pool.status.breaker

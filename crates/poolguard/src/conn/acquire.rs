@@ -23,20 +23,25 @@ use super::cancel::{Detached, Opening, WaitGuard};
 use super::engine::{PoolError, Shared, WaiterOf};
 use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
-use super::internals::Conn;
+use super::hooks::{self, HookFailure, HookName};
+use super::internals::{Conn, ConnectFault};
 use super::stats::CloseReason;
 use super::{Manager, PauseMode};
 
 enum Step<M: Manager> {
     Validate(Conn<M::Connection>),
+    Accept(PooledConnection<M>),
     Wait(WaitGuard<M>, usize),
 }
 
 impl<M: Manager> Shared<M> {
-    /// `Pool::get`.
-    pub(crate) async fn acquire(
+    /// `Pool::get` (`WAIT`, `limit` = `acquire_timeout`), `Pool::get_timeout` (`WAIT`, a
+    /// shorter `limit`) and `Pool::try_get` (no `WAIT`: no idle connection is
+    /// `Error::WouldBlock`; validation and `before_acquire` still run, each bounded).
+    pub(crate) async fn acquire<const WAIT: bool>(
         self: &Arc<Self>,
         site: &'static Location<'static>,
+        limit: Duration,
     ) -> Result<PooledConnection<M>, PoolError<M>> {
         // Cooperative budget: a task that gets and returns in a loop without awaiting
         // anything else still yields now and then, so every task progresses.
@@ -44,7 +49,7 @@ impl<M: Manager> Shared<M> {
         let start = Instant::now();
         // The deadline is computed where it is needed (waiting, validating, retrying), not
         // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
-        let deadline = || crate::deadline::add_tokio(start, self.acquire_timeout());
+        let deadline = || crate::deadline::add_tokio(start, limit);
         let mut now = start;
         let mut counted = false;
         // When this caller first queued; `Some` once it was woken to retry (a connection
@@ -127,11 +132,19 @@ impl<M: Manager> Shared<M> {
                         } else {
                             drop(st);
                         }
-                        return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
+                        let g = PooledConnection::new(Arc::clone(self), conn, slot, now);
+                        if self.hooks.before_acquire.is_none() {
+                            return Ok(g);
+                        }
+                        Step::Accept(g)
                     } else {
                         Step::Validate(conn)
                     }
                 } else {
+                    if !WAIT {
+                        self.stats.would_block.fetch_add(1, Relaxed);
+                        return Err(Error::WouldBlock);
+                    }
                     let waiting = st.waiters_len();
                     if let Admit::Reject(retry_in) = st.breaker.admit_caller(now, waiting) {
                         self.stats.unavailable.fetch_add(1, Relaxed);
@@ -173,6 +186,16 @@ impl<M: Manager> Shared<M> {
                         self.wake_next();
                     }
                     if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
+                        if self.hooks.before_acquire.is_none() {
+                            return Ok(g);
+                        }
+                        if let Some(g) = Box::pin(self.accept(g, deadline())).await {
+                            return Ok(g);
+                        }
+                    }
+                }
+                Step::Accept(g) => {
+                    if let Some(g) = Box::pin(self.accept(g, deadline())).await {
                         return Ok(g);
                     }
                 }
@@ -200,12 +223,13 @@ impl<M: Manager> Shared<M> {
                         Some(Ok(Some(h))) => {
                             self.stats.wait_time.record(end - start);
                             self.stats.queue_time.record(end - first);
-                            return Ok(PooledConnection::new(
-                                Arc::clone(self),
-                                h.conn,
-                                h.slot,
-                                h.at,
-                            ));
+                            let g = PooledConnection::new(Arc::clone(self), h.conn, h.slot, h.at);
+                            if self.hooks.before_acquire.is_none() {
+                                return Ok(g);
+                            }
+                            if let Some(g) = Box::pin(self.accept(g, deadline())).await {
+                                return Ok(g);
+                            }
                         }
                         // Woken to retry: another waiter may be woken from now on; take an
                         // idle connection or queue again.
@@ -216,6 +240,37 @@ impl<M: Manager> Shared<M> {
                 }
             }
             now = Instant::now();
+        }
+    }
+
+    /// Runs `before_acquire` (when set) on a connection about to be handed out, under its
+    /// timeout and never past `deadline`. Awaited boxed (only when a hook is set), so the
+    /// hook's future does not grow every get's future. `None`: it was refused (or the hook failed) and
+    /// the connection is being closed; the caller tries the next one.
+    async fn accept(
+        self: &Arc<Self>,
+        mut g: PooledConnection<M>,
+        deadline: Instant,
+    ) -> Option<PooledConnection<M>> {
+        let Some(hook) = &self.hooks.before_acquire else {
+            return Some(g);
+        };
+        let full = self.cfg.before_acquire_timeout;
+        let limit = full.min(deadline.saturating_duration_since(Instant::now()));
+        // Dropped mid-hook (the get cancelled), the connection is closed, not reused: the
+        // hook may have left it half-way.
+        g.close_as(Some(CloseReason::Hook));
+        let counters = &self.stats.hooks[HookName::BeforeAcquire.index()];
+        match hooks::run(hook, g.raw_mut(), limit, counters, limit >= full).await {
+            Ok(()) => {
+                g.close_as(None);
+                Some(g)
+            }
+            Err(fault) => {
+                self.hook_failed(HookName::BeforeAcquire, g.id(), &fault);
+                drop(g);
+                None
+            }
         }
     }
 
@@ -283,7 +338,7 @@ impl<M: Manager> Shared<M> {
                 tracing::warn!(pool = %self.cfg.name, conn = id, timeout_s = limit.as_secs_f64(), "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {
-                    self.failure(None, text, Phase::Validate, false);
+                    self.failure(None, None, text, Phase::Validate, false);
                 } else {
                     // Cut short by the caller's own deadline: says nothing about the backend.
                     self.state.lock().breaker.last_text = Some(text);
@@ -297,9 +352,11 @@ impl<M: Manager> Shared<M> {
     /// fast. Connect failures also go to the oldest waiter, so a wrong password reaches a
     /// caller as the backend's error, not as a timeout. `restart`: the manager recognised a
     /// restart signature in the error (the breaker then probes again soon).
+    /// `hook`: the connect succeeded but its `after_connect` hook failed.
     fn failure(
         self: &Arc<Self>,
         error: Option<Arc<M::Error>>,
+        hook: Option<HookFailure>,
         text: String,
         phase: Phase,
         restart: bool,
@@ -310,17 +367,19 @@ impl<M: Manager> Shared<M> {
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
         // Paused waiters did not ask for this connect: they wait for `resume`.
         let paused = st.paused().is_some();
-        if phase == Phase::Connect && !paused {
+        let fault = (phase == Phase::Connect).then(|| {
+            let fault = match (hook, error) {
+                (Some(h), _) => ConnectFault::Hook(h),
+                (None, Some(source)) => ConnectFault::Backend(source),
+                (None, None) => ConnectFault::TimedOut(self.cfg.connect_timeout),
+            };
+            st.note_connect_fault(fault.clone());
+            fault
+        });
+        if let (Some(fault), false) = (fault, paused) {
             // The oldest waiter gets this connect's own error.
             if let Some(w) = st.pop_waiter() {
-                let e = match error {
-                    Some(source) => Error::Backend { phase, source },
-                    None => Error::PhaseTimeout {
-                        phase,
-                        after: self.cfg.connect_timeout,
-                    },
-                };
-                failed.push((w, e));
+                failed.push((w, fault.into_error()));
             }
         }
         if opened {
@@ -345,6 +404,9 @@ impl<M: Manager> Shared<M> {
             let _ = w.tx.send(Err(e));
         }
         self.spawn_opens(opens);
+        if phase == Phase::Connect {
+            self.progress.notify_waiters();
+        }
     }
 
     fn timed_out(&self, now: Instant, waited: Duration) -> PoolError<M> {
@@ -375,13 +437,27 @@ impl<M: Manager> Opening<M> {
         let limit = shared.cfg.connect_timeout;
         let began = Instant::now();
         let res = tokio::time::timeout(limit, shared.manager.connect()).await;
-        let now = Instant::now();
+        let mut now = Instant::now();
         shared.stats.connect_time.record(now - began);
-        self.armed = false;
         match res {
-            Ok(Ok(raw)) => {
+            Ok(Ok(mut raw)) => {
                 shared.stats.created.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
+                if let Some(hook) = &shared.hooks.after_connect {
+                    // Still `armed`: cancelled here, the place is given back (the connection
+                    // is dropped with the task).
+                    let counters = &shared.stats.hooks[HookName::AfterConnect.index()];
+                    let limit = shared.cfg.after_connect_timeout;
+                    let res = hooks::run(hook, &mut raw, limit, counters, true).await;
+                    now = Instant::now();
+                    if let Err(fault) = res {
+                        self.armed = false;
+                        let failure = shared.hook_failed(HookName::AfterConnect, id, &fault);
+                        shared.after_connect_failed(raw, id, now, failure);
+                        return;
+                    }
+                }
+                self.armed = false;
                 let (closed_breaker, life) = {
                     let mut st = shared.state.lock();
                     st.opened();
@@ -400,20 +476,24 @@ impl<M: Manager> Opening<M> {
                     shared.plan(&mut st, now, min_idle)
                 };
                 shared.spawn_opens(opens);
+                shared.progress.notify_waiters();
             }
             Ok(Err(e)) => {
+                self.armed = false;
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %shared.cfg.name, error = %e, "connect failed");
                 shared.unreserve();
                 let text = format!("connect: {e}");
                 let restart = shared.manager.is_restarting(&e);
-                shared.failure(Some(Arc::new(e)), text, Phase::Connect, restart);
+                shared.failure(Some(Arc::new(e)), None, text, Phase::Connect, restart);
             }
             Err(_) => {
+                self.armed = false;
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "connect timed out");
                 shared.unreserve();
                 shared.failure(
+                    None,
                     None,
                     format!("connect: timed out after {limit:?}"),
                     Phase::Connect,
@@ -425,6 +505,38 @@ impl<M: Manager> Opening<M> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// A new connection's `after_connect` hook failed: the connection is closed (reason
+    /// `hook`), its place released, and the connect counts as failed (breaker, the oldest
+    /// waiter, `Pool::ready`).
+    fn after_connect_failed(
+        self: &Arc<Self>,
+        raw: M::Connection,
+        id: u64,
+        now: Instant,
+        failure: HookFailure,
+    ) {
+        self.stats.connect_failures.fetch_add(1, Relaxed);
+        let conn = {
+            let mut st = self.state.lock();
+            let conn = Conn::new(
+                raw,
+                id,
+                now,
+                &self.cfg,
+                st.lifetimes(),
+                st.epoch(),
+                self.bypass,
+            );
+            st.opened();
+            st.release_place();
+            self.begin_closes(1);
+            conn
+        };
+        self.close_conn(conn, CloseReason::Hook);
+        let text = format!("connect: {failure}");
+        self.failure(None, Some(failure), text, Phase::Connect, false);
+    }
+
     /// A connect failed or was cancelled: its reservation is released (and `wait_closed`
     /// woken when that was the last place of a closed pool).
     pub(super) fn unreserve(&self) {

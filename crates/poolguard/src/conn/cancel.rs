@@ -94,6 +94,11 @@ impl<M: Manager> Detached<M> {
         &mut self.conn_mut().raw
     }
 
+    /// The close reason if it is dropped from now on.
+    pub(crate) fn set_reason(&mut self, reason: CloseReason) {
+        self.reason = reason;
+    }
+
     pub(crate) fn id(&mut self) -> u64 {
         self.conn_mut().id
     }

@@ -193,6 +193,15 @@ pub struct Config {
         serde(deserialize_with = "super::config_serde::level")
     )]
     pub timeout_log_level: Option<tracing::Level>,
+    /// Longest one run of the `after_connect` hook may take; past it the new connection is
+    /// closed and the connect counts as failed. Default 5 s.
+    pub after_connect_timeout: Duration,
+    /// Longest one run of the `before_acquire` hook may take (never past the get's own
+    /// deadline); past it the connection is closed and the next one tried. Default 2 s.
+    pub before_acquire_timeout: Duration,
+    /// Longest one run of the `after_release` hook may take; past it the connection is
+    /// closed. Default 2 s.
+    pub after_release_timeout: Duration,
     /// Which idle connection a `get` takes. Default [`IdleOrder::Lifo`].
     pub idle_order: IdleOrder,
 }
@@ -240,6 +249,9 @@ impl Default for Config {
             maintenance_interval: Duration::from_secs(1),
             timeout_log_level: Some(tracing::Level::DEBUG),
             idle_order: IdleOrder::Lifo,
+            after_connect_timeout: Duration::from_secs(5),
+            before_acquire_timeout: Duration::from_secs(2),
+            after_release_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -380,6 +392,9 @@ impl Config {
             ("close_timeout", self.close_timeout),
             ("maintenance_interval", self.maintenance_interval),
             ("breaker_backoff", self.breaker_backoff),
+            ("after_connect_timeout", self.after_connect_timeout),
+            ("before_acquire_timeout", self.before_acquire_timeout),
+            ("after_release_timeout", self.after_release_timeout),
         ] {
             if d.is_zero() {
                 return bad(
@@ -468,6 +483,9 @@ impl Config {
             ("keepalive_interval", self.keepalive_interval),
             ("leak_threshold", self.leak_threshold),
             ("abandon_timeout", self.abandon_timeout),
+            ("after_connect_timeout", Some(self.after_connect_timeout)),
+            ("before_acquire_timeout", Some(self.before_acquire_timeout)),
+            ("after_release_timeout", Some(self.after_release_timeout)),
         ];
         for (field, d) in all {
             if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
@@ -493,10 +511,20 @@ impl Config {
 
 /// Builds a [`Pool`](super::Pool): set what you need, then [`build`](Builder::build).
 #[must_use = "a builder does nothing until `build()` is called"]
-#[derive(Debug)]
-pub struct Builder<M> {
+pub struct Builder<M: super::Manager> {
     pub(crate) manager: M,
     pub(crate) config: Config,
+    pub(crate) hooks: super::hooks::Hooks<M::Connection>,
+}
+
+impl<M: super::Manager> std::fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("manager", &std::any::type_name::<M>())
+            .field("config", &self.config)
+            .field("hooks", &self.hooks.names())
+            .finish()
+    }
 }
 
 macro_rules! setters {
@@ -511,11 +539,12 @@ macro_rules! setters {
     };
 }
 
-impl<M> Builder<M> {
+impl<M: super::Manager> Builder<M> {
     pub(crate) fn new(manager: M) -> Self {
         Self {
             manager,
             config: Config::default(),
+            hooks: super::hooks::Hooks::default(),
         }
     }
 
@@ -523,7 +552,11 @@ impl<M> Builder<M> {
     /// environment, say); [`build`](Self::build) validates it as any other, and the
     /// setters can still adjust it.
     pub fn from_config(manager: M, config: Config) -> Self {
-        Self { manager, config }
+        Self {
+            manager,
+            config,
+            hooks: super::hooks::Hooks::default(),
+        }
     }
 
     /// Replaces the whole configuration.
@@ -586,5 +619,11 @@ impl<M> Builder<M> {
         timeout_log_level: Option<tracing::Level>,
         /// See [`Config::idle_order`].
         idle_order: IdleOrder,
+        /// See [`Config::after_connect_timeout`].
+        after_connect_timeout: Duration,
+        /// See [`Config::before_acquire_timeout`].
+        before_acquire_timeout: Duration,
+        /// See [`Config::after_release_timeout`].
+        after_release_timeout: Duration,
     }
 }

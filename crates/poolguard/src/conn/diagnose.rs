@@ -32,7 +32,9 @@ mod ser {
     use serde::ser::{SerializeMap, SerializeStruct};
     use serde::{Serialize, Serializer};
 
-    use crate::conn::{BreakerState, CloseReason, Holder, StatsSnapshot, Status};
+    use crate::conn::{
+        BreakerState, CloseReason, Holder, HookName, HookStats, StatsSnapshot, Status,
+    };
 
     /// `{"site": "file:line:column", "held": seconds, "leaked": bool}`.
     impl Serialize for Holder {
@@ -83,9 +85,35 @@ mod ser {
         }
     }
 
+    /// `hooks` as `{hook: {runs, refused, panicked, timed_out}}`.
+    struct Hooks<'a>(&'a StatsSnapshot);
+
+    impl Serialize for Hooks<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(HookName::ALL.len()))?;
+            for h in HookName::ALL {
+                m.serialize_entry(h.as_str(), &HookCounts(self.0.hook(h)))?;
+            }
+            m.end()
+        }
+    }
+
+    struct HookCounts(HookStats);
+
+    impl Serialize for HookCounts {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("HookStats", 4)?;
+            st.serialize_field("runs", &self.0.runs)?;
+            st.serialize_field("refused", &self.0.refused)?;
+            st.serialize_field("panicked", &self.0.panicked)?;
+            st.serialize_field("timed_out", &self.0.timed_out)?;
+            st.end()
+        }
+    }
+
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 29)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 32)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
@@ -108,6 +136,9 @@ mod ser {
             st.serialize_field("paused_refused", &self.paused_refused)?;
             st.serialize_field("soft_evictions", &self.soft_evictions)?;
             st.serialize_field("closed", &Closed(self))?;
+            st.serialize_field("hooks", &Hooks(self))?;
+            st.serialize_field("detached", &self.detached)?;
+            st.serialize_field("would_block", &self.would_block)?;
             st.serialize_field("wait_time", &self.wait_time)?;
             st.serialize_field("hold_time", &self.hold_time)?;
             st.serialize_field("queue_time", &self.queue_time)?;

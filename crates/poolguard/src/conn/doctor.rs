@@ -104,6 +104,31 @@ pub(crate) fn diagnose<M: Manager>(
             "return the connection on every path (drop the guard; avoid holding it across slow awaits)",
         ));
     }
+    let faults: Vec<String> = super::hooks::HookName::ALL
+        .into_iter()
+        .filter(|h| t.hook(*h).faults() > 0)
+        .map(|h| {
+            let hs = t.hook(h);
+            format!(
+                "{h} panicked {} and timed out {} times in {} runs",
+                hs.panicked, hs.timed_out, hs.runs
+            )
+        })
+        .collect();
+    if !faults.is_empty() {
+        let last = shared.state.lock().hook_fault.clone();
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.hook-faults",
+            &label,
+            format!(
+                "lifecycle hooks failed (contained: each closed its connection): {}; last: {}",
+                faults.join("; "),
+                last.as_deref().unwrap_or("none")
+            ),
+            "fix the hook: it must not panic and must finish within its timeout (after_connect_timeout, before_acquire_timeout, after_release_timeout)",
+        ));
+    }
     if t.timed_out > 0 {
         out.push(Finding::new(
             Severity::Warning,

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::cancel::Opening;
 use super::error::Error;
+use super::hooks::{HookFailure, HookFault, HookName, Hooks};
 use super::internals::{Internals, Lifetimes, Waiter};
 use super::stats::{CloseReason, Stats, Status};
 use super::{Config, Manager};
@@ -63,6 +64,10 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) shutdown: Arc<Notify>,
     /// `validation_bypass`, capped at 100 years so `now + bypass` cannot overflow.
     pub(crate) bypass: Duration,
+    /// The lifecycle hooks (`hooks.rs`); `None` costs one branch on each path.
+    pub(crate) hooks: Hooks<M::Connection>,
+    /// Signalled after every connect outcome and on close (`Pool::ready`).
+    pub(crate) progress: Notify,
     /// `acquire_timeout` in force, in nanoseconds (`Pool::set_acquire_timeout`; at most
     /// `MAX_DURATION`, so it fits). Read only when a get waits, validates or retries.
     pub(crate) acquire_timeout_ns: AtomicU64,
@@ -82,7 +87,7 @@ impl<M: Manager> std::fmt::Debug for Shared<M> {
 }
 
 impl<M: Manager> Shared<M> {
-    pub(crate) fn new(manager: M, cfg: Config, rt: Handle) -> Self {
+    pub(crate) fn new(manager: M, cfg: Config, rt: Handle, hooks: Hooks<M::Connection>) -> Self {
         let cfg_bypass = cfg
             .validation_bypass
             .min(Duration::from_secs(100 * 365 * 24 * 3600));
@@ -111,6 +116,8 @@ impl<M: Manager> Shared<M> {
             handles: AtomicUsize::new(1),
             shutdown: Arc::new(Notify::new()),
             bypass: cfg_bypass,
+            hooks,
+            progress: Notify::new(),
         }
     }
 
@@ -186,7 +193,29 @@ impl<M: Manager> Shared<M> {
             self.close_conn(c, CloseReason::PoolClosed);
         }
         self.shutdown.notify_waiters();
+        self.progress.notify_waiters();
         // Nothing to close at all: `wait_closed` is done now.
         self.drained.notify_waiters();
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// A hook run failed on connection `conn`: a refusal is a decision (`debug`); a panic or
+    /// a timeout is a bug in the hook (`warn`, kept for the doctor).
+    pub(crate) fn hook_failed(&self, hook: HookName, conn: u64, fault: &HookFault) -> HookFailure {
+        let failure = HookFailure {
+            hook,
+            fault: fault.clone(),
+        };
+        match fault {
+            HookFault::Refused(_) => {
+                tracing::debug!(pool = %self.cfg.name, conn, %hook, error = %failure, "hook refused the connection; closing it");
+            }
+            HookFault::Panicked(_) | HookFault::TimedOut(_) => {
+                tracing::warn!(pool = %self.cfg.name, conn, %hook, error = %failure, "hook failed (contained); closing the connection");
+                self.state.lock().hook_fault = Some(failure.to_string());
+            }
+        }
+        failure
     }
 }

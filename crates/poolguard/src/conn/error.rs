@@ -5,6 +5,7 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::hooks::{HookFailure, HookName};
 use super::stats::Status;
 
 /// The step of a connection's life an error happened in.
@@ -154,6 +155,14 @@ pub enum Error<E: std::error::Error + 'static> {
         /// The error that opened it (or the last one since).
         last_error: Option<Arc<E>>,
     },
+    /// A lifecycle hook failed: `after_connect` on the connection this caller waited for
+    /// (the connect counts as failed), or, for [`Pool::ready`](super::Pool::ready), on a
+    /// warm-up connection.
+    #[error("{0}")]
+    Hook(HookFailure),
+    /// [`Pool::try_get`](super::Pool::try_get) found no idle connection (it never waits).
+    #[error("no idle connection now (try_get does not wait; use get or get_timeout to wait)")]
+    WouldBlock,
 }
 
 fn display_retry(retry_in: &Duration) -> String {
@@ -210,12 +219,14 @@ impl<E: std::error::Error + 'static> Error<E> {
         match self {
             Error::Timeout(_) => Some(Phase::Wait),
             Error::PhaseTimeout { phase, .. } | Error::Backend { phase, .. } => Some(*phase),
+            Error::Hook(f) if f.hook == HookName::AfterConnect => Some(Phase::Connect),
             _ => None,
         }
     }
 
     /// A stable snake_case word for the variant (`timeout`, `phase_timeout`, `backend`,
-    /// `closed`, `paused`, `overloaded`, `unavailable`): the `outcome` of a get in traces.
+    /// `closed`, `paused`, `overloaded`, `unavailable`, `hook`, `would_block`): the `outcome`
+    /// of a get in traces.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Timeout(_) => "timeout",
@@ -225,6 +236,8 @@ impl<E: std::error::Error + 'static> Error<E> {
             Error::Paused => "paused",
             Error::Overloaded { .. } => "overloaded",
             Error::Unavailable { .. } => "unavailable",
+            Error::Hook(_) => "hook",
+            Error::WouldBlock => "would_block",
         }
     }
 

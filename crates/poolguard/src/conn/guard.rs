@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::engine::Shared;
 use super::internals::Conn;
+use super::stats::CloseReason;
 use super::{Classify, ErrorClass, Manager};
 
 /// A checked-out connection. Derefs to `M::Connection`; dropping it returns the connection
@@ -20,7 +21,8 @@ pub struct PooledConnection<M: Manager> {
     conn: Option<Conn<M::Connection>>,
     slot: usize,
     since: Instant,
-    broken: bool,
+    /// `Some`: closed for this reason on drop (`mark_broken`, a fatal `report`, a hook).
+    close_as: Option<CloseReason>,
 }
 
 impl<M: Manager> PooledConnection<M> {
@@ -35,8 +37,17 @@ impl<M: Manager> PooledConnection<M> {
             conn: Some(conn),
             slot,
             since,
-            broken: false,
+            close_as: None,
         }
+    }
+
+    /// Closes (`Some`) rather than returns the connection on drop, or not (`None`).
+    pub(crate) fn close_as(&mut self, reason: Option<CloseReason>) {
+        self.close_as = reason;
+    }
+
+    pub(crate) fn raw_mut(&mut self) -> &mut M::Connection {
+        &mut self.conn_mut().raw
     }
 
     fn conn(&self) -> &Conn<M::Connection> {
@@ -61,19 +72,49 @@ impl<M: Manager> PooledConnection<M> {
     {
         let class = self.shared.manager.classify_error(error);
         if class == ErrorClass::Fatal {
-            self.broken = true;
+            self.close_as = Some(CloseReason::Broken);
         }
         class
     }
 
     /// Marks the connection unusable: it is closed, not reused, when this guard is dropped.
     pub fn mark_broken(&mut self) {
-        self.broken = true;
+        self.close_as = Some(CloseReason::Broken);
     }
 
     /// Whether it will be closed on drop (`report`ed fatal or `mark_broken`).
     pub fn is_marked_broken(&self) -> bool {
-        self.broken
+        self.close_as.is_some()
+    }
+
+    /// Takes the connection out of the pool for good, for a session that outlives a
+    /// checkout (`LISTEN`, Pub/Sub, a connection handed to another library). Its place is
+    /// freed at once, so a replacement may open (a caller waiting gets one); the pool never
+    /// sees this connection again: closing it is yours (drop it). Counted in
+    /// [`StatsSnapshot::detached`](super::StatsSnapshot::detached) and
+    /// `poolguard_conn_detached_total`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use poolguard::conn::Pool;
+    /// use poolguard_testkit::sim::SimManager;
+    ///
+    /// let pool = Pool::builder(SimManager::new()).max_size(1).build()?;
+    /// let listener = pool.get().await?.detach(); // the raw connection, now yours
+    /// assert_eq!(pool.status().size, 0);         // its place is free again
+    /// let other = pool.get().await?;             // so another one opens
+    /// assert_ne!(other.id(), listener.id());
+    /// assert_eq!(pool.stats().detached, 1);
+    /// # Ok(()) }
+    /// ```
+    pub fn detach(mut self) -> M::Connection {
+        let conn = self
+            .conn
+            .take()
+            .expect("invariant: the connection is present until drop");
+        self.shared.detach_conn(self.slot, conn.id);
+        conn.raw
     }
 
     /// How long this connection has been held.
@@ -106,7 +147,7 @@ impl<M: Manager> fmt::Debug for PooledConnection<M> {
             .field("pool", &self.shared.cfg.name)
             .field("id", &self.conn.as_ref().map(|c| c.id))
             .field("held_for", &self.since.elapsed())
-            .field("broken", &self.broken)
+            .field("broken", &self.close_as.is_some())
             .finish()
     }
 }
@@ -115,7 +156,55 @@ impl<M: Manager> Drop for PooledConnection<M> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             self.shared
-                .release(conn, self.slot, self.broken, self.since);
+                .release(conn, self.slot, self.close_as, self.since);
         }
+    }
+}
+
+/// A checked-out connection that holds its pool: `'static`, for moving into a spawned task
+/// ([`Pool::get_owned`](super::Pool::get_owned)). The pool stays open while it is held (it
+/// counts as a [`Pool`](super::Pool) handle); otherwise it behaves as [`PooledConnection`],
+/// which it derefs to (and `DerefMut`: `report`, `mark_broken`; the connection through a
+/// second deref).
+pub struct OwnedPooledConnection<M: Manager> {
+    // Declared first, so it is returned before the pool handle is released.
+    conn: PooledConnection<M>,
+    pool: super::Pool<M>,
+}
+
+impl<M: Manager> OwnedPooledConnection<M> {
+    pub(crate) fn new(conn: PooledConnection<M>, pool: super::Pool<M>) -> Self {
+        Self { conn, pool }
+    }
+
+    /// The pool it came from.
+    pub fn pool(&self) -> &super::Pool<M> {
+        &self.pool
+    }
+
+    /// As [`PooledConnection::detach`]: the connection leaves the pool for good.
+    pub fn detach(self) -> M::Connection {
+        self.conn.detach()
+    }
+}
+
+impl<M: Manager> Deref for OwnedPooledConnection<M> {
+    type Target = PooledConnection<M>;
+    fn deref(&self) -> &PooledConnection<M> {
+        &self.conn
+    }
+}
+
+impl<M: Manager> DerefMut for OwnedPooledConnection<M> {
+    fn deref_mut(&mut self) -> &mut PooledConnection<M> {
+        &mut self.conn
+    }
+}
+
+impl<M: Manager> fmt::Debug for OwnedPooledConnection<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("OwnedPooledConnection")
+            .field(&self.conn)
+            .finish()
     }
 }

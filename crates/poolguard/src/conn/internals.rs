@@ -292,6 +292,46 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     lifetimes: Lifetimes,
     /// Idle order: `false` LIFO (the default: the most recently used first), `true` FIFO.
     fifo: bool,
+    /// The last hook panic or timeout, as `hook: fault` (the doctor names it).
+    pub(crate) hook_fault: Option<String>,
+    /// The last failed connect (including a failed `after_connect`) and how many there were:
+    /// `Pool::ready` returns the first one after it started.
+    pub(crate) connect_fault: Option<ConnectFault<E>>,
+    pub(crate) connect_faults: u64,
+}
+
+/// A failed connect, kept for `Pool::ready` (cloned into its error).
+#[derive(Debug)]
+pub(crate) enum ConnectFault<E> {
+    Backend(std::sync::Arc<E>),
+    TimedOut(Duration),
+    Hook(super::hooks::HookFailure),
+}
+
+impl<E> Clone for ConnectFault<E> {
+    fn clone(&self) -> Self {
+        match self {
+            ConnectFault::Backend(e) => ConnectFault::Backend(std::sync::Arc::clone(e)),
+            ConnectFault::TimedOut(d) => ConnectFault::TimedOut(*d),
+            ConnectFault::Hook(h) => ConnectFault::Hook(h.clone()),
+        }
+    }
+}
+
+impl<E: std::error::Error + 'static> ConnectFault<E> {
+    pub(crate) fn into_error(self) -> Error<E> {
+        match self {
+            ConnectFault::Backend(source) => Error::Backend {
+                phase: super::error::Phase::Connect,
+                source,
+            },
+            ConnectFault::TimedOut(after) => Error::PhaseTimeout {
+                phase: super::error::Phase::Connect,
+                after,
+            },
+            ConnectFault::Hook(h) => Error::Hook(h),
+        }
+    }
 }
 
 impl<C, E: std::error::Error + 'static> Internals<C, E> {
@@ -322,6 +362,9 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
                 max_lifetime: None,
             },
             fifo: false,
+            hook_fault: None,
+            connect_fault: None,
+            connect_faults: 0,
         }
     }
 
@@ -607,6 +650,23 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     pub(crate) fn release_place(&mut self) {
         debug_assert!(self.size > 0, "a place released twice");
         self.size -= 1;
+    }
+
+    /// A held connection is taken out of the pool for good (`detach`): its holder leaves
+    /// the tracker and its place in `size` is released (or, abandoned, it leaves
+    /// `abandoned`). Returns whether that was the last place of a closed pool.
+    pub(crate) fn detach_held(&mut self, slot: usize) -> bool {
+        match self.holders.remove(slot) {
+            Some(h) if h.abandoned => self.abandoned_returned(),
+            _ => self.release_place(),
+        }
+        self.is_empty_closed()
+    }
+
+    /// A connect failed: kept for `Pool::ready`.
+    pub(crate) fn note_connect_fault(&mut self, fault: ConnectFault<E>) {
+        self.connect_faults += 1;
+        self.connect_fault = Some(fault);
     }
 
     /// An abandoned connection came back (the caller closes it).

@@ -15,7 +15,8 @@ use super::breaker::BreakerState;
 use super::config::{BuildError, Builder, Config};
 use super::engine::Shared;
 use super::error::{Error, Holder};
-use super::guard::PooledConnection;
+use super::guard::{OwnedPooledConnection, PooledConnection};
+use super::hooks::HookName;
 use super::maintenance;
 use super::stats::{CloseReason, StatsSnapshot, Status};
 use super::Manager;
@@ -49,7 +50,7 @@ impl<M: Manager> Builder<M> {
         }
         // Released when the last handle is dropped (see `Drop for Pool`).
         labels::register(Engine::Conn, &self.config.name);
-        let shared = Arc::new(Shared::new(self.manager, self.config, rt));
+        let shared = Arc::new(Shared::new(self.manager, self.config, rt, self.hooks));
         maintenance::spawn(&shared);
         tracing::info!(pool = %shared.cfg.name, max_size = shared.cfg.max_size, min_idle = shared.cfg.min_idle, "pool built");
         if shared.cfg.min_idle > 0 {
@@ -61,6 +62,60 @@ impl<M: Manager> Builder<M> {
         }
         Ok(Pool { shared })
     }
+
+    /// Builds the pool, then refuses to start without its backend: waits (at most
+    /// `timeout`) for [`Pool::ready`], and when that fails closes the pool (what it opened
+    /// is closed, each under `close_timeout`) and returns the error. For services that must
+    /// not come up without their database.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use poolguard::conn::{Pool, StartError};
+    /// use poolguard_testkit::sim::{Behavior, Op, SimManager};
+    ///
+    /// let db = SimManager::new();
+    /// db.set(Op::Connect, Behavior::Err); // every connect fails
+    /// let started = Pool::builder(db.clone())
+    ///     .min_idle(2)
+    ///     .build_and_connect(Duration::from_secs(5))
+    ///     .await;
+    /// assert!(matches!(started, Err(StartError::Connect(_))));
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`StartError::Build`] for a bad configuration; [`StartError::Connect`] with the
+    /// first connect error (or a timeout) from [`Pool::ready`].
+    pub async fn build_and_connect(
+        self,
+        timeout: Duration,
+    ) -> Result<Pool<M>, StartError<M::Error>> {
+        let pool = self.build().map_err(StartError::Build)?;
+        match pool.ready(timeout).await {
+            Ok(()) => Ok(pool),
+            Err(e) => {
+                tracing::warn!(pool = %pool.shared.cfg.name, error = %e, "pool not started: its backend is not ready");
+                pool.close();
+                let _ = pool.wait_closed(pool.shared.cfg.close_timeout).await;
+                Err(StartError::Connect(e))
+            }
+        }
+    }
+}
+
+/// Why [`Builder::build_and_connect`] refused to start the pool.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError<E: std::error::Error + 'static> {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Build(BuildError),
+    /// The backend could not be reached in time: the first connect error (phase-named) or
+    /// a timeout.
+    #[error("pool not started: {0}")]
+    Connect(Error<E>),
 }
 
 impl<M: Manager> Pool<M> {
@@ -103,18 +158,212 @@ impl<M: Manager> Pool<M> {
         async move {
             // Without a subscriber for the span, no span exists at all: the future holds
             // nothing more than the acquire itself (one cached interest check).
+            let limit = self.shared.acquire_timeout();
             if !tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
-                return self.shared.acquire(site).await;
+                return self.shared.acquire::<true>(site, limit).await;
             }
+            self.traced(self.shared.acquire::<true>(site, limit)).await
+        }
+    }
+
+    /// As [`get`](Pool::get), with this call's own deadline: `timeout`, capped at the pool's
+    /// `acquire_timeout` (the operator's bound on every wait; a longer `timeout` is clamped
+    /// to it, not refused, so callers can pass their request's remaining budget). A zero
+    /// `timeout` takes an idle connection if there is one and fails with
+    /// [`Error::Timeout`] otherwise (use [`try_get`](Pool::try_get) to tell "none idle" apart).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use poolguard::conn::{Error, Pool};
+    /// use poolguard_testkit::sim::SimManager;
+    ///
+    /// let pool = Pool::builder(SimManager::new()).max_size(1).build()?;
+    /// let held = pool.get().await?;
+    /// let second = pool.get_timeout(Duration::from_millis(50)).await;
+    /// assert!(matches!(second, Err(Error::Timeout(_))));
+    /// # drop(held); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    ///
+    /// # Cancel safety
+    /// As [`get`](Pool::get).
+    #[track_caller]
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
+        let site = Location::caller();
+        let limit = timeout.min(self.shared.acquire_timeout());
+        self.traced(self.shared.acquire::<true>(site, limit))
+    }
+
+    /// An idle connection now, or [`Error::WouldBlock`]: it never queues and never opens a
+    /// connection (keep `min_idle` above 0, or call [`ready`](Pool::ready), to have some).
+    /// An idle connection is still validated when it was idle past `validation_bypass`, and
+    /// `before_acquire` still runs, each under its own timeout (so this awaits only bounded
+    /// work); a connection that fails either is closed and the next idle one tried.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use poolguard::conn::{Error, Pool};
+    /// use poolguard_testkit::sim::SimManager;
+    ///
+    /// let pool = Pool::builder(SimManager::new()).build()?;
+    /// assert!(matches!(pool.try_get().await, Err(Error::WouldBlock))); // nothing opened yet
+    /// drop(pool.get().await?);
+    /// # tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    /// let conn = pool.try_get().await?; // the idle one
+    /// # drop(conn); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] when no idle connection is usable, [`Error::Closed`], or
+    /// [`Error::Timeout`] if validation and hooks together outlast `acquire_timeout`.
+    #[track_caller]
+    pub fn try_get(
+        &self,
+    ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
+        let site = Location::caller();
+        self.traced(
+            self.shared
+                .acquire::<false>(site, self.shared.acquire_timeout()),
+        )
+    }
+
+    /// As [`get`](Pool::get), but the future and the guard are `'static`: the guard holds
+    /// a handle to the pool (which stays open while it is held), so both can move into a
+    /// spawned task.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use poolguard::conn::Pool;
+    /// use poolguard_testkit::sim::SimManager;
+    ///
+    /// let pool = Pool::builder(SimManager::new()).build()?;
+    /// let task = tokio::spawn(pool.get_owned());
+    /// let conn = task.await??;
+    /// assert_eq!(conn.pool().status().in_use, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get`](Pool::get).
+    #[track_caller]
+    pub fn get_owned(
+        &self,
+    ) -> impl Future<Output = Result<OwnedPooledConnection<M>, Error<M::Error>>> + Send + 'static
+    {
+        let site = Location::caller();
+        let pool = self.clone();
+        async move {
+            let limit = pool.shared.acquire_timeout();
+            let conn = pool
+                .traced(pool.shared.acquire::<true>(site, limit))
+                .await?;
+            Ok(OwnedPooledConnection::new(conn, pool))
+        }
+    }
+
+    /// Waits until the pool is warm: `min_idle` connections open (or one, when `min_idle`
+    /// is 0, which this opens), for at most `timeout`. Returns the first connect error seen
+    /// after the call (the backend's error or a connect timeout, phase `connect`, or a
+    /// failed `after_connect` hook) rather than waiting out a backend that refuses.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use poolguard::conn::Pool;
+    /// use poolguard_testkit::sim::SimManager;
+    ///
+    /// let pool = Pool::builder(SimManager::new()).min_idle(3).max_concurrent_opens(3).build()?;
+    /// pool.ready(Duration::from_secs(5)).await?;
+    /// assert!(pool.status().idle >= 3);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Backend`] / [`Error::PhaseTimeout`] (phase `connect`) / [`Error::Hook`]:
+    /// the first failed connect; [`Error::Timeout`] (with a snapshot) when connects were
+    /// still running at the deadline; [`Error::Closed`].
+    ///
+    /// # Cancel safety
+    /// It only watches: dropping it leaves the connects it started to finish and stay idle.
+    pub async fn ready(&self, timeout: Duration) -> Result<(), Error<M::Error>> {
+        let start = Instant::now();
+        let deadline = crate::deadline::add_tokio(start, timeout);
+        let target = self.shared.cfg.min_idle.max(1);
+        let seen = self.shared.state.lock().connect_faults;
+        loop {
+            // Registered before the check, so a connect finishing in between is not missed.
+            let progress = self.shared.progress.notified();
+            tokio::pin!(progress);
+            progress.as_mut().enable();
+            let (opens, wake) = {
+                let mut st = self.shared.state.lock();
+                if st.is_closed() {
+                    return Err(Error::Closed);
+                }
+                if st.connect_faults != seen {
+                    if let Some(f) = st.connect_fault.clone() {
+                        return Err(f.into_error());
+                    }
+                }
+                if st.size() - st.opening() >= target {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                let opens = self.shared.plan(&mut st, now, target);
+                // The breaker is open (it opened before this call): look again when its
+                // probe is due, rather than only when a connect ends.
+                let wake = if opens == 0
+                    && st.opening() == 0
+                    && st.breaker.state() != BreakerState::Closed
+                {
+                    crate::deadline::add_tokio(now, st.breaker.retry_in(now)).min(deadline)
+                } else {
+                    deadline
+                };
+                (opens, wake)
+            };
+            self.shared.spawn_opens(opens);
+            if tokio::time::timeout_at(wake, progress).await.is_err() && wake >= deadline {
+                let now = Instant::now();
+                let snap = self.shared.timeout_snapshot(now, now - start);
+                return Err(Error::Timeout(Box::new(snap)));
+            }
+        }
+    }
+
+    /// `fut` inside the `poolguard.conn.get` span (when a subscriber wants it).
+    fn traced<'a, T: Send + 'a>(
+        &self,
+        fut: impl Future<Output = Result<T, Error<M::Error>>> + Send + 'a,
+    ) -> impl Future<Output = Result<T, Error<M::Error>>> + Send + 'a {
+        let name = if tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
+            Some(self.shared.cfg.name.clone())
+        } else {
+            None
+        };
+        async move {
+            let Some(name) = name else {
+                return fut.await;
+            };
             let span = tracing::info_span!(
                 target: "poolguard::conn::get",
                 "poolguard.conn.get",
-                pool = %self.shared.cfg.name,
+                pool = %name,
                 wait_s = tracing::field::Empty,
                 outcome = tracing::field::Empty,
             );
             let start = Instant::now();
-            let res = self.shared.acquire(site).instrument(span.clone()).await;
+            let res = fut.instrument(span.clone()).await;
             span.record("wait_s", start.elapsed().as_secs_f64());
             span.record(
                 "outcome",
@@ -399,8 +648,39 @@ impl<M: Manager> Pool<M> {
                 "Calls to soft_evict_all.",
                 t.soft_evictions,
             ),
+            (
+                "poolguard_conn_detached_total",
+                "Connections taken out of the pool for good (detach).",
+                t.detached,
+            ),
+            (
+                "poolguard_conn_would_block_total",
+                "try_get calls that found no idle connection.",
+                t.would_block,
+            ),
         ] {
             w.counter(name, help, &pool, v);
+        }
+        for h in HookName::ALL {
+            let hs = t.hook(h);
+            w.counter(
+                "poolguard_conn_hook_runs_total",
+                "Lifecycle hook runs, by hook.",
+                &[("pool", l), ("hook", h.as_str())],
+                hs.runs,
+            );
+            for (outcome, v) in [
+                ("refused", hs.refused),
+                ("panicked", hs.panicked),
+                ("timed_out", hs.timed_out),
+            ] {
+                w.counter(
+                    "poolguard_conn_hook_failures_total",
+                    "Lifecycle hook runs that failed (the connection was closed), by hook and outcome.",
+                    &[("pool", l), ("hook", h.as_str()), ("outcome", outcome)],
+                    v,
+                );
+            }
         }
         for r in CloseReason::ALL {
             w.counter(

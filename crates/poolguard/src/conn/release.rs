@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::cancel::{Closing, Detached};
 use super::engine::WaiterOf;
 use super::engine::{Shared, State};
+use super::hooks::{self, HookName};
 use super::internals::{Conn, Handed, Handoff};
 use super::leak;
 use super::stats::CloseReason;
@@ -34,7 +35,7 @@ impl<M: Manager> Shared<M> {
         self: &Arc<Self>,
         mut conn: Conn<M::Connection>,
         slot: usize,
-        mut broken: bool,
+        mut close_as: Option<CloseReason>,
         since: Instant,
     ) {
         // One clock read per cycle is the fast path's budget: the return reads the clock
@@ -54,8 +55,8 @@ impl<M: Manager> Shared<M> {
         // With leak detection on, every return reads the clock, so a hold past the threshold
         // is reported when it comes back even if no maintenance pass saw it out.
         let exact = sampled.or_else(|| self.cfg.leak_threshold.map(|_| Instant::now()));
-        if !broken && self.manager.is_broken(&mut conn.raw) {
-            broken = true;
+        if close_as.is_none() && self.manager.is_broken(&mut conn.raw) {
+            close_as = Some(CloseReason::Broken);
         }
         let mut st = self.state.lock();
         let now = match exact {
@@ -85,8 +86,8 @@ impl<M: Manager> Shared<M> {
                 return;
             }
         }
-        let retire = if broken {
-            Some(CloseReason::Broken)
+        let retire = if close_as.is_some() {
+            close_as
         } else if !st.current(&mut conn) {
             Some(CloseReason::Evicted)
         } else if conn.retire_due(now) {
@@ -96,6 +97,11 @@ impl<M: Manager> Shared<M> {
         };
         if let Some(reason) = retire {
             self.discard_locked(st, conn, reason, now);
+            return;
+        }
+        if self.hooks.after_release.is_some() && !st.is_closed() {
+            drop(st);
+            self.spawn_after_release(conn);
             return;
         }
         if !st.is_closed() && self.manager.needs_reset(&mut conn.raw) {
@@ -167,10 +173,44 @@ impl<M: Manager> Shared<M> {
         }
     }
 
-    fn spawn_reset(self: &Arc<Self>, conn: Conn<M::Connection>) {
-        let mut d = Detached::new(Arc::clone(self), conn, CloseReason::Reset);
+    /// The `after_release` hook on a task, then (kept, and the manager asks for it) the
+    /// reset, then the handoff. A refusal, a panic or a timeout closes the connection.
+    fn spawn_after_release(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        let mut d = Detached::new(Arc::clone(self), conn, CloseReason::Hook);
         let shared = Arc::clone(self);
         self.rt.spawn(async move {
+            let Some(hook) = &shared.hooks.after_release else {
+                return;
+            };
+            let counters = &shared.stats.hooks[HookName::AfterRelease.index()];
+            let limit = shared.cfg.after_release_timeout;
+            if let Err(fault) = hooks::run(hook, d.raw(), limit, counters, true).await {
+                shared.hook_failed(HookName::AfterRelease, d.id(), &fault);
+                return; // `d` closes it
+            }
+            let closed = shared.state.lock().is_closed();
+            if !closed && shared.manager.needs_reset(d.raw()) {
+                d.set_reason(CloseReason::Reset);
+                Self::reset_then_deliver(&shared, d).await;
+            } else {
+                let now = Instant::now();
+                let mut conn = d.take();
+                conn.last_used = now;
+                conn.checked_at(now, shared.bypass);
+                shared.deliver(conn, now);
+            }
+        });
+    }
+
+    fn spawn_reset(self: &Arc<Self>, conn: Conn<M::Connection>) {
+        let d = Detached::new(Arc::clone(self), conn, CloseReason::Reset);
+        let shared = Arc::clone(self);
+        self.rt
+            .spawn(async move { Self::reset_then_deliver(&shared, d).await });
+    }
+
+    async fn reset_then_deliver(shared: &Arc<Self>, mut d: Detached<M>) {
+        {
             shared.stats.resets.fetch_add(1, Relaxed);
             let limit = shared.cfg.reset_timeout;
             let began = Instant::now();
@@ -191,7 +231,23 @@ impl<M: Manager> Shared<M> {
                     tracing::warn!(pool = %shared.cfg.name, conn = d.id(), timeout_s = limit.as_secs_f64(), "reset timed out; closing the connection");
                 }
             }
-        });
+        }
+    }
+
+    /// `PooledConnection::detach`: the holder leaves, the place is freed (replacement opens
+    /// planned for waiters) and the connection is the caller's for good.
+    pub(crate) fn detach_conn(self: &Arc<Self>, slot: usize, id: u64) {
+        self.stats.detached.fetch_add(1, Relaxed);
+        let (last, opens) = {
+            let mut st = self.state.lock();
+            let last = st.detach_held(slot);
+            (last, self.plan(&mut st, Instant::now(), 0))
+        };
+        tracing::debug!(pool = %self.cfg.name, conn = id, "connection detached from the pool");
+        self.spawn_opens(opens);
+        if last {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Gives a ready connection (counted in `size`) to the oldest waiter, or makes it idle.

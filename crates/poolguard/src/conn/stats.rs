@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use crate::diag::{Histogram, HistogramSnapshot};
 
 use super::breaker::BreakerState;
+use super::hooks::{HookCounters, HookName, HookStats};
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -30,11 +31,14 @@ pub enum CloseReason {
     /// Evicted: `Pool::soft_evict_all` (closed when idle, or on return) or refused by a
     /// `Pool::retain` predicate.
     Evicted,
+    /// A lifecycle hook refused it, panicked or hung (`after_connect`, `before_acquire`,
+    /// `after_release`).
+    Hook,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`StatsSnapshot::closed`].
-    pub const ALL: [CloseReason; 9] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Broken,
         CloseReason::Validation,
         CloseReason::Reset,
@@ -44,6 +48,7 @@ impl CloseReason {
         CloseReason::Surplus,
         CloseReason::PoolClosed,
         CloseReason::Evicted,
+        CloseReason::Hook,
     ];
 
     /// A short lowercase name (Prometheus label value).
@@ -58,6 +63,7 @@ impl CloseReason {
             CloseReason::Surplus => "surplus",
             CloseReason::PoolClosed => "pool_closed",
             CloseReason::Evicted => "evicted",
+            CloseReason::Hook => "hook",
         }
     }
 
@@ -93,6 +99,9 @@ pub(crate) struct Stats {
     pub(crate) paused_refused: AtomicU64,
     pub(crate) soft_evictions: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
+    pub(crate) hooks: [HookCounters; HookName::ALL.len()],
+    pub(crate) detached: AtomicU64,
+    pub(crate) would_block: AtomicU64,
     pub(crate) wait_time: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) queue_time: Histogram,
@@ -132,6 +141,9 @@ impl Stats {
             paused_refused: l(&self.paused_refused),
             soft_evictions: l(&self.soft_evictions),
             closed: CloseReason::ALL.map(|r| l(&self.closed[r.index()])),
+            hooks: HookName::ALL.map(|h| self.hooks[h.index()].snapshot()),
+            detached: l(&self.detached),
+            would_block: l(&self.would_block),
             wait_time: self.wait_time.snapshot(),
             hold_time: self.hold_time.snapshot(),
             queue_time: self.queue_time.snapshot(),
@@ -196,6 +208,13 @@ pub struct StatsSnapshot {
     pub soft_evictions: u64,
     /// Connections closed, by [`CloseReason`] (indexed as [`CloseReason::ALL`]).
     pub closed: [u64; CloseReason::ALL.len()],
+    /// Each lifecycle hook's runs and failures (indexed as [`HookName::ALL`]:
+    /// `after_connect`, `before_acquire`, `after_release`; see [`hook`](Self::hook)).
+    pub hooks: [HookStats; HookName::ALL.len()],
+    /// Connections taken out of the pool for good (`detach`).
+    pub detached: u64,
+    /// `try_get` calls that found no idle connection ([`Error::WouldBlock`](super::Error::WouldBlock)).
+    pub would_block: u64,
     /// Time callers waited (only gets that waited).
     pub wait_time: HistogramSnapshot,
     /// Time connections were held by callers, sampled: the 1st, 9th, 17th... use of each
@@ -219,6 +238,11 @@ impl StatsSnapshot {
     /// Connections closed for `reason`.
     pub fn closed_by(&self, reason: CloseReason) -> u64 {
         self.closed[reason.index()]
+    }
+
+    /// One hook's totals.
+    pub fn hook(&self, hook: HookName) -> HookStats {
+        self.hooks[hook.index()]
     }
 
     /// Connections closed for any reason.
