@@ -65,7 +65,8 @@
 //!   (`closed`, `open` or `half-open`), `last_error`; `connection_pool.stats`: `leaks`,
 //!   `unleaked`, `timed_out`, `wait_time.p99`; `connection_pool.holders`: the checked-out
 //!   connections, oldest first, each `{site, held, leaked}`.
-//! * `object_pool`: `retained_bytes`, `retained_objects`, `gets`, `hits_local`,
+//! * `object_pool`: `retained_bytes`, `retained_objects`, `retained_by_tier` (`local`,
+//!   `shared`, `victim`, each `{objects, bytes}`), `gets`, `hits_local`,
 //!   `hits_shared`, `hits_victim`, `misses`, `recent_trims` (each `{pool, cycle, cause,
 //!   before, after, freed, freed_bytes, deferred, max_pause, took}`), `held_now`.
 //! * `reclaimer`: `queued`, `capacity`, `running`, `completed`, `slow`, `stuck`,

@@ -77,6 +77,7 @@ async fn the_dashboard_renders_the_pools_and_updates_in_chromium() {
         (ORDERS, "connections", "waiters"),
         (ORDERS, "wait_p99", "wait_p99"),
         (BUFFERS, "retained_bytes", "retained_bytes"),
+        (BUFFERS, "retained_bytes", "shared"),
         (DROPS, "backlog", "queued"),
     ] {
         let d = browser
