@@ -262,6 +262,14 @@ pub fn pools_json(registry: &Registry) -> String {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         pools,
     };
+    // The common case: nothing secret-looking anywhere, the text goes out as serialized.
+    if let Ok(text) = serde_json::to_string(&doc) {
+        if !SECRET.is_match(&text) {
+            return text;
+        }
+    }
+    // Otherwise every string is filtered on its own (so a quote or backslash inside a
+    // secret cannot break the JSON or survive the filter).
     let mut value = match serde_json::to_value(&doc) {
         Ok(v) => v,
         // Serializing poolguard's snapshots cannot fail (no map with non-string keys, no
