@@ -47,8 +47,16 @@ impl<M: Manager> Shared<M> {
         let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
         let mut now = start;
         let mut counted = false;
+        // When this caller first queued; `Some` once it was woken to retry (a connection
+        // went idle within the handoff budget): it then queues again at the front, keeping
+        // this time.
+        let mut queued_at: Option<Instant> = None;
         loop {
             if counted && now >= deadline() {
+                if queued_at.is_some() {
+                    // Woken, but out of time: a connection left idle goes to the next waiter.
+                    self.wake_next();
+                }
                 return Err(self.timed_out(now, now - start));
             }
             let step = {
@@ -79,7 +87,16 @@ impl<M: Manager> Shared<M> {
                     if !conn.stale(now) {
                         // The fast path: straight out, without a detour through `Step`.
                         let slot = st.holders.insert(site, now);
-                        drop(st);
+                        if queued_at.is_some() {
+                            // After a retry: connections still idle go to the next waiter.
+                            let next = st.wake_for_idle();
+                            drop(st);
+                            if let Some(w) = next {
+                                self.wake(w);
+                            }
+                        } else {
+                            drop(st);
+                        }
                         return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
                     } else {
                         Step::Validate(conn)
@@ -94,7 +111,7 @@ impl<M: Manager> Shared<M> {
                             last_error: st.breaker.last_error.clone(),
                         });
                     }
-                    if waiting >= self.cfg.max_waiters {
+                    if waiting >= self.cfg.max_waiters && queued_at.is_none() {
                         self.stats.overloaded.fetch_add(1, Relaxed);
                         return Err(Error::Overloaded {
                             waiters: waiting,
@@ -102,7 +119,10 @@ impl<M: Manager> Shared<M> {
                         });
                     }
                     let (tx, rx) = oneshot::channel();
-                    let id = st.queue_waiter(site, tx, self.cfg.min_idle);
+                    let id = match queued_at {
+                        None => st.queue_waiter(site, tx, self.cfg.min_idle, now),
+                        Some(since) => st.requeue_front(site, tx, since),
+                    };
                     let opens = self.plan(&mut st, now, 0);
                     Step::Wait(
                         WaitGuard {
@@ -117,13 +137,25 @@ impl<M: Manager> Shared<M> {
             };
             match step {
                 Step::Validate(conn) => {
+                    if queued_at.is_some() {
+                        // After a retry: connections still idle go to the next waiter.
+                        self.wake_next();
+                    }
                     if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
                         return Ok(g);
                     }
                 }
                 Step::Wait(mut wait, opens) => {
                     self.spawn_opens(opens);
-                    self.stats.waited.fetch_add(1, Relaxed);
+                    let first = match queued_at {
+                        Some(first) => first,
+                        None => {
+                            // A wait is counted once, however often the caller is woken.
+                            self.stats.waited.fetch_add(1, Relaxed);
+                            queued_at = Some(now);
+                            now
+                        }
+                    };
                     let got = tokio::time::timeout_at(deadline(), &mut wait.rx).await;
                     let reply = match got {
                         Ok(Ok(reply)) => Some(reply),
@@ -134,9 +166,9 @@ impl<M: Manager> Shared<M> {
                     wait.done = true;
                     let end = Instant::now();
                     match reply {
-                        Some(Ok(h)) => {
+                        Some(Ok(Some(h))) => {
                             self.stats.wait_time.record(end - start);
-                            self.stats.queue_time.record(end - now);
+                            self.stats.queue_time.record(end - first);
                             return Ok(PooledConnection::new(
                                 Arc::clone(self),
                                 h.conn,
@@ -144,6 +176,9 @@ impl<M: Manager> Shared<M> {
                                 h.at,
                             ));
                         }
+                        // Woken to retry: another waiter may be woken from now on; take an
+                        // idle connection or queue again.
+                        Some(Ok(None)) => self.state.lock().end_wake(),
                         Some(Err(e)) => return Err(e),
                         None => return Err(self.timed_out(end, end - start)),
                     }

@@ -16,11 +16,19 @@
 //!   until the surplus comes back and is closed). Every decrement is a method that hands the
 //!   connection (or the reservation) back to the caller to close: no place is lost.
 //! * `opening <= max_concurrent_opens` (and `opening <= size`): only `plan_opens` raises it.
-//! * `idle` and `waiters` are never both non-empty: a returned connection goes to the
-//!   oldest waiter first, and a caller only queues when `idle` is empty. That is the whole
-//!   fairness argument: FIFO handoff, no barging.
+//! * `idle` and `waiters` are both non-empty only while a woken waiter is on its way
+//!   (`woken`): a caller only queues when `idle` is empty; a returned connection goes to the
+//!   oldest waiter, except while that waiter has waited less than the handoff budget
+//!   ([`barge`](Internals::barge)): then it goes idle, where an arriving caller may take it,
+//!   and the oldest waiter is taken out of the queue and woken to compete for it. At most
+//!   one waiter is woken at a time; it clears `woken` when it next holds the lock (or its
+//!   cancellation guard does), then takes an idle connection or queues again at the front
+//!   with its first queueing time, and wakes the next waiter if connections are still idle
+//!   ([`wake_for_idle`](Internals::wake_for_idle)). Beyond the budget the handoff is
+//!   strict FIFO, so fairness holds up to that budget. Opens, resets and the cancellation
+//!   guards always hand off strictly ([`hand_off`](Internals::hand_off)).
 //! * A waiter is removed from `waiters` exactly once: by the deliverer (`pop_front`), by a
-//!   failure broadcast, or by its own cancellation guard.
+//!   failure broadcast, by a wake, or by its own cancellation guard.
 
 use std::collections::VecDeque;
 use std::panic::Location;
@@ -112,8 +120,10 @@ impl<C> Conn<C> {
     /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
     ///
     /// [`Shared::bypass`]: super::engine::Shared::bypass
+    /// `bypass` is the pool's `validation_bypass`, already capped (`Shared::bypass`), so
+    /// the sum needs no clamp: only the overflow check, which cannot fail for it.
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
-        self.fresh_until = crate::deadline::add_tokio(now, bypass);
+        self.fresh_until = now.checked_add(bypass).unwrap_or(now);
     }
 
     /// Whether a checkout at `now` must validate it first.
@@ -137,13 +147,17 @@ pub(crate) struct Handoff<C> {
     pub(crate) at: Instant,
 }
 
-pub(crate) type Reply<C, E> = Result<Handoff<C>, Error<E>>;
+/// What a waiter is told: a connection, `None` (woken to retry: a connection went idle
+/// within the handoff budget), or an error.
+pub(crate) type Reply<C, E> = Result<Option<Handoff<C>>, Error<E>>;
 
 #[derive(Debug)]
 pub(crate) struct Waiter<C, E: std::error::Error + 'static> {
     pub(crate) id: u64,
     pub(crate) site: &'static Location<'static>,
     pub(crate) tx: oneshot::Sender<Reply<C, E>>,
+    /// When it first queued (a woken waiter queues again with it).
+    pub(crate) since: Instant,
 }
 
 /// Where [`Internals::hand_off`] put a ready connection.
@@ -181,6 +195,8 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     /// Abandoned connections still held (not in `size`).
     abandoned: usize,
     next_waiter: u64,
+    /// A waiter has been woken to retry and has not yet held the lock since (see the rules).
+    woken: bool,
     pub(crate) breaker: Breaker<E>,
     /// Gets that queued, by the pool's state when they did (counted on the wait path only):
     /// every place in use (`size >= max_size`), ...
@@ -207,6 +223,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             max_size,
             closed: false,
             next_waiter: 0,
+            woken: false,
             gets: 0,
             waited_saturated: 0,
             waited_cold: 0,
@@ -298,6 +315,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         site: &'static Location<'static>,
         tx: oneshot::Sender<Reply<C, E>>,
         min_idle: usize,
+        now: Instant,
     ) -> u64 {
         if self.size >= self.max_size {
             self.waited_saturated += 1;
@@ -308,8 +326,69 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         }
         let id = self.next_waiter;
         self.next_waiter += 1;
-        self.waiters.push_back(Waiter { id, site, tx });
+        self.waiters.push_back(Waiter {
+            id,
+            site,
+            tx,
+            since: now,
+        });
         id
+    }
+
+    /// A woken waiter that found no idle connection queues again at the front, keeping its
+    /// first queueing time `since` (so the handoff budget counts its whole wait).
+    pub(crate) fn requeue_front(
+        &mut self,
+        site: &'static Location<'static>,
+        tx: oneshot::Sender<Reply<C, E>>,
+        since: Instant,
+    ) -> u64 {
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.push_front(Waiter {
+            id,
+            site,
+            tx,
+            since,
+        });
+        id
+    }
+
+    /// The return path when someone waits (`put_idle_unless_wanted` declined): while the
+    /// oldest waiter has waited less than `budget`, the connection goes idle (`Ok`), with
+    /// the waiter to wake if none is woken yet; otherwise it is given back (`Err`) for the
+    /// strict [`hand_off`](Self::hand_off).
+    pub(crate) fn barge(
+        &mut self,
+        conn: Conn<C>,
+        now: Instant,
+        budget: Duration,
+    ) -> Result<Option<Waiter<C, E>>, Conn<C>> {
+        if self.closed || self.size > self.max_size {
+            return Err(conn);
+        }
+        match self.waiters.front() {
+            Some(w) if now.saturating_duration_since(w.since) < budget => {}
+            _ => return Err(conn),
+        }
+        self.idle.push_back(conn);
+        Ok(self.wake_for_idle())
+    }
+
+    /// The oldest waiter, taken out of the queue to be woken, when connections are idle and
+    /// no waiter is woken yet.
+    pub(crate) fn wake_for_idle(&mut self) -> Option<Waiter<C, E>> {
+        if self.woken || self.idle.is_empty() {
+            return None;
+        }
+        let w = self.waiters.pop_front()?;
+        self.woken = true;
+        Some(w)
+    }
+
+    /// The woken waiter holds the lock again (or left): another one may be woken.
+    pub(crate) fn end_wake(&mut self) {
+        self.woken = false;
     }
 
     /// The oldest waiter, taken out of the queue (a connect failure goes to it).
@@ -494,7 +573,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
 mod tests {
     //! Each transition and its invariants, driven without a runtime: `size <= max_size`
     //! (outside a resize down), `opening <= max_concurrent_opens` and `opening <= size`,
-    //! idle and waiters never both non-empty, and no lost place (every place taken out of
+    //! idle and waiters both non-empty only while a waiter is woken, and no lost place (every place taken out of
     //! `size` comes back to the caller as a connection to close or a failed reservation).
 
     use super::*;
@@ -528,7 +607,7 @@ mod tests {
             p.opening
         );
         assert!(p.opening <= p.size);
-        assert!(p.idle.is_empty() || p.waiters.is_empty());
+        assert!(p.idle.is_empty() || p.waiters.is_empty() || p.woken);
         assert!(p.idle.len() + p.opening <= p.size);
     }
 
@@ -561,7 +640,7 @@ mod tests {
         let mut p = pool(4);
         let now = Instant::now();
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0);
+        p.queue_waiter(Location::caller(), tx, 0, Instant::now());
         assert_eq!(p.waited_cold, 1, "an empty pool: cold");
         assert_eq!(p.plan_opens(now, 4, 0), 1);
         assert_eq!(p.plan_opens(now, 4, 0), 0, "the waiter is covered");
@@ -590,8 +669,8 @@ mod tests {
         let now = Instant::now();
         let (tx1, _rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx1, 0);
-        p.queue_waiter(Location::caller(), tx2, 0);
+        let first = p.queue_waiter(Location::caller(), tx1, 0, Instant::now());
+        p.queue_waiter(Location::caller(), tx2, 0, Instant::now());
         assert_eq!(p.plan_opens(now, 2, 0), 2);
         p.opened();
         match p.hand_off(conn(0), now) {
@@ -619,7 +698,7 @@ mod tests {
         // A waiter is queued: handed back, the queue and the idle list untouched.
         let c = p.take_idle().expect("idle");
         let (tx, _rx) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx, 0);
+        let first = p.queue_waiter(Location::caller(), tx, 0, Instant::now());
         let c = p.put_idle_unless_wanted(c).expect("a waiter wants it");
         assert_eq!((p.size, p.idle.len(), p.waiters.len()), (1, 0, 1));
         match p.hand_off(c, now) {
@@ -752,10 +831,52 @@ mod tests {
     }
 
     #[test]
+    fn barge_idles_within_the_budget_and_wakes_one_waiter_at_a_time() {
+        let t0 = Instant::now();
+        let budget = Duration::from_millis(1);
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        let a = p.take_idle().expect("idle");
+        let b = p.take_idle().expect("idle");
+        let (tx1, _rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        let first = p.queue_waiter(Location::caller(), tx1, 0, t0);
+        let second = p.queue_waiter(Location::caller(), tx2, 0, t0);
+        // Within the budget: idle, and the oldest waiter is taken out to be woken.
+        let w = p
+            .barge(a, t0, budget)
+            .expect("idle")
+            .expect("a waiter to wake");
+        assert_eq!(w.id, first);
+        check(&p, 2);
+        assert_eq!((p.idle.len(), p.waiters.len()), (1, 1));
+        // A second return while that waiter is on its way: idle, nobody else woken.
+        assert!(p.barge(b, t0, budget).expect("idle").is_none());
+        check(&p, 2);
+        // The woken waiter takes one and passes the wake on for the other.
+        p.end_wake();
+        let got = p.take_idle().expect("idle");
+        let next = p.wake_for_idle().expect("the next waiter");
+        assert_eq!(next.id, second);
+        assert!(p.wake_for_idle().is_none(), "one woken at a time");
+        // Beyond the budget the return is given back for the strict handoff.
+        p.end_wake();
+        let (tx3, _rx3) = oneshot::channel();
+        let third = p.requeue_front(Location::caller(), tx3, t0);
+        let late = t0 + Duration::from_millis(2);
+        let got = p.barge(got, late, budget).expect_err("strict");
+        match p.hand_off(got, late) {
+            Handed::Waiter(w, _, _) => assert_eq!(w.id, third),
+            other => panic!("expected the waiter, got {other:?}"),
+        }
+        check(&p, 2);
+    }
+
+    #[test]
     fn close_returns_every_idle_connection_and_waiter() {
         let mut p = pool(2);
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0);
+        p.queue_waiter(Location::caller(), tx, 0, Instant::now());
         assert_eq!(p.plan_opens(Instant::now(), 1, 0), 1);
         let (idle, waiters) = p.close().expect("open");
         assert_eq!((idle.len(), waiters.len()), (0, 1));

@@ -74,7 +74,9 @@ impl<M: Manager> Pool<M> {
 
     /// Gets a connection: an idle one at once (validated first if it was idle longer than
     /// `validation_bypass`), or waits in FIFO order for a returned or newly opened one,
-    /// for at most `acquire_timeout`.
+    /// for at most `acquire_timeout` (a caller arriving while the oldest waiter has waited
+    /// less than `handoff_after` may take a returned connection first; see
+    /// [`Config::handoff_after`](super::Config::handoff_after)).
     ///
     /// The caller's location is recorded for leak reports and timeout snapshots.
     ///
