@@ -65,7 +65,8 @@
 //!   (`closed`, `open` or `half-open`), `last_error`; `connection_pool.stats`: `leaks`,
 //!   `unleaked`, `timed_out`, `wait_time.p99`; `connection_pool.holders`: the checked-out
 //!   connections, oldest first, each `{site, held, leaked}`.
-//! * `object_pool`: `retained_bytes`, `retained_objects`, `gets`, `hits_local`,
+//! * `object_pool`: `retained_bytes`, `retained_objects`, `retained_by_tier` (`local`,
+//!   `shared`, `victim`, each `{objects, bytes}`), `gets`, `hits_local`,
 //!   `hits_shared`, `hits_victim`, `misses`, `recent_trims` (each `{pool, cycle, cause,
 //!   before, after, freed, freed_bytes, deferred, max_pause, took}`), `held_now`.
 //! * `reclaimer`: `queued`, `capacity`, `running`, `completed`, `slow`, `stuck`,
@@ -261,6 +262,14 @@ pub fn pools_json(registry: &Registry) -> String {
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         pools,
     };
+    // The common case: nothing secret-looking anywhere, the text goes out as serialized.
+    if let Ok(text) = serde_json::to_string(&doc) {
+        if !SECRET.is_match(&text) {
+            return text;
+        }
+    }
+    // Otherwise every string is filtered on its own (so a quote or backslash inside a
+    // secret cannot break the JSON or survive the filter).
     let mut value = match serde_json::to_value(&doc) {
         Ok(v) => v,
         // Serializing poolguard's snapshots cannot fail (no map with non-string keys, no

@@ -216,6 +216,10 @@ async fn pools_carries_every_field_the_dashboard_reads() {
     ] {
         num(o, f);
     }
+    for tier in ["local", "shared", "victim"] {
+        num(o, &format!("retained_by_tier.{tier}.bytes"));
+        num(o, &format!("retained_by_tier.{tier}.objects"));
+    }
     assert_eq!(num(o, "gets"), 30.0);
     assert_eq!(num(o, "trims"), 2.0);
     let trims = o["recent_trims"].as_array().expect("recent_trims");

@@ -364,6 +364,15 @@ impl Browser {
             .unwrap_or_default())
     }
 
+    /// Resizes the window (the screenshot's size).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> Result<(), BrowserError> {
+        bounded(
+            "set the window size",
+            self.client().set_window_size(width, height),
+        )
+        .await
+    }
+
     /// Saves a PNG of the window to `screenshot_dir()/NAME.png` and returns its path.
     pub async fn screenshot(&self, name: &str) -> Result<PathBuf, BrowserError> {
         let png = bounded("screenshot", self.client().screenshot()).await?;

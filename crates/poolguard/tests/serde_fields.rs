@@ -78,6 +78,8 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         .build()
         .expect("conn pool");
     drop(c.get().await.expect("a connection"));
+    // One connection still out, so its holder entry is pinned too.
+    let _held = c.get().await.expect("a connection");
 
     let json = |d: &dyn Diagnose| serde_json::to_value(d.snapshot()).expect("serializes");
     pinned(
@@ -194,6 +196,9 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         "
         connection_pool
         connection_pool.holders
+        connection_pool.holders[].held
+        connection_pool.holders[].leaked
+        connection_pool.holders[].site
         connection_pool.stats
         connection_pool.stats.abandoned
         connection_pool.stats.breaker_opened

@@ -144,7 +144,7 @@ impl Scene {
         registry.register(&buffers);
         let mut out: Vec<_> = (0..24).map(|_| buffers.get()).collect();
         for (i, b) in out.iter_mut().enumerate() {
-            b.reserve(4096 * (i + 1));
+            b.reserve(1024 * (i + 1));
         }
         drop(out);
         for _ in 0..6 {
