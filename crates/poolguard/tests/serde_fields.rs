@@ -204,6 +204,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.gets
         connection_pool.stats.hold_time=histogram
         connection_pool.stats.leaks
+        connection_pool.stats.nested_acquires
         connection_pool.stats.overloaded
         connection_pool.stats.queue_time=histogram
         connection_pool.stats.reset_time=histogram

@@ -29,7 +29,13 @@ use super::Manager;
 
 enum Step<M: Manager> {
     Validate(Conn<M::Connection>),
-    Wait(WaitGuard<M>, usize),
+    /// Queued; opens to spawn; a nested acquire whose call-site pair is new (the held
+    /// connection's site, and the pool's size then), to report once the lock is released.
+    Wait(
+        WaitGuard<M>,
+        usize,
+        Option<(&'static Location<'static>, usize, usize)>,
+    ),
 }
 
 impl<M: Manager> Shared<M> {
@@ -47,6 +53,9 @@ impl<M: Manager> Shared<M> {
         let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
         let mut now = start;
         let mut counted = false;
+        // The task checking out: recorded with the hold (one thread-local read), so a get
+        // that has to wait can tell whether its own task already holds a connection.
+        let task = tokio::task::try_id();
         loop {
             if counted && now >= deadline() {
                 return Err(self.timed_out(now, now - start));
@@ -78,7 +87,7 @@ impl<M: Manager> Shared<M> {
                     }
                     if !conn.stale(now) {
                         // The fast path: straight out, without a detour through `Step`.
-                        let slot = st.holders.insert(site, now);
+                        let slot = st.holders.insert(site, now, task);
                         drop(st);
                         return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
                     } else {
@@ -101,8 +110,15 @@ impl<M: Manager> Shared<M> {
                             max_waiters: self.cfg.max_waiters,
                         });
                     }
+                    // Only here, with no idle connection: does this task already hold one?
+                    let mut report = None;
+                    if let Some(held) = task.and_then(|t| st.holders.held_by(t)) {
+                        if st.nested.note(held, site) {
+                            report = Some((held, st.size(), st.max_size()));
+                        }
+                    }
                     let (tx, rx) = oneshot::channel();
-                    let id = st.queue_waiter(site, tx, self.cfg.min_idle);
+                    let id = st.queue_waiter(site, task, tx, self.cfg.min_idle);
                     let opens = self.plan(&mut st, now, 0);
                     Step::Wait(
                         WaitGuard {
@@ -112,6 +128,7 @@ impl<M: Manager> Shared<M> {
                             done: false,
                         },
                         opens,
+                        report,
                     )
                 }
             };
@@ -121,8 +138,11 @@ impl<M: Manager> Shared<M> {
                         return Ok(g);
                     }
                 }
-                Step::Wait(mut wait, opens) => {
+                Step::Wait(mut wait, opens, report) => {
                     self.spawn_opens(opens);
+                    if let Some((held, size, max_size)) = report {
+                        tracing::warn!(pool = %self.cfg.name, held_at = %held, waiting_at = %site, size, max_size, "nested acquire: this task waits for a second connection while it holds one from {held}; enough such tasks deadlock the pool (reported once per pair of call sites)");
+                    }
                     self.stats.waited.fetch_add(1, Relaxed);
                     let got = tokio::time::timeout_at(deadline(), &mut wait.rx).await;
                     let reply = match got {
@@ -175,7 +195,11 @@ impl<M: Manager> Shared<M> {
             let now = Instant::now();
             let mut conn = d.take();
             conn.checked_at(now, self.bypass);
-            let slot = self.state.lock().holders.insert(site, now);
+            let slot = self
+                .state
+                .lock()
+                .holders
+                .insert(site, now, tokio::task::try_id());
             Some(PooledConnection::new(Arc::clone(self), conn, slot, now))
         } else {
             None

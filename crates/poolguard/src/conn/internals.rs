@@ -32,6 +32,7 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::error::Error;
 use super::leak::{self, Holders, Scan};
+use super::nested::Nested;
 use super::stats::CloseReason;
 
 /// A pooled connection plus its bookkeeping.
@@ -143,6 +144,8 @@ pub(crate) type Reply<C, E> = Result<Handoff<C>, Error<E>>;
 pub(crate) struct Waiter<C, E: std::error::Error + 'static> {
     pub(crate) id: u64,
     pub(crate) site: &'static Location<'static>,
+    /// The waiting task (the hold it is handed is recorded as this task's).
+    pub(crate) task: Option<tokio::task::Id>,
     pub(crate) tx: oneshot::Sender<Reply<C, E>>,
 }
 
@@ -189,6 +192,9 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) waited_cold: u64,
     /// ... or room to grow (the get waited for a new connection).
     pub(crate) waited_growing: u64,
+    /// Gets that waited while their own task held a connection of this pool, by call sites
+    /// (see `nested.rs`; counted on the wait path only).
+    pub(crate) nested: Nested,
     /// A clock for the return path that costs nothing: advanced by each maintenance pass
     /// (so it lags by at most `maintenance_interval`); unsampled returns use it, or the
     /// checkout time when later, as "now".
@@ -211,6 +217,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             waited_saturated: 0,
             waited_cold: 0,
             waited_growing: 0,
+            nested: Nested::default(),
             breaker,
             coarse: now,
         }
@@ -296,6 +303,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     pub(crate) fn queue_waiter(
         &mut self,
         site: &'static Location<'static>,
+        task: Option<tokio::task::Id>,
         tx: oneshot::Sender<Reply<C, E>>,
         min_idle: usize,
     ) -> u64 {
@@ -308,7 +316,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         }
         let id = self.next_waiter;
         self.next_waiter += 1;
-        self.waiters.push_back(Waiter { id, site, tx });
+        self.waiters.push_back(Waiter { id, site, task, tx });
         id
     }
 
@@ -342,7 +350,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
                 Handed::Idle
             }
             Some(w) => {
-                let slot = self.holders.insert(w.site, now);
+                let slot = self.holders.insert(w.site, now, w.task);
                 Handed::Waiter(w, conn, slot)
             }
         }
@@ -561,7 +569,7 @@ mod tests {
         let mut p = pool(4);
         let now = Instant::now();
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0);
+        p.queue_waiter(Location::caller(), None, tx, 0);
         assert_eq!(p.waited_cold, 1, "an empty pool: cold");
         assert_eq!(p.plan_opens(now, 4, 0), 1);
         assert_eq!(p.plan_opens(now, 4, 0), 0, "the waiter is covered");
@@ -590,8 +598,8 @@ mod tests {
         let now = Instant::now();
         let (tx1, _rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx1, 0);
-        p.queue_waiter(Location::caller(), tx2, 0);
+        let first = p.queue_waiter(Location::caller(), None, tx1, 0);
+        p.queue_waiter(Location::caller(), None, tx2, 0);
         assert_eq!(p.plan_opens(now, 2, 0), 2);
         p.opened();
         match p.hand_off(conn(0), now) {
@@ -619,7 +627,7 @@ mod tests {
         // A waiter is queued: handed back, the queue and the idle list untouched.
         let c = p.take_idle().expect("idle");
         let (tx, _rx) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx, 0);
+        let first = p.queue_waiter(Location::caller(), None, tx, 0);
         let c = p.put_idle_unless_wanted(c).expect("a waiter wants it");
         assert_eq!((p.size, p.idle.len(), p.waiters.len()), (1, 0, 1));
         match p.hand_off(c, now) {
@@ -717,7 +725,7 @@ mod tests {
         fill(&mut p, 1);
         let t0 = Instant::now();
         let c = p.take_idle().expect("idle");
-        p.holders.insert(Location::caller(), t0);
+        p.holders.insert(Location::caller(), t0, None);
         let scan = p.scan_holders(
             t0 + Duration::from_secs(10),
             None,
@@ -755,7 +763,7 @@ mod tests {
     fn close_returns_every_idle_connection_and_waiter() {
         let mut p = pool(2);
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0);
+        p.queue_waiter(Location::caller(), None, tx, 0);
         assert_eq!(p.plan_opens(Instant::now(), 1, 0), 1);
         let (idle, waiters) = p.close().expect("open");
         assert_eq!((idle.len(), waiters.len()), (0, 1));
