@@ -7,6 +7,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod alloc;
+mod doctor;
 mod lab;
 mod redact;
 
@@ -32,6 +33,9 @@ struct Cli {
 enum Command {
     /// Reproduce pool failure scenarios and measure them (all of them when none is named).
     Lab(lab::LabArgs),
+    /// Watch a running service's pools through its diagnostics endpoint and give a verdict
+    /// (exit status 0 healthy, 1 warnings, 2 critical, 3 unreachable).
+    Doctor(doctor::DoctorArgs),
 }
 
 /// The `poolguard` command: parses the process's arguments and runs the subcommand.
@@ -46,6 +50,7 @@ pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Lab(args) => lab::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 
