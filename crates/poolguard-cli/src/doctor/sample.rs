@@ -59,6 +59,8 @@ pub(crate) struct Conn {
     pub(crate) connect_failures: u64,
     pub(crate) unavailable: u64,
     pub(crate) abandoned: u64,
+    /// Abandoned connections still held by their callers now (not in `in_use`).
+    pub(crate) held_abandoned: u64,
 }
 
 /// An object pool's figures.
@@ -152,6 +154,7 @@ pub(crate) fn from_pools_json(body: &str) -> Result<Reading, String> {
                 connect_failures: u(t, "connect_failures"),
                 unavailable: u(t, "unavailable"),
                 abandoned: u(t, "abandoned"),
+                held_abandoned: u(st, "abandoned"),
             })
         } else if let Some(o) = snap.get("object_pool") {
             Figures::Object(Object {
@@ -275,7 +278,7 @@ pub(crate) fn from_metrics(text: &str) -> Result<Reading, String> {
                 "nested_acquires_total" => c.nested_acquires = v,
                 "connect_failures_total" => c.connect_failures = v,
                 "unavailable_total" => c.unavailable = v,
-                "abandoned" => c.abandoned = v,
+                "abandoned" => c.held_abandoned = v,
                 "breaker_state" if v == 1 => {
                     c.breaker = labels
                         .get("state")

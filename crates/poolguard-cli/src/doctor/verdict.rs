@@ -131,7 +131,7 @@ fn conn_evidence(series: &[(Duration, &Conn)]) -> Vec<Evidence> {
                 (
                     Severity::Warning,
                     "doctor.exhausted",
-                    format!("the pool was exhausted: {line}"),
+                    "every connection was in use in most readings, and the pool named no cause".to_owned(),
                     "find what holds the connections (leaks, long holds, a task taking two) before raising max_size",
                 )
             }),
@@ -212,7 +212,11 @@ fn conn_evidence(series: &[(Duration, &Conn)]) -> Vec<Evidence> {
             )),
         });
     }
-    let in_use: Vec<u64> = series.iter().map(|(_, c)| c.in_use).collect();
+    // Held by callers: in use, and abandoned but not yet returned.
+    let in_use: Vec<u64> = series
+        .iter()
+        .map(|(_, c)| c.in_use + c.held_abandoned)
+        .collect();
     if let Some((hits, lo, hi)) = in_use_spikes(&in_use, max) {
         out.push(Evidence {
             line: format!(

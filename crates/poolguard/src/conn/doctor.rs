@@ -215,7 +215,12 @@ pub(crate) fn diagnose<M: Manager>(
     }
     if cfg.abandon_timeout.is_some() {
         out.push(Finding::new(
-            Severity::Info,
+            // Once a transaction has lost its slot, it costs capacity: worth a warning.
+            if t.abandoned > 0 {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
             "conn.abandon-on",
             &label,
             format!(
