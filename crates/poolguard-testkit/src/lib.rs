@@ -8,6 +8,8 @@
 
 pub mod drops;
 pub mod outage;
+#[cfg(target_os = "linux")]
+pub mod tcp;
 /// The simulator and the fault proxy live in the published `poolguard-faults` crate; they
 /// are re-exported here so every test keeps one import path.
 pub use poolguard_faults::{proxy, sim};

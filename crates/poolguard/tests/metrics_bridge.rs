@@ -245,10 +245,23 @@ async fn object_pools_and_reclaimers_report_their_main_figures() {
         .map(|t| counter(&c, &format!("poolguard.object.hits{{{o},tier={t}}}")))
         .sum();
     assert_eq!(hits, 1);
-    assert_eq!(
-        gauge(&c, &format!("poolguard.object.retained.objects{{{o}}}")),
-        s.retained_objects as f64
-    );
+    for (tier, r) in s.retained_by_tier.tiers() {
+        assert_eq!(
+            gauge(
+                &c,
+                &format!("poolguard.object.retained.objects{{{o},tier={tier}}}")
+            ),
+            r.objects as f64
+        );
+        assert_eq!(
+            gauge(
+                &c,
+                &format!("poolguard.object.retained.bytes{{{o},tier={tier}}}")
+            ),
+            r.bytes as f64
+        );
+    }
+    assert_eq!(s.retained_by_tier.total().objects, s.retained_objects);
     assert!(histogram(&c, &format!("poolguard.object.trim_pause{{{o}}}")).is_empty());
 
     let r = "poolguard.reclaimer.name=m-reclaim";

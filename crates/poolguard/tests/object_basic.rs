@@ -321,6 +321,68 @@ fn prometheus_text_has_tiers_and_reasons() {
     );
 }
 
+/// Objects with a chosen heap size, so each tier's bytes are known.
+fn sized_pool(c: &DropCounter) -> Pool<Obj> {
+    let c = c.clone();
+    Pool::builder(move || obj(&c, 100))
+        .name("tiers")
+        .local_slots(64)
+        .build()
+        .expect("valid")
+}
+
+#[test]
+fn retained_objects_and_bytes_are_split_by_tier() {
+    let c = DropCounter::new();
+    let pool = sized_pool(&c);
+    let held: Vec<_> = (0..3).map(|_| pool.get()).collect();
+    drop(held); // one into this thread's cell, two to the shared stacks
+    let s = pool.stats();
+    let t = s.retained_by_tier;
+    assert_eq!((t.local.objects, t.local.bytes), (1, 100), "{s:?}");
+    assert_eq!((t.shared.objects, t.shared.bytes), (2, 200), "{s:?}");
+    assert_eq!((t.victim.objects, t.victim.bytes), (0, 0), "{s:?}");
+    assert_eq!((s.retained_objects, s.retained_bytes), (3, 300));
+
+    // A trim steals the cell's object and demotes every shared object: all three are
+    // victims now (the next cycle frees them unless a get takes them first).
+    let _ = pool.trim();
+    let s = pool.stats();
+    let t = s.retained_by_tier;
+    assert_eq!(
+        (t.local.objects, t.shared.objects, t.victim.objects),
+        (0, 0, 3),
+        "{s:?}"
+    );
+    assert_eq!((t.victim.bytes, t.total().bytes), (300, s.retained_bytes));
+    let before_get = s.clone();
+    // A get takes a victim; what comes back is fresh (the cell or the shared stacks).
+    drop(pool.get());
+    let after = pool.stats();
+    let t = after.retained_by_tier;
+    assert!(t.victim.objects < 3, "{after:?}");
+    assert_eq!(t.local.objects + t.shared.objects + t.victim.objects, 3);
+    assert_eq!(t.local.bytes + t.shared.bytes + t.victim.bytes, 300);
+    let s = before_get;
+    let mut w = PrometheusWriter::new();
+    s.write_prometheus(&mut w);
+    let text = w.finish();
+    for line in [
+        "poolguard_object_retained_objects{pool=\"tiers\",tier=\"local\"} 0",
+        "poolguard_object_retained_objects{pool=\"tiers\",tier=\"shared\"} 0",
+        "poolguard_object_retained_objects{pool=\"tiers\",tier=\"victim\"} 3",
+        "poolguard_object_retained_bytes{pool=\"tiers\",tier=\"local\"} 0",
+        "poolguard_object_retained_bytes{pool=\"tiers\",tier=\"victim\"} 300",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line}:\n{text}");
+    }
+    // No unlabelled total beside the tiers (a `sum by (pool)` would count it twice).
+    assert!(
+        !text.contains("poolguard_object_retained_bytes{pool=\"tiers\"}"),
+        "{text}"
+    );
+}
+
 #[cfg(feature = "bytes")]
 #[test]
 fn bytes_mut_is_poolable() {

@@ -124,6 +124,16 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         object_pool.recent_trims[].took
         object_pool.reclaim_deferred
         object_pool.reclaim_refused
+        object_pool.retained_by_tier
+        object_pool.retained_by_tier.local
+        object_pool.retained_by_tier.local.bytes
+        object_pool.retained_by_tier.local.objects
+        object_pool.retained_by_tier.shared
+        object_pool.retained_by_tier.shared.bytes
+        object_pool.retained_by_tier.shared.objects
+        object_pool.retained_by_tier.victim
+        object_pool.retained_by_tier.victim.bytes
+        object_pool.retained_by_tier.victim.objects
         object_pool.retained_bytes
         object_pool.retained_objects
         object_pool.returns

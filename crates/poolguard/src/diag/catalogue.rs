@@ -85,8 +85,11 @@
 //! `poolguard_object_skipped_local_total`, `poolguard_object_reclaim_deferred_total`,
 //! `poolguard_object_reclaim_refused_total`.
 //!
-//! Gauges: `poolguard_object_retained_objects`, `poolguard_object_retained_bytes` (the whole
-//! pool), `poolguard_object_peak_bytes`, `poolguard_object_tier_cap_objects{tier="cell|shard"}`,
+//! Gauges: `poolguard_object_retained_objects{tier="local|shared|victim"}`,
+//! `poolguard_object_retained_bytes{tier="local|shared|victim"}` (one series per tier and no
+//! unlabelled total, so `sum by (pool)` is the whole pool: `local` is the per-thread cells,
+//! `shared` the shared stacks' primary generation, `victim` the generation the next trim
+//! cycle frees), `poolguard_object_peak_bytes`, `poolguard_object_tier_cap_objects{tier="cell|shard"}`,
 //! `poolguard_object_tier_cap_bytes{tier="cell|shard"}`, `poolguard_object_held_past_threshold`.
 //!
 //! Histograms (seconds): `poolguard_object_trim_pause_seconds` (the longest lock hold of each

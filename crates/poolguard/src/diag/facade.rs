@@ -36,7 +36,8 @@
 //! An object pool reports `poolguard.object.*` (attribute `poolguard.pool.name`): counters
 //! `gets`, `hits` (attribute `tier` = `local` | `shared` | `victim`), `misses`, `returns`,
 //! `discards` (attribute `reason` = `oversized` | `reset` | `over_cap` | `evicted`), `trims`,
-//! `long_holds`; gauges `retained.objects`, `retained.bytes`, `held_past_threshold`; the
+//! `long_holds`; gauges `retained.objects`, `retained.bytes` (both by `tier`),
+//! `held_past_threshold`; the
 //! histogram `trim_pause` (seconds). A reclaimer reports `poolguard.reclaim.*` (attribute
 //! `poolguard.reclaimer.name`): gauges `queued`, `running`, `threads`, `closes_in_flight`;
 //! counters `deferred`, `completed`, `inline_drops`, `handed_back`, `slow`, `stuck`,
@@ -255,12 +256,11 @@ impl Emit<'_> {
                 }
                 self.counter("poolguard.object.trims", None, s.trims);
                 self.counter("poolguard.object.long_holds", None, s.long_holds);
-                self.gauge(
-                    "poolguard.object.retained.objects",
-                    None,
-                    s.retained_objects,
-                );
-                self.gauge("poolguard.object.retained.bytes", None, s.retained_bytes);
+                for (tier, r) in s.retained_by_tier.tiers() {
+                    let tier = Some(("tier", tier));
+                    self.gauge("poolguard.object.retained.objects", tier, r.objects);
+                    self.gauge("poolguard.object.retained.bytes", tier, r.bytes);
+                }
                 self.gauge(
                     "poolguard.object.held_past_threshold",
                     None,
@@ -377,12 +377,12 @@ fn describe() {
         describe_gauge!(
             "poolguard.object.retained.objects",
             Unit::Count,
-            "Objects retained."
+            "Objects retained, by tier."
         );
         describe_gauge!(
             "poolguard.object.retained.bytes",
             Unit::Bytes,
-            "Heap bytes retained."
+            "Heap bytes retained, by tier."
         );
         describe_gauge!(
             "poolguard.object.held_past_threshold",

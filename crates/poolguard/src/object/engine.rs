@@ -29,8 +29,8 @@ use super::hold::HoldTracker;
 use super::layout::Layout;
 use super::local::{bump, thread_index, HotCell};
 use super::pool::DiscardReason;
-use super::shared::Shards;
-use super::stats::{Counters, Discards, PoolStats, TrimCause};
+use super::shared::{ShardTotals, Shards};
+use super::stats::{Counters, Discards, PoolStats, Retained, RetainedByTier, TrimCause};
 use super::trim::TrimState;
 use super::victim::Entry;
 use super::Recycle;
@@ -312,17 +312,42 @@ impl<T: Recycle + Send + 'static> Inner<T> {
                 bytes += b;
             }
         }
+        self.note_peak(objs, bytes);
+        (objs, bytes)
+    }
+
+    fn note_peak(&self, objs: usize, bytes: usize) {
         self.counters.peak_objects.fetch_max(objs as u64, Relaxed);
         self.counters.peak_bytes.fetch_max(bytes as u64, Relaxed);
-        (objs, bytes)
+    }
+
+    /// What each tier retains: the cells from their gauges, the shards from `t` (one pass
+    /// over their locks, so the shared and victim figures are each shard's at one instant).
+    fn retained_by_tier(&self, t: &ShardTotals) -> RetainedByTier {
+        let mut local = (0, 0);
+        for c in self.cells.iter() {
+            if let Some(b) = c.held() {
+                local = (local.0 + 1, local.1 + b);
+            }
+        }
+        RetainedByTier {
+            local: Retained::new(local),
+            shared: Retained::new(t.primary),
+            victim: Retained::new(t.victim),
+        }
     }
 
     pub(super) fn retained(&self) -> (usize, usize) {
         self.retained_except(&[])
     }
     pub(super) fn stats(&self) -> PoolStats {
-        let (retained_objects, retained_bytes) = self.retained();
         let t = self.shards.totals();
+        let retained_by_tier = self.retained_by_tier(&t);
+        let Retained {
+            objects: retained_objects,
+            bytes: retained_bytes,
+        } = retained_by_tier.total();
+        self.note_peak(retained_objects, retained_bytes);
         let c = &self.counters;
         let (mut gets, mut hits_local, mut returns, mut skipped_local) = (0, 0, 0, 0);
         for cell in self.cells.iter() {
@@ -366,6 +391,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             reclaim_refused: c.reclaim_refused.load(Relaxed),
             retained_objects,
             retained_bytes,
+            retained_by_tier,
             peak_objects: c.peak_objects.load(Relaxed) as usize,
             peak_bytes: c.peak_bytes.load(Relaxed) as usize,
             long_holds: self.hold.as_ref().map_or(0, |h| h.long_holds.load(Relaxed)),

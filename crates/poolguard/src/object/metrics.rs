@@ -101,18 +101,24 @@ impl PoolStats {
             pool,
             self.held_now_count as f64,
         );
-        w.gauge(
-            "poolguard_object_retained_objects",
-            "Objects retained now.",
-            pool,
-            self.retained_objects as f64,
-        );
-        w.gauge(
-            "poolguard_object_retained_bytes",
-            "Heap bytes retained now.",
-            pool,
-            self.retained_bytes as f64,
-        );
+        // Per tier only (no unlabelled total in the same family, so `sum by (pool)` is the
+        // pool's total).
+        for (tier, r) in self.retained_by_tier.tiers() {
+            w.gauge(
+                "poolguard_object_retained_objects",
+                "Objects retained now, by tier.",
+                &[("pool", &self.name), ("tier", tier)],
+                r.objects as f64,
+            );
+        }
+        for (tier, r) in self.retained_by_tier.tiers() {
+            w.gauge(
+                "poolguard_object_retained_bytes",
+                "Heap bytes retained now, by tier.",
+                &[("pool", &self.name), ("tier", tier)],
+                r.bytes as f64,
+            );
+        }
         w.gauge(
             "poolguard_object_peak_bytes",
             "Most heap bytes seen retained.",

@@ -61,5 +61,5 @@ pub use config::{
 pub use layout::Layout;
 pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;
-pub use stats::{Discards, LongHold, PoolStats, TrimCause, TrimTrace};
+pub use stats::{Discards, LongHold, PoolStats, Retained, RetainedByTier, TrimCause, TrimTrace};
 pub use trimmer::{Trimmer, MIN_TRIM_INTERVAL};

@@ -34,6 +34,10 @@ struct Shard<T> {
 pub(crate) struct ShardTotals {
     pub(crate) objects: usize,
     pub(crate) bytes: usize,
+    /// Of `objects` and `bytes`, those in the primary generations.
+    pub(crate) primary: (usize, usize),
+    /// Of `objects` and `bytes`, those in the victim generations.
+    pub(crate) victim: (usize, usize),
     pub(crate) hits_primary: u64,
     pub(crate) hits_victim: u64,
     pub(crate) evicted: u64,
@@ -245,6 +249,9 @@ impl<T> Shards<T> {
             let g = lock(&s.gens);
             t.objects += g.len();
             t.bytes += g.bytes();
+            let (p, v) = (g.primary_held(), g.victim_held());
+            t.primary = (t.primary.0 + p.0, t.primary.1 + p.1);
+            t.victim = (t.victim.0 + v.0, t.victim.1 + v.1);
             t.hits_primary += g.hits_primary;
             t.hits_victim += g.hits_victim;
             t.evicted += g.evicted;

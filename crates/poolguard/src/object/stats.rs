@@ -51,6 +51,58 @@ pub struct Discards {
     pub evicted_by_budget: u64,
 }
 
+/// Objects and heap bytes retained on one tier.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct Retained {
+    /// Objects held.
+    pub objects: usize,
+    /// Their heap bytes (as charged when they came back).
+    pub bytes: usize,
+}
+
+impl Retained {
+    pub(crate) fn new((objects, bytes): (usize, usize)) -> Self {
+        Self { objects, bytes }
+    }
+}
+
+/// What a pool retains, split by tier (the same tiers as the hit counters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RetainedByTier {
+    /// The per-thread cells (a gauge that a concurrent get, put or trim may leave briefly
+    /// stale).
+    pub local: Retained,
+    /// The shared stacks' primary generation (returned since the last trim cycle).
+    pub shared: Retained,
+    /// The shared stacks' victim generation (survived one trim cycle unused; the next one
+    /// frees it).
+    pub victim: Retained,
+}
+
+impl RetainedByTier {
+    /// The tiers with their label values (`local`, `shared`, `victim`).
+    pub fn tiers(&self) -> [(&'static str, Retained); 3] {
+        [
+            ("local", self.local),
+            ("shared", self.shared),
+            ("victim", self.victim),
+        ]
+    }
+
+    /// All tiers together.
+    pub fn total(&self) -> Retained {
+        let t = self.tiers();
+        Retained {
+            objects: t.iter().map(|(_, r)| r.objects).sum(),
+            bytes: t.iter().map(|(_, r)| r.bytes).sum(),
+        }
+    }
+}
+
 /// Why a trim cycle ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -204,6 +256,9 @@ pub struct PoolStats {
     pub retained_objects: usize,
     /// Heap bytes retained now.
     pub retained_bytes: usize,
+    /// The same, split by tier (`retained_objects` and `retained_bytes` are its
+    /// [`total`](RetainedByTier::total)).
+    pub retained_by_tier: RetainedByTier,
     /// The most objects seen retained (sampled at snapshots and trim cycles).
     pub peak_objects: usize,
     /// The most bytes seen retained (sampled at snapshots and trim cycles).

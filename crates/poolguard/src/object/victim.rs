@@ -60,6 +60,16 @@ impl<T> Generations<T> {
         self.primary_bytes + self.victim_bytes
     }
 
+    /// Objects and heap bytes of the primary generation.
+    pub(crate) fn primary_held(&self) -> (usize, usize) {
+        (self.primary.len(), self.primary_bytes)
+    }
+
+    /// Objects and heap bytes of the victim generation.
+    pub(crate) fn victim_held(&self) -> (usize, usize) {
+        (self.victim.len(), self.victim_bytes)
+    }
+
     /// The freshest object: primary first (LIFO, cache-warm), then victim.
     pub(crate) fn pop(&mut self) -> Option<(Entry<T>, Gen)> {
         if let Some(e) = self.primary.pop() {
