@@ -325,3 +325,69 @@ fn end_of_input_stops_lab_serve() {
     let status = live.child.wait().expect("wait");
     assert!(status.success(), "{status}");
 }
+
+/// A service without `/pools`: a bare HTTP server answering `/metrics` only (404 otherwise).
+fn metrics_only(registry: poolguard::diag::Registry) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map_or(false, |n| n == 1) {
+                head.push(byte[0]);
+            }
+            let head = String::from_utf8_lossy(&head);
+            let (status, body) = if head.starts_with("GET /metrics ") {
+                ("200 OK", registry.prometheus())
+            } else {
+                ("404 Not Found", "not here\n".to_owned())
+            };
+            let _ = write!(
+                s,
+                "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/")
+}
+
+#[test]
+fn without_pools_the_doctor_reads_metrics_and_judges_the_figures() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let registry = poolguard::diag::Registry::new();
+    // Every connection held for the whole window: the pool is exhausted.
+    let (pool, held) = rt.block_on(async {
+        let pool = poolguard::conn::Pool::builder(poolguard_faults::sim::SimManager::new())
+            .name("metrics-only")
+            .max_size(2)
+            .build()
+            .expect("valid");
+        let held = (
+            pool.get().await.expect("one"),
+            pool.get().await.expect("two"),
+        );
+        (pool, held)
+    });
+    registry.register(&pool);
+    let url = metrics_only(registry);
+    let (code, v) = doctor(&url);
+    assert_eq!(v["source"], "/metrics", "{v:#}");
+    assert_eq!(v["findings"][0]["code"], "doctor.exhausted", "{v:#}");
+    assert!(
+        v["findings"][0]["evidence"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("in use at max 2/2"),
+        "{v:#}"
+    );
+    assert_eq!(code, 1);
+    drop(held);
+}

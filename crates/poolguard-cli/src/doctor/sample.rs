@@ -296,7 +296,8 @@ pub(crate) fn from_metrics(text: &str) -> Result<Reading, String> {
             }
             let o = objects.entry(pool.clone()).or_default();
             match field {
-                "retained_bytes" => o.retained_bytes = v,
+                // One series per tier (or one for the whole pool): summed.
+                "retained_bytes" => o.retained_bytes += v,
                 "trims_total" => o.trims = v,
                 "gets_total" => o.gets = v,
                 "returns_total" => o.returns = v,
@@ -385,7 +386,8 @@ mod tests {
             poolguard_conn_waiters{pool=\"db\"} 2\npoolguard_conn_leaks_total{pool=\"db\"} 3\n\
             poolguard_conn_breaker_state{pool=\"db\",state=\"closed\"} 0\n\
             poolguard_conn_breaker_state{pool=\"db\",state=\"half_open\"} 1\n\
-            poolguard_object_retained_bytes{pool=\"a \\\"q\\\" b\"} 2048\n\
+            poolguard_object_retained_bytes{pool=\"a \\\"q\\\" b\",tier=\"local\"} 2048\n\
+            poolguard_object_retained_bytes{pool=\"a \\\"q\\\" b\",tier=\"shared\"} 1024\n\
             poolguard_reclaim_stuck_total{reclaimer=\"drops\"} 1\n\
             poolguard_conn_wait_seconds_bucket{pool=\"db\",le=\"+Inf\"} 7\n";
         let r = from_metrics(text).expect("valid");
@@ -396,6 +398,11 @@ mod tests {
         assert_eq!((c.in_use, c.max_size, c.waiters, c.leaks), (4, 4, 2, 3));
         assert_eq!(c.breaker, "half-open");
         assert_eq!(r.pools[1].name, "a \"q\" b");
+        assert!(
+            matches!(&r.pools[1].figures, Figures::Object(o) if o.retained_bytes == 3072),
+            "tiers summed: {:?}",
+            r.pools[1]
+        );
         assert!(matches!(&r.pools[2].figures, Figures::Reclaim(x) if x.stuck == 1));
         assert!(from_metrics("up 1\n").is_err());
     }
