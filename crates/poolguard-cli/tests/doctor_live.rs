@@ -336,7 +336,7 @@ fn metrics_only(registry: poolguard::diag::Registry) -> String {
             let Ok(mut s) = stream else { continue };
             let mut head = Vec::new();
             let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map_or(false, |n| n == 1) {
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).is_ok_and(|n| n == 1) {
                 head.push(byte[0]);
             }
             let head = String::from_utf8_lossy(&head);
