@@ -1,4 +1,5 @@
-//! `poolguard`: reproduces the classic pool failures and measures them.
+//! `poolguard`: reproduces the classic pool failures and measures them (`lab`, in batch or
+//! live with `--serve`), and watches a running service's pools (`doctor`).
 //!
 //! The command's code lives in this library (the `poolguard` binary only calls [`main`]), so
 //! its documentation is built and checked like the other crates' without the binary's docs
@@ -47,7 +48,22 @@ pub fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // `--help` and `--version` are not errors; a usage error is 2, except for
+            // `doctor`, whose 2 means "critical": there it is 3, like an unreadable endpoint.
+            let code = if !e.use_stderr() {
+                0
+            } else if std::env::args().nth(1).as_deref() == Some("doctor") {
+                doctor::EXIT_UNREACHABLE
+            } else {
+                2
+            };
+            return std::process::ExitCode::from(code);
+        }
+    };
     match cli.command {
         Command::Lab(args) => lab::run(args),
         Command::Doctor(args) => doctor::run(args),

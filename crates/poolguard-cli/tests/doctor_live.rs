@@ -391,3 +391,24 @@ fn without_pools_the_doctor_reads_metrics_and_judges_the_figures() {
     assert_eq!(code, 1);
     drop(held);
 }
+
+#[test]
+fn a_doctor_usage_error_is_3_not_critical() {
+    let out = Command::new(BIN)
+        .args(["doctor", "http://127.0.0.1:1/", "--for", "soon"])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--for"));
+    // Elsewhere usage errors stay 2.
+    let out = Command::new(BIN)
+        .args(["lab", "--nope"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
