@@ -1061,8 +1061,8 @@ mod tests {
         let b = p.take_idle().expect("idle");
         let (tx1, _rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx1, 0, t0);
-        let second = p.queue_waiter(Location::caller(), tx2, 0, t0);
+        let first = p.queue_waiter(Location::caller(), None, tx1, 0, t0);
+        let second = p.queue_waiter(Location::caller(), None, tx2, 0, t0);
         // Within the budget: idle, and the oldest waiter is taken out to be woken.
         let w = p
             .barge(a, t0, budget)
@@ -1083,7 +1083,7 @@ mod tests {
         // Beyond the budget the return is given back for the strict handoff.
         p.end_wake();
         let (tx3, _rx3) = oneshot::channel();
-        let third = p.requeue_front(Location::caller(), tx3, t0);
+        let third = p.requeue_front(Location::caller(), None, tx3, t0);
         let late = t0 + Duration::from_millis(2);
         let got = p.barge(got, late, budget).expect_err("strict");
         match p.hand_off(got, late) {
@@ -1101,7 +1101,7 @@ mod tests {
         p.pause(crate::conn::PauseMode::Wait, now);
         let c = p.take_idle().expect("idle");
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0, now);
+        p.queue_waiter(Location::caller(), None, tx, 0, now);
         assert_eq!(
             p.plan_opens(now, 2, 0),
             0,
@@ -1118,7 +1118,7 @@ mod tests {
         // `Pool::resume` serves the queue from the idle list first, then plans opens.
         let c = p.take_idle().expect("idle");
         let w = p.pop_waiter().expect("the waiter");
-        p.holders.insert(w.site, now);
+        p.holders.insert(w.site, now, w.task);
         drop(c);
         assert_eq!(p.plan_opens(now, 2, 0), 0, "nobody left waiting");
     }
