@@ -1,4 +1,5 @@
-//! `poolguard`: reproduces the classic pool failures and measures them.
+//! `poolguard`: reproduces the classic pool failures and measures them (`lab`, in batch or
+//! live with `--serve`), and watches a running service's pools (`doctor`).
 //!
 //! The command's code lives in this library (the `poolguard` binary only calls [`main`]), so
 //! its documentation is built and checked like the other crates' without the binary's docs
@@ -7,6 +8,7 @@
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
 mod alloc;
+mod doctor;
 mod lab;
 mod redact;
 
@@ -32,6 +34,9 @@ struct Cli {
 enum Command {
     /// Reproduce pool failure scenarios and measure them (all of them when none is named).
     Lab(lab::LabArgs),
+    /// Watch a running service's pools through its diagnostics endpoint and give a verdict
+    /// (exit status 0 healthy, 1 warnings, 2 critical, 3 unreachable).
+    Doctor(doctor::DoctorArgs),
 }
 
 /// The `poolguard` command: parses the process's arguments and runs the subcommand.
@@ -43,9 +48,25 @@ pub fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // `--help` and `--version` are not errors; a usage error is 2, except for
+            // `doctor`, whose 2 means "critical": there it is 3, like an unreadable endpoint.
+            let code = if !e.use_stderr() {
+                0
+            } else if std::env::args().nth(1).as_deref() == Some("doctor") {
+                doctor::EXIT_UNREACHABLE
+            } else {
+                2
+            };
+            return std::process::ExitCode::from(code);
+        }
+    };
     match cli.command {
         Command::Lab(args) => lab::run(args),
+        Command::Doctor(args) => doctor::run(args),
     }
 }
 

@@ -239,6 +239,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.hooks.before_acquire.runs
         connection_pool.stats.hooks.before_acquire.timed_out
         connection_pool.stats.leaks
+        connection_pool.stats.nested_acquires
         connection_pool.stats.overloaded
         connection_pool.stats.paused_refused
         connection_pool.stats.queue_time=histogram

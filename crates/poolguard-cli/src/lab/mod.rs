@@ -6,6 +6,7 @@ mod conn_leak;
 mod db_outage;
 mod finalizer_stall;
 mod html;
+mod live;
 mod pool_abuse;
 mod real;
 mod report;
@@ -48,6 +49,24 @@ pub(crate) struct LabArgs {
     /// Shorter phases (outages, finalizer rounds) for a fast look; the figures are noisier.
     #[arg(long)]
     quick: bool,
+    /// Run one scenario live instead, its pools served on this address (default
+    /// 127.0.0.1:0, a free loopback port) with the diagnostics endpoint: the dashboard at
+    /// `/`, `/pools`, `/metrics`. Prints `serving http://ADDR/` first, then `ready: ...` once
+    /// the scenario's fault shows; runs until Ctrl-C, end of input or `--for`. With `--list`,
+    /// lists the live scenarios and the finding `poolguard doctor` names first for each.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:0")]
+    serve: Option<String>,
+    /// The live scenario `--serve` runs (default: healthy, the control).
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "healthy",
+        requires = "serve"
+    )]
+    scenario: String,
+    /// Stop `--serve` after this long (e.g. 60s, 10m).
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration, requires = "serve")]
+    serve_for: Option<std::time::Duration>,
 }
 
 /// What every scenario is given.
@@ -114,6 +133,30 @@ const SCENARIOS: &[Scenario] = &[
 ];
 
 pub(crate) fn run(args: LabArgs) -> ExitCode {
+    if let Some(addr) = &args.serve {
+        if args.list {
+            for s in live::LIVE {
+                println!("{:<22} first finding {:<22} {}", s.name, s.cause, s.about);
+            }
+            return ExitCode::SUCCESS;
+        }
+        if !args.scenarios.is_empty()
+            || args.postgres.is_some()
+            || args.redis.is_some()
+            || args.report.is_some()
+            || args.json.is_some()
+        {
+            eprintln!("poolguard lab --serve: name the scenario with --scenario NAME (live scenarios run against the simulator, without --report/--json)");
+            return ExitCode::from(2);
+        }
+        return match live::parse_addr(addr) {
+            Ok(addr) => live::run(addr, &args.scenario, args.serve_for),
+            Err(e) => {
+                eprintln!("poolguard lab: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.list {
         for s in SCENARIOS {
             println!("{:<18} {}", s.name, s.about);

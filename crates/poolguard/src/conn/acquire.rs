@@ -31,7 +31,13 @@ use super::{Manager, PauseMode};
 enum Step<M: Manager> {
     Validate(Conn<M::Connection>),
     Accept(PooledConnection<M>),
-    Wait(WaitGuard<M>, usize),
+    /// Queued; opens to spawn; a nested acquire whose call-site pair is new (the held
+    /// connection's site, and the pool's size then), to report once the lock is released.
+    Wait(
+        WaitGuard<M>,
+        usize,
+        Option<(&'static Location<'static>, usize, usize)>,
+    ),
 }
 
 impl<M: Manager> Shared<M> {
@@ -52,6 +58,9 @@ impl<M: Manager> Shared<M> {
         let deadline = || crate::deadline::add_tokio(start, limit);
         let mut now = start;
         let mut counted = false;
+        // The task checking out: recorded with the hold (one thread-local read), so a get
+        // that has to wait can tell whether its own task already holds a connection.
+        let task = tokio::task::try_id();
         // When this caller first queued; `Some` once it was woken to retry (a connection
         // went idle within the handoff budget): it then queues again at the front, keeping
         // this time.
@@ -92,8 +101,8 @@ impl<M: Manager> Shared<M> {
                     let min_idle = st.min_idle();
                     // A woken waiter that finds the pool paused queues again at the front.
                     let id = match queued_at {
-                        None => st.queue_waiter(site, tx, min_idle, now),
-                        Some(since) => st.requeue_front(site, tx, since),
+                        None => st.queue_waiter(site, task, tx, min_idle, now),
+                        Some(since) => st.requeue_front(site, task, tx, since),
                     };
                     Step::Wait(
                         WaitGuard {
@@ -103,6 +112,7 @@ impl<M: Manager> Shared<M> {
                             done: false,
                         },
                         0,
+                        None,
                     )
                 } else if let Some(mut conn) = st.take_idle() {
                     // A connection that died while idle (server closed it) is evicted here,
@@ -121,7 +131,7 @@ impl<M: Manager> Shared<M> {
                     }
                     if !conn.stale(now) {
                         // The fast path: straight out, without a detour through `Step`.
-                        let slot = st.holders.insert(site, now);
+                        let slot = st.holders.insert(site, now, task);
                         if queued_at.is_some() {
                             // After a retry: connections still idle go to the next waiter.
                             let next = st.wake_for_idle();
@@ -161,11 +171,22 @@ impl<M: Manager> Shared<M> {
                             max_waiters: self.cfg.max_waiters,
                         });
                     }
+                    // Only here, with no idle connection: does this task already hold one?
+                    // (Once per get: not again when a woken waiter queues once more.)
+                    let mut report = None;
+                    let held = task
+                        .filter(|_| queued_at.is_none())
+                        .and_then(|t| st.holders.held_by(t));
+                    if let Some(held) = held {
+                        if st.nested.note(held, site) {
+                            report = Some((held, st.size(), st.max_size()));
+                        }
+                    }
                     let (tx, rx) = oneshot::channel();
                     let min_idle = st.min_idle();
                     let id = match queued_at {
-                        None => st.queue_waiter(site, tx, min_idle, now),
-                        Some(since) => st.requeue_front(site, tx, since),
+                        None => st.queue_waiter(site, task, tx, min_idle, now),
+                        Some(since) => st.requeue_front(site, task, tx, since),
                     };
                     let opens = self.plan(&mut st, now, 0);
                     Step::Wait(
@@ -176,6 +197,7 @@ impl<M: Manager> Shared<M> {
                             done: false,
                         },
                         opens,
+                        report,
                     )
                 }
             };
@@ -199,8 +221,11 @@ impl<M: Manager> Shared<M> {
                         return Ok(g);
                     }
                 }
-                Step::Wait(mut wait, opens) => {
+                Step::Wait(mut wait, opens, report) => {
                     self.spawn_opens(opens);
+                    if let Some((held, size, max_size)) = report {
+                        tracing::warn!(pool = %self.cfg.name, held_at = %held, waiting_at = %site, size, max_size, "nested acquire: this task waits for a second connection while it holds one from {held}; enough such tasks deadlock the pool (reported once per pair of call sites)");
+                    }
                     let first = match queued_at {
                         Some(first) => first,
                         None => {
@@ -296,7 +321,11 @@ impl<M: Manager> Shared<M> {
             let now = Instant::now();
             let mut conn = d.take();
             conn.checked_at(now, self.bypass);
-            let slot = self.state.lock().holders.insert(site, now);
+            let slot = self
+                .state
+                .lock()
+                .holders
+                .insert(site, now, tokio::task::try_id());
             Some(PooledConnection::new(Arc::clone(self), conn, slot, now))
         } else {
             None

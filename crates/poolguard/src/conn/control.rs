@@ -102,7 +102,7 @@ impl<M: Manager> Pool<M> {
                     // Validated on a task, then handed to the oldest waiter.
                     validate.push(conn);
                 } else if let Some(w) = st.pop_waiter() {
-                    let slot = st.holders.insert(w.site, now);
+                    let slot = st.holders.insert(w.site, now, w.task);
                     sends.push((w, conn, slot));
                 } else {
                     back.push(conn);

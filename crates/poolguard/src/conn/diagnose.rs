@@ -113,12 +113,13 @@ mod ser {
 
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 32)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 33)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
             st.serialize_field("waited_cold", &self.waited_cold)?;
             st.serialize_field("waited_growing", &self.waited_growing)?;
+            st.serialize_field("nested_acquires", &self.nested_acquires)?;
             st.serialize_field("timed_out", &self.timed_out)?;
             st.serialize_field("overloaded", &self.overloaded)?;
             st.serialize_field("unavailable", &self.unavailable)?;

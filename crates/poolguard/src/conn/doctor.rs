@@ -21,7 +21,7 @@ pub(crate) fn diagnose<M: Manager>(
     let cfg = &shared.cfg;
     let label = cfg.name.clone();
     let mut out = Vec::new();
-    let (last, failing, noted, min_idle, paused) = {
+    let (last, failing, noted, min_idle, paused, nested) = {
         let st = shared.state.lock();
         (
             st.breaker.last_text.clone(),
@@ -29,8 +29,42 @@ pub(crate) fn diagnose<M: Manager>(
             st.breaker.noted,
             st.min_idle(),
             st.paused(),
+            st.nested.pairs(),
         )
     };
+    // First: a nested acquire is the cause of the waits and timeouts it produces.
+    if t.nested_acquires > 0 {
+        let exhausted = s.idle == 0 && s.size >= s.max_size;
+        let pairs: Vec<String> = nested
+            .iter()
+            .map(|p| {
+                format!(
+                    "held at {} while waiting at {} ({} times)",
+                    p.held, p.waiting, p.count
+                )
+            })
+            .collect();
+        out.push(Finding::new(
+            if exhausted {
+                Severity::Critical
+            } else {
+                Severity::Warning
+            },
+            "conn.nested-acquire",
+            &label,
+            format!(
+                "{} gets waited for a second connection while their own task held one of this pool: {}; with {} such tasks each holding one the pool deadlocks until acquire_timeout (now {} of {} in use, {} waiting, {} gets timed out)",
+                t.nested_acquires,
+                pairs.join("; "),
+                s.max_size,
+                s.in_use,
+                s.max_size,
+                s.waiters,
+                t.timed_out
+            ),
+            "pass the connection (or transaction) the task already holds down to the code that needs one, instead of taking a second from the same pool; if a separate transaction is required, take it from a pool of its own or take both connections before using either",
+        ));
+    }
     let acquire_timeout = shared.acquire_timeout();
     if let Some(p) = paused {
         let paused_for = Instant::now().saturating_duration_since(p.since);
@@ -224,7 +258,12 @@ pub(crate) fn diagnose<M: Manager>(
     }
     if cfg.abandon_timeout.is_some() {
         out.push(Finding::new(
-            Severity::Info,
+            // Once a transaction has lost its slot, it costs capacity: worth a warning.
+            if t.abandoned > 0 {
+                Severity::Warning
+            } else {
+                Severity::Info
+            },
             "conn.abandon-on",
             &label,
             format!(

@@ -47,6 +47,7 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::error::Error;
 use super::leak::{self, Holders, Scan};
+use super::nested::Nested;
 use super::stats::CloseReason;
 
 /// A pooled connection plus its bookkeeping.
@@ -228,6 +229,8 @@ pub(crate) type Reply<C, E> = Result<Option<Handoff<C>>, Error<E>>;
 pub(crate) struct Waiter<C, E: std::error::Error + 'static> {
     pub(crate) id: u64,
     pub(crate) site: &'static Location<'static>,
+    /// The waiting task (the hold it is handed is recorded as this task's).
+    pub(crate) task: Option<tokio::task::Id>,
     pub(crate) tx: oneshot::Sender<Reply<C, E>>,
     /// When it first queued (a woken waiter queues again with it).
     pub(crate) since: Instant,
@@ -278,6 +281,9 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) waited_cold: u64,
     /// ... or room to grow (the get waited for a new connection).
     pub(crate) waited_growing: u64,
+    /// Gets that waited while their own task held a connection of this pool, by call sites
+    /// (see `nested.rs`; counted on the wait path only).
+    pub(crate) nested: Nested,
     /// A clock for the return path that costs nothing: advanced by each maintenance pass
     /// (so it lags by at most `maintenance_interval`); unsampled returns use it, or the
     /// checkout time when later, as "now".
@@ -351,6 +357,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             waited_saturated: 0,
             waited_cold: 0,
             waited_growing: 0,
+            nested: Nested::default(),
             breaker,
             coarse: now,
             paused: None,
@@ -502,6 +509,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     pub(crate) fn queue_waiter(
         &mut self,
         site: &'static Location<'static>,
+        task: Option<tokio::task::Id>,
         tx: oneshot::Sender<Reply<C, E>>,
         min_idle: usize,
         now: Instant,
@@ -518,6 +526,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         self.waiters.push_back(Waiter {
             id,
             site,
+            task,
             tx,
             since: now,
         });
@@ -529,6 +538,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     pub(crate) fn requeue_front(
         &mut self,
         site: &'static Location<'static>,
+        task: Option<tokio::task::Id>,
         tx: oneshot::Sender<Reply<C, E>>,
         since: Instant,
     ) -> u64 {
@@ -537,6 +547,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         self.waiters.push_front(Waiter {
             id,
             site,
+            task,
             tx,
             since,
         });
@@ -621,7 +632,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
                 Handed::Idle
             }
             Some(w) => {
-                let slot = self.holders.insert(w.site, now);
+                let slot = self.holders.insert(w.site, now, w.task);
                 Handed::Waiter(w, conn, slot)
             }
         }
@@ -910,7 +921,7 @@ mod tests {
         let mut p = pool(4);
         let now = Instant::now();
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0, Instant::now());
+        p.queue_waiter(Location::caller(), None, tx, 0, Instant::now());
         assert_eq!(p.waited_cold, 1, "an empty pool: cold");
         assert_eq!(p.plan_opens(now, 4, 0), 1);
         assert_eq!(p.plan_opens(now, 4, 0), 0, "the waiter is covered");
@@ -939,8 +950,8 @@ mod tests {
         let now = Instant::now();
         let (tx1, _rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx1, 0, Instant::now());
-        p.queue_waiter(Location::caller(), tx2, 0, Instant::now());
+        let first = p.queue_waiter(Location::caller(), None, tx1, 0, Instant::now());
+        p.queue_waiter(Location::caller(), None, tx2, 0, Instant::now());
         assert_eq!(p.plan_opens(now, 2, 0), 2);
         p.opened();
         match p.hand_off(conn(0), now) {
@@ -968,7 +979,7 @@ mod tests {
         // A waiter is queued: handed back, the queue and the idle list untouched.
         let c = p.take_idle().expect("idle");
         let (tx, _rx) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx, 0, Instant::now());
+        let first = p.queue_waiter(Location::caller(), None, tx, 0, Instant::now());
         let c = p.put_idle_unless_wanted(c).expect("a waiter wants it");
         assert_eq!((p.size, p.idle.len(), p.waiters.len()), (1, 0, 1));
         match p.hand_off(c, now) {
@@ -1066,7 +1077,7 @@ mod tests {
         fill(&mut p, 1);
         let t0 = Instant::now();
         let c = p.take_idle().expect("idle");
-        p.holders.insert(Location::caller(), t0);
+        p.holders.insert(Location::caller(), t0, None);
         let scan = p.scan_holders(
             t0 + Duration::from_secs(10),
             None,
@@ -1110,8 +1121,8 @@ mod tests {
         let b = p.take_idle().expect("idle");
         let (tx1, _rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx1, 0, t0);
-        let second = p.queue_waiter(Location::caller(), tx2, 0, t0);
+        let first = p.queue_waiter(Location::caller(), None, tx1, 0, t0);
+        let second = p.queue_waiter(Location::caller(), None, tx2, 0, t0);
         // Within the budget: idle, and the oldest waiter is taken out to be woken.
         let w = p
             .barge(a, t0, budget)
@@ -1132,7 +1143,7 @@ mod tests {
         // Beyond the budget the return is given back for the strict handoff.
         p.end_wake();
         let (tx3, _rx3) = oneshot::channel();
-        let third = p.requeue_front(Location::caller(), tx3, t0);
+        let third = p.requeue_front(Location::caller(), None, tx3, t0);
         let late = t0 + Duration::from_millis(2);
         let got = p.barge(got, late, budget).expect_err("strict");
         match p.hand_off(got, late) {
@@ -1150,7 +1161,7 @@ mod tests {
         p.pause(crate::conn::PauseMode::Wait, now);
         let c = p.take_idle().expect("idle");
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0, now);
+        p.queue_waiter(Location::caller(), None, tx, 0, now);
         assert_eq!(
             p.plan_opens(now, 2, 0),
             0,
@@ -1167,7 +1178,7 @@ mod tests {
         // `Pool::resume` serves the queue from the idle list first, then plans opens.
         let c = p.take_idle().expect("idle");
         let w = p.pop_waiter().expect("the waiter");
-        p.holders.insert(w.site, now);
+        p.holders.insert(w.site, now, w.task);
         drop(c);
         assert_eq!(p.plan_opens(now, 2, 0), 0, "nobody left waiting");
     }
@@ -1229,7 +1240,7 @@ mod tests {
     fn close_returns_every_idle_connection_and_waiter() {
         let mut p = pool(2);
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0, Instant::now());
+        p.queue_waiter(Location::caller(), None, tx, 0, Instant::now());
         assert_eq!(p.plan_opens(Instant::now(), 1, 0), 1);
         let (idle, waiters) = p.close().expect("open");
         assert_eq!((idle.len(), waiters.len()), (0, 1));

@@ -25,6 +25,9 @@ pub(crate) struct Hold {
     pub(crate) leaked: bool,
     /// Abandoned by maintenance: no longer counted in `size`; closed on return.
     pub(crate) abandoned: bool,
+    /// The tokio task that checked it out (`None` outside a task): read only by the wait
+    /// path, to notice a task waiting for a second connection while it holds this one.
+    pub(crate) task: Option<tokio::task::Id>,
 }
 
 /// The holds, in a [`Slab`]: the guard keeps its slot index.
@@ -37,13 +40,29 @@ pub(crate) struct Holders {
 // compiled in the user's crate; without it each is an out-of-line call there.
 impl Holders {
     #[inline]
-    pub(crate) fn insert(&mut self, site: &'static Location<'static>, since: Instant) -> usize {
+    pub(crate) fn insert(
+        &mut self,
+        site: &'static Location<'static>,
+        since: Instant,
+        task: Option<tokio::task::Id>,
+    ) -> usize {
         self.slab.insert(Hold {
             site,
             since,
             leaked: false,
             abandoned: false,
+            task,
         })
+    }
+
+    /// The call site of the oldest connection `task` holds (abandoned ones excluded: they
+    /// no longer count against the pool). Walks every holder: the wait path only.
+    pub(crate) fn held_by(&self, task: tokio::task::Id) -> Option<&'static Location<'static>> {
+        self.slab
+            .iter()
+            .filter(|h| h.task == Some(task) && !h.abandoned)
+            .min_by_key(|h| h.since)
+            .map(|h| h.site)
     }
 
     #[inline]
@@ -126,8 +145,8 @@ mod tests {
     fn slots_are_reused_and_leaks_reported_once() {
         let t0 = Instant::now();
         let mut h = Holders::default();
-        let a = h.insert(Location::caller(), t0);
-        let b = h.insert(Location::caller(), t0 + Duration::from_secs(1));
+        let a = h.insert(Location::caller(), t0, None);
+        let b = h.insert(Location::caller(), t0 + Duration::from_secs(1), None);
         assert_eq!(h.len(), 2);
         let s = scan(
             &mut h,
@@ -145,7 +164,7 @@ mod tests {
         assert_eq!(s.leaks.len(), 1, "the first is not reported twice");
         assert!(h.remove(a).is_some_and(|x| x.leaked));
         assert!(h.remove(a).is_none());
-        let c = h.insert(Location::caller(), t0);
+        let c = h.insert(Location::caller(), t0, None);
         assert_eq!(c, a, "free slot reused");
         let longest = h.longest(t0 + Duration::from_secs(2), 3);
         assert_eq!(longest.len(), 2);

@@ -46,6 +46,7 @@ mod internals;
 mod leak;
 mod maintenance;
 mod manager;
+mod nested;
 mod pool;
 mod register;
 mod release;

@@ -480,6 +480,7 @@ impl<M: Manager> Pool<M> {
         s.waited_saturated = st.waited_saturated;
         s.waited_cold = st.waited_cold;
         s.waited_growing = st.waited_growing;
+        s.nested_acquires = st.nested.total;
         s
     }
 
@@ -582,6 +583,11 @@ impl<M: Manager> Pool<M> {
                 "poolguard_conn_waited_growing_total",
                 "Gets that waited for a new connection while the pool had room.",
                 t.waited_growing,
+            ),
+            (
+                "poolguard_conn_nested_acquires_total",
+                "Gets that waited while their own task held a connection of this pool.",
+                t.nested_acquires,
             ),
             (
                 "poolguard_conn_timeouts_total",

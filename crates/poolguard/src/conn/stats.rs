@@ -124,6 +124,7 @@ impl Stats {
             waited_saturated: 0,
             waited_cold: 0,
             waited_growing: 0,
+            nested_acquires: 0,
             timed_out: l(&self.timed_out),
             overloaded: l(&self.overloaded),
             unavailable: l(&self.unavailable),
@@ -172,6 +173,10 @@ pub struct StatsSnapshot {
     /// Gets that waited for a new connection while the pool had room (at or above
     /// `min_idle`, below `max_size`).
     pub waited_growing: u64,
+    /// Gets that waited while their own task already held a connection of this pool (a
+    /// nested acquire: enough such tasks deadlock the pool). Seen on the wait path only: a
+    /// nested get served at once by an idle connection is not counted.
+    pub nested_acquires: u64,
     /// Gets that ended in an acquire timeout.
     pub timed_out: u64,
     /// Gets refused by admission control (`max_waiters`).

@@ -47,6 +47,7 @@
 //! | `poolguard_conn_waited_saturated_total` | gets that waited with `size` at `max_size` |
 //! | `poolguard_conn_waited_cold_total` | gets that waited on an empty pool or one below `min_idle` |
 //! | `poolguard_conn_waited_growing_total` | gets that waited for a new connection while the pool had room |
+//! | `poolguard_conn_nested_acquires_total` | gets that waited while their own task already held a connection of this pool (a nested acquire) |
 //! | `poolguard_conn_timeouts_total` | gets that hit the acquire timeout |
 //! | `poolguard_conn_overloaded_total` | gets refused past `max_waiters` |
 //! | `poolguard_conn_unavailable_total` | gets refused by the open breaker |
