@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::breaker::Admit;
 use super::cancel::{Detached, Opening, WaitGuard};
@@ -33,11 +34,17 @@ enum Step<M: Manager> {
 }
 
 impl<M: Manager> Shared<M> {
-    /// `Pool::get`.
-    pub(crate) async fn acquire(
+    /// `Pool::get`. `TRACED` is false when called by `Pool::get`: then, if a subscriber
+    /// wants the `poolguard.conn.get` span, the get runs as [`Self::acquire_traced`] (boxed:
+    /// only traced gets pay for the span's state); otherwise this future is the whole get,
+    /// with no wrapper state machine around it (one cached interest check).
+    pub(crate) async fn acquire<const TRACED: bool>(
         self: &Arc<Self>,
         site: &'static Location<'static>,
     ) -> Result<PooledConnection<M>, PoolError<M>> {
+        if !TRACED && tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
+            return Box::pin(self.acquire_traced(site)).await;
+        }
         // Cooperative budget: a task that gets and returns in a loop without awaiting
         // anything else still yields now and then, so every task progresses.
         tokio::task::coop::consume_budget().await;
@@ -151,6 +158,31 @@ impl<M: Manager> Shared<M> {
             }
             now = Instant::now();
         }
+    }
+
+    /// A get inside its `poolguard.conn.get` span (fields `pool`, `wait_s`, `outcome`).
+    async fn acquire_traced(
+        self: &Arc<Self>,
+        site: &'static Location<'static>,
+    ) -> Result<PooledConnection<M>, PoolError<M>> {
+        let span = tracing::info_span!(
+            target: "poolguard::conn::get",
+            "poolguard.conn.get",
+            pool = %self.cfg.name,
+            wait_s = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let start = Instant::now();
+        let res = self.acquire::<true>(site).instrument(span.clone()).await;
+        span.record("wait_s", start.elapsed().as_secs_f64());
+        span.record(
+            "outcome",
+            match &res {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            },
+        );
+        res
     }
 
     /// Validates an idle connection on checkout (it was idle past the bypass window).

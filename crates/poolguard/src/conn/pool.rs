@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use super::breaker::BreakerState;
 use super::config::{BuildError, Builder, Config};
@@ -95,31 +94,9 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
-        async move {
-            // Without a subscriber for the span, no span exists at all: the future holds
-            // nothing more than the acquire itself (one cached interest check).
-            if !tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
-                return self.shared.acquire(site).await;
-            }
-            let span = tracing::info_span!(
-                target: "poolguard::conn::get",
-                "poolguard.conn.get",
-                pool = %self.shared.cfg.name,
-                wait_s = tracing::field::Empty,
-                outcome = tracing::field::Empty,
-            );
-            let start = Instant::now();
-            let res = self.shared.acquire(site).instrument(span.clone()).await;
-            span.record("wait_s", start.elapsed().as_secs_f64());
-            span.record(
-                "outcome",
-                match &res {
-                    Ok(_) => "ok",
-                    Err(e) => e.code(),
-                },
-            );
-            res
-        }
+        // The acquire itself: with no subscriber for the span, it is the whole future (the
+        // span check is its first statement, see `Shared::acquire`).
+        self.shared.acquire::<false>(site)
     }
 
     /// Closes the pool: new gets fail with `Closed`, waiters are woken with `Closed`, idle
