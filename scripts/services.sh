@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the servers the tests talk to are up: PostgreSQL on 127.0.0.1:5432 (trust auth,
 # user postgres, database test), Redis on 127.0.0.1:6379, Redis with TLS on 127.0.0.1:6381 and
-# PgBouncer on 127.0.0.1:6432; and that prometheus and promtool are installed. Starts them when they are
+# PgBouncer on 127.0.0.1:6432; and that prometheus, promtool, chromium and chromedriver are installed. Starts them when they are
 # installed but stopped, installs them with apt-get when they are missing (needs root).
 # Also installs `promtool` (Debian package `prometheus`; no server is started), which the
 # metrics exposition test runs on the rendered text.
@@ -233,13 +233,26 @@ ensure_prometheus() {
   log "Prometheus ready: $(prometheus --version 2>&1 | head -n1)"
 }
 
+# Headless Chromium and its WebDriver server (Debian packages chromium and chromium-driver) for
+# the browser tests of the diagnostics dashboard: the tests start their own chromedriver on a
+# loopback port with a fresh profile directory. Nothing is started here.
+ensure_chromium() {
+  if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    apt_install chromium chromium-driver
+  fi
+  command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1 \
+    || { log "chromium and chromedriver are still missing after installing the Debian packages chromium and chromium-driver"; exit 1; }
+  log "Chromium ready: $(chromium --version 2>/dev/null | head -n1); $(chromedriver --version 2>/dev/null | head -n1)"
+}
+
 case "${1:-all}" in
-  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer; ensure_prometheus ;;
+  all) ensure_postgres; ensure_redis; ensure_redis_tls; ensure_pgbouncer; ensure_prometheus; ensure_chromium ;;
   prometheus|promtool) ensure_prometheus ;;
+  chromium|chromedriver) ensure_chromium ;;
   pg-private) ensure_postgres; ensure_private_postgres "${2:?port}" ;;
   pg-private-stop) stop_private_postgres "${2:?port}" ;;
   pg-private-drop) drop_private_postgres "${2:?port}" ;;
   pgbouncer) ensure_postgres; ensure_pgbouncer ;;
   redis-tls) ensure_redis_tls ;;
-  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls | prometheus]"; exit 2 ;;
+  *) log "usage: $0 [all | pg-private PORT | pg-private-stop PORT | pg-private-drop PORT | pgbouncer | redis-tls | prometheus | chromium]"; exit 2 ;;
 esac

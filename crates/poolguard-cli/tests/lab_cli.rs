@@ -256,14 +256,28 @@ fn no_output_shows_a_password() {
             &["conn-leak", "db-outage", "spike", "config-traps"][..],
         ),
     ] {
+        // The report and the JSON (which keep every line, table and chart) too.
+        let (html, json) = (tmp("secret.html"), tmp("secret.json"));
         let mut argv = vec!["lab"];
         argv.extend(scenarios);
         argv.extend(["--postgres", arg.as_str()]);
+        argv.extend(["--report", html.to_str().unwrap()]);
+        argv.extend(["--json", json.to_str().unwrap()]);
         let (code, all) = all_output(&argv);
         assert_eq!(code, Some(0), "{all}");
         assert!(all.contains("--- against PostgreSQL ("), "{all}");
         assert!(all.contains(shown), "{all}");
         assert!(!all.contains(SECRET), "{arg}:\n{all}");
+        for file in [&html, &json] {
+            let body = std::fs::read_to_string(file).expect("the output file");
+            assert!(body.contains("PostgreSQL"), "{}", file.display());
+            assert!(
+                body.contains(&esc_html(shown)) || body.contains(shown),
+                "{}",
+                file.display()
+            );
+            assert!(!body.contains(SECRET), "{arg}: {}", file.display());
+        }
     }
     let failing: Vec<Vec<String>> = vec![
         // A password the Redis server does not expect: AUTH fails (or works); either way.
@@ -357,4 +371,158 @@ fn db_outage_shows_the_restart_recovery_beside_the_former_backoff() {
         today < former,
         "the short backoff recovers sooner: {today:?} against {former:?}\n{stdout}"
     );
+}
+
+/// A fresh path under cargo's per-target temporary directory.
+fn tmp(name: &str) -> std::path::PathBuf {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab_cli");
+    std::fs::create_dir_all(&dir).expect("create the test's temporary directory");
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// The `<section class="scenario" ...>` of `name` in a report page.
+fn html_section<'a>(page: &'a str, name: &str) -> &'a str {
+    let start = page
+        .find(&format!("data-scenario=\"{name}\""))
+        .unwrap_or_else(|| panic!("no section for {name}"));
+    let rest = &page[start..];
+    &rest[..rest.find("</section>").expect("the section ends")]
+}
+
+/// The `data-points` counts of every series path in `html`.
+fn drawn_points(html: &str) -> Vec<usize> {
+    html.split("<path class=\"series")
+        .skip(1)
+        .map(|p| {
+            let at = p.find("data-points=\"").expect("a point count") + 13;
+            p[at..p[at..].find('"').unwrap() + at].parse().unwrap()
+        })
+        .collect()
+}
+
+/// `lab --quick --report --json`: the JSON has every scenario with its tables (each with a
+/// verdict, printed under its text table too) and charts whose every series has points; the
+/// HTML page draws every scenario's charts with data and loads nothing from outside.
+#[test]
+fn report_and_json_have_every_scenario_with_series_and_verdicts() {
+    let (html, json) = (tmp("all.html"), tmp("all.json"));
+    let out = poolguard(&[
+        "lab",
+        "--quick",
+        "--report",
+        html.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    // Not a terminal: the progress spinners draw nothing, stdout has no colour codes.
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "{stderr}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("the JSON file")).unwrap();
+    assert_eq!(v["schema_version"], 1);
+    assert_eq!(v["quick"], true);
+    let scenarios = v["scenarios"].as_array().expect("scenarios");
+    for name in SCENARIOS {
+        let s = scenarios
+            .iter()
+            .find(|s| s["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} is not in the JSON"));
+        assert_eq!(s["ok"], true, "{name}: {}", s["error"]);
+        let tables = s["tables"].as_array().unwrap();
+        assert!(!tables.is_empty(), "{name}: no table");
+        for t in tables {
+            let verdict = t["verdict"].as_str().unwrap();
+            assert!(verdict.len() > 20, "{name}: verdict {verdict:?}");
+            assert!(
+                verdict.chars().any(|c| c.is_ascii_digit()),
+                "{name}: {verdict}"
+            );
+            assert!(
+                stdout.contains(&format!("verdict: {verdict}")),
+                "{name}: the verdict is not printed under its table: {verdict}"
+            );
+            assert!(
+                !t["rows"].as_array().unwrap().is_empty(),
+                "{name}: empty table"
+            );
+        }
+        let charts = s["charts"].as_array().unwrap();
+        assert!(!charts.is_empty(), "{name}: no chart");
+        for c in charts {
+            let series = c["series"].as_array().unwrap();
+            assert!(!series.is_empty(), "{name}: {} has no series", c["title"]);
+            for sr in series {
+                let points = sr["points"].as_array().unwrap();
+                assert!(
+                    !points.is_empty(),
+                    "{name}: {} / {} has no points",
+                    c["title"],
+                    sr["name"]
+                );
+                assert!(["naive", "poolguard"].contains(&sr["role"].as_str().unwrap()));
+            }
+        }
+    }
+    let page = std::fs::read_to_string(&html).expect("the HTML file");
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    for external in ["<script", "<link", "src=", "href=\"http", "@import", "url("] {
+        assert!(!page.contains(external), "the page loads {external}");
+    }
+    for name in SCENARIOS {
+        let section = html_section(&page, name);
+        let charts = v["scenarios"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == *name)
+            .unwrap()["charts"]
+            .as_array()
+            .unwrap()
+            .len();
+        assert_eq!(section.matches("<svg").count(), charts, "{name}");
+        let drawn = drawn_points(section);
+        assert!(
+            !drawn.is_empty() && drawn.iter().all(|n| *n > 0),
+            "{name}: {drawn:?}"
+        );
+        assert!(!section.contains("no data recorded"), "{name}");
+        assert!(section.contains("class=\"verdict\""), "{name}");
+        assert!(
+            section.contains("(naive)") || *name == "conn-leak",
+            "{name}: legend"
+        );
+        assert!(section.contains("(poolguard)"), "{name}: legend");
+    }
+}
+
+/// An output file that cannot be created is a usage error, said before anything runs.
+#[test]
+fn an_unwritable_report_path_exits_2_before_anything_runs() {
+    for flag in ["--report", "--json"] {
+        let out = poolguard(&["lab", "conn-leak", flag, "/nonexistent-dir/r.out"]);
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{flag} /nonexistent-dir/r.out: cannot create the file"
+            )),
+            "{stderr}"
+        );
+        assert!(stdout.is_empty(), "{flag}: something ran:\n{stdout}");
+    }
+}
+
+/// What `shown` looks like in HTML text.
+fn esc_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }

@@ -128,25 +128,6 @@ async fn url_protocol_option_applies() {
     }
 }
 
-/// The kernel's view of an established IPv4 socket by local port (`/proc/net/tcp`): its
-/// timer kind (`2` = keepalive) and the ticks (1/100 s) until it fires.
-#[cfg(target_os = "linux")]
-fn kernel_timer(local_port: u16) -> (u32, u64) {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
-    let local = format!("0100007F:{local_port:04X}");
-    for line in table.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() > 5 && f[1] == local && f[3] == "01" {
-            let (kind, when) = f[5].split_once(':').unwrap();
-            return (
-                u32::from_str_radix(kind, 16).unwrap(),
-                u64::from_str_radix(when, 16).unwrap(),
-            );
-        }
-    }
-    panic!("no established socket on local port {local_port} in /proc/net/tcp");
-}
-
 /// TCP settings given in the connection info reach the socket: with a 37 s keepalive the
 /// kernel arms a keepalive timer on the pooled connection's socket (read from outside it,
 /// in `/proc/net/tcp`, found by the client address the server reports); without one, none.
@@ -175,16 +156,9 @@ async fn tcp_settings_of_the_connection_info_reach_the_socket() {
             .unwrap_or_else(|| panic!("no addr= in CLIENT INFO: {me}"));
         let port: u16 = addr.rsplit(':').next().unwrap().parse().unwrap();
         // The reply has been read, so nothing is in flight: the only timer left is the
-        // keepalive one (wait out a delayed ACK's retransmit timer, bounded).
-        let mut timer = kernel_timer(port);
-        for _ in 0..200 {
-            if timer.0 != 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            timer = kernel_timer(port);
-        }
-        let (kind, ticks) = timer;
+        // keepalive one.
+        let poolguard_testkit::tcp::KernelTimer { kind, ticks } =
+            poolguard_testkit::tcp::idle_kernel_timer(port).await;
         if keepalive {
             assert_eq!(kind, 2, "a keepalive timer is armed");
             assert!(

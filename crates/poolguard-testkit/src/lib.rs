@@ -6,8 +6,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, rust_2018_idioms)]
 
+#[cfg(feature = "browser")]
+#[cfg_attr(docsrs, doc(cfg(feature = "browser")))]
+pub mod browser;
 pub mod drops;
 pub mod outage;
+#[cfg(target_os = "linux")]
+pub mod tcp;
 /// The simulator and the fault proxy live in the published `poolguard-faults` crate; they
 /// are re-exported here so every test keeps one import path.
 pub use poolguard_faults::{proxy, sim};

@@ -8,15 +8,17 @@
 //!
 //! Pool-side code is generic over the backend ([`Workload`] + [`Faults`]).
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use poolguard::conn::{Error, Manager, Pool};
-use poolguard::diag::Histogram;
+use poolguard::diag::{Histogram, HistogramSnapshot};
 use poolguard_faults::sim::{Faults, Op, SimManager, Workload};
 
-use super::{LabCtx, Table};
+use super::report::{self, Axis, Chart, Role, Sampler, Series, Unit};
+use super::{LabCtx, Recorder, Table};
 
 fn sim(connect_ms: u64) -> SimManager {
     let s = SimManager::new();
@@ -26,8 +28,18 @@ fn sim(connect_ms: u64) -> SimManager {
     s
 }
 
+/// Trap 1's figures for one pool.
+pub(crate) struct ColdStart {
+    cells: Vec<String>,
+    min_idle: usize,
+    connects: u64,
+    lat: HistogramSnapshot,
+    /// (seconds since the pool was built, idle connections).
+    idle: Vec<(f64, usize)>,
+}
+
 /// Trap 1: a burst after an idle period.
-pub(crate) async fn cold_start<M>(backend: M, min_idle: usize) -> Result<Vec<String>, String>
+pub(crate) async fn cold_start<M>(backend: M, min_idle: usize) -> Result<ColdStart, String>
 where
     M: Manager + Workload + Faults + Clone,
 {
@@ -39,6 +51,10 @@ where
         .maintenance_interval(Duration::from_millis(100))
         .build()
         .map_err(|e| e.to_string())?;
+    let sampled = pool.clone();
+    let sampler = Sampler::start(Duration::from_millis(20), 256, move || {
+        sampled.status().idle
+    });
     let burst = |pool: Pool<M>, backend: M| async move {
         let lat = Arc::new(Histogram::new());
         let mut ts = Vec::new();
@@ -62,17 +78,32 @@ where
     let before = pool.stats().created;
     let idle_at_burst = pool.status().idle;
     let s = burst(pool.clone(), backend).await;
-    Ok(vec![
-        format!("min_idle {min_idle}"),
-        idle_at_burst.to_string(),
-        (pool.stats().created - before).to_string(),
-        format!("{:.1?}", s.p50()),
-        format!("{:.1?}", s.p99()),
-    ])
+    let connects = pool.stats().created - before;
+    Ok(ColdStart {
+        cells: vec![
+            format!("min_idle {min_idle}"),
+            idle_at_burst.to_string(),
+            connects.to_string(),
+            format!("{:.1?}", s.p50()),
+            format!("{:.1?}", s.p99()),
+        ],
+        min_idle,
+        connects,
+        lat: s,
+        idle: sampler.stop(),
+    })
+}
+
+/// Trap 2's figures for one pool.
+pub(crate) struct DeadNode {
+    cells: Vec<String>,
+    validation: Duration,
+    took: Duration,
+    answer: String,
 }
 
 /// Trap 2: the first request after the node died.
-pub(crate) async fn dead_node<M>(backend: M, validation: Duration) -> Result<Vec<String>, String>
+pub(crate) async fn dead_node<M>(backend: M, validation: Duration) -> Result<DeadNode, String>
 where
     M: Manager + Workload + Faults + Clone,
 {
@@ -99,16 +130,24 @@ where
         Err(Error::Unavailable { .. }) => "unavailable (breaker open)".to_owned(),
         Err(e) => e.to_string(),
     };
-    Ok(vec![
-        format!("validation_timeout {validation:?}"),
-        format!("{took:.1?}"),
+    Ok(DeadNode {
+        cells: vec![
+            format!("validation_timeout {validation:?}"),
+            format!("{took:.1?}"),
+            answer.clone(),
+        ],
+        validation,
+        took,
         answer,
-    ])
+    })
 }
 
 /// Trap 3: a legitimate 1.5 s transaction with abandonment at 0.5 s, pool of 2, while other
 /// requests keep coming. `on_borrow`: the model of reclaim-on-borrow.
-pub(crate) async fn long_transaction<M>(backend: M, on_borrow: bool) -> Result<Vec<String>, String>
+pub(crate) async fn long_transaction<M>(
+    backend: M,
+    on_borrow: bool,
+) -> Result<LongTransaction, String>
 where
     M: Manager + Workload + Faults + Clone,
 {
@@ -172,60 +211,243 @@ where
         Ok(Err(e)) => format!("FAILED: {e}"),
         Err(e) => format!("FAILED: {e}"),
     };
-    Ok(vec![
-        if on_borrow {
-            "reclaim on borrow (modelled)"
-        } else {
-            "poolguard: abandon by maintenance"
-        }
-        .to_owned(),
-        outcome,
-        served.to_string(),
-        pool.stats().abandoned.to_string(),
-    ])
+    let abandoned = pool.stats().abandoned;
+    Ok(LongTransaction {
+        cells: vec![
+            if on_borrow {
+                "reclaim on borrow (modelled)"
+            } else {
+                "poolguard: abandon by maintenance"
+            }
+            .to_owned(),
+            outcome.clone(),
+            served.to_string(),
+            abandoned.to_string(),
+        ],
+        on_borrow,
+        completed: outcome == "completed",
+        served,
+        abandoned,
+    })
 }
 
-pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
+/// Trap 3's figures for one pool.
+pub(crate) struct LongTransaction {
+    cells: Vec<String>,
+    on_borrow: bool,
+    completed: bool,
+    served: u64,
+    abandoned: u64,
+}
+
+fn cold_verdict(rows: &[ColdStart]) -> String {
+    let (Some(cold), Some(warm)) = (
+        rows.iter().find(|r| r.min_idle == 0),
+        rows.iter().find(|r| r.min_idle > 0),
+    ) else {
+        return "no cold and warm pool to compare".into();
+    };
+    format!(
+        "min_idle {} answered the burst at p99 {:.1?}, min_idle 0 at {:.1?} ({} slower), opening {} connection(s) in the burst instead of {}",
+        warm.min_idle,
+        warm.lat.p99(),
+        cold.lat.p99(),
+        report::times(
+            cold.lat.p99().as_secs_f64(),
+            warm.lat.p99().as_secs_f64()
+        ),
+        cold.connects,
+        warm.connects
+    )
+}
+
+fn dead_node_verdict(rows: &[DeadNode]) -> String {
+    let (Some(long), Some(short)) = (
+        rows.iter().max_by_key(|r| r.validation),
+        rows.iter().min_by_key(|r| r.validation),
+    ) else {
+        return "no rows".into();
+    };
+    format!(
+        "validation_timeout {:?} gave the caller an answer after {:.1?} ({}) where {:?} kept it waiting {:.1?} ({})",
+        short.validation, short.took, short.answer, long.validation, long.took, long.answer
+    )
+}
+
+fn transaction_verdict(rows: &[LongTransaction]) -> String {
+    let (Some(borrow), Some(pg)) = (
+        rows.iter().find(|r| r.on_borrow),
+        rows.iter().find(|r| !r.on_borrow),
+    ) else {
+        return "no rows to compare".into();
+    };
+    let fate = |r: &LongTransaction| {
+        if r.completed {
+            "completed"
+        } else {
+            "was killed"
+        }
+    };
+    format!(
+        "with reclaim on borrow the legitimate long transaction {}; with poolguard's maintenance abandonment it {} ({} connection(s) abandoned and replaced), while {} vs {} other requests were served",
+        fate(borrow),
+        fate(pg),
+        pg.abandoned,
+        borrow.served,
+        pg.served
+    )
+}
+
+/// The three traps' tables, verdicts and charts. `cold`: trap 1's backends (a slow connect
+/// shows the cost); `other`: traps 2 and 3's. `what`: the title suffixes of tables 1 and 2.
+pub(crate) async fn tables<M, N, F, G, Fut, Gut>(
+    out: &Recorder,
+    cold: F,
+    other: G,
+    what: [&str; 2],
+) -> Result<(), String>
+where
+    M: Manager + Workload + Faults + Clone,
+    N: Manager + Workload + Faults + Clone,
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<M, String>>,
+    G: Fn() -> Gut,
+    Gut: Future<Output = Result<N, String>>,
+{
+    let mut t = Table::new([
+        format!("1. burst of 10 after 1.2 s idle{}", what[0]),
+        "idle at burst".into(),
+        "connects in burst".into(),
+        "request p50".into(),
+        "request p99".into(),
+    ]);
+    // Each pair of pools is independent (each its own backend): they run side by side so the
+    // lab takes one row's time per table, not two.
+    out.step("1. min_idle 0 vs 5 after an idle period");
+    let (a, b) = tokio::join!(async { cold_start(cold().await?, 0).await }, async {
+        cold_start(cold().await?, 5).await
+    });
+    let rows = [a?, b?];
+    for r in &rows {
+        t.row(r.cells.clone());
+    }
+    out.table(&t, cold_verdict(&rows));
+    let role = |r: &ColdStart| {
+        if r.min_idle == 0 {
+            Role::Naive
+        } else {
+            Role::Poolguard
+        }
+    };
+    let mut idle = Chart::new(
+        "idle connections through the quiet period and the burst",
+        Axis::new("time since the pool was built", Unit::Seconds),
+        Axis::new("idle connections", Unit::Count),
+    );
+    for r in &rows {
+        idle = idle.series(Series::new(
+            format!("min_idle {}", r.min_idle),
+            role(r),
+            report::points(&r.idle, 0.0, |v| *v as f64),
+        ));
+    }
+    out.chart(idle);
+    let names: Vec<String> = rows
+        .iter()
+        .map(|r| format!("min_idle {}", r.min_idle))
+        .collect();
+    let dists: Vec<(&str, Role, &HistogramSnapshot)> = rows
+        .iter()
+        .zip(&names)
+        .map(|(r, n)| (n.as_str(), role(r), &r.lat))
+        .collect();
+    out.chart(report::latency_chart(
+        "request latency in the burst after the idle period",
+        &dists,
+    ));
+
+    let mut t = Table::new([
+        format!("2. first get after the node died{}", what[1]),
+        "caller got an answer after".into(),
+        "answer".into(),
+    ]);
+    out.step("2. validation timeout 3 s vs 100 ms on a dead node");
+    let (a, b) = tokio::join!(
+        async { dead_node(other().await?, Duration::from_secs(3)).await },
+        async { dead_node(other().await?, Duration::from_millis(100)).await }
+    );
+    let rows = [a?, b?];
+    for r in &rows {
+        t.row(r.cells.clone());
+    }
+    out.table(&t, dead_node_verdict(&rows));
+
+    let mut t = Table::new([
+        "3. 1.5 s transaction, abandon at 0.5 s, pool of 2",
+        "long transaction",
+        "other requests served",
+        "abandoned by maintenance",
+    ]);
+    out.step("3. reclaim on borrow vs abandonment by maintenance");
+    let (a, b) = tokio::join!(
+        async { long_transaction(other().await?, true).await },
+        async { long_transaction(other().await?, false).await }
+    );
+    let rows = [a?, b?];
+    for r in &rows {
+        t.row(r.cells.clone());
+    }
+    out.table(&t, transaction_verdict(&rows));
+    Ok(())
+}
+
+pub(crate) fn run(ctx: &LabCtx) -> Result<(), String> {
     let rt = super::runtime()?;
-    rt.block_on(async {
-        let mut t = Table::new([
-            "1. burst of 10 after 1.2 s idle (connect 150 ms)",
-            "idle at burst",
-            "connects in burst",
-            "request p50",
-            "request p99",
-        ]);
-        // Each pair of pools is independent (each its own simulated server): they run side
-        // by side so the lab takes one row's time per table, not two.
-        let (a, b) = tokio::join!(cold_start(sim(150), 0), cold_start(sim(150), 5));
-        t.row(a?);
-        t.row(b?);
-        t.print();
-        let mut t = Table::new([
-            "2. first get after the node died (scaled 1/10)",
-            "caller got an answer after",
-            "answer",
-        ]);
-        let (a, b) = tokio::join!(
-            dead_node(sim(5), Duration::from_secs(3)),
-            dead_node(sim(5), Duration::from_millis(100))
+    rt.block_on(tables(
+        &ctx.out,
+        || async { Ok::<_, String>(sim(150)) },
+        || async { Ok::<_, String>(sim(5)) },
+        [" (connect 150 ms)", " (scaled 1/10)"],
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(on_borrow: bool, completed: bool, served: u64, abandoned: u64) -> LongTransaction {
+        LongTransaction {
+            cells: Vec::new(),
+            on_borrow,
+            completed,
+            served,
+            abandoned,
+        }
+    }
+
+    #[test]
+    fn the_trap_verdicts_follow_the_figures() {
+        let v = transaction_verdict(&[tx(true, false, 214, 0), tx(false, true, 207, 2)]);
+        assert!(v.contains("long transaction was killed;"), "{v}");
+        assert!(v.contains("it completed (2 connection(s) abandoned"), "{v}");
+        assert!(v.contains("214 vs 207 other requests"), "{v}");
+        let v = transaction_verdict(&[tx(true, true, 1, 0), tx(false, false, 1, 0)]);
+        assert!(
+            v.contains("long transaction completed;") && v.contains("it was killed"),
+            "{v}"
         );
-        t.row(a?);
-        t.row(b?);
-        t.print();
-        let mut t = Table::new([
-            "3. 1.5 s transaction, abandon at 0.5 s, pool of 2",
-            "long transaction",
-            "other requests served",
-            "abandoned by maintenance",
-        ]);
-        let (a, b) = tokio::join!(
-            long_transaction(sim(5), true),
-            long_transaction(sim(5), false)
+
+        let node = |ms: u64, took_ms: u64, answer: &str| DeadNode {
+            cells: Vec::new(),
+            validation: Duration::from_millis(ms),
+            took: Duration::from_millis(took_ms),
+            answer: answer.into(),
+        };
+        let v = dead_node_verdict(&[node(3000, 3000, "hung"), node(100, 1100, "timed out")]);
+        assert_eq!(
+            v,
+            "validation_timeout 100ms gave the caller an answer after 1.1s (timed out) where 3s \
+             kept it waiting 3.0s (hung)"
         );
-        t.row(a?);
-        t.row(b?);
-        t.print();
-        Ok::<(), String>(())
-    })
+    }
 }

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use poolguard::conn::{Manager, Pool, PooledConnection};
 use poolguard_faults::sim::{Faults, Op, SimManager, Workload};
 
-use super::{LabCtx, Table};
+use super::report::{self, Axis, Chart, Role, Sampler, Series, Unit};
+use super::{LabCtx, Recorder, Table};
 
 /// The buggy handler: takes a connection and keeps it (stored away, never dropped).
 async fn leaky_handler<M: Manager>(
@@ -26,7 +27,8 @@ async fn good_handler<M: Manager + Workload>(pool: &Pool<M>, backend: &M) -> Res
     backend.work(&mut c).await.map_err(|e| e.to_string())
 }
 
-pub(crate) async fn scenario<M>(backend: M) -> Result<Table, String>
+/// Runs the leak and records its table (with a verdict) and the pool's counts over time.
+pub(crate) async fn scenario<M>(out: &Recorder, backend: M) -> Result<(), String>
 where
     M: Manager + Workload + Faults + Clone,
 {
@@ -38,6 +40,11 @@ where
         .maintenance_interval(Duration::from_millis(50))
         .build()
         .map_err(|e| e.to_string())?;
+    let sampled = pool.clone();
+    let sampler = Sampler::start(Duration::from_millis(10), 256, move || {
+        let (status, stats) = (sampled.status(), sampled.stats());
+        (status.in_use, status.waiters, stats.leaks, stats.unleaked)
+    });
     let start = Instant::now();
     let mut stash = Vec::new();
     let (mut ok, mut failed) = (0u64, 0u64);
@@ -80,26 +87,67 @@ where
     ]);
     if let Some((at, e)) = &first_timeout {
         t.row(["first acquire timeout after".into(), format!("{at:.1?}")]);
-        println!("acquire-timeout error (one log line):\n  {e}");
+        out.say(format!("acquire-timeout error (one log line):\n  {e}"));
     }
     if let Some(f) = leak {
-        println!("doctor:\n  {f}");
+        out.say(format!("doctor:\n  {f}"));
     }
+    let leaked = stash.len();
     drop(stash);
     tokio::time::sleep(Duration::from_millis(50)).await;
+    let unleaked = pool.stats().unleaked;
     t.row([
         "'unleaked' reports after the stash was dropped".into(),
-        pool.stats().unleaked.to_string(),
+        unleaked.to_string(),
     ]);
-    Ok(t)
+    let offset = start.duration_since(sampler.started()).as_secs_f64();
+    let samples = sampler.stop();
+    let verdict = format!(
+        "{leaked} connection(s) leaked of {max}: the pool ran dry after {ok} requests{timeout}; maintenance reported {leaks} of the {leaked} leaks with their call site{doctor}, and {unleaked} late return(s) were reported as 'unleaked'",
+        max = pool.status().max_size,
+        timeout = first_timeout
+            .as_ref()
+            .map(|(at, _)| format!(", the first caller then timed out after {at:.1?} with the holders named"))
+            .unwrap_or_default(),
+        leaks = stats.leaks,
+        doctor = if leak.is_some() {
+            ", the doctor named them"
+        } else {
+            ", the doctor did not name them"
+        },
+    );
+    out.table(&t, verdict);
+    let x = || Axis::new("time since the first request", Unit::Seconds);
+    let mut c = Chart::new(
+        "connections in use, waiters and leak reports over time",
+        x(),
+        Axis::new("count", Unit::Count),
+    );
+    for (name, f) in [
+        ("in use", 0usize),
+        ("waiters", 1),
+        ("leaks reported", 2),
+        ("'unleaked' reports", 3),
+    ] {
+        c = c.series(Series::new(
+            name,
+            Role::Poolguard,
+            report::points(&samples, offset, |s| match f {
+                0 => s.0 as f64,
+                1 => s.1 as f64,
+                2 => s.2 as f64,
+                _ => s.3 as f64,
+            }),
+        ));
+    }
+    out.chart(c);
+    Ok(())
 }
 
-pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
+pub(crate) fn run(ctx: &LabCtx) -> Result<(), String> {
     let rt = super::runtime()?;
     let sim = SimManager::new();
     sim.latency(Op::Query, Duration::from_millis(1))
         .latency(Op::Connect, Duration::from_millis(5));
-    let t = rt.block_on(scenario(sim))?;
-    t.print();
-    Ok(())
+    rt.block_on(scenario(&ctx.out, sim))
 }

@@ -17,10 +17,15 @@ use std::time::{Duration, Instant};
 use poolguard::diag::{Histogram, HistogramSnapshot};
 use poolguard::reclaim::{Reclaimer, WatchdogEvent, WatchdogKind};
 
+use super::report::{self, Axis, Chart, Role, Sampler, Series, Unit};
 use super::{LabCtx, Table};
 
 /// Finalizers per phase (the seed's 1000 rounds).
 const ROUNDS: u64 = 1000;
+/// Finalizers per phase with `--quick`.
+const QUICK_ROUNDS: u64 = 300;
+/// How often the backlog is sampled (on its own thread).
+const SAMPLE_EVERY: Duration = Duration::from_millis(2);
 /// Arrival interval of the pure-compute phase.
 const COMPUTE_EVERY: Duration = Duration::from_micros(200);
 /// Arrival interval of the blocking phase.
@@ -151,13 +156,22 @@ impl Queue for Reclaimer {
 struct Outcome {
     latency: HistogramSnapshot,
     peak: i64,
+    /// (seconds since the first finalizer, backlog).
+    backlog: Vec<(f64, i64)>,
 }
 
-/// Feeds `ROUNDS` finalizers at `every`, one in `block_one_in` blocking (0: none).
-fn feed(q: Box<dyn Queue>, every: Duration, block_one_in: u64) -> Result<Outcome, String> {
+/// Feeds `rounds` finalizers at `every`, one in `block_one_in` blocking (0: none).
+fn feed(
+    q: Box<dyn Queue>,
+    rounds: u64,
+    every: Duration,
+    block_one_in: u64,
+) -> Result<Outcome, String> {
     let probe = Arc::new(Probe::default());
+    let sampled = Arc::clone(&probe);
+    let sampler = Sampler::start(SAMPLE_EVERY, 4096, move || sampled.backlog.load(Relaxed));
     let start = Instant::now();
-    for i in 0..ROUNDS {
+    for i in 0..rounds {
         let due = start + every * (i as u32);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -166,9 +180,16 @@ fn feed(q: Box<dyn Queue>, every: Duration, block_one_in: u64) -> Result<Outcome
         q.push(Finalizer::new(i, blocking, &probe)?);
     }
     q.drain();
+    let offset = start.duration_since(sampler.started()).as_secs_f64();
+    let backlog = sampler
+        .stop()
+        .into_iter()
+        .map(|(t, v)| (t - offset, v))
+        .collect();
     Ok(Outcome {
         latency: probe.latency.snapshot(),
         peak: probe.peak.load(Relaxed),
+        backlog,
     })
 }
 
@@ -198,16 +219,18 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1e3)
 }
 
-pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
-    println!(
-        "{ROUNDS} pure-compute finalizers (one every {COMPUTE_EVERY:?}), then {ROUNDS} \
+pub(crate) fn run(ctx: &LabCtx) -> Result<(), String> {
+    let out = &ctx.out;
+    let rounds = if ctx.quick { QUICK_ROUNDS } else { ROUNDS };
+    out.say(format!(
+        "{rounds} pure-compute finalizers (one every {COMPUTE_EVERY:?}), then {rounds} \
          finalizers (one every {BLOCKING_ARRIVAL:?}) of which one in {BLOCK_ONE_IN} blocks \
          {BLOCK_FOR:?} in a UDP read.\nScaled down from the Go reproduction (where every finalizer called \
          syscall.Read) so that the single-worker queue finishes in seconds: {} blocking \
          finalizers = {:?} of blocking per queue.",
-        ROUNDS / BLOCK_ONE_IN,
-        BLOCK_FOR * (ROUNDS / BLOCK_ONE_IN) as u32
-    );
+        rounds / BLOCK_ONE_IN,
+        BLOCK_FOR * (rounds / BLOCK_ONE_IN) as u32
+    ));
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut table = Table::new([
         "workload",
@@ -218,6 +241,7 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
         "peak backlog",
     ]);
     let mut stats = Vec::new();
+    let mut figures: Vec<(&str, &str, Outcome)> = Vec::new();
     for (workload, every, block) in [
         ("pure compute", COMPUTE_EVERY, 0),
         ("blocking read", BLOCKING_ARRIVAL, BLOCK_ONE_IN),
@@ -244,7 +268,8 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
             ]
         };
         for (name, q, handle) in rows {
-            let o = feed(q, every, block)?;
+            out.step(format!("{workload}: {name}"));
+            let o = feed(q, rounds, every, block)?;
             table.row([
                 workload.to_owned(),
                 name.to_owned(),
@@ -253,6 +278,7 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
                 ms(o.latency.max()),
                 o.peak.to_string(),
             ]);
+            figures.push((workload, name, o));
             if let Some(h) = handle {
                 if block > 0 {
                     stats.push(h.stats());
@@ -260,19 +286,20 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
             }
         }
     }
-    table.print();
-    println!(
+    out.table(&table, verdict(&figures));
+    charts(out, &figures);
+    out.say(format!(
         "(P99 and max of the blocking workload include the blocking finalizers' own {BLOCK_FOR:?}; \
          backlog = enqueued, drop not started)"
-    );
+    ));
 
-    println!("\nreclaimer figures in the blocking phase:");
+    out.say("\nreclaimer figures in the blocking phase:");
     for s in &stats {
         let blocking = s
             .labels
             .iter()
             .find(|l| l.label == "lab::BlockingReadFinalizer");
-        println!(
+        out.say(format!(
             "  {}: completed {}, inline drops {}, slow {}, stuck {}, workers replaced {}, \
              queue wait p95 {}, blocking run time p50 {}",
             s.name,
@@ -283,13 +310,13 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
             s.workers_replaced,
             ms(s.queue_wait.p95()),
             blocking.map_or("-".into(), |l| ms(l.run_time.p50())),
-        );
+        ));
     }
     let events = events.lock().map_err(|_| "watchdog log poisoned")?;
-    println!(
+    out.say(format!(
         "\nwatchdog reports ({} in all; the first two of each reclaimer):",
         events.len()
-    );
+    ));
     let firsts = ["finq-1w", "finq-4w"]
         .into_iter()
         .flat_map(|n| events.iter().filter(move |e| e.reclaimer == n).take(2));
@@ -301,13 +328,13 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
             }
             _ => "other".to_owned(),
         };
-        println!(
+        out.say(format!(
             "  [{}] worker {} running `{}` for {}: {what}",
             e.reclaimer,
             e.worker,
             e.label,
             ms(e.elapsed)
-        );
+        ));
     }
     if !events
         .iter()
@@ -316,4 +343,64 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
         return Err("the watchdog never named the blocking finalizer".into());
     }
     Ok(())
+}
+
+/// The table's verdict: in the blocking workload, the single-worker queue against the
+/// reclaimer with the most workers (the last row).
+fn verdict(rows: &[(&str, &str, Outcome)]) -> String {
+    let blocking: Vec<&(&str, &str, Outcome)> =
+        rows.iter().filter(|r| r.0 == "blocking read").collect();
+    let compute = rows.iter().find(|r| r.0 == "pure compute");
+    let (Some(finq), Some(best), Some(compute)) = (blocking.first(), blocking.last(), compute)
+    else {
+        return "not enough rows to compare".into();
+    };
+    format!(
+        "one blocking finalizer in {BLOCK_ONE_IN}: runfinq's P95 went from {} to {} and its \
+         backlog peaked at {}; the {} kept P95 at {} ({} lower) with a peak backlog of {}",
+        ms(compute.2.latency.p95()),
+        ms(finq.2.latency.p95()),
+        finq.2.peak,
+        best.1,
+        ms(best.2.latency.p95()),
+        report::times(
+            finq.2.latency.p95().as_secs_f64(),
+            best.2.latency.p95().as_secs_f64()
+        ),
+        best.2.peak
+    )
+}
+
+fn charts(out: &super::Recorder, rows: &[(&str, &str, Outcome)]) {
+    let role = |name: &str| {
+        if name.starts_with("runfinq") {
+            Role::Naive
+        } else {
+            Role::Poolguard
+        }
+    };
+    for workload in ["blocking read", "pure compute"] {
+        let mut c = Chart::new(
+            format!("finalizer backlog over time ({workload})"),
+            Axis::new("time since the first finalizer", Unit::Seconds),
+            Axis::new("enqueued, drop not started", Unit::Count),
+        );
+        for (_, name, o) in rows.iter().filter(|r| r.0 == workload) {
+            c = c.series(Series::new(
+                *name,
+                role(name),
+                report::points(&o.backlog, 0.0, |v| *v as f64),
+            ));
+        }
+        out.chart(c);
+    }
+    let dists: Vec<(&str, Role, &HistogramSnapshot)> = rows
+        .iter()
+        .filter(|r| r.0 == "blocking read")
+        .map(|(_, name, o)| (*name, role(name), &o.latency))
+        .collect();
+    out.chart(report::latency_chart(
+        "enqueue -> drop latency (blocking read)",
+        &dists,
+    ));
 }

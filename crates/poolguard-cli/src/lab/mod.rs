@@ -5,13 +5,18 @@ mod config_traps;
 mod conn_leak;
 mod db_outage;
 mod finalizer_stall;
+mod html;
 mod pool_abuse;
 mod real;
+mod report;
 mod spike;
 mod table;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+
+pub(crate) use report::Recorder;
 
 #[allow(unused_imports)]
 pub(crate) use table::Table;
@@ -33,6 +38,16 @@ pub(crate) struct LabArgs {
     /// (e.g. `redis://127.0.0.1:6379`).
     #[arg(long)]
     redis: Option<String>,
+    /// Also write every scenario's charts, tables and verdicts to FILE as one self-contained
+    /// HTML page (no external assets).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Also write the same figures to FILE as JSON (with a `schema_version`), for scripts.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Shorter phases (outages, finalizer rounds) for a fast look; the figures are noisier.
+    #[arg(long)]
+    quick: bool,
 }
 
 /// What every scenario is given.
@@ -41,6 +56,10 @@ pub(crate) struct LabArgs {
 pub(crate) struct LabCtx {
     pub(crate) postgres: Option<real::Postgres>,
     pub(crate) redis: Option<real::Redis>,
+    /// `--quick`: shortened phases.
+    pub(crate) quick: bool,
+    /// Where the running scenario prints and records its tables, verdicts and series.
+    pub(crate) out: Recorder,
 }
 
 /// One lab scenario.
@@ -143,9 +162,17 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // So is an output file that cannot be created (found now, not after the scenarios).
+    let outputs = match Outputs::create(args.report.as_deref(), args.json.as_deref()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("poolguard lab: {e}");
+            return ExitCode::from(2);
+        }
+    };
     // An unreachable server (or a refused login) is reported once too, before the first
     // scenario, instead of once per connection scenario.
-    let ctx = if selected
+    let mut ctx = if selected
         .iter()
         .any(|s| real::is_connection_scenario(s.name))
     {
@@ -160,30 +187,58 @@ pub(crate) fn run(args: LabArgs) -> ExitCode {
         LabCtx {
             postgres: None,
             redis: None,
+            quick: false,
+            out: Recorder::default(),
         }
     };
+    ctx.quick = args.quick;
     let mut failed = 0;
     let (total, all) = (selected.len(), Instant::now());
+    let mut report = report::Report {
+        schema_version: report::SCHEMA_VERSION,
+        poolguard_version: env!("CARGO_PKG_VERSION"),
+        quick: args.quick,
+        scenarios: Vec::new(),
+    };
     for (i, s) in selected.into_iter().enumerate() {
-        // Progress: which scenario of how many is running (the tables come at its end).
+        // Progress: which scenario of how many is running, on stdout with the results and as
+        // a spinner on stderr while it runs (the tables come at its end).
         println!("\n=== lab [{}/{total}] {}: {}", i + 1, s.name, s.about);
+        let spinner = progress::spinner(i + 1, total, s.name);
+        ctx.out = Recorder::new(Some(spinner.clone()));
         let t = Instant::now();
         // --postgres/--redis: the connection scenarios run against those servers instead.
         let real = (ctx.postgres.is_some() || ctx.redis.is_some())
             .then(|| real::run(s.name, &ctx))
             .flatten();
-        match real.unwrap_or_else(|| (s.run)(&ctx)) {
-            Ok(()) => println!("=== {} done in {:.1?}", s.name, t.elapsed()),
+        let result = real.unwrap_or_else(|| (s.run)(&ctx));
+        let took = t.elapsed();
+        spinner.finish_and_clear();
+        let mut rec = ctx.out.take();
+        rec.name = s.name.to_owned();
+        rec.about = s.about.to_owned();
+        rec.seconds = took.as_secs_f64();
+        match result {
+            Ok(()) => {
+                rec.ok = true;
+                println!("=== {} done in {took:.1?}", s.name);
+            }
             Err(e) => {
                 failed += 1;
-                eprintln!("=== {} FAILED after {:.1?}: {e}", s.name, t.elapsed());
+                eprintln!("=== {} FAILED after {took:.1?}: {e}", s.name);
+                rec.error = Some(e);
             }
         }
+        report.scenarios.push(rec);
     }
     println!(
         "\n=== lab: {total} scenario(s) in {:.1?}, {failed} failed",
         all.elapsed()
     );
+    if let Err(e) = outputs.write(&report) {
+        eprintln!("poolguard lab: {e}");
+        return ExitCode::FAILURE;
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -200,6 +255,8 @@ fn reach(
         return Ok(LabCtx {
             postgres: None,
             redis: None,
+            quick: false,
+            out: Recorder::default(),
         });
     }
     runtime()?.block_on(async {
@@ -212,6 +269,87 @@ fn reach(
                 Some(r) => Some(r.reach().await?),
                 None => None,
             },
+            quick: false,
+            out: Recorder::default(),
         })
     })
+}
+
+/// The `--report` and `--json` files, created (empty) before any scenario runs.
+#[derive(Debug)]
+struct Outputs {
+    html: Option<(PathBuf, std::fs::File)>,
+    json: Option<(PathBuf, std::fs::File)>,
+}
+
+impl Outputs {
+    fn create(
+        html: Option<&std::path::Path>,
+        json: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let open = |flag: &str, path: Option<&std::path::Path>| {
+            path.map(|p| {
+                std::fs::File::create(p)
+                    .map(|f| (p.to_path_buf(), f))
+                    .map_err(|e| {
+                        format!(
+                            "{flag} {}: cannot create the file: {e}; give a path in a writable directory",
+                            p.display()
+                        )
+                    })
+            })
+            .transpose()
+        };
+        Ok(Self {
+            html: open("--report", html)?,
+            json: open("--json", json)?,
+        })
+    }
+
+    /// Writes the report into each file asked for.
+    fn write(self, report: &report::Report) -> Result<(), String> {
+        use std::io::Write as _;
+        let put = |flag: &str, (path, mut file): (PathBuf, std::fs::File), body: String| {
+            file.write_all(body.as_bytes())
+                .and_then(|()| file.flush())
+                .map_err(|e| format!("{flag} {}: cannot write the file: {e}", path.display()))?;
+            Ok::<PathBuf, String>(path)
+        };
+        if let Some(out) = self.json {
+            let body = serde_json::to_string_pretty(report)
+                .map_err(|e| format!("--json: cannot serialize the report: {e}"))?;
+            let path = put("--json", out, body)?;
+            println!("=== lab: figures written to {} (JSON)", path.display());
+        }
+        if let Some(out) = self.html {
+            let path = put("--report", out, html::render(report))?;
+            println!("=== lab: report written to {} (HTML)", path.display());
+        }
+        Ok(())
+    }
+}
+
+mod progress {
+    use std::time::Duration;
+
+    use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+    /// One spinner per scenario on stderr: hidden when stderr is not a terminal (indicatif's
+    /// own rule); plain (no colour) with `NO_COLOR`.
+    pub(super) fn spinner(i: usize, total: usize, name: &str) -> ProgressBar {
+        let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+        let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let template = if colour {
+            "{spinner:.cyan} [{prefix}] {elapsed:>4} {wide_msg}"
+        } else {
+            "{spinner} [{prefix}] {elapsed:>4} {wide_msg}"
+        };
+        if let Ok(style) = ProgressStyle::with_template(template) {
+            pb.set_style(style);
+        }
+        pb.set_prefix(format!("{i}/{total} {name}"));
+        pb.set_message("running");
+        pb.enable_steady_tick(Duration::from_millis(120));
+        pb
+    }
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use poolguard::object::Pool;
 
-use super::{LabCtx, Table};
+use super::report::{self, Axis, Chart, Role, Series, Unit};
+use super::{LabCtx, Recorder, Table};
 use crate::alloc::{fmt_bytes, AllocMeter};
 
 const MIB: usize = 1 << 20;
@@ -60,7 +61,15 @@ struct Row {
     allocs_per_op: f64,
     hit_rate: f64,
     reported: String,
+    /// Requests that got a previous user's data.
+    stale: u64,
+    /// (requests or puts so far, allocator-measured retained bytes), sampled inline into
+    /// room reserved before the allocator meter starts (sampling allocates nothing).
+    series: Vec<[f64; 2]>,
 }
+
+/// Room for the inline samples of one row.
+const SERIES_ROOM: usize = 256;
 
 fn pct(x: f64) -> String {
     format!("{:.1}%", x * 100.0)
@@ -68,11 +77,12 @@ fn pct(x: f64) -> String {
 
 /// Pattern 1: every 20th request opens a "session" that keeps its buffer for 400 requests
 /// (400 ms of simulated time: requests advance a manual clock by 1 ms).
-fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
+fn long_lived(out: &Recorder, rows: &mut Vec<Row>) -> Result<(), String> {
     const OPS: u64 = 40_000;
     const HOLD: usize = 400;
-    println!("  [1/3] long-lived objects: {OPS} requests, every 20th keeps its buffer for {HOLD} requests");
+    out.say(format!("  [1/3] long-lived objects: {OPS} requests, every 20th keeps its buffer for {HOLD} requests"));
     for naive in [true, false] {
+        let mut series = Vec::with_capacity(SERIES_ROOM);
         let meter = AllocMeter::start();
         let now = Arc::new(AtomicU64::new(0));
         let clock = {
@@ -90,6 +100,9 @@ fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
         let mut sessions_np = std::collections::VecDeque::new();
         let before = meter.delta().allocations;
         for i in 0..OPS {
+            if i % 500 == 0 {
+                series.push([i as f64, meter.delta().net_bytes as f64]);
+            }
             now.fetch_add(1, SeqCst);
             if naive {
                 let mut b = np.get(|| Vec::with_capacity(4096));
@@ -129,6 +142,7 @@ fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
                 let _ = pg.trim();
             }
             *r = meter.delta().net_bytes;
+            series.push([OPS as f64, *r as f64]);
         }
         let (hit, reported) = if naive {
             (np.hit_rate(), "nothing".to_string())
@@ -158,6 +172,8 @@ fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
             allocs_per_op: allocs,
             hit_rate: hit,
             reported,
+            stale: 0,
+            series,
         });
         drop(sessions_pg);
     }
@@ -166,10 +182,13 @@ fn long_lived(rows: &mut Vec<Row>) -> Result<(), String> {
 
 /// Pattern 2: four threads that only put buffers they made themselves (the seed's
 /// goroutines that keep putting), 2000 x 8 KiB each.
-fn only_returns(rows: &mut Vec<Row>) -> Result<(), String> {
+fn only_returns(out: &Recorder, rows: &mut Vec<Row>) -> Result<(), String> {
     const PER: usize = 2_000;
-    println!("  [2/3] threads that only return: 4 threads x {PER} puts of 8 KiB buffers");
+    out.say(format!(
+        "  [2/3] threads that only return: 4 threads x {PER} puts of 8 KiB buffers"
+    ));
     for naive in [true, false] {
+        let series = Mutex::new(Vec::with_capacity(SERIES_ROOM));
         let meter = AllocMeter::start();
         let pg = Pool::builder(|| Vec::<u8>::with_capacity(8192))
             .name("put-only")
@@ -179,9 +198,16 @@ fn only_returns(rows: &mut Vec<Row>) -> Result<(), String> {
         let np = Naive::new();
         let before = meter.delta().allocations;
         std::thread::scope(|s| {
-            for _ in 0..4 {
-                s.spawn(|| {
-                    for _ in 0..PER {
+            for t in 0..4 {
+                let (np, pg, meter, series) = (&np, &pg, &meter, &series);
+                s.spawn(move || {
+                    for i in 0..PER {
+                        // The first thread samples (x: puts by all four, approximately).
+                        if t == 0 && i % 50 == 0 {
+                            if let Ok(mut v) = series.lock() {
+                                v.push([(4 * i) as f64, meter.delta().net_bytes as f64]);
+                            }
+                        }
                         let v = Vec::<u8>::with_capacity(8192);
                         if naive {
                             np.put(v);
@@ -194,12 +220,14 @@ fn only_returns(rows: &mut Vec<Row>) -> Result<(), String> {
         });
         let ops = (4 * PER) as f64;
         let allocs = (meter.delta().allocations - before) as f64 / ops;
+        let mut series = series.into_inner().unwrap_or_else(|e| e.into_inner());
         let mut retained = [0i64; 3];
         for (cycle, r) in retained.iter_mut().enumerate() {
             if cycle > 0 && !naive {
                 let _ = pg.trim();
             }
             *r = meter.delta().net_bytes;
+            series.push([ops, *r as f64]);
         }
         let s = pg.stats();
         rows.push(Row {
@@ -229,6 +257,8 @@ fn only_returns(rows: &mut Vec<Row>) -> Result<(), String> {
                         .join(",")
                 )
             },
+            stale: 0,
+            series,
         });
     }
     Ok(())
@@ -237,10 +267,11 @@ fn only_returns(rows: &mut Vec<Row>) -> Result<(), String> {
 /// Pattern 3 (golang/go#23199): ten 64 MiB buffers put back without reset, then a stream of
 /// 1 KiB requests. poolguard twice: with its default 64 KiB object cap, and with a cap large
 /// enough to accept them (then the two generations free them).
-fn oversized(rows: &mut Vec<Row>) -> Result<(), String> {
+fn oversized(out: &Recorder, rows: &mut Vec<Row>) -> Result<(), String> {
     const STREAM: u64 = 30_000;
-    println!("  [3/3] #23199: ten 64 MiB buffers returned, then {STREAM} requests of 1 KiB, a trim every third");
+    out.say(format!("  [3/3] #23199: ten 64 MiB buffers returned, then {STREAM} requests of 1 KiB, a trim every third"));
     for variant in 0..3 {
+        let mut series = Vec::with_capacity(SERIES_ROOM);
         let meter = AllocMeter::start();
         let np = Naive::new();
         let pg = match variant {
@@ -274,7 +305,11 @@ fn oversized(rows: &mut Vec<Row>) -> Result<(), String> {
             if phase > 0 && variant != 0 {
                 let _ = pg.trim();
             }
-            for _ in 0..STREAM / 3 {
+            for i in 0..STREAM / 3 {
+                if i % 500 == 0 {
+                    let done = phase as u64 * (STREAM / 3) + i;
+                    series.push([done as f64, meter.delta().net_bytes as f64]);
+                }
                 if variant == 0 {
                     let mut b = np.get(|| Vec::with_capacity(1024));
                     if !b.is_empty() {
@@ -293,6 +328,7 @@ fn oversized(rows: &mut Vec<Row>) -> Result<(), String> {
             }
             *r = meter.delta().net_bytes;
         }
+        series.push([STREAM as f64, retained[2] as f64]);
         let allocs = (meter.delta().allocations - before) as f64 / STREAM as f64;
         let s = pg.stats();
         let (pool, hit, reported) = match variant {
@@ -322,21 +358,96 @@ fn oversized(rows: &mut Vec<Row>) -> Result<(), String> {
             allocs_per_op: allocs,
             hit_rate: hit,
             reported,
+            stale,
+            series,
         });
     }
     Ok(())
 }
 
-fn measure() -> Result<Vec<Row>, String> {
+fn measure(out: &Recorder) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
-    long_lived(&mut rows)?;
-    only_returns(&mut rows)?;
-    oversized(&mut rows)?;
+    out.step("1/3 long-lived objects");
+    long_lived(out, &mut rows)?;
+    out.step("2/3 threads that only return");
+    only_returns(out, &mut rows)?;
+    out.step("3/3 oversized buffers, no reset");
+    oversized(out, &mut rows)?;
     Ok(rows)
 }
 
-pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
-    let rows = measure()?;
+/// The verdict: per pattern, what the naive pool and the best poolguard row retain after two
+/// trims, and the stale reads.
+fn verdict(rows: &[Row]) -> String {
+    let mut parts = Vec::new();
+    for (prefix, what) in [('1', "long-lived"), ('2', "put-only"), ('3', "oversized")] {
+        let of = |naive: bool| {
+            rows.iter()
+                .filter(|r| r.pattern.starts_with(prefix))
+                .filter(|r| r.pool.starts_with("naive") == naive)
+                .min_by_key(|r| r.retained[2])
+        };
+        if let (Some(n), Some(p)) = (of(true), of(false)) {
+            parts.push(format!(
+                "{what} {} vs {} ({})",
+                fmt_bytes(p.retained[2]),
+                fmt_bytes(n.retained[2]),
+                report::times(n.retained[2] as f64, p.retained[2].max(1) as f64)
+            ));
+        }
+    }
+    let stale = |naive: bool| {
+        rows.iter()
+            .filter(|r| r.pool.starts_with("naive") == naive)
+            .map(|r| r.stale)
+            .sum::<u64>()
+    };
+    format!(
+        "after two trims poolguard retains (vs the naive pool): {}; stale reads: {} with poolguard, {} naive",
+        parts.join(", "),
+        stale(false),
+        stale(true)
+    )
+}
+
+fn charts(out: &Recorder, rows: &[Row]) {
+    for (prefix, title, x) in [
+        (
+            '1',
+            "retained bytes: long-lived objects (then two trims)",
+            "requests",
+        ),
+        (
+            '2',
+            "retained bytes: threads that only return (then two trims)",
+            "puts (all threads)",
+        ),
+        (
+            '3',
+            "retained bytes: oversized buffers returned, then 1 KiB requests (a trim every third)",
+            "requests",
+        ),
+    ] {
+        let mut c = Chart::new(
+            title,
+            Axis::new(x, Unit::Count),
+            Axis::new("retained (allocator)", Unit::Bytes),
+        );
+        for r in rows.iter().filter(|r| r.pattern.starts_with(prefix)) {
+            let role = if r.pool.starts_with("naive") {
+                Role::Naive
+            } else {
+                Role::Poolguard
+            };
+            c = c.series(Series::new(r.pool, role, r.series.clone()));
+        }
+        out.chart(c);
+    }
+}
+
+pub(crate) fn run(ctx: &LabCtx) -> Result<(), String> {
+    let out = &ctx.out;
+    let rows = measure(out)?;
     let mut t = Table::new([
         "pattern",
         "pool",
@@ -363,13 +474,15 @@ pub(crate) fn run(_ctx: &LabCtx) -> Result<(), String> {
             r.reported.clone(),
         ]);
     }
-    t.print();
-    println!("  retained = bytes still allocated (allocator-measured) that the scenario does not hold; the naive pool never trims.");
+    out.table(&t, verdict(&rows));
+    charts(out, &rows);
+    out.say("  retained = bytes still allocated (allocator-measured) that the scenario does not hold; the naive pool never trims.");
+    out.step("trim offload to a reclaimer");
     let o = trim_offload()?;
-    println!(
+    out.say(format!(
         "  trims freeing {} touched {} MiB buffers cost the trimming thread {:?} without a reclaimer, {:?} with one ({} objs deferred to its workers, {} refused)",
         o.objects, OFFLOAD_MIB, o.inline, o.deferred_took, o.deferred, o.refused
-    );
+    ));
     Ok(())
 }
 
@@ -449,7 +562,8 @@ mod tests {
 
     #[test]
     fn pool_abuse_reports_each_misuse() {
-        let rows = measure().expect("scenario runs");
+        let out = Recorder::silent();
+        let rows = measure(&out).expect("scenario runs");
         assert_eq!(rows.len(), 7);
         let pg: Vec<&Row> = rows
             .iter()

@@ -17,7 +17,7 @@ use poolguard_faults::sim::{Faults, Workload};
 use poolguard_postgres::{tokio_postgres, PostgresManager};
 use poolguard_redis::{redis, RedisManager};
 
-use super::{config_traps, conn_leak, db_outage, spike, LabCtx, Table};
+use super::{config_traps, conn_leak, db_outage, spike, LabCtx};
 use crate::redact;
 
 /// A real backend behind a fault proxy. Clones share the manager and the proxy.
@@ -413,18 +413,20 @@ pub(crate) fn run(name: &str, ctx: &LabCtx) -> Option<Result<(), String>> {
     };
     Some(rt.block_on(async {
         if let Some(pg) = &ctx.postgres {
-            println!(
+            ctx.out.say(format!(
                 "--- against PostgreSQL ({}), through a fault proxy; request: SELECT 1",
                 pg.arg.shown
-            );
-            run_on(name, || postgres(pg)).await?;
+            ));
+            ctx.out.section(Some("PostgreSQL".into()));
+            run_on(ctx, name, || postgres(pg)).await?;
         }
         if let Some(r) = &ctx.redis {
-            println!(
+            ctx.out.say(format!(
                 "--- against Redis ({}), through a fault proxy; request: PING",
                 r.arg.shown
-            );
-            run_on(name, || redis(r)).await?;
+            ));
+            ctx.out.section(Some("Redis".into()));
+            run_on(ctx, name, || redis(r)).await?;
         }
         Ok(())
     }))
@@ -432,77 +434,32 @@ pub(crate) fn run(name: &str, ctx: &LabCtx) -> Option<Result<(), String>> {
 
 /// Runs one scenario; each pool gets a fresh backend (and proxy) from `backend`, so the two
 /// pools a table compares can run side by side (their faults are their own proxy's).
-async fn run_on<M, F, Fut>(name: &str, backend: F) -> Result<(), String>
+async fn run_on<M, F, Fut>(ctx: &LabCtx, name: &str, backend: F) -> Result<(), String>
 where
     M: Manager + Workload + Faults + Clone,
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<M, String>>,
 {
+    let out = &ctx.out;
     match name {
-        "conn-leak" => conn_leak::scenario(backend().await?).await?.print(),
-        "db-outage" => db_outage::tables(backend, "proxy blackhole", false).await?,
+        "conn-leak" => conn_leak::scenario(out, backend().await?).await?,
+        "db-outage" => db_outage::tables(out, ctx.quick, backend, "proxy blackhole", false).await?,
+        // Side by side would double the load on the server's connect path and skew the
+        // figures this table compares; the rows are short, so they run one after the other.
         "spike" => {
-            let mut t = Table::new([
+            spike::table(
+                out,
                 "pool (real server, its own connect latency)",
-                "connections at end",
-                "opened by spike",
-                "request p50",
-                "request p99",
-                "all served in",
-                "failed",
-            ]);
-            // Side by side would double the load on the server's connect path and skew the
-            // figures this table compares; the rows are short, so they run one after the other.
-            for (label, opens) in [
-                ("poolguard (max_concurrent_opens 1, default)", 1),
-                ("open one per waiter (max_concurrent_opens 50)", 50),
-            ] {
-                t.row(spike::spike(backend().await?, label, opens).await);
-            }
-            t.print();
+                backend,
+                &[
+                    ("poolguard (max_concurrent_opens 1, default)", 1),
+                    ("open one per waiter (max_concurrent_opens 50)", 50),
+                ],
+            )
+            .await?
         }
         "config-traps" => {
-            let mut t = Table::new([
-                "1. burst of 10 after 1.2 s idle",
-                "idle at burst",
-                "connects in burst",
-                "request p50",
-                "request p99",
-            ]);
-            let (a, b) = tokio::join!(
-                async { config_traps::cold_start(backend().await?, 0).await },
-                async { config_traps::cold_start(backend().await?, 5).await }
-            );
-            t.row(a?);
-            t.row(b?);
-            t.print();
-            let mut t = Table::new([
-                "2. first get after the node died (blackhole)",
-                "caller got an answer after",
-                "answer",
-            ]);
-            let (a, b) = tokio::join!(
-                async { config_traps::dead_node(backend().await?, Duration::from_secs(3)).await },
-                async {
-                    config_traps::dead_node(backend().await?, Duration::from_millis(100)).await
-                }
-            );
-            t.row(a?);
-            t.row(b?);
-            t.print();
-            let mut t = Table::new([
-                "3. 1.5 s transaction, abandon at 0.5 s, pool of 2",
-                "long transaction",
-                "other requests served",
-                "abandoned by maintenance",
-            ]);
-            let (a, b) = tokio::join!(
-                async { config_traps::long_transaction(backend().await?, true).await },
-                async { config_traps::long_transaction(backend().await?, false).await }
-            );
-            t.row(a?);
-            t.row(b?);
-            t.print();
+            config_traps::tables(out, &backend, &backend, ["", " (blackhole)"]).await?
         }
         _ => {}
     }

@@ -28,6 +28,16 @@ impl Table {
         self.rows.push(cells.into_iter().map(Into::into).collect());
     }
 
+    /// The column names.
+    pub(crate) fn header(&self) -> &[String] {
+        &self.header
+    }
+
+    /// The rows, as printed.
+    pub(crate) fn rows(&self) -> &[Vec<String>] {
+        &self.rows
+    }
+
     pub(crate) fn render(&self) -> String {
         let cols = self
             .rows

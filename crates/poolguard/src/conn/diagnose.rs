@@ -16,6 +16,7 @@ impl<M: Manager> Diagnose for Pool<M> {
         Snapshot::ConnectionPool {
             status: self.status(),
             stats: self.stats(),
+            holders: self.holders(),
         }
     }
     fn findings(&self) -> Vec<Finding> {
@@ -31,7 +32,18 @@ mod ser {
     use serde::ser::{SerializeMap, SerializeStruct};
     use serde::{Serialize, Serializer};
 
-    use crate::conn::{BreakerState, CloseReason, StatsSnapshot, Status};
+    use crate::conn::{BreakerState, CloseReason, Holder, StatsSnapshot, Status};
+
+    /// `{"site": "file:line:column", "held": seconds, "leaked": bool}`.
+    impl Serialize for Holder {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut st = s.serialize_struct("Holder", 3)?;
+            st.serialize_field("site", &format_args!("{}", self.site))?;
+            st.serialize_field("held", &self.held.as_secs_f64())?;
+            st.serialize_field("leaked", &self.leaked)?;
+            st.end()
+        }
+    }
 
     impl Serialize for BreakerState {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::breaker::BreakerState;
 use super::config::{BuildError, Builder, Config};
 use super::engine::Shared;
-use super::error::Error;
+use super::error::{Error, Holder};
 use super::guard::PooledConnection;
 use super::maintenance;
 use super::stats::{CloseReason, StatsSnapshot, Status};
@@ -63,6 +63,9 @@ impl<M: Manager> Builder<M> {
 }
 
 impl<M: Manager> Pool<M> {
+    /// The most holders [`Pool::holders`] (and the pool's diagnostics snapshot) lists.
+    pub const MAX_LISTED_HOLDERS: usize = 64;
+
     /// A builder with the default [`Config`].
     pub fn builder(manager: M) -> Builder<M> {
         Builder::new(manager)
@@ -181,6 +184,18 @@ impl<M: Manager> Pool<M> {
         // Reading the breaker may move it from open to half-open: fine, that is its clock.
         let _ = st.breaker.open_limit(now);
         self.shared.status_locked(&st)
+    }
+
+    /// The checked-out connections, oldest first (at most [`Pool::MAX_LISTED_HOLDERS`]),
+    /// each with the call site of its `get`, how long it has been held and whether it was
+    /// reported as a leak. Abandoned connections still held are included.
+    pub fn holders(&self) -> Vec<Holder> {
+        let now = Instant::now();
+        self.shared
+            .state
+            .lock()
+            .holders
+            .longest(now, Self::MAX_LISTED_HOLDERS)
     }
 
     /// Totals since the pool was built.

@@ -24,7 +24,7 @@
 //! ```
 
 #[cfg(feature = "conn")]
-use crate::conn::{StatsSnapshot, Status};
+use crate::conn::{Holder, StatsSnapshot, Status};
 #[cfg(feature = "object")]
 use crate::object::PoolStats;
 #[cfg(feature = "reclaim")]
@@ -79,13 +79,16 @@ pub enum Snapshot {
     /// A reclaimer's stats.
     #[cfg(feature = "reclaim")]
     Reclaimer(ReclaimStats),
-    /// A connection pool's state now and its totals.
+    /// A connection pool's state now, its totals and who holds its connections.
     #[cfg(feature = "conn")]
+    #[non_exhaustive]
     ConnectionPool {
         /// The pool right now.
         status: Status,
         /// Totals since it was built.
         stats: StatsSnapshot,
+        /// The checked-out connections, oldest first (`conn::Pool::holders`).
+        holders: Vec<Holder>,
     },
 }
 

@@ -208,7 +208,7 @@ impl Emit<'_> {
     fn engine(&mut self, name: String, snapshot: Snapshot, facts: Facts) {
         match snapshot {
             #[cfg(feature = "conn")]
-            Snapshot::ConnectionPool { status, stats } => {
+            Snapshot::ConnectionPool { status, stats, .. } => {
                 self.labels = vec![Label::new(CONN_POOL_NAME, name)];
                 let state = "db.client.connection.state";
                 self.gauge(
