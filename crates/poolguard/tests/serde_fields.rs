@@ -193,6 +193,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         &keys(&json(&c)),
         "
         connection_pool
+        connection_pool.holders
         connection_pool.stats
         connection_pool.stats.abandoned
         connection_pool.stats.breaker_opened
