@@ -4,6 +4,15 @@
 //! configuration prints fairness (fewest / mean / most cycles per task) and the p50/p99
 //! acquire latency (every 8th acquire timed).
 //!
+//! The `conn/held/w2s10t{16,64}` groups force exhaustion: each task yields to the scheduler
+//! while it holds its connection (a hold that awaits), so with 16 or 64 tasks on 10
+//! connections the pool is empty and callers queue; without that, two workers with
+//! synchronous holds rarely have more than two connections out. Their fairness report lines
+//! start with `held`.
+//!
+//! `poolguard-strict` is poolguard with `handoff_after(Duration::ZERO)`: strict FIFO handoff
+//! from the first instant, the behaviour before the handoff budget.
+//!
 //! Checkout tests are off for the peers (`test_on_check_out(false)`), as poolguard skips
 //! validation for connections idle less than `validation_bypass`.
 
@@ -113,16 +122,17 @@ impl AsyncPool {
     fn build(rt: &Runtime, kind: &str, size: usize) -> Self {
         rt.block_on(async {
             match kind {
-                "poolguard" | "poolguard-leak" => {
+                "poolguard" | "poolguard-leak" | "poolguard-strict" => {
                     let leak = (kind == "poolguard-leak").then_some(Duration::from_secs(30));
-                    AsyncPool::Poolguard(
-                        poolguard::conn::Pool::builder(NoopManager)
-                            .max_size(size)
-                            .max_waiters(4096)
-                            .leak_threshold(leak)
-                            .build()
-                            .expect("poolguard"),
-                    )
+                    let mut b = poolguard::conn::Pool::builder(NoopManager)
+                        .max_size(size)
+                        .max_waiters(4096)
+                        .leak_threshold(leak);
+                    if kind == "poolguard-strict" {
+                        // No barging window: every return goes to the oldest waiter.
+                        b = b.handoff_after(Duration::ZERO);
+                    }
+                    AsyncPool::Poolguard(b.build().expect("poolguard"))
                 }
                 "bb8" => AsyncPool::Bb8(
                     bb8::Pool::builder()
@@ -150,20 +160,70 @@ impl AsyncPool {
         })
     }
 
-    async fn cycle(&self) {
+    /// One acquire + release; `hold`: yield to the scheduler while holding the connection.
+    async fn cycle(&self, hold: bool) {
         match self {
-            AsyncPool::Poolguard(p) => drop(black_box(p.get().await.expect("get"))),
-            AsyncPool::Bb8(p) => drop(black_box(p.get().await.expect("get"))),
-            AsyncPool::Deadpool(p) => drop(black_box(p.get().await.expect("get"))),
-            AsyncPool::Mobc(p) => drop(black_box(p.get().await.expect("get"))),
+            AsyncPool::Poolguard(p) => held(black_box(p.get().await.expect("get")), hold).await,
+            AsyncPool::Bb8(p) => held(black_box(p.get().await.expect("get")), hold).await,
+            AsyncPool::Deadpool(p) => held(black_box(p.get().await.expect("get")), hold).await,
+            AsyncPool::Mobc(p) => held(black_box(p.get().await.expect("get")), hold).await,
+        }
+    }
+
+    /// [`cycle`](Self::cycle), returning how long the acquire took.
+    async fn timed_cycle(&self, hold: bool) -> Duration {
+        let t = Instant::now();
+        match self {
+            AsyncPool::Poolguard(p) => {
+                let c = black_box(p.get().await.expect("get"));
+                let took = t.elapsed();
+                held(c, hold).await;
+                took
+            }
+            AsyncPool::Bb8(p) => {
+                let c = black_box(p.get().await.expect("get"));
+                let took = t.elapsed();
+                held(c, hold).await;
+                took
+            }
+            AsyncPool::Deadpool(p) => {
+                let c = black_box(p.get().await.expect("get"));
+                let took = t.elapsed();
+                held(c, hold).await;
+                took
+            }
+            AsyncPool::Mobc(p) => {
+                let c = black_box(p.get().await.expect("get"));
+                let took = t.elapsed();
+                held(c, hold).await;
+                took
+            }
         }
     }
 }
 
-const ASYNC: [&str; 5] = ["poolguard", "poolguard-leak", "bb8", "deadpool", "mobc"];
+/// Drops `conn`, after one yield to the scheduler when `hold`.
+async fn held<T>(conn: T, hold: bool) {
+    if hold {
+        tokio::task::yield_now().await;
+    }
+    drop(conn);
+}
+
+/// (pool size, tasks) of the exhaustion groups.
+const HELD: [(usize, usize); 2] = [(10, 16), (10, 64)];
+
+const ASYNC: [&str; 6] = [
+    "poolguard",
+    "poolguard-leak",
+    "poolguard-strict",
+    "bb8",
+    "deadpool",
+    "mobc",
+];
 
 /// `iters` cycles split over `tasks` tasks; returns the wall time.
-fn run_async(rt: &Runtime, pool: &AsyncPool, tasks: usize, iters: u64) -> Duration {
+fn run_async(rt: &Runtime, pool: &AsyncPool, tasks: usize, iters: u64, hold: bool) -> Duration {
     rt.block_on(async {
         let per = iters.div_ceil(tasks as u64);
         let start = Instant::now();
@@ -172,7 +232,7 @@ fn run_async(rt: &Runtime, pool: &AsyncPool, tasks: usize, iters: u64) -> Durati
                 let p = pool.clone();
                 tokio::spawn(async move {
                     for _ in 0..per {
-                        p.cycle().await;
+                        p.cycle(hold).await;
                     }
                 })
             })
@@ -184,14 +244,18 @@ fn run_async(rt: &Runtime, pool: &AsyncPool, tasks: usize, iters: u64) -> Durati
     })
 }
 
-fn run_r2d2(pool: &r2d2::Pool<R2d2Noop>, threads: usize, iters: u64) -> Duration {
+fn run_r2d2(pool: &r2d2::Pool<R2d2Noop>, threads: usize, iters: u64, hold: bool) -> Duration {
     let per = iters.div_ceil(threads as u64);
     let start = Instant::now();
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 for _ in 0..per {
-                    drop(black_box(pool.get().expect("get")));
+                    let c = black_box(pool.get().expect("get"));
+                    if hold {
+                        std::thread::yield_now();
+                    }
+                    drop(c);
                 }
             });
         }
@@ -208,7 +272,7 @@ struct Report {
 }
 
 impl Report {
-    fn print(&self, name: &str, size: usize, tasks: usize) {
+    fn print(&self, label: &str, name: &str, size: usize, tasks: usize) {
         let total: u64 = self.per_task.iter().sum();
         let mean = total as f64 / tasks as f64;
         let min = self.per_task.iter().min().copied().unwrap_or(0);
@@ -216,7 +280,7 @@ impl Report {
         let progressed = self.per_task.iter().filter(|&&c| c > 0).count();
         let s = self.lat.snapshot();
         println!(
-            "fairness s{size} t{tasks:<3} {name:<15} {:>7.1} ns/cycle  tasks progressing {progressed}/{tasks}  fewest {min} mean {mean:.0} most {max}  acquire p50 {:?} p99 {:?}",
+            "fairness {label}s{size} t{tasks:<3} {name:<15} {:>7.1} ns/cycle  tasks progressing {progressed}/{tasks}  fewest {min} mean {mean:.0} most {max}  acquire p50 {:?} p99 {:?}",
             self.elapsed.as_nanos() as f64 / total.max(1) as f64,
             s.p50(),
             s.p99(),
@@ -226,7 +290,7 @@ impl Report {
 
 const REPORT_TIME: Duration = Duration::from_millis(300);
 
-fn report_async(rt: &Runtime, pool: &AsyncPool, tasks: usize) -> Report {
+fn report_async(rt: &Runtime, pool: &AsyncPool, tasks: usize, hold: bool) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let lat = Arc::new(Histogram::new());
     let (per_task, elapsed) = rt.block_on(async {
@@ -240,11 +304,9 @@ fn report_async(rt: &Runtime, pool: &AsyncPool, tasks: usize) -> Report {
                     let mut n = 0u64;
                     while !stop.load(Relaxed) {
                         if n.is_multiple_of(8) {
-                            let t = Instant::now();
-                            p.cycle().await;
-                            lat.record(t.elapsed());
+                            lat.record(p.timed_cycle(hold).await);
                         } else {
-                            p.cycle().await;
+                            p.cycle(hold).await;
                         }
                         n += 1;
                     }
@@ -272,7 +334,7 @@ fn report_async(rt: &Runtime, pool: &AsyncPool, tasks: usize) -> Report {
     }
 }
 
-fn report_r2d2(pool: &r2d2::Pool<R2d2Noop>, threads: usize) -> Report {
+fn report_r2d2(pool: &r2d2::Pool<R2d2Noop>, threads: usize, hold: bool) -> Report {
     let stop = AtomicBool::new(false);
     let lat = Histogram::new();
     let start = Instant::now();
@@ -283,9 +345,14 @@ fn report_r2d2(pool: &r2d2::Pool<R2d2Noop>, threads: usize) -> Report {
                     let mut n = 0u64;
                     while !stop.load(Relaxed) {
                         let t = Instant::now();
-                        drop(black_box(pool.get().expect("get")));
+                        let c = black_box(pool.get().expect("get"));
+                        let took = t.elapsed();
+                        if hold {
+                            std::thread::yield_now();
+                        }
+                        drop(c);
                         if n.is_multiple_of(8) {
-                            lat.record(t.elapsed());
+                            lat.record(took);
                         }
                         n += 1;
                     }
@@ -319,17 +386,21 @@ fn conn_pool(c: &mut Criterion) {
     let rt = runtime();
     let only = std::env::var("POOLGUARD_BENCH_ONLY").ok();
     if std::env::var_os("POOLGUARD_BENCH_NO_REPORT").is_none() {
-        for (size, tasks) in CONFIGS {
+        let all = CONFIGS.iter().map(|&c| (c, false));
+        for ((size, tasks), hold) in all.chain(HELD.iter().map(|&c| (c, true))) {
+            let label = if hold { "held " } else { "" };
             for kind in ASYNC {
                 let pool = AsyncPool::build(&rt, kind, size);
-                run_async(&rt, &pool, tasks, 10_000); // warm
-                report_async(&rt, &pool, tasks).print(kind, size, tasks);
+                run_async(&rt, &pool, tasks, 10_000, hold); // warm
+                report_async(&rt, &pool, tasks, hold).print(label, kind, size, tasks);
             }
-            report_r2d2(&r2d2_pool(size), tasks).print("r2d2 (threads)", size, tasks);
+            report_r2d2(&r2d2_pool(size), tasks, hold).print(label, "r2d2 (threads)", size, tasks);
         }
     }
-    for (size, tasks) in CONFIGS {
-        let mut g = c.benchmark_group(format!("conn/w2s{size}t{tasks}"));
+    let all = CONFIGS.iter().map(|&c| (c, false));
+    for ((size, tasks), hold) in all.chain(HELD.iter().map(|&c| (c, true))) {
+        let name = if hold { "conn/held/w2s" } else { "conn/w2s" };
+        let mut g = c.benchmark_group(format!("{name}{size}t{tasks}"));
         g.sample_size(20)
             .measurement_time(Duration::from_secs(2))
             .warm_up_time(Duration::from_millis(500));
@@ -339,13 +410,13 @@ fn conn_pool(c: &mut Criterion) {
             }
             let pool = AsyncPool::build(&rt, kind, size);
             g.bench_function(BenchmarkId::from_parameter(kind), |b| {
-                b.iter_custom(|iters| run_async(&rt, &pool, tasks, iters))
+                b.iter_custom(|iters| run_async(&rt, &pool, tasks, iters, hold))
             });
         }
         if only.as_deref().is_none_or(|o| o == "r2d2") {
             let pool = r2d2_pool(size);
             g.bench_function(BenchmarkId::from_parameter("r2d2"), |b| {
-                b.iter_custom(|iters| run_r2d2(&pool, tasks, iters))
+                b.iter_custom(|iters| run_r2d2(&pool, tasks, iters, hold))
             });
         }
         g.finish();

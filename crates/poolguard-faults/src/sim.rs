@@ -140,6 +140,27 @@ struct Db {
     validations: AtomicU64,
     resets: AtomicU64,
     alive_max: AtomicU64,
+    /// Connects in progress (from the attempt to its outcome or cancellation).
+    connecting: AtomicU64,
+    connecting_max: AtomicU64,
+}
+
+/// Counts one connect in progress in [`Db::connecting`] until dropped (also when the
+/// connect future is cancelled).
+struct Connecting<'a>(&'a Db);
+
+impl<'a> Connecting<'a> {
+    fn start(db: &'a Db) -> Self {
+        let now = db.connecting.fetch_add(1, SeqCst) + 1;
+        db.connecting_max.fetch_max(now, SeqCst);
+        Self(db)
+    }
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.connecting.fetch_sub(1, SeqCst);
+    }
 }
 
 /// The simulator's [`Manager`]. Cheap to clone (clones share the database).
@@ -205,6 +226,8 @@ impl SimManager {
                 validations: AtomicU64::new(0),
                 resets: AtomicU64::new(0),
                 alive_max: AtomicU64::new(0),
+                connecting: AtomicU64::new(0),
+                connecting_max: AtomicU64::new(0),
             }),
         }
     }
@@ -260,6 +283,25 @@ impl SimManager {
     /// The most connections ever alive at once.
     pub fn alive_max(&self) -> u64 {
         self.db.alive_max.load(SeqCst)
+    }
+
+    /// Connects in progress right now (the database's view: every pool sharing this
+    /// simulator together).
+    pub fn connecting(&self) -> u64 {
+        self.db.connecting.load(SeqCst)
+    }
+
+    /// The most connects ever in progress at once (a connect storm shows here).
+    pub fn connecting_max(&self) -> u64 {
+        self.db.connecting_max.load(SeqCst)
+    }
+
+    /// Starts a new measurement of [`connecting_max`](Self::connecting_max) from the
+    /// connects in progress now.
+    pub fn reset_connecting_max(&self) {
+        self.db
+            .connecting_max
+            .store(self.db.connecting.load(SeqCst), SeqCst);
     }
 
     /// `Manager::close` calls so far.
@@ -356,6 +398,7 @@ impl Manager for SimManager {
 
     async fn connect(&self) -> Result<SimConn, SimError> {
         self.db.attempts.fetch_add(1, SeqCst);
+        let _connecting = Connecting::start(&self.db);
         if self.db.refuse.load(SeqCst) {
             return Err(SimError::Refused);
         }

@@ -12,6 +12,8 @@ use crate::manager::PostgresManager;
 /// Whatever the method, a connection given back inside a transaction is rolled back before
 /// anyone else gets it, and a closed connection is evicted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum RecyclingMethod {
     /// No round trip when the connection is clean. The socket tap (see the crate docs) knows

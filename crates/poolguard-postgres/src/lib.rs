@@ -111,6 +111,8 @@ mod manager;
 mod pgbouncer;
 mod report;
 mod session_state;
+#[cfg(feature = "serde")]
+mod settings;
 mod statement_cache;
 mod stats;
 mod tap;
@@ -126,6 +128,8 @@ pub use manager::PostgresManager;
 pub use pgbouncer::StatementMode;
 pub use report::ReportPg;
 pub use session_state::{SessionChange, SessionStats};
+#[cfg(feature = "serde")]
+pub use settings::PostgresSettings;
 pub use stats::PgStats;
 pub use tokio_postgres;
 pub use transaction::PgTransaction;

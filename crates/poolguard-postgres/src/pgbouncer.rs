@@ -33,6 +33,8 @@ pub(crate) fn on_return(counters: &SessionCounters, conn: &mut PgConnection) {
 /// How statements are sent, for the server or proxy the pool talks to. See
 /// [`PostgresManagerBuilder::statement_mode`](crate::PostgresManagerBuilder::statement_mode).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
 #[non_exhaustive]
 pub enum StatementMode {
     /// Named prepared statements, cached per connection: for PostgreSQL itself and for

@@ -68,6 +68,8 @@ mod error;
 mod manager;
 mod redact;
 mod session;
+#[cfg(feature = "serde")]
+mod settings;
 mod tls;
 
 pub use connection::RedisConnection;
@@ -75,6 +77,8 @@ pub use error::{classify, Error};
 pub use manager::{BuildError, RedisManager, RedisManagerBuilder};
 pub use redact::redact_url;
 pub use redis;
+#[cfg(feature = "serde")]
+pub use settings::RedisSettings;
 
 /// The crate README's examples, compiled as doctests.
 #[cfg(doctest)]

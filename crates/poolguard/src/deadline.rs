@@ -21,6 +21,7 @@ pub(crate) fn after(d: Duration) -> Instant {
 
 /// [`add`] for tokio's (possibly paused) clock.
 #[cfg(feature = "tokio")]
+#[inline]
 pub(crate) fn add_tokio(at: tokio::time::Instant, d: Duration) -> tokio::time::Instant {
     at.checked_add(d.min(FAR)).unwrap_or(at)
 }

@@ -20,6 +20,7 @@
 //! | `tokio` | with `conn` | with `reclaim`, the reclaimer's async closes: `Reclaimer::close_async`, `flush_async`, `Builder::runtime` | tokio (`rt`, `sync`, `time`) |
 //! | `conn` | yes | [`conn`], the async connection pool (implies `tokio`) | tokio (`rt`, `sync`, `time`, `macros`), fastrand |
 //! | `bytes` | no | `Recycle` for `bytes::BytesMut` (implies `object`) | bytes |
+//! | `serde` | no | `Serialize` for every diagnostics snapshot; `Deserialize` for [`conn::Config`] (durations as `"30s"`, unknown keys refused) and `conn::Config::from_env` | serde, humantime |
 //! | `metrics` | no | `diag::facade`: a bridge from a [`diag::Registry`] of engines to the [`metrics`](https://docs.rs/metrics) facade (OpenTelemetry's `db.client.connection.*` names); with `tokio`, `Registry::spawn_metrics_bridge` | metrics |
 //!
 //! Only the object pool, without tokio:

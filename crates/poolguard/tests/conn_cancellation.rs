@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use poolguard::conn::Pool;
+use poolguard::conn::{PauseMode, Pool};
 use poolguard_testkit::sim::{Behavior, Op, SimManager};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -46,6 +46,32 @@ fn check_bounds(p: &Pool<SimManager>, m: &SimManager) {
     );
 }
 
+/// One random operator control (or none): pause in either mode, resume, soft-evict,
+/// retain with a random verdict, or a run-time setting.
+fn control(p: &Pool<SimManager>, rng: &mut StdRng) {
+    match rng.random_range(0..12) {
+        0 => p.pause(PauseMode::Wait),
+        1 => p.pause(PauseMode::FailFast),
+        2 | 3 => {
+            p.resume();
+        }
+        4 => {
+            p.soft_evict_all();
+        }
+        5 => {
+            let keep_odds = rng.random_range(0.0..1.0);
+            let mut verdicts = StdRng::seed_from_u64(rng.random());
+            p.retain(|_, _| verdicts.random_bool(keep_odds));
+        }
+        6 => p.set_min_idle(rng.random_range(0..=MAX)).expect("valid"),
+        7 => {
+            let life = Duration::from_millis(rng.random_range(50..2_000));
+            p.set_max_lifetime(Some(life)).expect("valid");
+        }
+        _ => {}
+    }
+}
+
 async fn run_seed(seed: u64) {
     let m = SimManager::new();
     let slow = Duration::from_millis(60);
@@ -80,7 +106,13 @@ async fn run_seed(seed: u64) {
         let i = rng.random_range(0..TASKS);
         workers[i].abort();
         workers[i] = spawn_worker(&p, seed * 100 + 50 + step);
+        // Operator controls at random points, with gets waiting, validating and opening.
+        control(&p, &mut rng);
     }
+    // Back to the built settings, so the pool can settle (no refill, no short lifetime).
+    p.resume();
+    p.set_min_idle(0).expect("valid");
+    p.set_max_lifetime(None).expect("valid");
     for w in &workers {
         w.abort();
     }
@@ -124,6 +156,7 @@ async fn run_seed(seed: u64) {
         p.status()
     );
     let t = p.stats();
+    assert!(t.soft_evictions > 0, "seed {seed}: the controls ran");
     assert_eq!(m.alive(), 0, "seed {seed}: connections left alive");
     assert_eq!(t.created, m.created(), "seed {seed}");
     assert_eq!(

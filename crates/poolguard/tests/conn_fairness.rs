@@ -40,7 +40,13 @@ async fn waiters_are_served_in_arrival_order() {
 async fn a_newcomer_never_barges_past_a_waiter() {
     let m = SimManager::new();
     m.with_reset(false);
-    let p = Pool::builder(m.clone()).max_size(1).build().expect("valid");
+    // Strict handoff from the first instant (no barging window; the window is tested in
+    // conn_handoff.rs).
+    let p = Pool::builder(m.clone())
+        .max_size(1)
+        .handoff_after(Duration::ZERO)
+        .build()
+        .expect("valid");
     let held = p.get().await.expect("get");
     let p2 = p.clone();
     let first = tokio::spawn(async move { p2.get().await.map(|c| c.id()) });

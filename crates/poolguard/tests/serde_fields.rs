@@ -202,6 +202,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.closed
         connection_pool.stats.closed.abandoned
         connection_pool.stats.closed.broken
+        connection_pool.stats.closed.evicted
         connection_pool.stats.closed.idle
         connection_pool.stats.closed.lifetime
         connection_pool.stats.closed.pool_closed
@@ -216,9 +217,11 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.hold_time=histogram
         connection_pool.stats.leaks
         connection_pool.stats.overloaded
+        connection_pool.stats.paused_refused
         connection_pool.stats.queue_time=histogram
         connection_pool.stats.reset_time=histogram
         connection_pool.stats.resets
+        connection_pool.stats.soft_evictions
         connection_pool.stats.timed_out
         connection_pool.stats.unavailable
         connection_pool.stats.unleaked
@@ -240,6 +243,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.status.last_error
         connection_pool.status.max_size
         connection_pool.status.opening
+        connection_pool.status.paused
         connection_pool.status.size
         connection_pool.status.waiters
         ",

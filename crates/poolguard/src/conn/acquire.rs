@@ -26,7 +26,7 @@ use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
 use super::internals::Conn;
 use super::stats::CloseReason;
-use super::Manager;
+use super::{Manager, PauseMode};
 
 enum Step<M: Manager> {
     Validate(Conn<M::Connection>),
@@ -51,11 +51,19 @@ impl<M: Manager> Shared<M> {
         let start = Instant::now();
         // The deadline is computed where it is needed (waiting, validating, retrying), not
         // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
-        let deadline = || crate::deadline::add_tokio(start, self.cfg.acquire_timeout);
+        let deadline = || crate::deadline::add_tokio(start, self.acquire_timeout());
         let mut now = start;
         let mut counted = false;
+        // When this caller first queued; `Some` once it was woken to retry (a connection
+        // went idle within the handoff budget): it then queues again at the front, keeping
+        // this time.
+        let mut queued_at: Option<Instant> = None;
         loop {
             if counted && now >= deadline() {
+                if queued_at.is_some() {
+                    // Woken, but out of time: a connection left idle goes to the next waiter.
+                    self.wake_next();
+                }
                 return Err(self.timed_out(now, now - start));
             }
             let step = {
@@ -68,7 +76,37 @@ impl<M: Manager> Shared<M> {
                 if st.is_closed() {
                     return Err(Error::Closed);
                 }
-                if let Some(mut conn) = st.take_idle() {
+                if let Some(p) = st.paused() {
+                    // Paused: fail fast, or queue for `resume` (no connect is planned).
+                    if p.mode == PauseMode::FailFast {
+                        self.stats.paused_refused.fetch_add(1, Relaxed);
+                        return Err(Error::Paused);
+                    }
+                    let waiting = st.waiters_len();
+                    if waiting >= self.cfg.max_waiters && queued_at.is_none() {
+                        self.stats.overloaded.fetch_add(1, Relaxed);
+                        return Err(Error::Overloaded {
+                            waiters: waiting,
+                            max_waiters: self.cfg.max_waiters,
+                        });
+                    }
+                    let (tx, rx) = oneshot::channel();
+                    let min_idle = st.min_idle();
+                    // A woken waiter that finds the pool paused queues again at the front.
+                    let id = match queued_at {
+                        None => st.queue_waiter(site, tx, min_idle, now),
+                        Some(since) => st.requeue_front(site, tx, since),
+                    };
+                    Step::Wait(
+                        WaitGuard {
+                            shared: Arc::clone(self),
+                            id,
+                            rx,
+                            done: false,
+                        },
+                        0,
+                    )
+                } else if let Some(mut conn) = st.take_idle() {
                     // A connection that died while idle (server closed it) is evicted here,
                     // by the manager's cheap sync check, rather than handed out.
                     let reason = if conn.retire_due(now) {
@@ -86,7 +124,16 @@ impl<M: Manager> Shared<M> {
                     if !conn.stale(now) {
                         // The fast path: straight out, without a detour through `Step`.
                         let slot = st.holders.insert(site, now);
-                        drop(st);
+                        if queued_at.is_some() {
+                            // After a retry: connections still idle go to the next waiter.
+                            let next = st.wake_for_idle();
+                            drop(st);
+                            if let Some(w) = next {
+                                self.wake(w);
+                            }
+                        } else {
+                            drop(st);
+                        }
                         return Ok(PooledConnection::new(Arc::clone(self), conn, slot, now));
                     } else {
                         Step::Validate(conn)
@@ -101,7 +148,7 @@ impl<M: Manager> Shared<M> {
                             last_error: st.breaker.last_error.clone(),
                         });
                     }
-                    if waiting >= self.cfg.max_waiters {
+                    if waiting >= self.cfg.max_waiters && queued_at.is_none() {
                         self.stats.overloaded.fetch_add(1, Relaxed);
                         return Err(Error::Overloaded {
                             waiters: waiting,
@@ -109,7 +156,11 @@ impl<M: Manager> Shared<M> {
                         });
                     }
                     let (tx, rx) = oneshot::channel();
-                    let id = st.queue_waiter(site, tx, self.cfg.min_idle);
+                    let min_idle = st.min_idle();
+                    let id = match queued_at {
+                        None => st.queue_waiter(site, tx, min_idle, now),
+                        Some(since) => st.requeue_front(site, tx, since),
+                    };
                     let opens = self.plan(&mut st, now, 0);
                     Step::Wait(
                         WaitGuard {
@@ -124,13 +175,25 @@ impl<M: Manager> Shared<M> {
             };
             match step {
                 Step::Validate(conn) => {
+                    if queued_at.is_some() {
+                        // After a retry: connections still idle go to the next waiter.
+                        self.wake_next();
+                    }
                     if let Some(g) = self.validate_checkout(conn, site, deadline()).await {
                         return Ok(g);
                     }
                 }
                 Step::Wait(mut wait, opens) => {
                     self.spawn_opens(opens);
-                    self.stats.waited.fetch_add(1, Relaxed);
+                    let first = match queued_at {
+                        Some(first) => first,
+                        None => {
+                            // A wait is counted once, however often the caller is woken.
+                            self.stats.waited.fetch_add(1, Relaxed);
+                            queued_at = Some(now);
+                            now
+                        }
+                    };
                     let got = tokio::time::timeout_at(deadline(), &mut wait.rx).await;
                     let reply = match got {
                         Ok(Ok(reply)) => Some(reply),
@@ -141,9 +204,9 @@ impl<M: Manager> Shared<M> {
                     wait.done = true;
                     let end = Instant::now();
                     match reply {
-                        Some(Ok(h)) => {
+                        Some(Ok(Some(h))) => {
                             self.stats.wait_time.record(end - start);
-                            self.stats.queue_time.record(end - now);
+                            self.stats.queue_time.record(end - first);
                             return Ok(PooledConnection::new(
                                 Arc::clone(self),
                                 h.conn,
@@ -151,6 +214,9 @@ impl<M: Manager> Shared<M> {
                                 h.at,
                             ));
                         }
+                        // Woken to retry: another waiter may be woken from now on; take an
+                        // idle connection or queue again.
+                        Some(Ok(None)) => self.state.lock().end_wake(),
                         Some(Err(e)) => return Err(e),
                         None => return Err(self.timed_out(end, end - start)),
                     }
@@ -274,7 +340,9 @@ impl<M: Manager> Shared<M> {
         let mut st = self.state.lock();
         let opened = st.breaker.on_failure(now, error.clone(), text, restart);
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
-        if phase == Phase::Connect {
+        // Paused waiters did not ask for this connect: they wait for `resume`.
+        let paused = st.paused().is_some();
+        if phase == Phase::Connect && !paused {
             // The oldest waiter gets this connect's own error.
             if let Some(w) = st.pop_waiter() {
                 let e = match error {
@@ -289,6 +357,8 @@ impl<M: Manager> Shared<M> {
         }
         if opened {
             self.stats.breaker_opened.fetch_add(1, Relaxed);
+        }
+        if opened && !paused {
             let retry_in = st.breaker.retry_in(now);
             let failures = st.breaker.failures;
             tracing::warn!(pool = %self.cfg.name, failures, retry_in_s = retry_in.as_secs_f64(), last_error = ?st.breaker.last_text, "breaker open: failing gets fast");
@@ -332,6 +402,8 @@ impl<M: Manager> Opening<M> {
     /// a failure to the breaker and the oldest waiter.
     pub(super) async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
+        // The epoch this connect belongs to: a soft-evict while it runs evicts it too.
+        let epoch = shared.state.lock().epoch();
         let limit = shared.cfg.connect_timeout;
         let began = Instant::now();
         let res = tokio::time::timeout(limit, shared.manager.connect()).await;
@@ -342,12 +414,12 @@ impl<M: Manager> Opening<M> {
             Ok(Ok(raw)) => {
                 shared.stats.created.fetch_add(1, Relaxed);
                 let id = shared.next_id.fetch_add(1, Relaxed);
-                let conn = Conn::new(raw, id, now, &shared.cfg, shared.bypass);
-                let closed_breaker = {
+                let (closed_breaker, life) = {
                     let mut st = shared.state.lock();
                     st.opened();
-                    st.breaker.on_success()
+                    (st.breaker.on_success(), st.lifetimes())
                 };
+                let conn = Conn::new(raw, id, now, &shared.cfg, life, epoch, shared.bypass);
                 tracing::debug!(pool = %shared.cfg.name, conn = id, "connection opened");
                 if closed_breaker {
                     tracing::info!(pool = %shared.cfg.name, "breaker closed: connect succeeded");
@@ -356,7 +428,8 @@ impl<M: Manager> Opening<M> {
                 // Keep going while waiters or min_idle still want connections.
                 let opens = {
                     let mut st = shared.state.lock();
-                    shared.plan(&mut st, now, shared.cfg.min_idle)
+                    let min_idle = st.min_idle();
+                    shared.plan(&mut st, now, min_idle)
                 };
                 shared.spawn_opens(opens);
             }

@@ -114,7 +114,7 @@ impl<M: Manager> Drop for Detached<M> {
 }
 
 /// A queued caller. Dropping it before it got its reply leaves the queue and returns any
-/// connection that was handed over in the meantime.
+/// connection that was handed over in the meantime, or passes on a wake it was sent.
 pub(crate) struct WaitGuard<M: Manager> {
     pub(super) shared: Arc<Shared<M>>,
     pub(super) id: u64,
@@ -138,14 +138,19 @@ impl<M: Manager> Drop for WaitGuard<M> {
         if self.done {
             return;
         }
-        if let Some(Ok(h)) = self.cancel() {
-            // Never used: back to the pool without a reset.
-            let now = Instant::now();
-            let mut conn = h.conn;
-            let mut st = self.shared.state.lock();
-            st.holders.remove(h.slot);
-            conn.last_used = now;
-            self.shared.deliver_locked(st, conn, now);
+        match self.cancel() {
+            Some(Ok(Some(h))) => {
+                // Never used: back to the pool without a reset.
+                let now = Instant::now();
+                let mut conn = h.conn;
+                let mut st = self.shared.state.lock();
+                st.holders.remove(h.slot);
+                conn.last_used = now;
+                self.shared.deliver_locked(st, conn, now);
+            }
+            // Woken to retry, and gone: another waiter may take the idle connection.
+            Some(Ok(None)) => self.shared.pass_wake_on(),
+            Some(Err(_)) | None => {}
         }
     }
 }

@@ -21,7 +21,17 @@ pub struct BuildError {
 ///
 /// Build one with [`Pool::builder`](super::Pool::builder); the builder validates it. Every
 /// wait the pool performs has one of these deadlines; none of them can be infinite.
+///
+/// With feature `serde` it deserializes from any serde format (JSON, TOML, YAML...) or from
+/// the environment ([`Config::from_env`]): every key is a field name below, every key is
+/// optional (the default stands), durations are human strings (`"30s"`, `"250ms"`,
+/// `"1h 30m"`; `"off"` or `null` for an optional one), `timeout_log_level` a level name or
+/// `"off"`, `idle_order` `"lifo"` or `"fifo"`, and an unknown key is an error that names it.
+/// Validation is still [`Builder::build`](super::Pool::builder)'s: pass the result to
+/// [`Builder::from_config`].
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default, deny_unknown_fields))]
 #[non_exhaustive]
 pub struct Config {
     /// The pool's name in logs, the doctor and Prometheus (`pool="..."`). Empty (the
@@ -37,24 +47,60 @@ pub struct Config {
     /// Idle connections kept warm by maintenance. Default 0.
     pub min_idle: usize,
     /// Longest a `get` waits in total. Default 30 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub acquire_timeout: Duration,
     /// Longest one `Manager::connect` may take. Default 10 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub connect_timeout: Duration,
     /// Longest one `Manager::validate` may take. Default 2 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub validation_timeout: Duration,
     /// Longest one `Manager::reset` may take. Default 2 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub reset_timeout: Duration,
     /// Longest one `Manager::close` may take before the connection is simply dropped. Default 5 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub close_timeout: Duration,
     /// A connection idle for less than this is handed out without validation. Default 500 ms.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub validation_bypass: Duration,
     /// Maintenance validates idle connections not checked for this long. `None` disables
     /// keepalive. Default 60 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::opt_duration")
+    )]
     pub keepalive_interval: Option<Duration>,
     /// Idle connections above `min_idle` are closed after this long. `None`: never. Default 10 min.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::opt_duration")
+    )]
     pub idle_timeout: Option<Duration>,
     /// Connections are retired (when idle or on return) after this age. `None`: never.
     /// Default 30 min.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::opt_duration")
+    )]
     pub max_lifetime: Option<Duration>,
     /// Each connection's idle timeout and lifetime are shortened by a random fraction up to
     /// this, so connections do not expire together. Default 0.05 (up to 5 %).
@@ -64,6 +110,10 @@ pub struct Config {
     /// next maintenance pass (so within one `maintenance_interval` of crossing it), and at the
     /// latest when it comes back ("leaked for X, now returned"). With it set, every return
     /// reads the clock once. `None`: off (default).
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::opt_duration")
+    )]
     pub leak_threshold: Option<Duration>,
     /// A connection held longer than this is abandoned by maintenance: it stops counting
     /// against `max_size` and is closed when it comes back. `None`: off (default).
@@ -74,7 +124,26 @@ pub struct Config {
     /// it, so a replacement can be opened. The cost is that the backend may then see up to
     /// `max_size` + abandoned connections, and a truly leaked connection stays open until
     /// its guard is dropped. Set it well above your longest legitimate transaction.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::opt_duration")
+    )]
     pub abandon_timeout: Option<Duration>,
+    /// How long the oldest waiter may wait before returned connections are handed to
+    /// waiters strictly in arrival order. Default 250 µs; `Duration::ZERO`: always strict.
+    ///
+    /// While the oldest waiter has waited less than this, a returned connection goes to the
+    /// idle list and one waiter is woken to take it, so a caller arriving meanwhile may take
+    /// it first (barging: the caller that just returned a connection gets one back without
+    /// parking, which keeps a burst from turning into a convoy where every checkout waits for
+    /// a task switch). Once the oldest waiter has waited this long, every return is handed
+    /// to it directly and arrivals queue behind it (the FIFO guarantee), as Go's
+    /// `sync.Mutex` switches to starvation mode after 1 ms. So no caller waits much longer
+    /// than this budget because others barge; a larger budget favours throughput, a smaller
+    /// one the latency tail. The default is below Go's because a connection is held far
+    /// longer than a mutex (a query takes hundreds of microseconds or more), while breaking
+    /// a convoy needs only a few task switches' worth of time.
+    pub handoff_after: Duration,
     /// Most callers waiting at once; past it `get` fails at once with `Overloaded`. Default 1024.
     ///
     /// At least 1: a caller that finds no idle connection waits while one is opened, so with
@@ -94,11 +163,23 @@ pub struct Config {
     /// jittered (up to 50 % shorter), and while the manager reports a restart
     /// (`Manager::is_restarting`) none exceeds 100 ms. Default 25 ms: a brief outage (a
     /// restart) ends without a long backoff, while gets still fail fast in between.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub breaker_backoff: Duration,
     /// Longest wait between half-open probes (bounds the probe rate in a long outage). Default 30 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub breaker_max_backoff: Duration,
     /// How often the maintenance task runs. Default 1 s; at least
     /// [`MIN_MAINTENANCE_INTERVAL`] (10 ms), so maintenance cannot busy-loop.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub maintenance_interval: Duration,
     /// The level of the event logged when a get hits `acquire_timeout` (target
     /// `poolguard::conn`, the timeout snapshot as text and fields); `None`: not logged.
@@ -107,7 +188,29 @@ pub struct Config {
     /// waiter times out, so a warning per timeout would double the log without news (the
     /// breaker's warnings and `poolguard_conn_timeouts_total` tell the operator). Raise it to
     /// `WARN` when callers drop the error unlogged.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::level")
+    )]
     pub timeout_log_level: Option<tracing::Level>,
+    /// Which idle connection a `get` takes. Default [`IdleOrder::Lifo`].
+    pub idle_order: IdleOrder,
+}
+
+/// Which idle connection a `get` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "lowercase"))]
+#[non_exhaustive]
+pub enum IdleOrder {
+    /// The most recently returned (the default): a few connections stay busy and the
+    /// others age out after `idle_timeout`, so the pool shrinks to what the load needs.
+    #[default]
+    Lifo,
+    /// The least recently returned: use spreads over every idle connection (each one
+    /// stays warm, e.g. behind a load balancer that counts requests per connection), and
+    /// the pool rarely shrinks below what a burst opened.
+    Fifo,
 }
 
 impl Default for Config {
@@ -128,6 +231,7 @@ impl Default for Config {
             jitter: 0.05,
             leak_threshold: None,
             abandon_timeout: None,
+            handoff_after: Duration::from_micros(250),
             max_waiters: 1024,
             max_concurrent_opens: 1,
             breaker_threshold: Some(5),
@@ -135,6 +239,7 @@ impl Default for Config {
             breaker_max_backoff: Duration::from_secs(30),
             maintenance_interval: Duration::from_secs(1),
             timeout_log_level: Some(tracing::Level::DEBUG),
+            idle_order: IdleOrder::Lifo,
         }
     }
 }
@@ -153,6 +258,62 @@ pub const MAX_WAITERS: usize = 1 << 20;
 /// The shortest `maintenance_interval` accepted: 10 ms. A pass scans every holder and idle
 /// connection under the pool's lock; run more often, it burns a core and contends with `get`.
 pub const MIN_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(10);
+
+fn refuse(field: &'static str, problem: String, fix: &'static str) -> Result<(), BuildError> {
+    Err(BuildError {
+        field,
+        problem,
+        fix,
+    })
+}
+
+/// A required duration (a timeout): the rules and errors of [`Config::validate`], for the
+/// run-time setters.
+pub(crate) fn check_required(field: &'static str, d: Duration) -> Result<(), BuildError> {
+    if d.is_zero() {
+        return refuse(
+            field,
+            "is zero, so every such operation would fail at once".into(),
+            "use a positive duration (timeouts cannot be infinite either)",
+        );
+    }
+    check_max(field, Some(d))
+}
+
+/// An optional duration (`None`: off): the rules and errors of [`Config::validate`].
+pub(crate) fn check_optional(field: &'static str, d: Option<Duration>) -> Result<(), BuildError> {
+    if d.is_some_and(|d| d.is_zero()) {
+        return refuse(
+            field,
+            "is zero".into(),
+            "use None to disable it, or a positive duration",
+        );
+    }
+    check_max(field, d)
+}
+
+fn check_max(field: &'static str, d: Option<Duration>) -> Result<(), BuildError> {
+    match d.filter(|d| *d > MAX_DURATION) {
+        Some(d) => refuse(
+            field,
+            format!("({d:?}) is longer than {} days, the longest duration the pool accepts (deadlines that far away overflow the clock)", MAX_DURATION.as_secs() / 86_400),
+            "use at most 365 days; for \"never\", use None where the setting is optional",
+        ),
+        None => Ok(()),
+    }
+}
+
+/// `min_idle` against `max_size`: the rule and error of [`Config::validate`].
+pub(crate) fn check_min_idle(min_idle: usize, max_size: usize) -> Result<(), BuildError> {
+    if min_idle > max_size {
+        return refuse(
+            "min_idle",
+            format!("({min_idle}) exceeds max_size ({max_size})"),
+            "lower min_idle or raise max_size",
+        );
+    }
+    Ok(())
+}
 
 impl Config {
     /// Checks every rule; the error says what was wrong and how to fix it.
@@ -298,6 +459,7 @@ impl Config {
             ("reset_timeout", Some(self.reset_timeout)),
             ("close_timeout", Some(self.close_timeout)),
             ("validation_bypass", Some(self.validation_bypass)),
+            ("handoff_after", Some(self.handoff_after)),
             ("maintenance_interval", Some(self.maintenance_interval)),
             ("breaker_backoff", Some(self.breaker_backoff)),
             ("breaker_max_backoff", Some(self.breaker_max_backoff)),
@@ -357,6 +519,13 @@ impl<M> Builder<M> {
         }
     }
 
+    /// A builder for `manager` with a whole configuration (one read from a file or the
+    /// environment, say); [`build`](Self::build) validates it as any other, and the
+    /// setters can still adjust it.
+    pub fn from_config(manager: M, config: Config) -> Self {
+        Self { manager, config }
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -399,6 +568,8 @@ impl<M> Builder<M> {
         leak_threshold: Option<Duration>,
         /// See [`Config::abandon_timeout`].
         abandon_timeout: Option<Duration>,
+        /// See [`Config::handoff_after`].
+        handoff_after: Duration,
         /// See [`Config::max_waiters`].
         max_waiters: usize,
         /// See [`Config::max_concurrent_opens`].
@@ -413,5 +584,7 @@ impl<M> Builder<M> {
         maintenance_interval: Duration,
         /// See [`Config::timeout_log_level`].
         timeout_log_level: Option<tracing::Level>,
+        /// See [`Config::idle_order`].
+        idle_order: IdleOrder,
     }
 }

@@ -53,7 +53,7 @@ mod ser {
 
     impl Serialize for Status {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("Status", 11)?;
+            let mut st = s.serialize_struct("Status", 12)?;
             st.serialize_field("size", &self.size)?;
             st.serialize_field("max_size", &self.max_size)?;
             st.serialize_field("idle", &self.idle)?;
@@ -64,6 +64,7 @@ mod ser {
             st.serialize_field("closing", &self.closing)?;
             st.serialize_field("breaker", &self.breaker)?;
             st.serialize_field("closed", &self.closed)?;
+            st.serialize_field("paused", &self.paused)?;
             st.serialize_field("last_error", &self.last_error)?;
             st.end()
         }
@@ -84,7 +85,7 @@ mod ser {
 
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 27)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 29)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
@@ -104,6 +105,8 @@ mod ser {
             st.serialize_field("close_timeouts", &self.close_timeouts)?;
             st.serialize_field("closes_done", &self.closes_done)?;
             st.serialize_field("breaker_opened", &self.breaker_opened)?;
+            st.serialize_field("paused_refused", &self.paused_refused)?;
+            st.serialize_field("soft_evictions", &self.soft_evictions)?;
             st.serialize_field("closed", &Closed(self))?;
             st.serialize_field("wait_time", &self.wait_time)?;
             st.serialize_field("hold_time", &self.hold_time)?;

@@ -21,14 +21,32 @@ pub(crate) fn diagnose<M: Manager>(
     let cfg = &shared.cfg;
     let label = cfg.name.clone();
     let mut out = Vec::new();
-    let (last, failing, noted) = {
+    let (last, failing, noted, min_idle, paused) = {
         let st = shared.state.lock();
         (
             st.breaker.last_text.clone(),
             st.breaker.failures,
             st.breaker.noted,
+            st.min_idle(),
+            st.paused(),
         )
     };
+    let acquire_timeout = shared.acquire_timeout();
+    if let Some(p) = paused {
+        let paused_for = Instant::now().saturating_duration_since(p.since);
+        if s.waiters > 0 && paused_for > acquire_timeout {
+            out.push(Finding::new(
+                Severity::Warning,
+                "conn.paused",
+                &label,
+                format!(
+                    "the pool has been paused ({:?}) for {paused_for:.1?}, longer than acquire_timeout ({acquire_timeout:?}), with {} callers waiting: each of them will time out before it is served",
+                    p.mode, s.waiters
+                ),
+                "resume the pool (Pool::resume) once the switchover is done, or pause with PauseMode::FailFast so callers fail at once instead of timing out",
+            ));
+        }
+    }
     if s.breaker == BreakerState::Closed && (failing > 0 || noted > 0) {
         // Failing now, the breaker not (yet) open: say so before it opens, or when it is off.
         let breaker = match cfg.breaker_threshold {
@@ -127,7 +145,7 @@ pub(crate) fn diagnose<M: Manager>(
         ));
     }
     if t.waited_cold > 0 && t.waited_cold * 10 > t.gets {
-        let (message, fix) = if cfg.min_idle == 0 {
+        let (message, fix) = if min_idle == 0 {
             (
                 format!(
                     "{} of {} gets waited for a connect on an empty pool, and min_idle is 0",
@@ -141,7 +159,7 @@ pub(crate) fn diagnose<M: Manager>(
                     "{} of {} gets waited while the pool held fewer than min_idle ({}) connections; {} closed so far ({} idle, {} lifetime, {} broken), {} connects failed",
                     t.waited_cold,
                     t.gets,
-                    cfg.min_idle,
+                    min_idle,
                     t.closed_total(),
                     t.closed_by(CloseReason::Idle),
                     t.closed_by(CloseReason::Lifetime),
@@ -168,7 +186,7 @@ pub(crate) fn diagnose<M: Manager>(
                 "{} of {} gets waited for a new connection while the pool had room (size between min_idle {} and max_size {}); {} opened, {} closed",
                 t.waited_growing,
                 t.gets,
-                cfg.min_idle,
+                min_idle,
                 s.max_size,
                 t.created,
                 t.closed_total()

@@ -33,7 +33,7 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::cancel::Opening;
 use super::error::Error;
-use super::internals::{Internals, Waiter};
+use super::internals::{Internals, Lifetimes, Waiter};
 use super::stats::{CloseReason, Stats, Status};
 use super::{Config, Manager};
 
@@ -63,6 +63,14 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) shutdown: Arc<Notify>,
     /// `validation_bypass`, capped at 100 years so `now + bypass` cannot overflow.
     pub(crate) bypass: Duration,
+    /// `acquire_timeout` in force, in nanoseconds (`Pool::set_acquire_timeout`; at most
+    /// `MAX_DURATION`, so it fits). Read only when a get waits, validates or retries.
+    pub(crate) acquire_timeout_ns: AtomicU64,
+}
+
+/// `d` in nanoseconds, saturating (validated durations are at most a year).
+pub(crate) fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl<M: Manager> std::fmt::Debug for Shared<M> {
@@ -85,7 +93,14 @@ impl<M: Manager> Shared<M> {
         )
         .for_pool(&cfg.name);
         Self {
-            state: Mutex::new(Internals::new(cfg.max_size, breaker, Instant::now())),
+            state: Mutex::new(
+                Internals::new(cfg.max_size, breaker, Instant::now()).with_settings(
+                    cfg.min_idle,
+                    Lifetimes::of(&cfg),
+                    cfg.idle_order == super::IdleOrder::Fifo,
+                ),
+            ),
+            acquire_timeout_ns: AtomicU64::new(duration_ns(cfg.acquire_timeout)),
             manager,
             cfg,
             stats: Stats::default(),
@@ -97,6 +112,11 @@ impl<M: Manager> Shared<M> {
             shutdown: Arc::new(Notify::new()),
             bypass: cfg_bypass,
         }
+    }
+
+    /// `acquire_timeout` in force.
+    pub(crate) fn acquire_timeout(&self) -> Duration {
+        Duration::from_nanos(self.acquire_timeout_ns.load(Relaxed))
     }
 
     /// The counts as [`Status`], read under the lock the caller holds (`Pool::status` and
@@ -113,6 +133,7 @@ impl<M: Manager> Shared<M> {
             closing: self.closing.load(Relaxed),
             breaker: st.breaker.state(),
             closed: st.is_closed(),
+            paused: st.paused().is_some(),
             last_error: st.breaker.last_text.clone(),
         }
     }

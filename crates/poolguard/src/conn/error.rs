@@ -86,6 +86,9 @@ impl fmt::Display for TimeoutSnapshot {
             s.waiters,
             s.breaker
         )?;
+        if s.paused {
+            f.write_str(", paused")?;
+        }
         match &s.last_error {
             Some(e) => write!(f, ", last backend error: {e}")?,
             None => f.write_str(", no backend error")?,
@@ -129,6 +132,10 @@ pub enum Error<E: std::error::Error + 'static> {
     /// The pool was closed.
     #[error("the pool is closed")]
     Closed,
+    /// The pool is paused with [`PauseMode::FailFast`](super::PauseMode::FailFast): no
+    /// connection is handed out until [`Pool::resume`](super::Pool::resume).
+    #[error("the pool is paused (fail fast): no connection until it is resumed")]
+    Paused,
     /// Too many callers are already waiting (`max_waiters`): shed load instead of queueing.
     #[error("pool overloaded: {waiters} callers already waiting (max_waiters {max_waiters})")]
     Overloaded {
@@ -208,13 +215,14 @@ impl<E: std::error::Error + 'static> Error<E> {
     }
 
     /// A stable snake_case word for the variant (`timeout`, `phase_timeout`, `backend`,
-    /// `closed`, `overloaded`, `unavailable`): the `outcome` of a get in traces.
+    /// `closed`, `paused`, `overloaded`, `unavailable`): the `outcome` of a get in traces.
     pub fn code(&self) -> &'static str {
         match self {
             Error::Timeout(_) => "timeout",
             Error::PhaseTimeout { .. } => "phase_timeout",
             Error::Backend { .. } => "backend",
             Error::Closed => "closed",
+            Error::Paused => "paused",
             Error::Overloaded { .. } => "overloaded",
             Error::Unavailable { .. } => "unavailable",
         }

@@ -16,11 +16,26 @@
 //!   until the surplus comes back and is closed). Every decrement is a method that hands the
 //!   connection (or the reservation) back to the caller to close: no place is lost.
 //! * `opening <= max_concurrent_opens` (and `opening <= size`): only `plan_opens` raises it.
-//! * `idle` and `waiters` are never both non-empty: a returned connection goes to the
-//!   oldest waiter first, and a caller only queues when `idle` is empty. That is the whole
-//!   fairness argument: FIFO handoff, no barging.
+//! * `idle` and `waiters` are both non-empty only while a woken waiter is on its way
+//!   (`woken`) or while the pool is paused: a caller only queues when `idle` is empty; a
+//!   returned connection goes to the oldest waiter, except while that waiter has waited less
+//!   than the handoff budget ([`barge`](Internals::barge)): then it goes idle, where an
+//!   arriving caller may take it, and the oldest waiter is taken out of the queue and woken
+//!   to compete for it. At most one waiter is woken at a time; it clears `woken` when it next
+//!   holds the lock (or its cancellation guard does), then takes an idle connection or queues
+//!   again at the front with its first queueing time, and wakes the next waiter if
+//!   connections are still idle ([`wake_for_idle`](Internals::wake_for_idle)). Beyond the
+//!   budget the handoff is strict FIFO, so fairness holds up to that budget. Opens, resets
+//!   and the cancellation guards always hand off strictly ([`hand_off`](Internals::hand_off)).
+//!   While paused, callers queue and connections go idle; `resume` serves the queue oldest
+//!   first.
+//! * `epoch` only grows. A connection whose `epoch` is below `evict_before` was soft-evicted:
+//!   it is closed wherever it next meets the lock (return, handoff); one of an older epoch
+//!   otherwise gets the current lifetimes (`Lifetimes`) there. So the fast path pays one
+//!   comparison, and a soft-evict or a runtime change of a lifetime needs no walk over held
+//!   connections.
 //! * A waiter is removed from `waiters` exactly once: by the deliverer (`pop_front`), by a
-//!   failure broadcast, or by its own cancellation guard.
+//!   failure broadcast, by a wake, or by its own cancellation guard.
 
 use std::collections::VecDeque;
 use std::panic::Location;
@@ -52,6 +67,9 @@ pub(crate) struct Conn<C> {
     /// `validation_bypass`: until then a checkout skips validation. Stored as the sum so the
     /// checkout compares two instants instead of computing a duration.
     pub(crate) fresh_until: Instant,
+    /// The pool's epoch when its connect started (or when its lifetimes were last brought
+    /// up to date); see the module rules.
+    pub(crate) epoch: u64,
     pub(crate) cold: Box<Cold>,
 }
 
@@ -63,39 +81,102 @@ pub(crate) struct Cold {
     pub(crate) idle_limit: Option<Duration>,
     /// `keepalive_interval - jitter`.
     pub(crate) keepalive: Option<Duration>,
+    /// The random fractions its lifetime and idle timeout are shortened by (kept so a
+    /// runtime change of either keeps this connection's jitter).
+    cut_life: f64,
+    cut_idle: f64,
 }
 
-fn jittered(d: Duration, jitter: f64) -> Duration {
-    if jitter <= 0.0 {
-        return d;
+/// The lifetimes that can change at run time (`Pool::set_idle_timeout`,
+/// `Pool::set_max_lifetime`), kept under the lock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Lifetimes {
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+}
+
+impl Lifetimes {
+    pub(crate) fn of(cfg: &super::Config) -> Self {
+        Self {
+            idle_timeout: cfg.idle_timeout,
+            max_lifetime: cfg.max_lifetime,
+        }
     }
-    let cut = fastrand::f64() * jitter;
-    d.mul_f64(1.0 - cut)
+}
+
+/// The pool is paused: since when, and what a `get` does meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Paused {
+    pub(crate) mode: super::PauseMode,
+    pub(crate) since: Instant,
+}
+
+fn cut(jitter: f64) -> f64 {
+    if jitter <= 0.0 {
+        0.0
+    } else {
+        fastrand::f64() * jitter
+    }
+}
+
+fn shortened(d: Duration, cut: f64) -> Duration {
+    if cut <= 0.0 {
+        d
+    } else {
+        d.mul_f64(1.0 - cut)
+    }
 }
 
 impl<C> Conn<C> {
-    /// `bypass`: see [`Shared::bypass`](super::engine::Shared::bypass).
+    /// `bypass`: see [`Shared::bypass`](super::engine::Shared::bypass); `life` and `epoch`:
+    /// the pool's when the connect started.
     pub(crate) fn new(
         raw: C,
         id: u64,
         now: Instant,
         cfg: &super::Config,
+        life: Lifetimes,
+        epoch: u64,
         bypass: Duration,
     ) -> Self {
-        Self {
+        let mut c = Self {
             raw,
             id,
             uses: 0,
-            retire_at: cfg
-                .max_lifetime
-                .map(|d| crate::deadline::add_tokio(now, jittered(d, cfg.jitter))),
+            retire_at: None,
             last_used: now,
             fresh_until: crate::deadline::add_tokio(now, bypass),
+            epoch,
             cold: Box::new(Cold {
                 created: now,
-                idle_limit: cfg.idle_timeout.map(|d| jittered(d, cfg.jitter)),
-                keepalive: cfg.keepalive_interval.map(|d| jittered(d, cfg.jitter)),
+                idle_limit: None,
+                keepalive: cfg
+                    .keepalive_interval
+                    .map(|d| shortened(d, cut(cfg.jitter))),
+                cut_life: cut(cfg.jitter),
+                cut_idle: cut(cfg.jitter),
             }),
+        };
+        c.apply(life);
+        c
+    }
+
+    /// Derives the retirement instant and the idle limit from `life` (and this
+    /// connection's own jitter).
+    fn apply(&mut self, life: Lifetimes) {
+        self.retire_at = life.max_lifetime.map(|d| {
+            crate::deadline::add_tokio(self.cold.created, shortened(d, self.cold.cut_life))
+        });
+        self.cold.idle_limit = life.idle_timeout.map(|d| shortened(d, self.cold.cut_idle));
+    }
+
+    /// How the pool sees it at `now` (for `Pool::retain`).
+    pub(crate) fn metrics(&self, now: Instant) -> super::ConnMetrics {
+        super::ConnMetrics {
+            id: self.id,
+            age: now.saturating_duration_since(self.cold.created),
+            idle_for: now.saturating_duration_since(self.last_used),
+            uses: self.uses,
         }
     }
 
@@ -112,8 +193,10 @@ impl<C> Conn<C> {
     /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
     ///
     /// [`Shared::bypass`]: super::engine::Shared::bypass
+    /// `bypass` is the pool's `validation_bypass`, already capped (`Shared::bypass`), so
+    /// the sum needs no clamp: only the overflow check, which cannot fail for it.
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
-        self.fresh_until = crate::deadline::add_tokio(now, bypass);
+        self.fresh_until = now.checked_add(bypass).unwrap_or(now);
     }
 
     /// Whether a checkout at `now` must validate it first.
@@ -137,13 +220,17 @@ pub(crate) struct Handoff<C> {
     pub(crate) at: Instant,
 }
 
-pub(crate) type Reply<C, E> = Result<Handoff<C>, Error<E>>;
+/// What a waiter is told: a connection, `None` (woken to retry: a connection went idle
+/// within the handoff budget), or an error.
+pub(crate) type Reply<C, E> = Result<Option<Handoff<C>>, Error<E>>;
 
 #[derive(Debug)]
 pub(crate) struct Waiter<C, E: std::error::Error + 'static> {
     pub(crate) id: u64,
     pub(crate) site: &'static Location<'static>,
     pub(crate) tx: oneshot::Sender<Reply<C, E>>,
+    /// When it first queued (a woken waiter queues again with it).
+    pub(crate) since: Instant,
 }
 
 /// Where [`Internals::hand_off`] put a ready connection.
@@ -181,6 +268,8 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     /// Abandoned connections still held (not in `size`).
     abandoned: usize,
     next_waiter: u64,
+    /// A waiter has been woken to retry and has not yet held the lock since (see the rules).
+    woken: bool,
     pub(crate) breaker: Breaker<E>,
     /// Gets that queued, by the pool's state when they did (counted on the wait path only):
     /// every place in use (`size >= max_size`), ...
@@ -193,6 +282,16 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     /// (so it lags by at most `maintenance_interval`); unsampled returns use it, or the
     /// checkout time when later, as "now".
     pub(crate) coarse: Instant,
+    /// `Some` while the pool is paused.
+    paused: Option<Paused>,
+    /// See the module rules.
+    epoch: u64,
+    evict_before: u64,
+    /// `min_idle` in force (changed by `Pool::set_min_idle`).
+    min_idle: usize,
+    lifetimes: Lifetimes,
+    /// Idle order: `false` LIFO (the default: the most recently used first), `true` FIFO.
+    fifo: bool,
 }
 
 impl<C, E: std::error::Error + 'static> Internals<C, E> {
@@ -207,13 +306,36 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             max_size,
             closed: false,
             next_waiter: 0,
+            woken: false,
             gets: 0,
             waited_saturated: 0,
             waited_cold: 0,
             waited_growing: 0,
             breaker,
             coarse: now,
+            paused: None,
+            epoch: 0,
+            evict_before: 0,
+            min_idle: 0,
+            lifetimes: Lifetimes {
+                idle_timeout: None,
+                max_lifetime: None,
+            },
+            fifo: false,
         }
+    }
+
+    /// The run-time settings taken from the built configuration.
+    pub(crate) fn with_settings(
+        mut self,
+        min_idle: usize,
+        lifetimes: Lifetimes,
+        fifo: bool,
+    ) -> Self {
+        self.min_idle = min_idle;
+        self.lifetimes = lifetimes;
+        self.fifo = fifo;
+        self
     }
 
     /// Decides how many connections to open now and reserves them in `size`/`opening`.
@@ -231,7 +353,12 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         if self.closed {
             return 0;
         }
-        let want_waiters = self.waiters.len().saturating_sub(self.opening);
+        // Paused waiters wait for `resume`, not for a connect.
+        let want_waiters = if self.paused.is_some() {
+            0
+        } else {
+            self.waiters.len().saturating_sub(self.opening)
+        };
         let want_idle = warm_min_idle.saturating_sub(self.idle.len() + self.opening);
         let want = want_waiters.max(want_idle);
         if want == 0 {
@@ -276,6 +403,38 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         self.abandoned
     }
 
+    pub(crate) fn paused(&self) -> Option<Paused> {
+        self.paused
+    }
+
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    pub(crate) fn min_idle(&self) -> usize {
+        self.min_idle
+    }
+
+    pub(crate) fn lifetimes(&self) -> Lifetimes {
+        self.lifetimes
+    }
+
+    /// Whether `conn` may stay in the pool: `false` when it was soft-evicted (the caller
+    /// releases its place and closes it); otherwise it is brought up to the current epoch's
+    /// lifetimes. One comparison when nothing changed.
+    #[inline]
+    pub(crate) fn current(&self, conn: &mut Conn<C>) -> bool {
+        if conn.epoch == self.epoch {
+            return true;
+        }
+        if conn.epoch < self.evict_before {
+            return false;
+        }
+        conn.apply(self.lifetimes);
+        conn.epoch = self.epoch;
+        true
+    }
+
     /// Closed, and no connection counted or abandoned (pending closes are counted apart).
     pub(crate) fn is_empty_closed(&self) -> bool {
         self.closed && self.size == 0 && self.abandoned == 0
@@ -288,7 +447,11 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// its place is released with [`release_place`](Self::release_place).
     #[inline]
     pub(crate) fn take_idle(&mut self) -> Option<Conn<C>> {
-        self.idle.pop_back()
+        if self.fifo {
+            self.idle.pop_front()
+        } else {
+            self.idle.pop_back()
+        }
     }
 
     /// Queues a caller (the caller checked `max_waiters` and the breaker) and counts why it
@@ -298,6 +461,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         site: &'static Location<'static>,
         tx: oneshot::Sender<Reply<C, E>>,
         min_idle: usize,
+        now: Instant,
     ) -> u64 {
         if self.size >= self.max_size {
             self.waited_saturated += 1;
@@ -308,8 +472,70 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         }
         let id = self.next_waiter;
         self.next_waiter += 1;
-        self.waiters.push_back(Waiter { id, site, tx });
+        self.waiters.push_back(Waiter {
+            id,
+            site,
+            tx,
+            since: now,
+        });
         id
+    }
+
+    /// A woken waiter that found no idle connection queues again at the front, keeping its
+    /// first queueing time `since` (so the handoff budget counts its whole wait).
+    pub(crate) fn requeue_front(
+        &mut self,
+        site: &'static Location<'static>,
+        tx: oneshot::Sender<Reply<C, E>>,
+        since: Instant,
+    ) -> u64 {
+        let id = self.next_waiter;
+        self.next_waiter += 1;
+        self.waiters.push_front(Waiter {
+            id,
+            site,
+            tx,
+            since,
+        });
+        id
+    }
+
+    /// The return path when someone waits (`put_idle_unless_wanted` declined): while the
+    /// oldest waiter has waited less than `budget`, the connection goes idle (`Ok`), with
+    /// the waiter to wake if none is woken yet; otherwise it is given back (`Err`) for the
+    /// strict [`hand_off`](Self::hand_off).
+    pub(crate) fn barge(
+        &mut self,
+        conn: Conn<C>,
+        now: Instant,
+        budget: Duration,
+    ) -> Result<Option<Waiter<C, E>>, Conn<C>> {
+        if self.closed || self.size > self.max_size {
+            return Err(conn);
+        }
+        match self.waiters.front() {
+            Some(w) if now.saturating_duration_since(w.since) < budget => {}
+            _ => return Err(conn),
+        }
+        self.idle.push_back(conn);
+        Ok(self.wake_for_idle())
+    }
+
+    /// The oldest waiter, taken out of the queue to be woken, when connections are idle, no
+    /// waiter is woken yet and the pool is not paused.
+    pub(crate) fn wake_for_idle(&mut self) -> Option<Waiter<C, E>> {
+        // While paused nobody is woken: `resume` serves the queue.
+        if self.woken || self.idle.is_empty() || self.paused.is_some() {
+            return None;
+        }
+        let w = self.waiters.pop_front()?;
+        self.woken = true;
+        Some(w)
+    }
+
+    /// The woken waiter holds the lock again (or left): another one may be woken.
+    pub(crate) fn end_wake(&mut self) {
+        self.woken = false;
     }
 
     /// The oldest waiter, taken out of the queue (a connect failure goes to it).
@@ -325,16 +551,26 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// A ready connection counted in `size` goes to the oldest waiter (registered as held
     /// for it), else to the idle list; or, when the pool is closed or above `max_size`, its
     /// place is released and the caller must close it.
+    /// A soft-evicted connection (see [`current`](Self::current)) is closed too; while the
+    /// pool is paused the connection goes idle even if callers wait.
     #[inline]
-    pub(crate) fn hand_off(&mut self, conn: Conn<C>, now: Instant) -> Handed<C, E> {
-        if self.closed || self.size > self.max_size {
+    pub(crate) fn hand_off(&mut self, mut conn: Conn<C>, now: Instant) -> Handed<C, E> {
+        let reason = if self.closed {
+            Some(CloseReason::PoolClosed)
+        } else if self.size > self.max_size {
+            Some(CloseReason::Surplus)
+        } else if !self.current(&mut conn) {
+            Some(CloseReason::Evicted)
+        } else {
+            None
+        };
+        if let Some(reason) = reason {
             self.size -= 1;
-            let reason = if self.closed {
-                CloseReason::PoolClosed
-            } else {
-                CloseReason::Surplus
-            };
             return Handed::Close(conn, reason);
+        }
+        if self.paused.is_some() {
+            self.idle.push_back(conn);
+            return Handed::Idle;
         }
         match self.waiters.pop_front() {
             None => {
@@ -355,7 +591,10 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// building a [`Handed`] and its handoff loop.
     #[inline]
     pub(crate) fn put_idle_unless_wanted(&mut self, conn: Conn<C>) -> Option<Conn<C>> {
-        if self.waiters.is_empty() && !self.closed && self.size <= self.max_size {
+        if (self.waiters.is_empty() || self.paused.is_some())
+            && !self.closed
+            && self.size <= self.max_size
+        {
             self.idle.push_back(conn);
             None
         } else {
@@ -473,6 +712,54 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         Some((idle, waiters))
     }
 
+    /// Pauses the pool (or changes the mode of a pause in progress, keeping its start).
+    pub(crate) fn pause(&mut self, mode: super::PauseMode, now: Instant) {
+        let since = self.paused.map_or(now, |p| p.since);
+        self.paused = Some(Paused { mode, since });
+    }
+
+    /// Ends a pause; `None` when the pool was not paused. The caller then serves the
+    /// waiters, oldest first, with [`take_idle`](Self::take_idle) and
+    /// [`pop_waiter`](Self::pop_waiter).
+    pub(crate) fn resume(&mut self) -> Option<Paused> {
+        self.paused.take()
+    }
+
+    /// `Pool::soft_evict_all`: every connection of the current epoch or older is evicted.
+    /// The idle ones leave `size` now (returned to close); the others are closed when they
+    /// next meet the lock ([`current`](Self::current)).
+    pub(crate) fn soft_evict(&mut self) -> Vec<Conn<C>> {
+        self.epoch += 1;
+        self.evict_before = self.epoch;
+        let idle: Vec<_> = self.idle.drain(..).collect();
+        self.size -= idle.len();
+        idle
+    }
+
+    /// Every idle connection, oldest first, taken out of the idle list but still counted in
+    /// `size` (in flight): `Pool::retain` looks at each without the lock, then hands each
+    /// back ([`hand_off`](Self::hand_off)) or releases its place.
+    pub(crate) fn take_all_idle(&mut self) -> Vec<Conn<C>> {
+        self.idle.drain(..).collect()
+    }
+
+    /// `Pool::set_min_idle` (validated by the caller).
+    pub(crate) fn set_min_idle(&mut self, min_idle: usize) {
+        self.min_idle = min_idle;
+    }
+
+    /// `Pool::set_idle_timeout` / `set_max_lifetime`: idle connections get the new
+    /// lifetimes now, the others when they next meet the lock (a new epoch).
+    pub(crate) fn set_lifetimes(&mut self, lifetimes: Lifetimes) {
+        self.lifetimes = lifetimes;
+        self.epoch += 1;
+        let epoch = self.epoch;
+        for c in self.idle.iter_mut() {
+            c.apply(lifetimes);
+            c.epoch = epoch;
+        }
+    }
+
     pub(crate) fn remove_waiter(&mut self, id: u64) -> bool {
         // Cancelled waiters are usually recent: search from the back.
         match self.waiters.iter().rposition(|w| w.id == id) {
@@ -494,7 +781,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
 mod tests {
     //! Each transition and its invariants, driven without a runtime: `size <= max_size`
     //! (outside a resize down), `opening <= max_concurrent_opens` and `opening <= size`,
-    //! idle and waiters never both non-empty, and no lost place (every place taken out of
+    //! idle and waiters both non-empty only while a waiter is woken, and no lost place (every place taken out of
     //! `size` comes back to the caller as a connection to close or a failed reservation).
 
     use super::*;
@@ -515,6 +802,8 @@ mod tests {
             id,
             Instant::now(),
             &cfg,
+            Lifetimes::of(&cfg),
+            0,
             Duration::from_millis(500),
         )
     }
@@ -528,7 +817,7 @@ mod tests {
             p.opening
         );
         assert!(p.opening <= p.size);
-        assert!(p.idle.is_empty() || p.waiters.is_empty());
+        assert!(p.idle.is_empty() || p.waiters.is_empty() || p.woken || p.paused.is_some());
         assert!(p.idle.len() + p.opening <= p.size);
     }
 
@@ -561,7 +850,7 @@ mod tests {
         let mut p = pool(4);
         let now = Instant::now();
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0);
+        p.queue_waiter(Location::caller(), tx, 0, Instant::now());
         assert_eq!(p.waited_cold, 1, "an empty pool: cold");
         assert_eq!(p.plan_opens(now, 4, 0), 1);
         assert_eq!(p.plan_opens(now, 4, 0), 0, "the waiter is covered");
@@ -590,8 +879,8 @@ mod tests {
         let now = Instant::now();
         let (tx1, _rx1) = oneshot::channel();
         let (tx2, _rx2) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx1, 0);
-        p.queue_waiter(Location::caller(), tx2, 0);
+        let first = p.queue_waiter(Location::caller(), tx1, 0, Instant::now());
+        p.queue_waiter(Location::caller(), tx2, 0, Instant::now());
         assert_eq!(p.plan_opens(now, 2, 0), 2);
         p.opened();
         match p.hand_off(conn(0), now) {
@@ -619,7 +908,7 @@ mod tests {
         // A waiter is queued: handed back, the queue and the idle list untouched.
         let c = p.take_idle().expect("idle");
         let (tx, _rx) = oneshot::channel();
-        let first = p.queue_waiter(Location::caller(), tx, 0);
+        let first = p.queue_waiter(Location::caller(), tx, 0, Instant::now());
         let c = p.put_idle_unless_wanted(c).expect("a waiter wants it");
         assert_eq!((p.size, p.idle.len(), p.waiters.len()), (1, 0, 1));
         match p.hand_off(c, now) {
@@ -752,10 +1041,135 @@ mod tests {
     }
 
     #[test]
+    fn barge_idles_within_the_budget_and_wakes_one_waiter_at_a_time() {
+        let t0 = Instant::now();
+        let budget = Duration::from_millis(1);
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        let a = p.take_idle().expect("idle");
+        let b = p.take_idle().expect("idle");
+        let (tx1, _rx1) = oneshot::channel();
+        let (tx2, _rx2) = oneshot::channel();
+        let first = p.queue_waiter(Location::caller(), tx1, 0, t0);
+        let second = p.queue_waiter(Location::caller(), tx2, 0, t0);
+        // Within the budget: idle, and the oldest waiter is taken out to be woken.
+        let w = p
+            .barge(a, t0, budget)
+            .expect("idle")
+            .expect("a waiter to wake");
+        assert_eq!(w.id, first);
+        check(&p, 2);
+        assert_eq!((p.idle.len(), p.waiters.len()), (1, 1));
+        // A second return while that waiter is on its way: idle, nobody else woken.
+        assert!(p.barge(b, t0, budget).expect("idle").is_none());
+        check(&p, 2);
+        // The woken waiter takes one and passes the wake on for the other.
+        p.end_wake();
+        let got = p.take_idle().expect("idle");
+        let next = p.wake_for_idle().expect("the next waiter");
+        assert_eq!(next.id, second);
+        assert!(p.wake_for_idle().is_none(), "one woken at a time");
+        // Beyond the budget the return is given back for the strict handoff.
+        p.end_wake();
+        let (tx3, _rx3) = oneshot::channel();
+        let third = p.requeue_front(Location::caller(), tx3, t0);
+        let late = t0 + Duration::from_millis(2);
+        let got = p.barge(got, late, budget).expect_err("strict");
+        match p.hand_off(got, late) {
+            Handed::Waiter(w, _, _) => assert_eq!(w.id, third),
+            other => panic!("expected the waiter, got {other:?}"),
+        }
+        check(&p, 2);
+    }
+
+    #[test]
+    fn paused_waiters_get_no_opens_and_connections_go_idle() {
+        let mut p = pool(2);
+        fill(&mut p, 1);
+        let now = Instant::now();
+        p.pause(crate::conn::PauseMode::Wait, now);
+        let c = p.take_idle().expect("idle");
+        let (tx, _rx) = oneshot::channel();
+        p.queue_waiter(Location::caller(), tx, 0, now);
+        assert_eq!(
+            p.plan_opens(now, 2, 0),
+            0,
+            "a paused waiter asks for no connect"
+        );
+        assert!(
+            p.put_idle_unless_wanted(c).is_none(),
+            "idle, though someone waits"
+        );
+        assert_eq!((p.idle.len(), p.waiters.len()), (1, 1));
+        check(&p, 2);
+        assert!(p.resume().is_some());
+        assert!(p.resume().is_none(), "once");
+        // `Pool::resume` serves the queue from the idle list first, then plans opens.
+        let c = p.take_idle().expect("idle");
+        let w = p.pop_waiter().expect("the waiter");
+        p.holders.insert(w.site, now);
+        drop(c);
+        assert_eq!(p.plan_opens(now, 2, 0), 0, "nobody left waiting");
+    }
+
+    #[test]
+    fn soft_evict_closes_idle_now_and_older_epochs_where_they_meet_the_lock() {
+        let mut p = pool(3);
+        fill(&mut p, 3);
+        let now = Instant::now();
+        let mut held = p.take_idle().expect("idle");
+        let evicted = p.soft_evict();
+        assert_eq!(evicted.len(), 2);
+        assert_eq!((p.size, p.idle.len()), (1, 0), "the held one still counts");
+        assert!(!p.current(&mut held), "an older epoch is evicted");
+        assert!(matches!(
+            p.hand_off(held, now),
+            Handed::Close(_, CloseReason::Evicted)
+        ));
+        assert_eq!(p.size, 0);
+        // A connection of the new epoch stays.
+        assert_eq!(p.plan_opens(now, 1, 1), 1);
+        p.opened();
+        let mut fresh = conn(9);
+        fresh.epoch = p.epoch();
+        assert!(p.current(&mut fresh));
+        assert!(matches!(p.hand_off(fresh, now), Handed::Idle));
+        check(&p, 1);
+    }
+
+    #[test]
+    fn new_lifetimes_reach_idle_now_and_others_by_their_epoch() {
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        let mut held = p.take_idle().expect("idle");
+        let life = Lifetimes {
+            idle_timeout: None,
+            max_lifetime: Some(Duration::from_secs(1)),
+        };
+        p.set_lifetimes(life);
+        let later = Instant::now() + Duration::from_secs(2);
+        assert!(p.idle.iter().all(|c| c.retire_due(later)), "idle: at once");
+        assert!(!held.retire_due(later), "held: not yet");
+        assert!(p.current(&mut held), "a lifetime change evicts nothing");
+        assert!(held.retire_due(later), "held: when it meets the lock");
+        assert_eq!(held.cold.idle_limit, None);
+    }
+
+    #[test]
+    fn fifo_takes_the_least_recently_returned() {
+        let mut p = pool(3).with_settings(0, Lifetimes::of(&Config::default()), true);
+        fill(&mut p, 3);
+        assert_eq!(p.take_idle().map(|c| c.id), Some(0));
+        let mut p = pool(3);
+        fill(&mut p, 3);
+        assert_eq!(p.take_idle().map(|c| c.id), Some(2), "LIFO by default");
+    }
+
+    #[test]
     fn close_returns_every_idle_connection_and_waiter() {
         let mut p = pool(2);
         let (tx, _rx) = oneshot::channel();
-        p.queue_waiter(Location::caller(), tx, 0);
+        p.queue_waiter(Location::caller(), tx, 0, Instant::now());
         assert_eq!(p.plan_opens(Instant::now(), 1, 0), 1);
         let (idle, waiters) = p.close().expect("open");
         assert_eq!((idle.len(), waiters.len()), (0, 1));

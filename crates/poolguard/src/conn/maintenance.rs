@@ -52,9 +52,10 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
             return;
         }
         let scan = st.scan_holders(now, cfg.leak_threshold, cfg.abandon_timeout);
-        let (retire, keepalive) = st.retire_idle(now, cfg.min_idle, shared.bypass);
+        let min_idle = st.min_idle();
+        let (retire, keepalive) = st.retire_idle(now, min_idle, shared.bypass);
         shared.begin_closes(retire.len());
-        let opens = shared.plan(&mut st, now, cfg.min_idle);
+        let opens = shared.plan(&mut st, now, min_idle);
         (scan, retire, keepalive, opens)
     };
     for (site, held) in &scan.leaks {

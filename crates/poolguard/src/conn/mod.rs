@@ -33,6 +33,9 @@ mod acquire;
 mod breaker;
 mod cancel;
 mod config;
+#[cfg(feature = "serde")]
+pub mod config_serde;
+mod control;
 mod diagnose;
 mod doctor;
 mod engine;
@@ -45,14 +48,18 @@ mod manager;
 mod pool;
 mod register;
 mod release;
+mod secret;
 mod stats;
 
 pub use breaker::BreakerState;
 pub use config::{
-    BuildError, Builder, Config, MAX_DURATION, MAX_SIZE, MAX_WAITERS, MIN_MAINTENANCE_INTERVAL,
+    BuildError, Builder, Config, IdleOrder, MAX_DURATION, MAX_SIZE, MAX_WAITERS,
+    MIN_MAINTENANCE_INTERVAL,
 };
+pub use control::{ConnMetrics, PauseMode};
 pub use error::{Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::PooledConnection;
 pub use manager::{Classify, ErrorClass, Manager};
 pub use pool::Pool;
+pub use secret::Secret;
 pub use stats::{CloseReason, StatsSnapshot, Status};

@@ -73,7 +73,9 @@ impl<M: Manager> Pool<M> {
 
     /// Gets a connection: an idle one at once (validated first if it was idle longer than
     /// `validation_bypass`), or waits in FIFO order for a returned or newly opened one,
-    /// for at most `acquire_timeout`.
+    /// for at most `acquire_timeout` (a caller arriving while the oldest waiter has waited
+    /// less than `handoff_after` may take a returned connection first; see
+    /// [`Config::handoff_after`](super::Config::handoff_after)).
     ///
     /// The caller's location is recorded for leak reports and timeout snapshots.
     ///
@@ -142,12 +144,12 @@ impl<M: Manager> Pool<M> {
     /// # Errors
     /// When `max_size` is 0, below `min_idle` or above [`MAX_SIZE`](super::MAX_SIZE).
     pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
-        if max_size == 0 || max_size < self.shared.cfg.min_idle {
+        let min_idle = self.shared.state.lock().min_idle();
+        if max_size == 0 || max_size < min_idle {
             return Err(BuildError {
                 field: "max_size",
                 problem: format!(
-                    "({max_size}) must be at least 1 and at least min_idle ({})",
-                    self.shared.cfg.min_idle
+                    "({max_size}) must be at least 1 and at least min_idle ({min_idle})"
                 ),
                 fix: "pass a larger size",
             });
@@ -209,7 +211,11 @@ impl<M: Manager> Pool<M> {
         s
     }
 
-    /// The configuration in force (`max_size` as built; see [`Status::max_size`]).
+    /// The configuration the pool was built with. Settings changed at run time
+    /// ([`resize`](Self::resize), [`set_min_idle`](Self::set_min_idle),
+    /// [`set_idle_timeout`](Self::set_idle_timeout), [`set_max_lifetime`](Self::set_max_lifetime),
+    /// [`set_acquire_timeout`](Self::set_acquire_timeout)) are not shown here: see
+    /// [`current_config`](Self::current_config).
     pub fn config(&self) -> &Config {
         &self.shared.cfg
     }
@@ -244,7 +250,7 @@ impl<M: Manager> Pool<M> {
             (
                 "poolguard_conn_min_idle",
                 "The min_idle setting.",
-                self.shared.cfg.min_idle,
+                self.shared.state.lock().min_idle(),
             ),
             ("poolguard_conn_idle", "Idle connections.", s.idle),
             (
@@ -266,6 +272,11 @@ impl<M: Manager> Pool<M> {
                 "poolguard_conn_abandoned",
                 "Abandoned connections still held.",
                 s.abandoned,
+            ),
+            (
+                "poolguard_conn_paused",
+                "1 while the pool is paused (gets wait for resume or fail fast), else 0.",
+                usize::from(s.paused),
             ),
         ] {
             w.gauge(name, help, &pool, v as f64);
@@ -354,6 +365,16 @@ impl<M: Manager> Pool<M> {
                 "poolguard_conn_unleaks_total",
                 "Leaked connections that came back later.",
                 t.unleaked,
+            ),
+            (
+                "poolguard_conn_paused_refused_total",
+                "Gets refused at once because the pool was paused in fail-fast mode.",
+                t.paused_refused,
+            ),
+            (
+                "poolguard_conn_soft_evictions_total",
+                "Calls to soft_evict_all.",
+                t.soft_evictions,
             ),
         ] {
             w.counter(name, help, &pool, v);

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use super::cancel::{Closing, Detached};
+use super::engine::WaiterOf;
 use super::engine::{Shared, State};
 use super::internals::{Conn, Handed, Handoff};
 use super::leak;
@@ -86,6 +87,8 @@ impl<M: Manager> Shared<M> {
         }
         let retire = if broken {
             Some(CloseReason::Broken)
+        } else if !st.current(&mut conn) {
+            Some(CloseReason::Evicted)
         } else if conn.retire_due(now) {
             Some(CloseReason::Lifetime)
         } else {
@@ -103,8 +106,64 @@ impl<M: Manager> Shared<M> {
         conn.last_used = now;
         conn.checked_at(now, self.bypass);
         // Nobody waits (the common case): straight back to idle, without the handoff loop.
-        if let Some(conn) = st.put_idle_unless_wanted(conn) {
+        if let Some(mut conn) = st.put_idle_unless_wanted(conn) {
+            let budget = self.cfg.handoff_after;
+            if !budget.is_zero() {
+                // Someone waits: while the oldest waiter is within the handoff budget, the
+                // connection goes idle for whoever comes first (one waiter is woken for it);
+                // beyond it, the strict handoff below. The exact clock: only here, when a
+                // waiter exists.
+                match st.barge(conn, Instant::now(), budget) {
+                    Ok(wake) => {
+                        drop(st);
+                        if let Some(w) = wake {
+                            self.wake(w);
+                        }
+                        return;
+                    }
+                    Err(c) => conn = c,
+                }
+            }
             self.deliver_locked(st, conn, now);
+        }
+    }
+
+    /// Tells a waiter taken out of the queue by [`wake_for_idle`] to retry; when it has gone
+    /// already, the next one, while connections are still idle.
+    ///
+    /// [`wake_for_idle`]: super::internals::Internals::wake_for_idle
+    pub(crate) fn wake(&self, mut w: WaiterOf<M>) {
+        loop {
+            if w.tx.send(Ok(None)).is_ok() {
+                return;
+            }
+            let mut st = self.state.lock();
+            st.end_wake();
+            match st.wake_for_idle() {
+                Some(next) => w = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Wakes the oldest waiter if connections are idle and no waiter is woken.
+    pub(crate) fn wake_next(&self) {
+        let next = self.state.lock().wake_for_idle();
+        if let Some(w) = next {
+            self.wake(w);
+        }
+    }
+
+    /// A woken waiter will not retry (it timed out or was cancelled): the wake goes to the
+    /// next waiter, if connections are idle.
+    pub(crate) fn pass_wake_on(&self) {
+        let next = {
+            let mut st = self.state.lock();
+            st.end_wake();
+            st.wake_for_idle()
+        };
+        if let Some(w) = next {
+            self.wake(w);
         }
     }
 
@@ -152,27 +211,35 @@ impl<M: Manager> Shared<M> {
                 Handed::Idle => return,
                 Handed::Close(conn, reason) => {
                     self.begin_closes(1);
+                    // A soft-evicted connection may have been meant for a waiter: a
+                    // replacement is planned for it (none for a closed pool).
+                    let opens = if reason == CloseReason::Evicted {
+                        self.plan(&mut st, now, 0)
+                    } else {
+                        0
+                    };
                     drop(st);
                     self.close_conn(conn, reason);
+                    self.spawn_opens(opens);
                     return;
                 }
                 Handed::Waiter(w, c, slot) => (w, c, slot),
             };
             conn = c;
             drop(st);
-            match w.tx.send(Ok(Handoff {
+            match w.tx.send(Ok(Some(Handoff {
                 conn,
                 slot,
                 at: now,
-            })) {
+            }))) {
                 Ok(()) => return,
-                Err(Ok(h)) => {
+                Err(Ok(Some(h))) => {
                     // That waiter gave up in the meantime: try the next one.
                     conn = h.conn;
                     st = self.state.lock();
                     st.holders.remove(slot);
                 }
-                Err(Err(_)) => return,
+                Err(Ok(None) | Err(_)) => return,
             }
         }
     }

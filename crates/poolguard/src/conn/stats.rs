@@ -27,11 +27,14 @@ pub enum CloseReason {
     Surplus,
     /// The pool was closed.
     PoolClosed,
+    /// Evicted: `Pool::soft_evict_all` (closed when idle, or on return) or refused by a
+    /// `Pool::retain` predicate.
+    Evicted,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`StatsSnapshot::closed`].
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 9] = [
         CloseReason::Broken,
         CloseReason::Validation,
         CloseReason::Reset,
@@ -40,6 +43,7 @@ impl CloseReason {
         CloseReason::Abandoned,
         CloseReason::Surplus,
         CloseReason::PoolClosed,
+        CloseReason::Evicted,
     ];
 
     /// A short lowercase name (Prometheus label value).
@@ -53,6 +57,7 @@ impl CloseReason {
             CloseReason::Abandoned => "abandoned",
             CloseReason::Surplus => "surplus",
             CloseReason::PoolClosed => "pool_closed",
+            CloseReason::Evicted => "evicted",
         }
     }
 
@@ -85,6 +90,8 @@ pub(crate) struct Stats {
     pub(crate) close_timeouts: AtomicU64,
     pub(crate) closes_done: AtomicU64,
     pub(crate) breaker_opened: AtomicU64,
+    pub(crate) paused_refused: AtomicU64,
+    pub(crate) soft_evictions: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
     pub(crate) wait_time: Histogram,
     pub(crate) hold_time: Histogram,
@@ -122,6 +129,8 @@ impl Stats {
             close_timeouts: l(&self.close_timeouts),
             closes_done: l(&self.closes_done),
             breaker_opened: l(&self.breaker_opened),
+            paused_refused: l(&self.paused_refused),
+            soft_evictions: l(&self.soft_evictions),
             closed: CloseReason::ALL.map(|r| l(&self.closed[r.index()])),
             wait_time: self.wait_time.snapshot(),
             hold_time: self.hold_time.snapshot(),
@@ -181,6 +190,10 @@ pub struct StatsSnapshot {
     pub closes_done: u64,
     /// Times the breaker opened.
     pub breaker_opened: u64,
+    /// Gets refused at once because the pool was paused with `PauseMode::FailFast`.
+    pub paused_refused: u64,
+    /// Calls to `Pool::soft_evict_all`.
+    pub soft_evictions: u64,
     /// Connections closed, by [`CloseReason`] (indexed as [`CloseReason::ALL`]).
     pub closed: [u64; CloseReason::ALL.len()],
     /// Time callers waited (only gets that waited).
@@ -239,6 +252,9 @@ pub struct Status {
     pub breaker: BreakerState,
     /// `close()` was called (or every `Pool` handle was dropped).
     pub closed: bool,
+    /// [`Pool::pause`](super::Pool::pause) is in force: gets wait for
+    /// [`resume`](super::Pool::resume) or fail fast.
+    pub paused: bool,
     /// The most recent backend error the pool met while connecting or validating, as
     /// `phase: error` (e.g. `connect: connection refused`; the shipped managers' errors never
     /// print a password), kept after

@@ -36,6 +36,7 @@
 //! | `poolguard_conn_opening` | connections being opened |
 //! | `poolguard_conn_waiters` | callers waiting in `get` |
 //! | `poolguard_conn_abandoned` | abandoned connections still held |
+//! | `poolguard_conn_paused` | 1 while the pool is paused (gets wait for resume or fail fast), else 0 |
 //! | `poolguard_conn_breaker_state{state="closed\|open\|half_open"}` | 1 for the current state, 0 for the others |
 //!
 //! Counters:
@@ -56,9 +57,11 @@
 //! | `poolguard_conn_validation_failures_total` | validations that failed or timed out |
 //! | `poolguard_conn_resets_total` | resets run on return |
 //! | `poolguard_conn_breaker_opens_total` | times the breaker opened |
-//! | `poolguard_conn_closed_total{reason}` | connections closed, by reason: `broken`, `validation`, `reset`, `idle`, `lifetime`, `abandoned`, `surplus`, `pool_closed` |
+//! | `poolguard_conn_closed_total{reason}` | connections closed, by reason: `broken`, `validation`, `reset`, `idle`, `lifetime`, `abandoned`, `surplus`, `pool_closed`, `evicted` |
 //! | `poolguard_conn_leaks_total` | connections reported as leaked |
 //! | `poolguard_conn_unleaks_total` | leaked connections that came back later |
+//! | `poolguard_conn_paused_refused_total` | gets refused at once because the pool was paused in fail-fast mode |
+//! | `poolguard_conn_soft_evictions_total` | calls to `soft_evict_all` |
 //!
 //! Histograms (seconds):
 //!

@@ -45,6 +45,7 @@ mod hold;
 mod layout;
 mod local;
 mod metrics;
+mod owned;
 mod pool;
 mod recycle;
 mod register;
@@ -59,6 +60,7 @@ pub use config::{
     DEFAULT_MAX_OBJECT_BYTES, MAX_IDLE, MAX_LOCAL_SLOTS, MAX_SHARDS,
 };
 pub use layout::Layout;
+pub use owned::OwnedPoolGuard;
 pub use pool::{DiscardReason, Pool, PoolGuard, Refused};
 pub use recycle::Recycle;
 pub use stats::{Discards, LongHold, PoolStats, Retained, RetainedByTier, TrimCause, TrimTrace};

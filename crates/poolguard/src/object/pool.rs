@@ -11,6 +11,7 @@ use super::config::{Builder, Config};
 use super::engine::Inner;
 use super::hold::{HoldStart, HoldTracker};
 use super::layout::Layout;
+use super::owned::OwnedPoolGuard;
 use super::stats::{Counters, LongHold, PoolStats, TrimCause, TrimTrace};
 use super::trimmer::Trimmer;
 use super::Recycle;
@@ -89,7 +90,8 @@ impl<T> fmt::Debug for Refused<T> {
 /// A checked-out object; returns it to the pool (reset) when dropped.
 ///
 /// The guard borrows its pool; to hand an object to another thread, move the guard within a
-/// scope (`std::thread::scope`) or [`detach`](Self::detach) it and [`put`](Pool::put) it back.
+/// scope (`std::thread::scope`), check it out with [`Pool::get_owned`] (a guard that holds
+/// the pool), or [`detach`](Self::detach) it and [`put`](Pool::put) it back.
 pub struct PoolGuard<'a, T: Recycle + Send + 'static> {
     pool: &'a Pool<T>,
     /// `Some` until the guard is dropped or detached.
@@ -186,6 +188,24 @@ impl<T: Recycle + Send + 'static> Pool<T> {
             obj: Some(obj),
             hold,
         }
+    }
+
+    /// Checks out an object like [`get`](Self::get), behind a guard that holds a handle to
+    /// the pool instead of borrowing it: `'static`, so it can move into a spawned thread or
+    /// task. Dropping it resets and returns the object the same way.
+    ///
+    /// ```
+    /// use poolguard::object::Pool;
+    ///
+    /// let pool = Pool::builder(Vec::<u8>::new).build()?;
+    /// let mut buf = pool.get_owned();
+    /// std::thread::spawn(move || buf.extend_from_slice(b"off thread")).join().unwrap();
+    /// assert_eq!(pool.stats().returns, 1);
+    /// # Ok::<(), poolguard::object::BuildError>(())
+    /// ```
+    #[track_caller]
+    pub fn get_owned(&self) -> OwnedPoolGuard<T> {
+        OwnedPoolGuard::checkout(self)
     }
 
     /// Gives the pool an object obtained elsewhere (e.g. from [`PoolGuard::detach`] on

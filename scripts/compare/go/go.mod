@@ -1,0 +1,3 @@
+module poolguard.compare/syncpool
+
+go 1.19
