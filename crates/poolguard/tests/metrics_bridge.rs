@@ -14,7 +14,7 @@ use std::time::Duration;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use metrics_util::MetricKind;
 use poolguard::conn;
-use poolguard::diag::{MetricsBridge, Registry};
+use poolguard::diag::{MetricsBridge, Registry, BUCKET_EDGES};
 use poolguard::object;
 use poolguard::reclaim::Reclaimer;
 use poolguard_testkit::sim::NoopManager;
@@ -77,6 +77,20 @@ fn histogram(c: &Captured, key: &str) -> Vec<f64> {
 }
 
 /// A replayed value stands for the middle of its bucket: within 6.25 % of what was recorded.
+/// Replayed values (seconds) counted per Prometheus bucket of `BUCKET_EDGES` (not
+/// cumulative; `le` semantics), as a recorder with those buckets would.
+fn per_edge(values: &[f64]) -> Vec<u64> {
+    let mut c = vec![0; BUCKET_EDGES.len() + 1];
+    for &v in values {
+        let i = BUCKET_EDGES
+            .iter()
+            .position(|&e| v <= e as f64 / 1e9)
+            .unwrap_or(BUCKET_EDGES.len());
+        c[i] += 1;
+    }
+    c
+}
+
 fn near(got: f64, want: f64) -> bool {
     (got - want).abs() <= want * 0.0625
 }
@@ -173,6 +187,10 @@ async fn conn_pool_reports_the_semantic_convention_names_with_exact_counts() {
         "one sample per connect: {creates:?}"
     );
     assert_eq!(creates.len() as u64, pool.stats().created, "{creates:?}");
+    // Every replayed value lands in the Prometheus bucket its original was counted in.
+    let st = pool.stats();
+    assert_eq!(per_edge(&wait), st.wait_time.edge_counts().to_vec());
+    assert_eq!(per_edge(&creates), st.connect_time.edge_counts().to_vec());
     let uses = histogram(&first, &format!("db.client.connection.use_time{{{P}}}"));
     assert_eq!(uses.len(), 2, "uses 1 and 9 are sampled: {uses:?}");
     assert_eq!(uses[0], 0.0);

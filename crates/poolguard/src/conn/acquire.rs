@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::breaker::Admit;
 use super::cancel::{Detached, Opening, WaitGuard};
@@ -44,11 +45,18 @@ impl<M: Manager> Shared<M> {
     /// `Pool::get` (`WAIT`, `limit` = `acquire_timeout`), `Pool::get_timeout` (`WAIT`, a
     /// shorter `limit`) and `Pool::try_get` (no `WAIT`: no idle connection is
     /// `Error::WouldBlock`; validation and `before_acquire` still run, each bounded).
-    pub(crate) async fn acquire<const WAIT: bool>(
+    /// `TRACED` is false when called by the pool: then, if a subscriber wants the
+    /// `poolguard.conn.get` span, the get runs as [`Self::acquire_traced`] (boxed: only
+    /// traced gets pay for the span's state); otherwise this future is the whole get, with
+    /// no wrapper state machine around it (one cached interest check).
+    pub(crate) async fn acquire<const WAIT: bool, const TRACED: bool>(
         self: &Arc<Self>,
         site: &'static Location<'static>,
         limit: Duration,
     ) -> Result<PooledConnection<M>, PoolError<M>> {
+        if !TRACED && tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
+            return Box::pin(self.acquire_traced::<WAIT>(site, limit)).await;
+        }
         // Cooperative budget: a task that gets and returns in a loop without awaiting
         // anything else still yields now and then, so every task progresses.
         tokio::task::coop::consume_budget().await;
@@ -297,6 +305,35 @@ impl<M: Manager> Shared<M> {
                 None
             }
         }
+    }
+
+    /// A get inside its `poolguard.conn.get` span (fields `pool`, `wait_s`, `outcome`).
+    async fn acquire_traced<const WAIT: bool>(
+        self: &Arc<Self>,
+        site: &'static Location<'static>,
+        limit: Duration,
+    ) -> Result<PooledConnection<M>, PoolError<M>> {
+        let span = tracing::info_span!(
+            target: "poolguard::conn::get",
+            "poolguard.conn.get",
+            pool = %self.cfg.name,
+            wait_s = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let start = Instant::now();
+        let res = self
+            .acquire::<WAIT, true>(site, limit)
+            .instrument(span.clone())
+            .await;
+        span.record("wait_s", start.elapsed().as_secs_f64());
+        span.record(
+            "outcome",
+            match &res {
+                Ok(_) => "ok",
+                Err(e) => e.code(),
+            },
+        );
+        res
     }
 
     /// Validates an idle connection on checkout (it was idle past the bypass window).

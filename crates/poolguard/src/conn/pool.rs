@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::time::Instant;
-use tracing::Instrument as _;
 
 use super::breaker::BreakerState;
 use super::config::{BuildError, Builder, Config};
@@ -155,15 +154,10 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
-        async move {
-            // Without a subscriber for the span, no span exists at all: the future holds
-            // nothing more than the acquire itself (one cached interest check).
-            let limit = self.shared.acquire_timeout();
-            if !tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
-                return self.shared.acquire::<true>(site, limit).await;
-            }
-            self.traced(self.shared.acquire::<true>(site, limit)).await
-        }
+        // The acquire itself: with no subscriber for the span, it is the whole future (the
+        // span check is its first statement).
+        self.shared
+            .acquire::<true, false>(site, self.shared.acquire_timeout())
     }
 
     /// As [`get`](Pool::get), with this call's own deadline: `timeout`, capped at the pool's
@@ -198,7 +192,7 @@ impl<M: Manager> Pool<M> {
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
         let limit = timeout.min(self.shared.acquire_timeout());
-        self.traced(self.shared.acquire::<true>(site, limit))
+        self.shared.acquire::<true, false>(site, limit)
     }
 
     /// An idle connection now, or [`Error::WouldBlock`]: it never queues and never opens a
@@ -229,10 +223,8 @@ impl<M: Manager> Pool<M> {
         &self,
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
-        self.traced(
-            self.shared
-                .acquire::<false>(site, self.shared.acquire_timeout()),
-        )
+        self.shared
+            .acquire::<false, false>(site, self.shared.acquire_timeout())
     }
 
     /// As [`get`](Pool::get), but the future and the guard are `'static`: the guard holds
@@ -263,9 +255,7 @@ impl<M: Manager> Pool<M> {
         let pool = self.clone();
         async move {
             let limit = pool.shared.acquire_timeout();
-            let conn = pool
-                .traced(pool.shared.acquire::<true>(site, limit))
-                .await?;
+            let conn = pool.shared.acquire::<true, false>(site, limit).await?;
             Ok(OwnedPooledConnection::new(conn, pool))
         }
     }
@@ -298,7 +288,7 @@ impl<M: Manager> Pool<M> {
     pub async fn ready(&self, timeout: Duration) -> Result<(), Error<M::Error>> {
         let start = Instant::now();
         let deadline = crate::deadline::add_tokio(start, timeout);
-        let target = self.shared.cfg.min_idle.max(1);
+        let target = self.shared.state.lock().min_idle().max(1);
         let seen = self.shared.state.lock().connect_faults;
         loop {
             // Registered before the check, so a connect finishing in between is not missed.
@@ -338,41 +328,6 @@ impl<M: Manager> Pool<M> {
                 let snap = self.shared.timeout_snapshot(now, now - start);
                 return Err(Error::Timeout(Box::new(snap)));
             }
-        }
-    }
-
-    /// `fut` inside the `poolguard.conn.get` span (when a subscriber wants it).
-    fn traced<'a, T: Send + 'a>(
-        &self,
-        fut: impl Future<Output = Result<T, Error<M::Error>>> + Send + 'a,
-    ) -> impl Future<Output = Result<T, Error<M::Error>>> + Send + 'a {
-        let name = if tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
-            Some(self.shared.cfg.name.clone())
-        } else {
-            None
-        };
-        async move {
-            let Some(name) = name else {
-                return fut.await;
-            };
-            let span = tracing::info_span!(
-                target: "poolguard::conn::get",
-                "poolguard.conn.get",
-                pool = %name,
-                wait_s = tracing::field::Empty,
-                outcome = tracing::field::Empty,
-            );
-            let start = Instant::now();
-            let res = fut.instrument(span.clone()).await;
-            span.record("wait_s", start.elapsed().as_secs_f64());
-            span.record(
-                "outcome",
-                match &res {
-                    Ok(_) => "ok",
-                    Err(e) => e.code(),
-                },
-            );
-            res
         }
     }
 

@@ -13,8 +13,9 @@
 //! with the fixed buckets [`BUCKET_EDGES`](super::BUCKET_EDGES):
 //! 0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 //! 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, `+Inf`. The bucket counts are exact:
-//! every histogram keeps one counter per edge (an observation equal to an edge is counted in
-//! that edge's bucket), beside the log-linear buckets its quantiles come from.
+//! the log-linear buckets the quantiles come from are split at every edge that falls inside
+//! one, so each counter lies wholly within one exported bucket (an observation equal to an
+//! edge is counted in that edge's bucket).
 //!
 //! Labels: every series carries `pool="<name>"` (object and connection pools) or
 //! `reclaimer="<name>"`, the name given to the builder (or the distinct default). No label

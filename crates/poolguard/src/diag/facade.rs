@@ -58,7 +58,10 @@
 //!   monotonic across a pool rebuilt under the same name.
 //! * Histograms are replayed from the engine's log-linear buckets: each value is reported as
 //!   the middle of its bucket, within 6.25 % of the value recorded (buckets span 12.5 %);
-//!   the recorder's sum is the sum of those middles. Counts are exact.
+//!   the recorder's sum is the sum of those middles. Counts are exact, and no bucket
+//!   straddles an edge of [`BUCKET_EDGES`](super::BUCKET_EDGES), so a recorder whose
+//!   histogram buckets are those edges (in seconds) counts every replayed value in the same
+//!   bucket as the pool's own Prometheus text does.
 //! * `use_time` is sampled by the pool: the 1st, 9th, 17th... use of each connection is
 //!   timed, so its count is about an eighth of the checkouts (the distribution is unbiased
 //!   as long as a connection's uses are alike).

@@ -1,13 +1,17 @@
-//! A lock-free latency histogram with bounded relative error.
+//! A lock-free latency histogram with bounded relative error and exact Prometheus buckets.
 //!
 //! Values (nanoseconds) fall into log-linear buckets: exact below 8, then eight buckets per
-//! power of two, so any reported quantile is within 12.5 % of the true value. Recording is
-//! three relaxed `fetch_add`s and one `fetch_max`; the histogram never allocates after creation.
+//! power of two, so any reported quantile is within 12.5 % of the true value. The fixed
+//! Prometheus edges [`BUCKET_EDGES`] do not line up with those bounds (they are decimal), so
+//! each log-linear bucket that has an edge strictly inside it is split in two at that edge:
+//! values at or below the edge go to the lower half, values above it to the upper half. Every
+//! counter (a *slot*) then lies wholly between two consecutive edges, and the exported
+//! cumulative buckets are sums of slots, with no approximation and no second counter.
 //!
-//! Beside the log-linear buckets (for quantiles), every histogram counts values at the fixed
-//! Prometheus edges [`BUCKET_EDGES`] exactly: one counter per edge, a value falling into the
-//! first edge at or above it (`le` semantics), so the exported cumulative buckets carry no
-//! approximation at all (the log-linear bucket bounds do not line up with decimal edges).
+//! Recording computes the slot arithmetically (the position of the highest set bit, three
+//! bits below it, and one table entry saying where the bucket's slots start and where it is
+//! split) and costs two relaxed `fetch_add`s (the slot and the sum) and one relaxed load (the
+//! maximum, written only when exceeded); no search, no lock, no allocation after creation.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -47,11 +51,16 @@ pub const BUCKET_EDGES: [u64; 22] = [
 ];
 
 /// The index of the first edge at or above `ns` (`BUCKET_EDGES.len()`: above every edge).
-fn edge_of(ns: u64) -> usize {
-    BUCKET_EDGES.partition_point(|&e| e < ns)
+/// Used when building the tables and snapshots, never when recording.
+const fn edge_of(ns: u64) -> usize {
+    let mut i = 0;
+    while i < BUCKET_EDGES.len() && BUCKET_EDGES[i] < ns {
+        i += 1;
+    }
+    i
 }
 
-fn bucket_of(v: u64) -> usize {
+const fn bucket_of(v: u64) -> usize {
     if v < SUB as u64 {
         return v as usize;
     }
@@ -61,8 +70,8 @@ fn bucket_of(v: u64) -> usize {
     (shift as usize + 1) * SUB + sub
 }
 
-/// The largest value that falls into bucket `i` (what a quantile reports).
-fn bucket_upper(i: usize) -> u64 {
+/// The largest value that falls into bucket `i`.
+const fn bucket_upper(i: usize) -> u64 {
     if i < SUB {
         return i as u64;
     }
@@ -72,11 +81,111 @@ fn bucket_upper(i: usize) -> u64 {
     lower.saturating_add((1u64 << shift) - 1)
 }
 
+/// The smallest value that falls into bucket `i`.
+const fn bucket_lower(i: usize) -> u64 {
+    if i < SUB {
+        return i as u64;
+    }
+    let shift = (i / SUB - 1) as u32;
+    (SUB as u64 + (i % SUB) as u64) << shift
+}
+
+/// Per log-linear bucket: its first slot, and the edge it is split at (`u64::MAX` when no
+/// edge lies strictly inside it). One entry, so recording reads one table line.
+#[derive(Clone, Copy)]
+struct Split {
+    first_slot: usize,
+    at: u64,
+}
+
+/// Buckets and their splits: each edge splits the bucket it falls into unless it is that
+/// bucket's upper bound already. Edges are at least twice apart and a bucket spans at most
+/// 12.5 %, so no bucket holds two edges.
+const SPLITS: [Split; BUCKETS] = {
+    let mut t = [Split {
+        first_slot: 0,
+        at: u64::MAX,
+    }; BUCKETS];
+    let mut j = 0;
+    while j < BUCKET_EDGES.len() {
+        let e = BUCKET_EDGES[j];
+        let b = bucket_of(e);
+        assert!(t[b].at == u64::MAX, "two edges in one bucket");
+        if bucket_upper(b) != e {
+            t[b].at = e;
+        }
+        j += 1;
+    }
+    let mut b = 0;
+    let mut slot = 0;
+    while b < BUCKETS {
+        t[b].first_slot = slot;
+        slot += if t[b].at == u64::MAX { 1 } else { 2 };
+        b += 1;
+    }
+    t
+};
+
+/// Counters per histogram: one per bucket, plus one per split bucket.
+const SLOTS: usize = {
+    let last = SPLITS[BUCKETS - 1];
+    last.first_slot + if last.at == u64::MAX { 1 } else { 2 }
+};
+
+/// The value range of each slot, and the edge index it counts under (`le` semantics).
+#[derive(Clone, Copy)]
+struct SlotInfo {
+    lower: u64,
+    upper: u64,
+    edge: usize,
+}
+
+const SLOT_INFO: [SlotInfo; SLOTS] = {
+    let mut t = [SlotInfo {
+        lower: 0,
+        upper: 0,
+        edge: 0,
+    }; SLOTS];
+    let mut b = 0;
+    while b < BUCKETS {
+        let s = SPLITS[b];
+        let (lo, hi) = (bucket_lower(b), bucket_upper(b));
+        if s.at == u64::MAX {
+            t[s.first_slot] = SlotInfo {
+                lower: lo,
+                upper: hi,
+                edge: edge_of(hi),
+            };
+        } else {
+            t[s.first_slot] = SlotInfo {
+                lower: lo,
+                upper: s.at,
+                edge: edge_of(s.at),
+            };
+            t[s.first_slot + 1] = SlotInfo {
+                lower: s.at + 1,
+                upper: hi,
+                edge: edge_of(hi),
+            };
+        }
+        // Every value of a slot counts under the same edge.
+        assert!(edge_of(t[s.first_slot].lower) == t[s.first_slot].edge);
+        b += 1;
+    }
+    t
+};
+
+/// The slot a value is counted in: arithmetic, one table entry, no search.
+#[inline]
+fn slot_of(v: u64) -> usize {
+    let s = SPLITS[bucket_of(v)];
+    s.first_slot + usize::from(v > s.at)
+}
+
 /// A concurrent histogram of durations.
 pub struct Histogram {
-    buckets: Box<[AtomicU64]>,
-    edges: [AtomicU64; BUCKET_EDGES.len() + 1],
-    count: AtomicU64,
+    /// One counter per slot (see the module docs); the count is their sum.
+    slots: Box<[AtomicU64; SLOTS]>,
     sum_ns: AtomicU64,
     max_ns: AtomicU64,
 }
@@ -97,38 +206,33 @@ impl Histogram {
     /// An empty histogram.
     pub fn new() -> Self {
         Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            edges: std::array::from_fn(|_| AtomicU64::new(0)),
-            count: AtomicU64::new(0),
+            slots: Box::new(std::array::from_fn(|_| AtomicU64::new(0))),
             sum_ns: AtomicU64::new(0),
             max_ns: AtomicU64::new(0),
         }
     }
 
     /// Records one duration (saturating at `u64::MAX` nanoseconds).
+    #[inline]
     pub fn record(&self, d: Duration) {
         self.record_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
     }
 
     /// Records one value in nanoseconds.
+    #[inline]
     pub fn record_nanos(&self, ns: u64) {
-        self.buckets[bucket_of(ns)].fetch_add(1, Relaxed);
-        self.edges[edge_of(ns)].fetch_add(1, Relaxed);
-        self.count.fetch_add(1, Relaxed);
+        self.slots[slot_of(ns)].fetch_add(1, Relaxed);
         self.sum_ns.fetch_add(ns, Relaxed);
-        self.max_ns.fetch_max(ns, Relaxed);
+        // A new maximum is rare: read first, write (a compare-exchange loop) only then.
+        if ns > self.max_ns.load(Relaxed) {
+            self.max_ns.fetch_max(ns, Relaxed);
+        }
     }
 
     /// A consistent-enough copy for reporting (concurrent records may be half-counted).
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let buckets: Vec<u64> = self.buckets.iter().map(|b| b.load(Relaxed)).collect();
-        HistogramSnapshot {
-            count: buckets.iter().sum(),
-            sum_ns: self.sum_ns.load(Relaxed),
-            max_ns: self.max_ns.load(Relaxed),
-            buckets,
-            edges: Box::new(std::array::from_fn(|i| self.edges[i].load(Relaxed))),
-        }
+        let slots: Vec<u64> = self.slots.iter().map(|b| b.load(Relaxed)).collect();
+        HistogramSnapshot::from_slots(slots, self.sum_ns.load(Relaxed), self.max_ns.load(Relaxed))
     }
 }
 
@@ -138,11 +242,27 @@ pub struct HistogramSnapshot {
     count: u64,
     sum_ns: u64,
     max_ns: u64,
+    /// Per slot.
     buckets: Vec<u64>,
+    /// Per edge (not cumulative), summed from the slots.
     edges: Box<[u64; BUCKET_EDGES.len() + 1]>,
 }
 
 impl HistogramSnapshot {
+    fn from_slots(buckets: Vec<u64>, sum_ns: u64, max_ns: u64) -> Self {
+        let mut edges = Box::new([0u64; BUCKET_EDGES.len() + 1]);
+        for (info, &n) in SLOT_INFO.iter().zip(&buckets) {
+            edges[info.edge] += n;
+        }
+        Self {
+            count: buckets.iter().sum(),
+            sum_ns,
+            max_ns,
+            buckets,
+            edges,
+        }
+    }
+
     /// How many values were recorded.
     pub fn count(&self) -> u64 {
         self.count
@@ -175,7 +295,7 @@ impl HistogramSnapshot {
         for (i, &n) in self.buckets.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return Duration::from_nanos(bucket_upper(i).min(self.max_ns));
+                return Duration::from_nanos(SLOT_INFO[i].upper.min(self.max_ns));
             }
         }
         self.max()
@@ -230,17 +350,9 @@ impl fmt::Display for HistogramSnapshot {
     }
 }
 
-/// The smallest value that falls into bucket `i`.
-fn bucket_lower(i: usize) -> u64 {
-    if i < SUB {
-        return i as u64;
-    }
-    let shift = (i / SUB - 1) as u32;
-    (SUB as u64 + (i % SUB) as u64) << shift
-}
-
 /// One non-empty bucket of a [`HistogramSnapshot`]: every value recorded into it lies in
-/// `lower..=upper`, and `upper` is at most 12.5 % above `lower`.
+/// `lower..=upper`, `upper` is at most 12.5 % above `lower`, and no edge of
+/// [`BUCKET_EDGES`] lies between them (`lower..=upper` is within one exported bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Bucket {
@@ -254,7 +366,8 @@ pub struct Bucket {
 
 impl Bucket {
     /// The middle of the bucket: the value that stands for all of its values when they are
-    /// replayed into another histogram (within 6.25 % of each of them).
+    /// replayed into another histogram (within 6.25 % of each of them, and in the same
+    /// bucket of [`BUCKET_EDGES`] as each of them).
     pub fn midpoint(&self) -> Duration {
         self.lower + (self.upper - self.lower) / 2
     }
@@ -265,11 +378,11 @@ impl HistogramSnapshot {
     pub fn buckets(&self) -> impl Iterator<Item = Bucket> + '_ {
         self.buckets
             .iter()
-            .enumerate()
-            .filter(|&(_, &n)| n > 0)
-            .map(|(i, &count)| Bucket {
-                lower: Duration::from_nanos(bucket_lower(i)),
-                upper: Duration::from_nanos(bucket_upper(i)),
+            .zip(SLOT_INFO.iter())
+            .filter(|&(&n, _)| n > 0)
+            .map(|(&count, info)| Bucket {
+                lower: Duration::from_nanos(info.lower),
+                upper: Duration::from_nanos(info.upper),
                 count,
             })
     }
@@ -284,15 +397,11 @@ impl HistogramSnapshot {
             .zip(earlier.buckets.iter().chain(std::iter::repeat(&0)))
             .map(|(now, then)| now.saturating_sub(*then))
             .collect();
-        HistogramSnapshot {
-            count: buckets.iter().sum(),
-            sum_ns: self.sum_ns.saturating_sub(earlier.sum_ns),
-            max_ns: self.max_ns,
+        HistogramSnapshot::from_slots(
             buckets,
-            edges: Box::new(std::array::from_fn(|i| {
-                self.edges[i].saturating_sub(earlier.edges[i])
-            })),
-        }
+            self.sum_ns.saturating_sub(earlier.sum_ns),
+            self.max_ns,
+        )
     }
 }
 
@@ -392,6 +501,57 @@ mod tests {
         assert_eq!(d.edge_counts().iter().sum::<u64>(), 1);
         assert_eq!(d.edge_counts()[9], 1, "5 ms is at the 5 ms edge");
         assert_eq!(second.since(&second).buckets().count(), 0);
+    }
+
+    #[test]
+    fn every_value_lands_in_a_slot_that_covers_it_and_its_edge() {
+        let mut values: Vec<u64> = (0..20_000u64).collect();
+        for &e in &BUCKET_EDGES {
+            values.extend([e - 1, e, e + 1]);
+        }
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..100_000 {
+            // xorshift: values spread over every magnitude
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(x >> (x % 64));
+        }
+        values.extend([u64::MAX / 3, u64::MAX - 1, u64::MAX]);
+        for v in values {
+            let s = slot_of(v);
+            let info = SLOT_INFO[s];
+            assert!(info.lower <= v && v <= info.upper, "{v} outside slot {s}");
+            assert_eq!(info.edge, edge_of(v), "{v} counted under the wrong edge");
+            let width = (info.upper - info.lower) as f64;
+            assert!(
+                width <= info.lower as f64 * 0.125 + 1.0,
+                "slot {s} too wide"
+            );
+        }
+    }
+
+    #[test]
+    fn replayed_midpoints_land_under_the_same_edges() {
+        let h = Histogram::new();
+        for (i, v) in [1u64, 4_999, 5_000, 5_001, 9_999, 10_000, 249_999, 250_001]
+            .into_iter()
+            .chain((1..2_000u64).map(|i| i * 7_919))
+            .enumerate()
+        {
+            for _ in 0..=(i % 3) {
+                h.record_nanos(v);
+            }
+        }
+        let s = h.snapshot();
+        let replay = Histogram::new();
+        for b in s.buckets() {
+            for _ in 0..b.count {
+                replay.record(b.midpoint());
+            }
+        }
+        assert_eq!(replay.snapshot().edge_counts(), s.edge_counts());
+        assert_eq!(replay.snapshot().count(), s.count());
     }
 
     #[test]

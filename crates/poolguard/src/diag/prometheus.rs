@@ -45,9 +45,22 @@ struct Family {
 pub struct PrometheusWriter {
     families: Vec<Family>,
     index: HashMap<String, usize>,
+    /// The family of the previous sample: pools of one kind add their families in the same
+    /// order, so the next family is usually this one or the one after it (no hashing).
+    last: usize,
+    /// Scratch for a histogram's rendered labels (reused, so a histogram allocates nothing).
+    scratch: String,
+}
+
+fn needs_escape(v: &str) -> bool {
+    v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n'))
 }
 
 fn escape_into(out: &mut String, v: &str) {
+    if !needs_escape(v) {
+        out.push_str(v);
+        return;
+    }
     for c in v.chars() {
         match c {
             '\\' => out.push_str("\\\\"),
@@ -62,38 +75,59 @@ fn escape_help(v: &str) -> String {
     v.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
-fn sample(
-    out: &mut String,
-    name: &str,
-    suffix: &str,
-    labels: &[(&str, &str)],
-    le: Option<&str>,
-    value: f64,
-) {
+/// `k="v",k="v"` (escaped), no braces.
+fn labels_into(out: &mut String, labels: &[(&str, &str)]) {
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        escape_into(out, v);
+        out.push('"');
+    }
+}
+
+/// A sample value: integers as integers, the rest in Rust's shortest round-trip form.
+enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+fn value_into(out: &mut String, value: Value) {
+    match value {
+        Value::Int(n) => {
+            let _ = writeln!(out, " {n}");
+        }
+        Value::Float(v) if v.is_infinite() => {
+            out.push_str(if v > 0.0 { " +Inf\n" } else { " -Inf\n" });
+        }
+        Value::Float(v) if v.is_nan() => out.push_str(" NaN\n"),
+        Value::Float(v) => {
+            let _ = writeln!(out, " {v}");
+        }
+    }
+}
+
+fn sample(out: &mut String, name: &str, suffix: &str, labels: &str, value: Value) {
     out.push_str(name);
     out.push_str(suffix);
-    if !labels.is_empty() || le.is_some() {
+    if !labels.is_empty() {
         out.push('{');
-        let mut first = true;
-        for (k, v) in labels.iter().copied().chain(le.map(|le| ("le", le))) {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(k);
-            out.push_str("=\"");
-            escape_into(out, v);
-            out.push('"');
-        }
+        out.push_str(labels);
         out.push('}');
     }
-    if value.is_infinite() {
-        out.push_str(if value > 0.0 { " +Inf\n" } else { " -Inf\n" });
-    } else if value.is_nan() {
-        out.push_str(" NaN\n");
-    } else {
-        let _ = writeln!(out, " {value}");
+    value_into(out, value);
+}
+
+fn sample_with(out: &mut String, name: &str, labels: &[(&str, &str)], value: Value) {
+    out.push_str(name);
+    if !labels.is_empty() {
+        out.push('{');
+        labels_into(out, labels);
+        out.push('}');
     }
+    value_into(out, value);
 }
 
 impl PrometheusWriter {
@@ -102,7 +136,13 @@ impl PrometheusWriter {
         Self::default()
     }
 
-    fn family(&mut self, name: &str, help: &str, kind: &'static str) -> &mut String {
+    fn family_index(&mut self, name: &str, help: &str, kind: &'static str) -> usize {
+        for i in [self.last, self.last + 1] {
+            if self.families.get(i).is_some_and(|f| f.name == name) {
+                self.last = i;
+                return i;
+            }
+        }
         let i = match self.index.get(name) {
             Some(&i) => i,
             None => {
@@ -111,29 +151,35 @@ impl PrometheusWriter {
                     name: name.to_owned(),
                     help: escape_help(help),
                     kind,
-                    body: String::new(),
+                    body: String::with_capacity(256),
                 });
                 self.index.insert(name.to_owned(), i);
                 i
             }
         };
+        self.last = i;
+        i
+    }
+
+    fn family(&mut self, name: &str, help: &str, kind: &'static str) -> &mut String {
+        let i = self.family_index(name, help, kind);
         &mut self.families[i].body
     }
 
     /// A counter (monotonic total).
     pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
         let body = self.family(name, help, "counter");
-        sample(body, name, "", labels, None, value as f64);
+        sample_with(body, name, labels, Value::Int(value));
     }
 
     /// A gauge (current value).
     pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
         let body = self.family(name, help, "gauge");
-        sample(body, name, "", labels, None, value);
+        sample_with(body, name, labels, Value::Float(value));
     }
 
     /// A duration histogram in seconds: cumulative `_bucket{le=...}` at the fixed
-    /// [`BUCKET_EDGES`] (exact counts: each edge has its own counter), `_sum` and `_count`.
+    /// [`BUCKET_EDGES`] (exact counts), `_sum` and `_count`.
     pub fn histogram(
         &mut self,
         name: &str,
@@ -141,14 +187,29 @@ impl PrometheusWriter {
         labels: &[(&str, &str)],
         h: &HistogramSnapshot,
     ) {
-        let body = self.family(name, help, "histogram");
+        // The labels are escaped once, then reused by the 25 lines of the histogram.
+        let mut ls = std::mem::take(&mut self.scratch);
+        ls.clear();
+        labels_into(&mut ls, labels);
+        let prefix_len = ls.len();
+        let i = self.family_index(name, help, "histogram");
+        let body = &mut self.families[i].body;
         let mut cumulative = 0u64;
         for (le, n) in LE.iter().zip(h.edge_counts()) {
             cumulative += n;
-            sample(body, name, "_bucket", labels, Some(le), cumulative as f64);
+            ls.truncate(prefix_len);
+            if prefix_len > 0 {
+                ls.push(',');
+            }
+            ls.push_str("le=\"");
+            ls.push_str(le);
+            ls.push('"');
+            sample(body, name, "_bucket", &ls, Value::Int(cumulative));
         }
-        sample(body, name, "_sum", labels, None, h.sum().as_secs_f64());
-        sample(body, name, "_count", labels, None, cumulative as f64);
+        ls.truncate(prefix_len);
+        sample(body, name, "_sum", &ls, Value::Float(h.sum().as_secs_f64()));
+        sample(body, name, "_count", &ls, Value::Int(cumulative));
+        self.scratch = ls;
     }
 
     /// The finished text: each family once (`# HELP`, `# TYPE`, its series), in the order
@@ -161,8 +222,13 @@ impl PrometheusWriter {
             .sum();
         let mut out = String::with_capacity(len);
         for f in &self.families {
-            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-            let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+            for (tag, text) in [("# HELP ", f.help.as_str()), ("# TYPE ", f.kind)] {
+                out.push_str(tag);
+                out.push_str(&f.name);
+                out.push(' ');
+                out.push_str(text);
+                out.push('\n');
+            }
             out.push_str(&f.body);
         }
         out
@@ -247,6 +313,39 @@ mod tests {
             text,
             "# HELP a_total A.\n# TYPE a_total counter\na_total{pool=\"1\"} 1\na_total{pool=\"2\"} 3\n\
              # HELP b B.\n# TYPE b gauge\nb{pool=\"1\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn values_and_escapes() {
+        let mut w = PrometheusWriter::new();
+        w.counter("c_total", "C.", &[], u64::MAX);
+        w.gauge(
+            "g",
+            "G \\ two\nlines.",
+            &[("a", "x\\y\nz"), ("b", "plain")],
+            0.5,
+        );
+        w.gauge("g", "G.", &[], f64::INFINITY);
+        w.gauge("g", "G.", &[], f64::NAN);
+        w.gauge("g", "G.", &[], 3.0);
+        let h = Histogram::new();
+        w.histogram("h_seconds", "H.", &[], &h.snapshot());
+        let text = w.finish();
+        assert!(text.contains("\nc_total 18446744073709551615\n"), "{text}");
+        assert!(text.contains("# HELP g G \\\\ two\\nlines.\n"), "{text}");
+        assert!(
+            text.contains("g{a=\"x\\\\y\\nz\",b=\"plain\"} 0.5\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ng +Inf\ng NaN\ng 3\n"), "{text}");
+        assert!(
+            text.contains("\nh_seconds_bucket{le=\"5e-06\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nh_seconds_sum 0\nh_seconds_count 0\n"),
+            "{text}"
         );
     }
 
