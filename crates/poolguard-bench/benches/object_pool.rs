@@ -67,6 +67,23 @@ fn round_trip(c: &mut Criterion) {
                 })
             })
         });
+        let p = lockfree_object_pool::SpinLockObjectPool::new(
+            || Vec::<u8>::with_capacity(BUF),
+            |v| v.clear(),
+        );
+        g.bench_with_input(
+            BenchmarkId::new("lockfree-object-pool-spinlock", t),
+            &t,
+            |b, &t| {
+                b.iter_custom(|n| {
+                    run_parallel(t, n, |_| {
+                        let mut v = p.pull();
+                        v.push(1);
+                        black_box(&mut *v);
+                    })
+                })
+            },
+        );
         let p = opool::Pool::new(64, BufAlloc);
         g.bench_with_input(BenchmarkId::new("opool", t), &t, |b, &t| {
             b.iter_custom(|n| {
@@ -320,6 +337,13 @@ fn cross_thread(c: &mut Criterion) {
         |v| v.clear(),
     );
     g.bench_function("lockfree-object-pool", |b| {
+        b.iter_custom(|n| pipe(n, || p.pull(), drop))
+    });
+    let p = lockfree_object_pool::SpinLockObjectPool::new(
+        || Vec::<u8>::with_capacity(BUF),
+        |v| v.clear(),
+    );
+    g.bench_function("lockfree-object-pool-spinlock", |b| {
         b.iter_custom(|n| pipe(n, || p.pull(), drop))
     });
     let p = opool::Pool::new(1024, BufAlloc);

@@ -66,14 +66,19 @@ thread_local! {
     static TL_FREE: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// The floor: a raw thread-local free list of buffers (not shareable, no caps, no stats).
+/// The floor: a raw thread-local free list of buffers (not shareable, no caps, no stats),
+/// written as a plain `match` on the list (a closure-returning `unwrap_or_else` form
+/// measured about 3x slower and made a slow floor).
+#[inline]
 pub fn tl_get() -> Vec<u8> {
-    TL_FREE
-        .with(|f| f.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(BUF))
+    match TL_FREE.with(|f| f.borrow_mut().pop()) {
+        Some(v) => v,
+        None => Vec::with_capacity(BUF),
+    }
 }
 
 /// Returns a buffer to the thread-local free list.
+#[inline]
 pub fn tl_put(mut v: Vec<u8>) {
     v.clear();
     TL_FREE.with(|f| f.borrow_mut().push(v));
