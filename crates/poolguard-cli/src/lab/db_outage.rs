@@ -73,9 +73,9 @@ pub(crate) enum Breaker {
 /// The fault a row runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
-    /// A dead node for [`OUTAGE`].
+    /// A dead node for the outage window.
     Outage,
-    /// A restart of [`RESTART`]: open connections end and connects are refused...
+    /// A restart: open connections end and connects are refused...
     RestartRefused,
     /// ... or answered with the server's "starting up" message.
     RestartSignature,
