@@ -65,7 +65,10 @@ impl<M: Manager> PooledConnection<M> {
     /// Reports a backend error seen while using this connection: the manager's `Error`, or
     /// any other error type the manager can [`Classify`] (the error stays the caller's).
     /// When the manager classifies it as [`ErrorClass::Fatal`], the connection is closed
-    /// instead of reused when this guard is dropped. Returns the classification.
+    /// instead of reused when this guard is dropped; with
+    /// [`Config::failover_burst`](super::Config::failover_burst) set, a fatal error of a
+    /// failover class also counts toward the automatic soft-evict. Returns the
+    /// classification.
     pub fn report<E: ?Sized>(&mut self, error: &E) -> ErrorClass
     where
         M: Classify<E>,
@@ -73,6 +76,10 @@ impl<M: Manager> PooledConnection<M> {
         let class = self.shared.manager.classify_error(error);
         if class == ErrorClass::Fatal {
             self.close_as = Some(CloseReason::Broken);
+            if self.shared.cfg.failover_burst.is_some() {
+                let failover = self.shared.manager.failover_class_of(error);
+                self.shared.failover_seen(failover, "report");
+            }
         }
         class
     }

@@ -304,6 +304,8 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     /// `Pool::ready` returns the first one after it started.
     pub(crate) connect_fault: Option<ConnectFault<E>>,
     pub(crate) connect_faults: u64,
+    /// The failover-signature detector (`Config::failover_burst`); `None`: off.
+    pub(crate) failover: Option<super::failover::Watch>,
 }
 
 /// A failed connect, kept for `Pool::ready` (cloned into its error).
@@ -372,6 +374,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             hook_fault: None,
             connect_fault: None,
             connect_faults: 0,
+            failover: None,
         }
     }
 
