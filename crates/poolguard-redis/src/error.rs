@@ -58,6 +58,14 @@ impl Error {
         }
     }
 
+    /// The failover class of this error (see [`failover_class`]).
+    pub fn failover_class(&self) -> Option<&'static str> {
+        match self {
+            Error::Redis(e) => failover_class(e),
+            _ => None,
+        }
+    }
+
     /// Whether the server said it is restarting: `LOADING` (loading its dataset after a
     /// start). The pool's breaker then probes again within 100 ms instead of backing off.
     pub fn is_restarting(&self) -> bool {
@@ -113,6 +121,13 @@ fn describe(e: &RedisError) -> String {
         ""
     };
     format!("Redis: {e}{hint}")
+}
+
+/// The failover class of a redis-rs error, for the pool's automatic soft-evict
+/// (`failover_burst`): `READONLY` when the node answered that it is a replica (a former
+/// primary after a failover). `None` for every other error.
+pub fn failover_class(error: &RedisError) -> Option<&'static str> {
+    is_read_only(error).then_some("READONLY")
 }
 
 /// `READONLY`: the node is a replica (typically a former primary after a failover).
