@@ -534,9 +534,12 @@ fn esc_html(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A `failover` table: its section and, paced then unpaced, (pools, opens per pool, peak).
+type FailoverTable = (Option<String>, [(u64, u64, u64); 2]);
+
 /// The `failover` tables of a `--json` report, by section (`None`: the simulator): per
 /// table, the paced and the unpaced rows as (pools, opens per pool, peak connects at once).
-fn failover_peaks(json: &std::path::Path) -> Vec<(Option<String>, [(u64, u64, u64); 2])> {
+fn failover_peaks(json: &std::path::Path) -> Vec<FailoverTable> {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(json).expect("the JSON file")).unwrap();
     let s = v["scenarios"]

@@ -7,7 +7,10 @@
 //! database-wide *outage* makes new connects hang and existing connections go silent (a dead
 //! node); *refuse* makes connects fail at once (a refused port or a wrong password);
 //! *restarting* ends every open connection and makes connects fail at once with a restart
-//! message that [`SimManager`]'s `Manager::is_restarting` recognises. Every
+//! message that [`SimManager`]'s `Manager::is_restarting` recognises; a *failover*
+//! ([`SimManager::fail_over`]) leaves every open connection on a demoted server, answering
+//! [`SimError::ReadOnly`] (failover class `read-only`); a limit on connects in progress
+//! ([`SimManager::max_connecting`]) refuses the rest of a connect storm. Every
 //! connection's creation, close call and drop is counted, so tests can prove that none is
 //! lost and each is closed once.
 //!

@@ -9,6 +9,10 @@
 //! server short of backends or a proxy's accept queue does), `--postgres` the real server.
 //! The fleet's connects are counted by a wrapper around the manager ([`Counted`]), so the
 //! figure is the database's view of every pool together.
+//!
+//! Connections held at the evict are replaced when they come back: at once for a caller
+//! waiting, otherwise by the next maintenance pass (100 ms here) for `min_idle`, so "full
+//! again" includes up to a pass or two.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};

@@ -128,7 +128,7 @@ const SCENARIOS: &[Scenario] = &[
     },
     Scenario {
         name: "failover",
-        about: "a fleet of 8 pools x 10 soft-evicting at once (a failover): paced refill vs max_concurrent_opens = max_size, peak connects and time to full",
+        about: "a fleet of pools soft-evicting at once (a failover), 8 x 10: paced refill vs max_concurrent_opens = max_size, peak connects and time to full",
         run: failover::run,
     },
     Scenario {
