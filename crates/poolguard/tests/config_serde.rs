@@ -136,3 +136,25 @@ fn the_environment_uses_the_same_keys_and_rules() {
     let e = Config::from_vars("POOL_", vars(&[("POOL_CONNECT_TIMEOUT", "soon")])).expect_err("bad");
     assert!(e.to_string().contains("\"soon\""), "{e}");
 }
+
+#[tokio::test]
+async fn the_failover_policy_reads_like_the_other_settings() {
+    let c: Config = serde_json::from_str(
+        r#"{ "failover_burst": 5, "failover_window": "15s", "failover_cooldown": "2m" }"#,
+    )
+    .expect("valid file");
+    assert_eq!(c.failover_burst, Some(5));
+    assert_eq!(c.failover_window, Duration::from_secs(15));
+    assert_eq!(c.failover_cooldown, Duration::from_secs(120));
+    assert_eq!(Config::default().failover_burst, None, "off unless set");
+    let p = Builder::from_config(SimManager::new(), c)
+        .build()
+        .expect("valid");
+    assert_eq!(p.config().failover_burst, Some(5));
+    // Validated by build(), as the setters are.
+    let c: Config = serde_json::from_str(r#"{ "failover_burst": 0 }"#).expect("parses");
+    let e = Builder::from_config(SimManager::new(), c)
+        .build()
+        .expect_err("refused");
+    assert_eq!(e.field, "failover_burst");
+}
