@@ -127,6 +127,7 @@ mod ser {
             st.serialize_field("connect_failures", &self.connect_failures)?;
             st.serialize_field("validations", &self.validations)?;
             st.serialize_field("validation_failures", &self.validation_failures)?;
+            st.serialize_field("validation_timeouts", &self.validation_timeouts)?;
             st.serialize_field("resets", &self.resets)?;
             st.serialize_field("leaks", &self.leaks)?;
             st.serialize_field("unleaked", &self.unleaked)?;
