@@ -113,7 +113,7 @@ mod ser {
 
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 34)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 35)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
