@@ -1,6 +1,6 @@
 //! [`ReportPg`]: report a `tokio_postgres::Error` to the pool without giving it up.
 
-use poolguard::conn::{Classify, ErrorClass, PooledConnection};
+use poolguard::conn::{ErrorClass, PooledConnection};
 
 use crate::error::{classify, failover_class};
 use crate::manager::PostgresManager;
@@ -31,18 +31,6 @@ pub trait ReportPg {
 
 impl ReportPg for PooledConnection<PostgresManager> {
     fn report_pg(&mut self, error: &tokio_postgres::Error) -> ErrorClass {
-        self.report(error)
-    }
-}
-
-/// `conn.report(&e)` with a `tokio_postgres::Error` (what [`ReportPg::report_pg`] calls):
-/// classified by [`classify`], its failover class by [`failover_class`].
-impl Classify<tokio_postgres::Error> for PostgresManager {
-    fn classify_error(&self, error: &tokio_postgres::Error) -> ErrorClass {
-        classify(error)
-    }
-
-    fn failover_class_of(&self, error: &tokio_postgres::Error) -> Option<&'static str> {
-        failover_class(error)
+        self.report_classified(classify(error), failover_class(error))
     }
 }

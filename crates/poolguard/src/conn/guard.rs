@@ -84,6 +84,27 @@ impl<M: Manager> PooledConnection<M> {
         class
     }
 
+    /// [`report`](Self::report) for an error the caller has classified itself, for a
+    /// backend's own reporting helper on an error type it cannot give [`Classify`] for
+    /// (a second `Classify` impl would make `conn.report(&e.into())` ambiguous): a fatal
+    /// `class` closes the connection on drop, and with
+    /// [`Config::failover_burst`](super::Config::failover_burst) set, a fatal error's
+    /// `failover_class` (as [`Manager::failover_class`] names them) counts toward the
+    /// automatic soft-evict. Returns `class`.
+    pub fn report_classified(
+        &mut self,
+        class: ErrorClass,
+        failover_class: Option<&'static str>,
+    ) -> ErrorClass {
+        if class == ErrorClass::Fatal {
+            self.close_as = Some(CloseReason::Broken);
+            if self.shared.cfg.failover_burst.is_some() {
+                self.shared.failover_seen(failover_class, "report");
+            }
+        }
+        class
+    }
+
     /// Marks the connection unusable: it is closed, not reused, when this guard is dropped.
     pub fn mark_broken(&mut self) {
         self.close_as = Some(CloseReason::Broken);
