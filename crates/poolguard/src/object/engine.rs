@@ -19,15 +19,17 @@
 //! an object's `Drop`, the clock and the `tracing` subscriber all run with no pool lock held
 //! (a cycle collects under its lock and measures, re-files, drops and reports after it).
 
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Weak;
 
 use crossbeam_utils::CachePadded;
 
 use super::config::{system_clock, Builder, Config, Factory};
 use super::hold::HoldTracker;
 use super::layout::Layout;
-use super::local::{bump, thread_index, HotCell};
+use super::local::{bump, with_local, Entry as MagEntry, HotCell, PoolIndex};
 use super::pool::DiscardReason;
 use super::shared::{ShardTotals, Shards};
 use super::stats::{Counters, Discards, PoolStats, Retained, RetainedByTier, TrimCause};
@@ -44,8 +46,16 @@ pub(crate) struct Inner<T> {
     pub(super) factory: Factory<T>,
     pub(super) config: Config,
     pub(super) name: String,
-    /// The per-thread tier: cell `i` belongs to the thread with index `i`.
-    pub(super) cells: Box<[CachePadded<HotCell<T>>]>,
+    /// The per-thread tier's counters and gauges: cell `i` belongs to the thread with index
+    /// `i` (the objects themselves are in the threads' magazines, see `local.rs`).
+    pub(super) cells: Box<[CachePadded<HotCell>]>,
+    /// This pool's place in the threads' magazines.
+    pub(super) index: PoolIndex,
+    /// Trim cycles started; a cached object stamped with an older value has been through
+    /// that many cycles (read with one relaxed load on every take from a magazine).
+    pub(super) gen: CachePadded<crate::sync::atomic::AtomicU64>,
+    /// The pool itself, for the magazines' slots (which must not keep it alive).
+    me: Weak<Inner<T>>,
     /// Largest object a per-thread cell may hold (its share of `max_idle_bytes`).
     pub(super) cell_bytes: usize,
     /// The split of the caps between the tiers (`cell_bytes` is its field, copied here).
@@ -60,6 +70,53 @@ pub(crate) struct Inner<T> {
     _label: LiveLabel,
 }
 
+/// One pool's slot in one thread's magazine: at most one object, stamped with the trim
+/// generation it was cached in.
+pub(super) struct Slot<T: Recycle + Send + 'static> {
+    obj: Option<Box<T>>,
+    gen: u64,
+    /// The owning thread's index (its cell in the pool).
+    cell: usize,
+    pool: Weak<Inner<T>>,
+}
+
+impl<T: Recycle + Send + 'static> Slot<T> {
+    /// At thread exit: back to the pool, or dropped with it if the pool is gone.
+    fn flush(slot: Box<dyn Any>) {
+        if let Ok(s) = slot.downcast::<Slot<T>>() {
+            let s = *s;
+            if let Some(p) = s.pool.upgrade() {
+                p.flush_slot(s);
+            }
+        }
+    }
+
+    fn dead(slot: &dyn Any) -> bool {
+        slot.downcast_ref::<Slot<T>>()
+            .is_none_or(|s| s.pool.strong_count() == 0)
+    }
+}
+
+/// What a take found in the caller's slot.
+enum Took<T> {
+    Hit(Box<T>),
+    Empty(usize),
+    /// Cached before the last trim (the age is in cycles).
+    Stale(usize, Box<T>, u64),
+    Unslotted(usize),
+}
+
+/// What a return did with the caller's slot.
+enum Put<T> {
+    Done,
+    /// The thread has no slot in this pool yet.
+    Install(usize),
+    /// The slot was full: its older object (of the given age in cycles) came out.
+    Pair(usize, Box<T>, u64),
+    Shared(usize),
+    Unslotted(usize),
+}
+
 /// A batch of freed objects, dropped as one: on a reclaimer worker, or on the caller when
 /// there is no reclaimer or it refused. A panicking `Drop` of an object is contained.
 pub(super) struct Freed<T>(Vec<Entry<T>>);
@@ -71,10 +128,20 @@ impl<T> Drop for Freed<T> {
     }
 }
 
+impl<T> Drop for Inner<T> {
+    fn drop(&mut self) {
+        // The dropping thread's cached object goes with the pool; other live threads drop
+        // theirs at their exit or when a new pool takes this one's index in their magazine.
+        let (i, uid) = (self.index.i, self.index.uid);
+        let entry = with_local(|_, m| m.remove(i, uid)).flatten();
+        drop(entry);
+    }
+}
+
 impl<T: Recycle + Send + 'static> Inner<T> {
     /// Splits the caps between the tiers ([`Layout`]), registers the label, and builds the
     /// tiers empty.
-    pub(super) fn new(b: Builder<T>) -> Self {
+    pub(super) fn new(b: Builder<T>, me: Weak<Self>) -> Self {
         let c = b.config;
         let layout = Layout::of(&c);
         let name = c.name.clone().unwrap_or_else(|| {
@@ -92,6 +159,9 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             cells: (0..layout.local_slots)
                 .map(|_| CachePadded::new(HotCell::new()))
                 .collect(),
+            index: PoolIndex::acquire(),
+            gen: CachePadded::new(crate::sync::atomic::AtomicU64::new(0)),
+            me,
             cell_bytes: layout.cell_bytes,
             layout,
             shards: Shards::new(layout.shards, layout.shared_objects, layout.shared_bytes),
@@ -107,32 +177,58 @@ impl<T: Recycle + Send + 'static> Inner<T> {
 
     #[inline]
     pub(super) fn take(&self) -> Box<T> {
-        let tid = thread_index();
-        let cell = tid.and_then(|i| self.cells.get(i));
-        match cell {
-            Some(c) => {
-                bump(&c.gets);
-                if let Some(o) = c.take() {
-                    bump(&c.hits);
-                    return o;
+        let gen = self.gen.load(Relaxed);
+        let (i, uid) = (self.index.i, self.index.uid);
+        let took = with_local(|tid, m| {
+            let Some(c) = self.cells.get(tid) else {
+                return Took::Unslotted(tid);
+            };
+            bump(&c.gets);
+            let Some(s) = m.get::<Slot<T>>(i, uid) else {
+                return Took::Empty(tid);
+            };
+            match s.obj.take() {
+                Some(o) => {
+                    c.set_held(None);
+                    if s.gen == gen {
+                        bump(&c.hits);
+                        Took::Hit(o)
+                    } else {
+                        Took::Stale(tid, o, gen.wrapping_sub(s.gen))
+                    }
                 }
+                None => Took::Empty(tid),
             }
-            None => Counters::add(&self.counters.gets_unslotted, 1),
+        });
+        match took {
+            Some(Took::Hit(o)) => o,
+            Some(Took::Empty(tid)) => self.take_slow(tid, true),
+            Some(Took::Stale(tid, o, age)) => {
+                self.age_out(tid, o, age);
+                self.take_slow(tid, true)
+            }
+            Some(Took::Unslotted(tid)) => {
+                Counters::add(&self.counters.gets_unslotted, 1);
+                self.take_slow(tid, false)
+            }
+            None => {
+                Counters::add(&self.counters.gets_unslotted, 1);
+                self.take_slow(0, false)
+            }
         }
-        self.take_slow(tid.unwrap_or(0), cell.map(|c| &**c))
     }
 
     #[cold]
-    fn take_slow(&self, home: usize, cell: Option<&HotCell<T>>) -> Box<T> {
-        // The caller's cell is empty (its take just failed): refill it with a spare taken
+    fn take_slow(&self, home: usize, slotted: bool) -> Box<T> {
+        // The caller's slot is empty (its take just failed): refill it with a spare taken
         // under the same shard lock.
-        let spare_bytes = cell.map(|_| self.cell_bytes);
+        let spare_bytes = slotted.then_some(self.cell_bytes);
         if let Some(((o, _), _, spare)) = self.shards.pop_with_spare(home, spare_bytes) {
-            if let (Some(c), Some((s, bytes))) = (cell, spare) {
-                if let Some(displaced) = c.swap(s, bytes) {
-                    // Unreachable while only the owner puts into its cell; never lose it.
-                    let b = T::heap_bytes(&displaced);
-                    if let Err((_, Some(d))) = self.give_back_shared(home, displaced, b) {
+            if let Some((s, bytes)) = spare {
+                if let Some(back) = self.stash(s, bytes) {
+                    // The magazine was unavailable (thread-local teardown): never lose it.
+                    let b = T::heap_bytes(&back);
+                    if let Err((_, Some(d))) = self.give_back_shared(home, back, b) {
                         self.dispose(vec![(d, b)], false);
                     }
                 }
@@ -143,70 +239,169 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         Box::new((self.factory)())
     }
 
+    /// What the trims this thread missed would have done to `o` (cached `age` cycles ago):
+    /// one cycle demotes it to a victim generation, two free it.
+    #[cold]
+    fn age_out(&self, home: usize, o: Box<T>, age: u64) {
+        let b = T::heap_bytes(&o);
+        if age == 1 {
+            if let Err(e) = self.shards.push_victim(home, (o, b)) {
+                self.dispose(vec![e], true);
+            }
+        } else {
+            Counters::add(&self.counters.trim_freed, 1);
+            self.dispose(vec![(o, b)], true);
+        }
+    }
+
+    /// Puts `obj` (of `bytes`) into this thread's slot if the slot is empty, creating the
+    /// slot on the thread's first use of the pool; otherwise hands `obj` back.
+    #[cold]
+    fn stash(&self, obj: Box<T>, bytes: usize) -> Option<Box<T>> {
+        let gen = self.gen.load(Relaxed);
+        let (i, uid) = (self.index.i, self.index.uid);
+        let mut obj = Some(obj);
+        let gone = with_local(|tid, m| {
+            let c = self.cells.get(tid)?;
+            match m.get::<Slot<T>>(i, uid) {
+                Some(s) if s.obj.is_none() => {
+                    s.obj = obj.take();
+                    s.gen = gen;
+                    c.set_held(Some(bytes));
+                    None
+                }
+                Some(_) => None,
+                None => {
+                    let slot = Slot {
+                        obj: obj.take(),
+                        gen,
+                        cell: tid,
+                        pool: self.me.clone(),
+                    };
+                    c.set_held(Some(bytes));
+                    Some(m.install(
+                        i,
+                        MagEntry::new(uid, slot, Slot::<T>::flush, Slot::<T>::dead),
+                    ))
+                }
+            }
+        });
+        // Dropped pools' entries (their objects run user code when dropped): after the borrow.
+        drop(gone);
+        obj
+    }
+
     /// Resets `obj` and keeps it if the caps allow; otherwise the reason and (unless its
     /// reset panicked) an object to dispose of or hand back.
     #[inline]
     pub(super) fn give_back(&self, mut obj: Box<T>) -> Result<(), (DiscardReason, Option<Box<T>>)> {
-        let tid = thread_index();
-        let cell = tid.and_then(|i| self.cells.get(i));
-        match cell {
-            Some(c) => bump(&c.returns),
-            None => Counters::add(&self.counters.returns_unslotted, 1),
-        }
         match catch_unwind(AssertUnwindSafe(|| T::reset(&mut obj))) {
             Ok(true) => {}
             Ok(false) => {
+                self.count_return();
                 Counters::add(&self.counters.discard_reset, 1);
                 return Err((DiscardReason::RefusedByReset, Some(obj)));
             }
             Err(_) => {
+                self.count_return();
                 Counters::add(&self.counters.discard_reset, 1);
                 Counters::add(&self.counters.reset_panics, 1);
                 self.dispose(vec![(obj, 0)], false);
                 return Err((DiscardReason::ResetPanicked, None));
             }
         }
-        let mut bytes = T::heap_bytes(&obj);
+        let bytes = T::heap_bytes(&obj);
         if bytes > self.config.max_object_bytes {
+            self.count_return();
             Counters::add(&self.counters.discard_oversized, 1);
             return Err((DiscardReason::Oversized, Some(obj)));
         }
-        let home = tid.unwrap_or(0);
-        if let Some(c) = cell {
-            if bytes > self.cell_bytes {
+        let gen = self.gen.load(Relaxed);
+        let (i, uid) = (self.index.i, self.index.uid);
+        let cell_bytes = self.cell_bytes;
+        let mut obj = Some(obj);
+        let put = with_local(|tid, m| {
+            let Some(c) = self.cells.get(tid) else {
+                return Put::Unslotted(tid);
+            };
+            bump(&c.returns);
+            if bytes > cell_bytes {
                 // Too large for the cell's byte share: to the shards (counted for the doctor).
                 bump(&c.skipped);
-            } else {
-                // Into the own cell when it is empty. A full cell means this thread returns
-                // more than it gets (overflow, e.g. the consumer of a producer/consumer
-                // pair): its object and this one go to the shards together, under one lock,
-                // and the cell is left empty for the next return, so a run of returns takes
-                // half the shard locks (the mirror of a get's spare).
-                if !c.maybe_full() {
-                    match c.swap(obj, bytes) {
-                        None => return Ok(()),
-                        Some(prev) => {
-                            bytes = T::heap_bytes(&prev);
-                            obj = prev;
-                        }
-                    }
-                } else if let Some(prev) = c.take() {
-                    return self.give_back_pair(home, c, prev, obj, bytes);
+                return Put::Shared(tid);
+            }
+            let Some(s) = m.get::<Slot<T>>(i, uid) else {
+                return Put::Install(tid);
+            };
+            match s.obj.take() {
+                None => {
+                    s.obj = obj.take();
+                    s.gen = gen;
+                    c.set_held(Some(bytes));
+                    Put::Done
+                }
+                Some(older) => {
+                    c.set_held(None);
+                    Put::Pair(tid, older, gen.wrapping_sub(s.gen))
                 }
             }
+        });
+        let Some(obj) = obj else {
+            return Ok(()); // in this thread's slot
+        };
+        match put {
+            Some(Put::Done) => Ok(()),
+            Some(Put::Install(tid)) => match self.stash(obj, bytes) {
+                None => Ok(()),
+                Some(obj) => self.give_back_shared(tid, obj, bytes),
+            },
+            // A full slot: this thread returns more than it gets (overflow, e.g. the consumer
+            // of a producer/consumer pair): its object and this one go to the shards together,
+            // under one lock, and the slot is left empty for the next return, so a run of
+            // returns takes half the shard locks (the mirror of a get's spare).
+            Some(Put::Pair(tid, older, 0)) => self.give_back_pair(tid, older, obj, bytes),
+            Some(Put::Pair(tid, older, age)) => {
+                self.age_out(tid, older, age);
+                match self.stash(obj, bytes) {
+                    None => Ok(()),
+                    Some(obj) => self.give_back_shared(tid, obj, bytes),
+                }
+            }
+            Some(Put::Shared(tid)) => self.give_back_shared(tid, obj, bytes),
+            Some(Put::Unslotted(tid)) => {
+                Counters::add(&self.counters.returns_unslotted, 1);
+                self.give_back_shared(tid, obj, bytes)
+            }
+            None => {
+                Counters::add(&self.counters.returns_unslotted, 1);
+                self.give_back_shared(0, obj, bytes)
+            }
         }
-        self.give_back_shared(home, obj, bytes)
     }
 
-    /// The overflow return: `older` (just taken from the caller's own cell `cell`) and
-    /// `obj` go to the shards under one lock. If the shards refuse `older`, it goes back
-    /// into the (empty, owned) cell, so a full pool keeps what it kept before; a refused
-    /// `obj` is counted and handed back like any refusal.
+    /// Counts a return that is refused before it reaches a tier.
+    #[cold]
+    fn count_return(&self) {
+        let counted = with_local(|tid, _| match self.cells.get(tid) {
+            Some(c) => {
+                bump(&c.returns);
+                true
+            }
+            None => false,
+        });
+        if counted != Some(true) {
+            Counters::add(&self.counters.returns_unslotted, 1);
+        }
+    }
+
+    /// The overflow return: `older` (just taken from the caller's own slot) and `obj` go to
+    /// the shards under one lock. If the shards refuse `older`, it goes back into the
+    /// (empty, owned) slot, so a full pool keeps what it kept before; a refused `obj` is
+    /// counted and handed back like any refusal.
     #[cold]
     fn give_back_pair(
         &self,
         home: usize,
-        cell: &HotCell<T>,
         older: Box<T>,
         obj: Box<T>,
         bytes: usize,
@@ -220,17 +415,46 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             self.dispose(evicted, true);
         }
         if let Some((o, ob)) = a {
-            if let Some(displaced) = cell.swap(o, ob) {
-                // Unreachable while only the owner puts into its cell; never lose it.
-                let db = T::heap_bytes(&displaced);
-                if let Err((_, Some(d))) = self.give_back_shared(home, displaced, db) {
-                    self.dispose(vec![(d, db)], false);
+            if let Some(back) = self.stash(o, ob) {
+                // The magazine was unavailable: never lose it.
+                if let Err((_, Some(d))) = self.give_back_shared(home, back, ob) {
+                    self.dispose(vec![(d, ob)], false);
                 }
             }
         }
         match b {
             None => Ok(()),
             Some((o, _)) => self.refuse_over_cap(o),
+        }
+    }
+
+    /// Trim step 2 for the calling thread: empties its own slot (other threads' slots are
+    /// aged by the generation, at their next use or exit).
+    pub(super) fn steal_own(&self) -> Option<(usize, Box<T>)> {
+        let (i, uid) = (self.index.i, self.index.uid);
+        with_local(|tid, m| {
+            let c = self.cells.get(tid)?;
+            let o = m.get::<Slot<T>>(i, uid)?.obj.take()?;
+            c.set_held(None);
+            Some((tid, o))
+        })
+        .flatten()
+    }
+
+    /// A thread's slot at its exit: the object goes back to the pool, aged like `take` does.
+    fn flush_slot(&self, s: Slot<T>) {
+        let Some(o) = s.obj else { return };
+        if let Some(c) = self.cells.get(s.cell) {
+            c.set_held(None);
+        }
+        let age = self.gen.load(Relaxed).wrapping_sub(s.gen);
+        if age > 0 {
+            self.age_out(s.cell, o, age);
+            return;
+        }
+        let b = T::heap_bytes(&o);
+        if let Err((_, Some(d))) = self.give_back_shared(s.cell, o, b) {
+            self.dispose(vec![(d, b)], false);
         }
     }
 

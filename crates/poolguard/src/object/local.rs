@@ -13,15 +13,16 @@
 //! Counters in a cell are written only by the thread that owns the index (a relaxed load and
 //! store, no read-modify-write) and read by snapshots.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 // The free list is a process-wide static: real primitives (loom's cannot live in a static).
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
-// The cells: through `crate::sync`, so loom models them.
+// The cells' counters: through `crate::sync`, like every atomic in the pool.
 use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use crate::sync::AtomicCell;
 
 /// A free list of dense indices: the lowest released one first, a fresh one only when none
 /// is free.
@@ -83,29 +84,155 @@ impl Drop for ThreadIndex {
     }
 }
 
+/// The process-wide dense indices of live pools (a pool's slot in every thread's magazine).
+static POOL_INDICES: Indices = Indices::new();
+
+/// Never reused: tells a live pool from a dropped one that had the same dense index.
+static POOL_UIDS: AtomicUsize = AtomicUsize::new(1);
+
+/// A pool's place in every thread's magazine: a dense index (given back when the pool is
+/// dropped) and a unique id.
+pub(crate) struct PoolIndex {
+    pub(crate) i: usize,
+    pub(crate) uid: usize,
+}
+
+impl PoolIndex {
+    pub(crate) fn acquire() -> Self {
+        Self {
+            i: POOL_INDICES.acquire(),
+            uid: POOL_UIDS.fetch_add(1, Relaxed),
+        }
+    }
+}
+
+impl Drop for PoolIndex {
+    fn drop(&mut self) {
+        POOL_INDICES.release(self.i);
+    }
+}
+
+/// One pool's entry in a thread's magazine: its typed slot behind `dyn Any`, and what the
+/// thread's exit does with it.
+pub(crate) struct Entry {
+    uid: usize,
+    slot: Box<dyn Any>,
+    /// Hands the slot's object back to its pool (or drops it if the pool is gone).
+    flush: fn(Box<dyn Any>),
+    /// Whether the slot's pool has been dropped.
+    dead: fn(&dyn Any) -> bool,
+}
+
+impl Entry {
+    pub(crate) fn new<S: 'static>(
+        uid: usize,
+        slot: S,
+        flush: fn(Box<dyn Any>),
+        dead: fn(&dyn Any) -> bool,
+    ) -> Self {
+        Self {
+            uid,
+            slot: Box::new(slot),
+            flush,
+            dead,
+        }
+    }
+}
+
+/// A thread's per-pool slots, indexed by the pools' dense indices. Only its thread touches
+/// it: no atomic operation, no lock.
+#[derive(Default)]
+pub(crate) struct Magazine {
+    entries: Vec<Option<Entry>>,
+}
+
+impl Magazine {
+    /// The slot of the pool `(i, uid)`, if this thread has one.
+    #[inline]
+    pub(crate) fn get<S: 'static>(&mut self, i: usize, uid: usize) -> Option<&mut S> {
+        match self.entries.get_mut(i) {
+            Some(Some(e)) if e.uid == uid => e.slot.downcast_mut::<S>(),
+            _ => None,
+        }
+    }
+
+    /// Installs `e` at index `i`. Returns what must be dropped after the magazine is released
+    /// (it may run user code): the entry it replaced (a dropped pool's) and the entries of
+    /// dropped pools found on the way.
+    pub(crate) fn install(&mut self, i: usize, e: Entry) -> Vec<Entry> {
+        let mut gone: Vec<Entry> = Vec::new();
+        for slot in self.entries.iter_mut() {
+            if slot.as_ref().is_some_and(|x| (x.dead)(&*x.slot)) {
+                gone.extend(slot.take());
+            }
+        }
+        if self.entries.len() <= i {
+            self.entries.resize_with(i + 1, || None);
+        }
+        gone.extend(self.entries[i].replace(e));
+        gone
+    }
+
+    /// Removes the pool `(i, uid)`'s entry (to be dropped after the magazine is released).
+    pub(crate) fn remove(&mut self, i: usize, uid: usize) -> Option<Entry> {
+        match self.entries.get_mut(i) {
+            Some(slot) if slot.as_ref().is_some_and(|e| e.uid == uid) => slot.take(),
+            _ => None,
+        }
+    }
+}
+
+/// Everything a thread keeps for the pools: its index and its magazine. One thread-local,
+/// so the index is given back only after the magazine has been flushed.
+struct Local {
+    mags: RefCell<Magazine>,
+    index: ThreadIndex,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        // The thread exits: every cached object goes back to its pool (the index is still
+        // held, so no other thread writes this thread's cells meanwhile).
+        let entries = std::mem::take(&mut self.mags.get_mut().entries);
+        for e in entries.into_iter().flatten() {
+            (e.flush)(e.slot);
+        }
+    }
+}
+
 thread_local! {
-    static INDEX: ThreadIndex = ThreadIndex::acquire(&INDICES);
+    static LOCAL: Local = Local {
+        mags: RefCell::new(Magazine::default()),
+        index: ThreadIndex::acquire(&INDICES),
+    };
 }
 
 /// This thread's index, or `None` during thread-local teardown (the caller then uses the
 /// shared tier only, so pool access from other thread-local destructors never panics).
 #[inline]
 pub(crate) fn thread_index() -> Option<usize> {
-    INDEX.try_with(|i| i.i).ok()
+    LOCAL.try_with(|l| l.index.i).ok()
 }
 
-/// One thread's cached object and the counters only that thread writes.
-pub(crate) struct HotCell<T> {
-    obj: AtomicCell<Option<Box<T>>>,
-    /// Occupancy gauge: a version (high 32 bits) and the cached object's heap bytes plus one
-    /// (low 32 bits, saturating), or 0 in the low bits when empty. The owner writes it after
-    /// each take/swap. Only the owner puts into its cell, and only when the gauge says empty,
-    /// so an empty gauge means an empty cell, except after a rare race of a steal with the
-    /// owner's take and put (found by loom), which costs the owner one miss: its next swap
-    /// hands the object back, never loses it. A trim that steals the object clears the gauge
-    /// with a compare-exchange against the full value it read before stealing, which fails
-    /// if the owner wrote since (it is then stale-full until the owner's next get, which
-    /// finds the cell empty and clears it). Feeds the retained gauge, never a cap.
+/// Runs `f` on this thread's index and magazine; `None` during thread-local teardown or if
+/// the magazine is in use further up the stack (never from the pool's own paths: no user
+/// code runs while it is borrowed).
+#[inline]
+pub(crate) fn with_local<R>(f: impl FnOnce(usize, &mut Magazine) -> R) -> Option<R> {
+    LOCAL
+        .try_with(|l| match l.mags.try_borrow_mut() {
+            Ok(mut m) => Some(f(l.index.i, &mut m)),
+            Err(_) => None,
+        })
+        .ok()
+        .flatten()
+}
+
+/// One thread's counters and occupancy gauge in a pool, written only by that thread.
+pub(crate) struct HotCell {
+    /// The cached object's heap bytes plus one (saturating), or 0 when the thread caches
+    /// none. Written by the owner after each take and put; read by snapshots and trims.
+    /// Feeds the retained gauge, never a cap (the cap is one object per cell by construction).
     held: AtomicU64,
     pub(crate) gets: AtomicU64,
     pub(crate) hits: AtomicU64,
@@ -120,17 +247,9 @@ pub(crate) fn bump(c: &AtomicU64) {
     c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
-const LOW: u64 = u32::MAX as u64;
-
-#[inline]
-fn next(cur: u64, low: u64) -> u64 {
-    ((cur >> 32).wrapping_add(1) << 32) | low
-}
-
-impl<T> HotCell<T> {
+impl HotCell {
     pub(crate) fn new() -> Self {
         Self {
-            obj: AtomicCell::new(None),
             held: AtomicU64::new(0),
             gets: AtomicU64::new(0),
             hits: AtomicU64::new(0),
@@ -139,54 +258,16 @@ impl<T> HotCell<T> {
         }
     }
 
+    /// Owner: the thread now caches an object of `bytes` heap bytes (`None`: nothing).
     #[inline]
-    fn set(&self, low: u64) {
-        let cur = self.held.load(Relaxed);
-        self.held.store(next(cur, low), Relaxed);
+    pub(crate) fn set_held(&self, bytes: Option<usize>) {
+        let v = bytes.map_or(0, |b| (b as u64).saturating_add(1));
+        self.held.store(v, Relaxed);
     }
 
-    /// Owner: whether the cell may hold an object (`false` is exact, see `held`).
-    #[inline]
-    pub(crate) fn maybe_full(&self) -> bool {
-        self.held.load(Relaxed) & LOW != 0
-    }
-
-    /// Owner: takes the cached object, if any.
-    #[inline]
-    pub(crate) fn take(&self) -> Option<Box<T>> {
-        if !self.maybe_full() {
-            return None;
-        }
-        let got = self.obj.take();
-        self.set(0);
-        got
-    }
-
-    /// Owner, only when `!maybe_full()`: caches `obj` (of `bytes` heap bytes) and returns
-    /// whatever the cell held (nothing, unless the gauge was wrong).
-    #[inline]
-    pub(crate) fn swap(&self, obj: Box<T>, bytes: usize) -> Option<Box<T>> {
-        let prev = self.obj.swap(Some(obj));
-        self.set((bytes as u64).saturating_add(1).min(LOW));
-        prev
-    }
-
-    /// Any thread (a trim): takes the cached object out of the cell and clears the gauge
-    /// unless the owner wrote it meanwhile.
-    pub(crate) fn steal(&self) -> Option<Box<T>> {
-        let seen = self.held.load(Relaxed);
-        let got = self.obj.take();
-        if got.is_some() && seen & LOW != 0 {
-            let _ = self
-                .held
-                .compare_exchange(seen, next(seen, 0), Relaxed, Relaxed);
-        }
-        got
-    }
-
-    /// The gauge: `Some(bytes)` when the cell appears to hold an object.
+    /// The gauge: `Some(bytes)` when the thread caches an object.
     pub(crate) fn held(&self) -> Option<usize> {
-        match self.held.load(Relaxed) & LOW {
+        match self.held.load(Relaxed) {
             0 => None,
             n => Some((n - 1) as usize),
         }
@@ -196,11 +277,6 @@ impl<T> HotCell<T> {
 #[cfg(all(test, not(poolguard_loom)))]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cell_is_lock_free() {
-        assert!(AtomicCell::<Option<Box<Vec<u8>>>>::is_lock_free());
-    }
 
     #[test]
     fn indices_reuse_the_lowest_released_one_exactly() {
@@ -251,85 +327,5 @@ mod tests {
         assert_eq!(c, 1);
         let d = std::thread::spawn(index).join().expect("d");
         assert_eq!(d, 1, "c gave 1 back when it exited");
-    }
-
-    #[test]
-    fn swap_returns_displaced_object() {
-        let cell = HotCell::new();
-        assert!(cell.take().is_none());
-        assert!(cell.swap(Box::new(1u8), 10).is_none());
-        assert_eq!(cell.held(), Some(10));
-        assert_eq!(cell.swap(Box::new(2u8), 20).as_deref(), Some(&1));
-        assert_eq!(cell.steal().as_deref(), Some(&2));
-        assert_eq!(cell.held(), None, "a steal clears the gauge");
-        assert!(cell.take().is_none());
-        assert!(cell.swap(Box::new(3u8), 30).is_none());
-        assert!(cell.maybe_full());
-    }
-}
-
-#[cfg(all(test, poolguard_loom))]
-mod loom_tests {
-    use super::HotCell;
-    use crate::sync::{thread, Arc};
-
-    /// The owner caches an object, takes it back and caches another while a trim steals
-    /// from the cell: every object ends up in exactly one place (the owner's hands, the
-    /// thief's, or the cell).
-    #[test]
-    fn loom_hot_cell_owner_put_take_vs_steal() {
-        loom::model(|| {
-            let cell = Arc::new(HotCell::<u32>::new());
-            let thief = {
-                let c = Arc::clone(&cell);
-                thread::spawn(move || c.steal().map(|b| *b))
-            };
-            let mut seen = Vec::new();
-            // The owner's return: only into a cell its gauge says is empty.
-            assert!(!cell.maybe_full());
-            if let Some(d) = cell.swap(Box::new(1), 10) {
-                seen.push(*d);
-            }
-            // The owner's get.
-            if let Some(o) = cell.take() {
-                seen.push(*o);
-            }
-            // Another return.
-            if !cell.maybe_full() {
-                if let Some(d) = cell.swap(Box::new(2), 20) {
-                    seen.push(*d);
-                }
-            } else {
-                seen.push(2); // kept by the owner (it would go to the shards)
-            }
-            if let Some(s) = thief.join().expect("thief") {
-                seen.push(s);
-            }
-            // The gauge is not checked: loom finds interleavings of the relaxed gauge with a
-            // steal that leave it reading empty over an object. That costs a miss (the next
-            // return's swap hands the object back, and it goes to the shards), never an object.
-            seen.extend(cell.steal().map(|b| *b));
-            seen.sort_unstable();
-            assert_eq!(seen, vec![1, 2], "an object was lost or duplicated");
-        });
-    }
-
-    /// Two trims steal at once while the owner puts: exactly one of them gets the object.
-    #[test]
-    fn loom_hot_cell_two_steals_one_object() {
-        loom::model(|| {
-            let cell = Arc::new(HotCell::<u32>::new());
-            let steal = || {
-                let c = Arc::clone(&cell);
-                thread::spawn(move || c.steal().map(|b| *b))
-            };
-            let (a, b) = (steal(), steal());
-            assert!(cell.swap(Box::new(7), 1).is_none());
-            let mut seen: Vec<u32> = Vec::new();
-            seen.extend(a.join().expect("a"));
-            seen.extend(b.join().expect("b"));
-            seen.extend(cell.steal().map(|b| *b));
-            assert_eq!(seen, vec![7]);
-        });
     }
 }

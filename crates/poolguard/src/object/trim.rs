@@ -97,6 +97,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             let cycle = self.trim.cycles.fetch_add(1, Relaxed) + 1;
             let dead = self.rotate_shards(&mut pauses);
             let stolen = self.steal_cells();
+            self.gen.fetch_add(1, Relaxed);
             (before, cycle, Collected { dead, stolen })
         };
         // No pool lock from here on.
@@ -137,13 +138,11 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         dead
     }
 
-    /// Step 2: empties every per-thread cell (one atomic exchange each).
+    /// Step 2: empties the calling thread's own slot; every other thread's cached object is
+    /// aged through the generation this cycle advances (see `Inner::age_out`), by that thread
+    /// at its next use of the pool or at its exit.
     fn steal_cells(&self) -> Vec<(usize, Box<T>)> {
-        self.cells
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.steal().map(|o| (i, o)))
-            .collect()
+        self.steal_own().into_iter().collect()
     }
 
     /// Step 3: measures each stolen object and files it in a victim generation (home shard
