@@ -30,6 +30,26 @@ pub(crate) use std::thread;
 #[cfg(not(poolguard_loom))]
 pub(crate) use crossbeam_utils::atomic::AtomicCell;
 
+#[cfg(poolguard_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `std::cell::UnsafeCell` with loom's closure API (`with_mut`), so the per-thread cells
+/// compile against either; no cost.
+#[cfg(not(poolguard_loom))]
+#[derive(Debug, Default)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(poolguard_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(v: T) -> Self {
+        Self(std::cell::UnsafeCell::new(v))
+    }
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
 /// `parking_lot`'s lock API.
 #[cfg(not(poolguard_loom))]
 pub(crate) mod pl {

@@ -19,17 +19,15 @@
 //! an object's `Drop`, the clock and the `tracing` subscriber all run with no pool lock held
 //! (a cycle collects under its lock and measures, re-files, drops and reports after it).
 
-use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Weak;
 
 use crossbeam_utils::CachePadded;
 
 use super::config::{system_clock, Builder, Config, Factory};
 use super::hold::HoldTracker;
 use super::layout::Layout;
-use super::local::{bump, with_local, Entry as MagEntry, HotCell, PoolIndex};
+use super::local::{bump, thread_index, Cells, Mine};
 use super::pool::DiscardReason;
 use super::shared::{ShardTotals, Shards};
 use super::stats::{Counters, Discards, PoolStats, Retained, RetainedByTier, TrimCause};
@@ -46,18 +44,16 @@ pub(crate) struct Inner<T> {
     pub(super) factory: Factory<T>,
     pub(super) config: Config,
     pub(super) name: String,
-    /// The per-thread tier's counters and gauges: cell `i` belongs to the thread with index
-    /// `i` (the objects themselves are in the threads' magazines, see `local.rs`).
-    pub(super) cells: Box<[CachePadded<HotCell>]>,
-    /// This pool's place in the threads' magazines.
-    pub(super) index: PoolIndex,
+    /// The per-thread tier: cell `i` belongs to the thread with index `i`.
+    pub(super) cells: Cells<T>,
     /// Trim cycles started; a cached object stamped with an older value has been through
     /// that many cycles (read with one relaxed load on every take from a magazine).
     pub(super) gen: CachePadded<crate::sync::atomic::AtomicU64>,
-    /// The pool itself, for the magazines' slots (which must not keep it alive).
-    me: Weak<Inner<T>>,
+
     /// Largest object a per-thread cell may hold (its share of `max_idle_bytes`).
     pub(super) cell_bytes: usize,
+    /// `min(cell_bytes, max_object_bytes)`: a return this small takes the fast path.
+    fast_bytes: usize,
     /// The split of the caps between the tiers (`cell_bytes` is its field, copied here).
     pub(super) layout: Layout,
     pub(super) shards: Shards<T>,
@@ -68,53 +64,6 @@ pub(crate) struct Inner<T> {
     pub(super) reclaimer: Option<Reclaimer>,
     /// The label's registration among live pools, released when the last handle drops.
     _label: LiveLabel,
-}
-
-/// One pool's slot in one thread's magazine: at most one object, stamped with the trim
-/// generation it was cached in.
-pub(super) struct Slot<T: Recycle + Send + 'static> {
-    obj: Option<Box<T>>,
-    gen: u64,
-    /// The owning thread's index (its cell in the pool).
-    cell: usize,
-    pool: Weak<Inner<T>>,
-}
-
-impl<T: Recycle + Send + 'static> Slot<T> {
-    /// At thread exit: back to the pool, or dropped with it if the pool is gone.
-    fn flush(slot: Box<dyn Any>) {
-        if let Ok(s) = slot.downcast::<Slot<T>>() {
-            let s = *s;
-            if let Some(p) = s.pool.upgrade() {
-                p.flush_slot(s);
-            }
-        }
-    }
-
-    fn dead(slot: &dyn Any) -> bool {
-        slot.downcast_ref::<Slot<T>>()
-            .is_none_or(|s| s.pool.strong_count() == 0)
-    }
-}
-
-/// What a take found in the caller's slot.
-enum Took<T> {
-    Hit(Box<T>),
-    Empty(usize),
-    /// Cached before the last trim (the age is in cycles).
-    Stale(usize, Box<T>, u64),
-    Unslotted(usize),
-}
-
-/// What a return did with the caller's slot.
-enum Put<T> {
-    Done,
-    /// The thread has no slot in this pool yet.
-    Install(usize),
-    /// The slot was full: its older object (of the given age in cycles) came out.
-    Pair(usize, Box<T>, u64),
-    Shared(usize),
-    Unslotted(usize),
 }
 
 /// A batch of freed objects, dropped as one: on a reclaimer worker, or on the caller when
@@ -128,20 +77,10 @@ impl<T> Drop for Freed<T> {
     }
 }
 
-impl<T> Drop for Inner<T> {
-    fn drop(&mut self) {
-        // The dropping thread's cached object goes with the pool; other live threads drop
-        // theirs at their exit or when a new pool takes this one's index in their magazine.
-        let (i, uid) = (self.index.i, self.index.uid);
-        let entry = with_local(|_, m| m.remove(i, uid)).flatten();
-        drop(entry);
-    }
-}
-
 impl<T: Recycle + Send + 'static> Inner<T> {
     /// Splits the caps between the tiers ([`Layout`]), registers the label, and builds the
     /// tiers empty.
-    pub(super) fn new(b: Builder<T>, me: Weak<Self>) -> Self {
+    pub(super) fn new(b: Builder<T>) -> Self {
         let c = b.config;
         let layout = Layout::of(&c);
         let name = c.name.clone().unwrap_or_else(|| {
@@ -156,13 +95,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             .map(|t| HoldTracker::new(t, b.clock.unwrap_or_else(system_clock)));
         Self {
             factory: b.factory,
-            cells: (0..layout.local_slots)
-                .map(|_| CachePadded::new(HotCell::new()))
-                .collect(),
-            index: PoolIndex::acquire(),
+            cells: Cells::new(layout.local_slots),
             gen: CachePadded::new(crate::sync::atomic::AtomicU64::new(0)),
-            me,
             cell_bytes: layout.cell_bytes,
+            fast_bytes: layout.cell_bytes.min(c.max_object_bytes),
             layout,
             shards: Shards::new(layout.shards, layout.shared_objects, layout.shared_bytes),
             counters: Counters::default(),
@@ -177,45 +113,22 @@ impl<T: Recycle + Send + 'static> Inner<T> {
 
     #[inline]
     pub(super) fn take(&self) -> Box<T> {
-        let gen = self.gen.load(Relaxed);
-        let (i, uid) = (self.index.i, self.index.uid);
-        let took = with_local(|tid, m| {
-            let Some(c) = self.cells.get(tid) else {
-                return Took::Unslotted(tid);
-            };
-            bump(&c.gets);
-            let Some(s) = m.get::<Slot<T>>(i, uid) else {
-                return Took::Empty(tid);
-            };
-            match s.obj.take() {
-                Some(o) => {
-                    c.set_held(None);
-                    if s.gen == gen {
-                        bump(&c.hits);
-                        Took::Hit(o)
-                    } else {
-                        Took::Stale(tid, o, gen.wrapping_sub(s.gen))
-                    }
-                }
-                None => Took::Empty(tid),
+        let Some(mine) = self.cells.mine() else {
+            Counters::add(&self.counters.gets_unslotted, 1);
+            return self.take_slow(thread_index().unwrap_or(0), false);
+        };
+        let c = mine.stats();
+        bump(&c.gets);
+        if let Some((o, cached_in)) = mine.replace(None) {
+            c.set_held(None);
+            let age = self.gen.load(Relaxed).wrapping_sub(cached_in);
+            if age == 0 {
+                return o; // a local hit: counted as `gets - missed`
             }
-        });
-        match took {
-            Some(Took::Hit(o)) => o,
-            Some(Took::Empty(tid)) => self.take_slow(tid, true),
-            Some(Took::Stale(tid, o, age)) => {
-                self.age_out(tid, o, age);
-                self.take_slow(tid, true)
-            }
-            Some(Took::Unslotted(tid)) => {
-                Counters::add(&self.counters.gets_unslotted, 1);
-                self.take_slow(tid, false)
-            }
-            None => {
-                Counters::add(&self.counters.gets_unslotted, 1);
-                self.take_slow(0, false)
-            }
+            self.age_out(mine.i, o, age);
         }
+        bump(&c.missed);
+        self.take_slow(mine.i, true)
     }
 
     #[cold]
@@ -226,7 +139,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         if let Some(((o, _), _, spare)) = self.shards.pop_with_spare(home, spare_bytes) {
             if let Some((s, bytes)) = spare {
                 if let Some(back) = self.stash(s, bytes) {
-                    // The magazine was unavailable (thread-local teardown): never lose it.
+                    // Unreachable (the slot was just found empty); never lose it.
                     let b = T::heap_bytes(&back);
                     if let Err((_, Some(d))) = self.give_back_shared(home, back, b) {
                         self.dispose(vec![(d, b)], false);
@@ -254,41 +167,21 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
     }
 
-    /// Puts `obj` (of `bytes`) into this thread's slot if the slot is empty, creating the
-    /// slot on the thread's first use of the pool; otherwise hands `obj` back.
+    /// Puts `obj` (of `bytes`) into this thread's slot if it is empty; otherwise hands it back.
     #[cold]
     fn stash(&self, obj: Box<T>, bytes: usize) -> Option<Box<T>> {
-        let gen = self.gen.load(Relaxed);
-        let (i, uid) = (self.index.i, self.index.uid);
-        let mut obj = Some(obj);
-        let gone = with_local(|tid, m| {
-            let c = self.cells.get(tid)?;
-            match m.get::<Slot<T>>(i, uid) {
-                Some(s) if s.obj.is_none() => {
-                    s.obj = obj.take();
-                    s.gen = gen;
-                    c.set_held(Some(bytes));
-                    None
-                }
-                Some(_) => None,
-                None => {
-                    let slot = Slot {
-                        obj: obj.take(),
-                        gen,
-                        cell: tid,
-                        pool: self.me.clone(),
-                    };
-                    c.set_held(Some(bytes));
-                    Some(m.install(
-                        i,
-                        MagEntry::new(uid, slot, Slot::<T>::flush, Slot::<T>::dead),
-                    ))
-                }
+        let Some(mine) = self.cells.mine() else {
+            return Some(obj);
+        };
+        match mine.replace(Some((obj, self.gen.load(Relaxed)))) {
+            None => {
+                mine.stats().set_held(Some(bytes));
+                None
             }
-        });
-        // Dropped pools' entries (their objects run user code when dropped): after the borrow.
-        drop(gone);
-        obj
+            // Unreachable (callers stash only into a slot they just emptied): put the older
+            // one back and hand this one back.
+            Some((older, cached_in)) => mine.replace(Some((older, cached_in))).map(|(o, _)| o),
+        }
     }
 
     /// Resets `obj` and keeps it if the caps allow; otherwise the reason and (unless its
@@ -311,70 +204,70 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             }
         }
         let bytes = T::heap_bytes(&obj);
+        if bytes <= self.fast_bytes {
+            if let Some(mine) = self.cells.mine() {
+                bump(&mine.stats().returns);
+                return match mine.replace(Some((obj, self.gen.load(Relaxed)))) {
+                    None => {
+                        mine.stats().set_held(Some(bytes));
+                        Ok(())
+                    }
+                    Some((older, cached_in)) => self.give_back_overflow(&mine, older, cached_in, bytes),
+                };
+            }
+        }
+        self.give_back_checked(obj, bytes)
+    }
+
+    /// A return that is oversized, too large for a cell, or from a thread without a cell.
+    #[cold]
+    fn give_back_checked(
+        &self,
+        obj: Box<T>,
+        bytes: usize,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
         if bytes > self.config.max_object_bytes {
             self.count_return();
             Counters::add(&self.counters.discard_oversized, 1);
             return Err((DiscardReason::Oversized, Some(obj)));
         }
-        let gen = self.gen.load(Relaxed);
-        let (i, uid) = (self.index.i, self.index.uid);
-        let cell_bytes = self.cell_bytes;
-        let mut obj = Some(obj);
-        let put = with_local(|tid, m| {
-            let Some(c) = self.cells.get(tid) else {
-                return Put::Unslotted(tid);
-            };
-            bump(&c.returns);
-            if bytes > cell_bytes {
-                // Too large for the cell's byte share: to the shards (counted for the doctor).
-                bump(&c.skipped);
-                return Put::Shared(tid);
-            }
-            let Some(s) = m.get::<Slot<T>>(i, uid) else {
-                return Put::Install(tid);
-            };
-            match s.obj.take() {
-                None => {
-                    s.obj = obj.take();
-                    s.gen = gen;
-                    c.set_held(Some(bytes));
-                    Put::Done
-                }
-                Some(older) => {
-                    c.set_held(None);
-                    Put::Pair(tid, older, gen.wrapping_sub(s.gen))
-                }
-            }
-        });
-        let Some(obj) = obj else {
-            return Ok(()); // in this thread's slot
+        let Some(mine) = self.cells.mine() else {
+            Counters::add(&self.counters.returns_unslotted, 1);
+            return self.give_back_shared(thread_index().unwrap_or(0), obj, bytes);
         };
-        match put {
-            Some(Put::Done) => Ok(()),
-            Some(Put::Install(tid)) => match self.stash(obj, bytes) {
-                None => Ok(()),
-                Some(obj) => self.give_back_shared(tid, obj, bytes),
-            },
-            // A full slot: this thread returns more than it gets (overflow, e.g. the consumer
-            // of a producer/consumer pair): its object and this one go to the shards together,
-            // under one lock, and the slot is left empty for the next return, so a run of
-            // returns takes half the shard locks (the mirror of a get's spare).
-            Some(Put::Pair(tid, older, 0)) => self.give_back_pair(tid, older, obj, bytes),
-            Some(Put::Pair(tid, older, age)) => {
-                self.age_out(tid, older, age);
+        // Too large for the cell's byte share: to the shards (counted for the doctor).
+        bump(&mine.stats().returns);
+        bump(&mine.stats().skipped);
+        self.give_back_shared(mine.i, obj, bytes)
+    }
+
+    /// The caller's slot was full (`older`, cached in generation `cached_in`, came out and
+    /// the object just returned went in): this thread returns more than it gets (e.g. the
+    /// consumer of a producer/consumer pair). Both go to the shards together, under one lock,
+    /// and the slot is left empty for the next return, so a run of returns takes half the
+    /// shard locks (the mirror of a get's spare).
+    #[cold]
+    fn give_back_overflow(
+        &self,
+        mine: &Mine<'_, T>,
+        older: Box<T>,
+        cached_in: u64,
+        bytes: usize,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        mine.stats().set_held(None);
+        let Some((obj, _)) = mine.replace(None) else {
+            // Unreachable (the object was just put there); never lose `older`.
+            let ob = T::heap_bytes(&older);
+            return self.give_back_shared(mine.i, older, ob);
+        };
+        match self.gen.load(Relaxed).wrapping_sub(cached_in) {
+            0 => self.give_back_pair(mine.i, older, obj, bytes),
+            age => {
+                self.age_out(mine.i, older, age);
                 match self.stash(obj, bytes) {
                     None => Ok(()),
-                    Some(obj) => self.give_back_shared(tid, obj, bytes),
+                    Some(obj) => self.give_back_shared(mine.i, obj, bytes),
                 }
-            }
-            Some(Put::Shared(tid)) => self.give_back_shared(tid, obj, bytes),
-            Some(Put::Unslotted(tid)) => {
-                Counters::add(&self.counters.returns_unslotted, 1);
-                self.give_back_shared(tid, obj, bytes)
-            }
-            None => {
-                Counters::add(&self.counters.returns_unslotted, 1);
-                self.give_back_shared(0, obj, bytes)
             }
         }
     }
@@ -382,15 +275,9 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     /// Counts a return that is refused before it reaches a tier.
     #[cold]
     fn count_return(&self) {
-        let counted = with_local(|tid, _| match self.cells.get(tid) {
-            Some(c) => {
-                bump(&c.returns);
-                true
-            }
-            None => false,
-        });
-        if counted != Some(true) {
-            Counters::add(&self.counters.returns_unslotted, 1);
+        match self.cells.mine() {
+            Some(mine) => bump(&mine.stats().returns),
+            None => Counters::add(&self.counters.returns_unslotted, 1),
         }
     }
 
@@ -416,7 +303,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
         if let Some((o, ob)) = a {
             if let Some(back) = self.stash(o, ob) {
-                // The magazine was unavailable: never lose it.
+                // Unreachable (the slot was just emptied); never lose it.
                 if let Err((_, Some(d))) = self.give_back_shared(home, back, ob) {
                     self.dispose(vec![(d, ob)], false);
                 }
@@ -428,34 +315,18 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         }
     }
 
-    /// Trim step 2 for the calling thread: empties its own slot (other threads' slots are
-    /// aged by the generation, at their next use or exit).
-    pub(super) fn steal_own(&self) -> Option<(usize, Box<T>)> {
-        let (i, uid) = (self.index.i, self.index.uid);
-        with_local(|tid, m| {
-            let c = self.cells.get(tid)?;
-            let o = m.get::<Slot<T>>(i, uid)?.obj.take()?;
-            c.set_held(None);
-            Some((tid, o))
-        })
-        .flatten()
-    }
-
-    /// A thread's slot at its exit: the object goes back to the pool, aged like `take` does.
-    fn flush_slot(&self, s: Slot<T>) {
-        let Some(o) = s.obj else { return };
-        if let Some(c) = self.cells.get(s.cell) {
-            c.set_held(None);
+    /// Trim step 2: empties the calling thread's own slot and the slots of exited threads
+    /// (other live threads' slots are aged through the generation, at their next use).
+    pub(super) fn steal_cells(&self) -> Vec<(usize, Box<T>)> {
+        let mut out = Vec::new();
+        if let Some(mine) = self.cells.mine() {
+            if let Some((o, _)) = mine.replace(None) {
+                mine.stats().set_held(None);
+                out.push((mine.i, o));
+            }
         }
-        let age = self.gen.load(Relaxed).wrapping_sub(s.gen);
-        if age > 0 {
-            self.age_out(s.cell, o, age);
-            return;
-        }
-        let b = T::heap_bytes(&o);
-        if let Err((_, Some(d))) = self.give_back_shared(s.cell, o, b) {
-            self.dispose(vec![(d, b)], false);
-        }
+        self.cells.steal_unowned(&mut out);
+        out
     }
 
     #[cold]
@@ -527,7 +398,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     pub(super) fn retained_except(&self, skip: &[bool]) -> (usize, usize) {
         let t = self.shards.totals();
         let (mut objs, mut bytes) = (t.objects, t.bytes);
-        for (i, c) in self.cells.iter().enumerate() {
+        for (i, c) in self.cells.stats().enumerate() {
             if skip.get(i).copied().unwrap_or(false) {
                 continue;
             }
@@ -549,7 +420,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     /// over their locks, so the shared and victim figures are each shard's at one instant).
     fn retained_by_tier(&self, t: &ShardTotals) -> RetainedByTier {
         let mut local = (0, 0);
-        for c in self.cells.iter() {
+        for c in self.cells.stats() {
             if let Some(b) = c.held() {
                 local = (local.0 + 1, local.1 + b);
             }
@@ -574,9 +445,12 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         self.note_peak(retained_objects, retained_bytes);
         let c = &self.counters;
         let (mut gets, mut hits_local, mut returns, mut skipped_local) = (0, 0, 0, 0);
-        for cell in self.cells.iter() {
-            gets += cell.gets.load(Relaxed);
-            hits_local += cell.hits.load(Relaxed);
+        for cell in self.cells.stats() {
+            // `missed` first: it never exceeds `gets`, which only grows.
+            let missed = cell.missed.load(Relaxed);
+            let cell_gets = cell.gets.load(Relaxed);
+            gets += cell_gets;
+            hits_local += cell_gets.saturating_sub(missed);
             returns += cell.returns.load(Relaxed);
             skipped_local += cell.skipped.load(Relaxed);
         }

@@ -1,32 +1,47 @@
-//! The per-thread tier: dense thread indices and one stealable cached object per thread.
+//! The per-thread tier: dense thread indices and one owner-only cached object per thread.
+//!
+//! This is the crate's one module with `unsafe` code (three blocks, each with its `SAFETY`
+//! argument); the loom models at the end check the protocol they rely on.
 //!
 //! Every thread that touches any pool takes a small index from a process-wide free list (the
 //! lowest free one) and gives it back when it exits, so live threads have distinct indices
-//! and the indices stay small. A pool owns `local_slots` [`HotCell`]s; thread `i` uses cell
-//! `i` (threads with larger indices skip the tier). A cell holds at most one object in a
-//! `crossbeam_utils::atomic::AtomicCell<Option<Box<T>>>`: the owner takes and swaps it with
-//! one atomic exchange each, and a trim can steal it with the same exchange from any thread,
-//! so objects idling in the cache of a thread that stopped using the pool (or exited) are
-//! still aged and freed. The cells belong to the pool, not to the thread: a thread that
-//! exits leaves its object in the pool's cell, where it is counted, capped and trimmed.
+//! and the indices stay small. A pool owns `local_slots` [`Cell`]s; thread `i` uses cell `i`
+//! (threads with larger indices skip the tier). A cell holds at most one object in a plain
+//! [`Slot`] that only one thread at a time may touch:
 //!
-//! Counters in a cell are written only by the thread that owns the index (a relaxed load and
-//! store, no read-modify-write) and read by snapshots.
+//! * the thread that holds index `i` (its owner), through [`Cells::mine`] and
+//!   [`Mine::replace`]: no atomic operation, no lock, just the object moved in or out;
+//! * a trim, through [`Cells::steal_unowned`], only while it holds the free-list lock and only
+//!   for indices on the free list: no thread holds them, and none can take them before the
+//!   lock is released. A thread gives its index back (under that lock) as the last thing it
+//!   does with the pools, and takes one under it too, so the lock orders every access of a
+//!   cell by an exited owner, a trim and the next owner.
+//!
+//! A trim cannot touch a live thread's slot. Instead it advances the pool's generation;
+//! each slot is stamped with the generation its object was cached in, and the owner applies
+//! the cycles it missed at its next use (one missed cycle demotes the object to a victim
+//! generation, two free it). So an idle live thread keeps at most one object of at most
+//! `cell_bytes` per pool until its next use of that pool or its exit (after its exit the
+//! next cycle reaches it): `local_slots x cell_bytes` per pool at most, as before.
+//!
+//! Counters in a cell are written only by its owner (a relaxed load and store, no
+//! read-modify-write) and read by snapshots.
 
-use std::any::Any;
-use std::cell::RefCell;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 // The free list is a process-wide static: real primitives (loom's cannot live in a static).
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
-// The cells' counters: through `crate::sync`, like every atomic in the pool.
+use crossbeam_utils::CachePadded;
+
+// The cells' counters and the slot cell: through `crate::sync`, so loom models them.
 use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use crate::sync::UnsafeCell;
 
 /// A free list of dense indices: the lowest released one first, a fresh one only when none
 /// is free.
-struct Indices {
+pub(crate) struct Indices {
     /// Indices released by exited threads, lowest first.
     free: Mutex<BinaryHeap<Reverse<usize>>>,
     /// The next never-used index.
@@ -54,6 +69,7 @@ impl Indices {
     }
 
     fn release(&self, i: usize) {
+        // On a poisoned lock the index is never reused (so never on the free list either).
         if let Ok(mut free) = self.free.lock() {
             free.push(Reverse(i));
         }
@@ -80,162 +96,181 @@ impl ThreadIndex {
 
 impl Drop for ThreadIndex {
     fn drop(&mut self) {
+        // From here on this thread has no index (`CACHED` says none, and `INDEX` is gone, so
+        // it never gets one again): it never touches a cell again.
+        let _ = CACHED.try_with(|c| c.set(NONE));
         self.from.release(self.i);
     }
 }
 
-/// The process-wide dense indices of live pools (a pool's slot in every thread's magazine).
-static POOL_INDICES: Indices = Indices::new();
-
-/// Never reused: tells a live pool from a dropped one that had the same dense index.
-static POOL_UIDS: AtomicUsize = AtomicUsize::new(1);
-
-/// A pool's place in every thread's magazine: a dense index (given back when the pool is
-/// dropped) and a unique id.
-pub(crate) struct PoolIndex {
-    pub(crate) i: usize,
-    pub(crate) uid: usize,
-}
-
-impl PoolIndex {
-    pub(crate) fn acquire() -> Self {
-        Self {
-            i: POOL_INDICES.acquire(),
-            uid: POOL_UIDS.fetch_add(1, Relaxed),
-        }
-    }
-}
-
-impl Drop for PoolIndex {
-    fn drop(&mut self) {
-        POOL_INDICES.release(self.i);
-    }
-}
-
-/// One pool's entry in a thread's magazine: its typed slot behind `dyn Any`, and what the
-/// thread's exit does with it.
-pub(crate) struct Entry {
-    uid: usize,
-    slot: Box<dyn Any>,
-    /// Hands the slot's object back to its pool (or drops it if the pool is gone).
-    flush: fn(Box<dyn Any>),
-    /// Whether the slot's pool has been dropped.
-    dead: fn(&dyn Any) -> bool,
-}
-
-impl Entry {
-    pub(crate) fn new<S: 'static>(
-        uid: usize,
-        slot: S,
-        flush: fn(Box<dyn Any>),
-        dead: fn(&dyn Any) -> bool,
-    ) -> Self {
-        Self {
-            uid,
-            slot: Box::new(slot),
-            flush,
-            dead,
-        }
-    }
-}
-
-/// A thread's per-pool slots, indexed by the pools' dense indices. Only its thread touches
-/// it: no atomic operation, no lock.
-#[derive(Default)]
-pub(crate) struct Magazine {
-    entries: Vec<Option<Entry>>,
-}
-
-impl Magazine {
-    /// The slot of the pool `(i, uid)`, if this thread has one.
-    #[inline]
-    pub(crate) fn get<S: 'static>(&mut self, i: usize, uid: usize) -> Option<&mut S> {
-        match self.entries.get_mut(i) {
-            Some(Some(e)) if e.uid == uid => e.slot.downcast_mut::<S>(),
-            _ => None,
-        }
-    }
-
-    /// Installs `e` at index `i`. Returns what must be dropped after the magazine is released
-    /// (it may run user code): the entry it replaced (a dropped pool's) and the entries of
-    /// dropped pools found on the way.
-    pub(crate) fn install(&mut self, i: usize, e: Entry) -> Vec<Entry> {
-        let mut gone: Vec<Entry> = Vec::new();
-        for slot in self.entries.iter_mut() {
-            if slot.as_ref().is_some_and(|x| (x.dead)(&*x.slot)) {
-                gone.extend(slot.take());
-            }
-        }
-        if self.entries.len() <= i {
-            self.entries.resize_with(i + 1, || None);
-        }
-        gone.extend(self.entries[i].replace(e));
-        gone
-    }
-
-    /// Removes the pool `(i, uid)`'s entry (to be dropped after the magazine is released).
-    pub(crate) fn remove(&mut self, i: usize, uid: usize) -> Option<Entry> {
-        match self.entries.get_mut(i) {
-            Some(slot) if slot.as_ref().is_some_and(|e| e.uid == uid) => slot.take(),
-            _ => None,
-        }
-    }
-}
-
-/// Everything a thread keeps for the pools: its index and its magazine. One thread-local,
-/// so the index is given back only after the magazine has been flushed.
-struct Local {
-    mags: RefCell<Magazine>,
-    index: ThreadIndex,
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        // The thread exits: every cached object goes back to its pool (the index is still
-        // held, so no other thread writes this thread's cells meanwhile).
-        let entries = std::mem::take(&mut self.mags.get_mut().entries);
-        for e in entries.into_iter().flatten() {
-            (e.flush)(e.slot);
-        }
-    }
-}
+/// `CACHED` before the thread took its index, and after it gave it back.
+const NONE: usize = usize::MAX;
 
 thread_local! {
-    static LOCAL: Local = Local {
-        mags: RefCell::new(Magazine::default()),
-        index: ThreadIndex::acquire(&INDICES),
-    };
+    /// Holds the index (and gives it back at thread exit).
+    static INDEX: ThreadIndex = ThreadIndex::acquire(&INDICES);
+    /// A copy of `INDEX`'s index while the thread holds it, else `NONE`: a constant-
+    /// initialised cell without a destructor, so reading it is one load.
+    static CACHED: std::cell::Cell<usize> = const { std::cell::Cell::new(NONE) };
 }
 
 /// This thread's index, or `None` during thread-local teardown (the caller then uses the
 /// shared tier only, so pool access from other thread-local destructors never panics).
 #[inline]
 pub(crate) fn thread_index() -> Option<usize> {
-    LOCAL.try_with(|l| l.index.i).ok()
+    match CACHED.try_with(std::cell::Cell::get) {
+        Ok(i) if i != NONE => Some(i),
+        _ => first_index(),
+    }
 }
 
-/// Runs `f` on this thread's index and magazine; `None` during thread-local teardown or if
-/// the magazine is in use further up the stack (never from the pool's own paths: no user
-/// code runs while it is borrowed).
-#[inline]
-pub(crate) fn with_local<R>(f: impl FnOnce(usize, &mut Magazine) -> R) -> Option<R> {
-    LOCAL
-        .try_with(|l| match l.mags.try_borrow_mut() {
-            Ok(mut m) => Some(f(l.index.i, &mut m)),
-            Err(_) => None,
+/// Takes this thread's index (its first pool access) or finds it gone (teardown).
+#[cold]
+fn first_index() -> Option<usize> {
+    let i = INDEX.try_with(|t| t.i).ok()?;
+    let _ = CACHED.try_with(|c| c.set(i));
+    Some(i)
+}
+
+/// What a cell caches: at most one object, stamped with the trim generation it was cached in.
+pub(crate) struct Slot<T> {
+    pub(crate) obj: Option<Box<T>>,
+    pub(crate) gen: u64,
+}
+
+/// One thread's cell in a pool: its counters (read by anyone) and its slot (see the module
+/// docs for who may touch it).
+pub(crate) struct Cell<T> {
+    pub(crate) stats: HotCell,
+    slot: UnsafeCell<Slot<T>>,
+}
+
+/// The per-thread tier of one pool.
+pub(crate) struct Cells<T> {
+    cells: Box<[CachePadded<Cell<T>>]>,
+}
+
+// SAFETY: `Cells` moves `T`s between threads (a slot filled by one thread may be emptied by
+// the next owner of the index or by a trim on another thread), hence `T: Send`. It is shared
+// between threads, and every access to a slot is exclusive by the protocol in the module
+// docs: the owner's accesses through `Mine::replace` and a trim's through `steal_unowned` are
+// ordered by the free-list lock, and no `&T` ever leaves a slot (only whole `Box<T>`s move).
+unsafe impl<T: Send> Sync for Cells<T> {}
+
+/// The calling thread's own cell in one pool (see [`Cells::mine`]). Not `Send` (it holds
+/// a `&Cell`, and `Cell` is not `Sync`): it stays on the thread that holds the index.
+pub(crate) struct Mine<'a, T> {
+    /// The thread's index (its home shard too).
+    pub(crate) i: usize,
+    cell: &'a Cell<T>,
+}
+
+impl<T> Mine<'_, T> {
+    /// The cell's counters and gauge.
+    #[inline]
+    pub(crate) fn stats(&self) -> &HotCell {
+        &self.cell.stats
+    }
+
+    /// Replaces what the slot caches (an object and the generation it was cached in) and
+    /// returns what it cached before. Moves boxes only: no user code runs in here.
+    #[inline]
+    pub(crate) fn replace(&self, new: Option<(Box<T>, u64)>) -> Option<(Box<T>, u64)> {
+        self.cell.slot.with_mut(|p| {
+            // SAFETY: a `Mine` for cell `i` exists only on the thread that holds index `i`
+            // (`Cells::mine` reads it from this thread's `CACHED`, which holds the index of
+            // this thread's `INDEX` from its first access until `INDEX`'s destructor resets it
+            // just before giving the index back, and a `Mine` cannot move to another thread). While a thread holds `i`, no other thread is its owner, and a
+            // trim touches only cells whose index is on the free list, which `i` is not. The
+            // thread's own accesses never overlap: this `&mut` lives only inside this block,
+            // which calls no other code (moving a `Box` runs none, and the old value is moved
+            // out, not dropped). Accesses by the index's previous owner or by a trim
+            // happened-before this one: they released the free-list lock that this thread's
+            // `Indices::acquire` took afterwards.
+            let slot = unsafe { &mut *p };
+            match new {
+                Some((o, gen)) => {
+                    let old_gen = std::mem::replace(&mut slot.gen, gen);
+                    slot.obj.replace(o).map(|old| (old, old_gen))
+                }
+                None => slot.obj.take().map(|o| (o, slot.gen)),
+            }
         })
-        .ok()
-        .flatten()
+    }
 }
 
-/// One thread's counters and occupancy gauge in a pool, written only by that thread.
+impl<T> Cells<T> {
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            cells: (0..n)
+                .map(|_| {
+                    CachePadded::new(Cell {
+                        stats: HotCell::new(),
+                        slot: UnsafeCell::new(Slot { obj: None, gen: 0 }),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The cells' counters, in index order.
+    pub(crate) fn stats(&self) -> impl Iterator<Item = &HotCell> {
+        self.cells.iter().map(|c| &c.stats)
+    }
+
+    /// The calling thread's own cell; `None` when it has none here (its index is past
+    /// `local_slots`, or its thread-locals are being torn down).
+    #[inline]
+    pub(crate) fn mine(&self) -> Option<Mine<'_, T>> {
+        let i = thread_index()?;
+        self.cells.get(i).map(|c| Mine { i, cell: c })
+    }
+
+    /// A trim: takes the objects cached in the cells of indices no thread holds (threads
+    /// that exited), appending `(index, object)` to `out`.
+    pub(crate) fn steal_unowned(&self, out: &mut Vec<(usize, Box<T>)>) {
+        let free = INDICES
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.steal_free(free.iter().map(|r| r.0), out);
+    }
+
+    /// `steal_unowned` over an explicit free list; the caller holds the lock that guards it
+    /// (loom drives this with its own list).
+    fn steal_free(&self, free: impl Iterator<Item = usize>, out: &mut Vec<(usize, Box<T>)>) {
+        for i in free {
+            let Some(c) = self.cells.get(i) else { continue };
+            let got = c.slot.with_mut(|p| {
+                // SAFETY: index `i` is on the free list and the caller holds the list's lock:
+                // no thread holds `i` (its last owner released it under this lock after its
+                // last access), and none can take it before the lock is released (`acquire`
+                // takes it), so this is the only access to the slot.
+                let slot = unsafe { &mut *p };
+                slot.obj.take()
+            });
+            if let Some(o) = got {
+                c.stats.set_held(None);
+                out.push((i, o));
+            }
+        }
+    }
+}
+
+/// One thread's counters and occupancy gauge in a pool, written only by that thread (or by
+/// a trim, for a cell whose index no thread holds).
 pub(crate) struct HotCell {
-    /// The cached object's heap bytes plus one (saturating), or 0 when the thread caches
-    /// none. Written by the owner after each take and put; read by snapshots and trims.
-    /// Feeds the retained gauge, never a cap (the cap is one object per cell by construction).
+    /// The cached object's heap bytes plus one (saturating), or 0 when the cell caches
+    /// none. Feeds the retained gauge, never a cap (the cap is one object per cell).
     held: AtomicU64,
     pub(crate) gets: AtomicU64,
-    pub(crate) hits: AtomicU64,
+    /// Gets that found nothing usable in the cell (the cell's hits are `gets - missed`, so a
+    /// hit writes one counter).
+    pub(crate) missed: AtomicU64,
     pub(crate) returns: AtomicU64,
     /// Returns larger than the cell's byte share (they went to the shards).
     pub(crate) skipped: AtomicU64,
@@ -252,20 +287,20 @@ impl HotCell {
         Self {
             held: AtomicU64::new(0),
             gets: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
             returns: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
         }
     }
 
-    /// Owner: the thread now caches an object of `bytes` heap bytes (`None`: nothing).
+    /// The cell now caches an object of `bytes` heap bytes (`None`: nothing).
     #[inline]
     pub(crate) fn set_held(&self, bytes: Option<usize>) {
         let v = bytes.map_or(0, |b| (b as u64).saturating_add(1));
         self.held.store(v, Relaxed);
     }
 
-    /// The gauge: `Some(bytes)` when the thread caches an object.
+    /// The gauge: `Some(bytes)` when the cell caches an object.
     pub(crate) fn held(&self) -> Option<usize> {
         match self.held.load(Relaxed) {
             0 => None,

@@ -43,6 +43,8 @@ mod doctor;
 mod engine;
 mod hold;
 mod layout;
+// The one module with `unsafe` code (the owner-only per-thread slots); see its docs.
+#[allow(unsafe_code)]
 mod local;
 mod metrics;
 mod owned;

@@ -169,7 +169,7 @@ impl<T: Recycle + Send + 'static> Pool<T> {
 
     pub(crate) fn from_builder(b: Builder<T>) -> Self {
         Self {
-            inner: Arc::new_cyclic(|me| Inner::new(b, me.clone())),
+            inner: Arc::new(Inner::new(b)),
         }
     }
 

@@ -138,13 +138,6 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         dead
     }
 
-    /// Step 2: empties the calling thread's own slot; every other thread's cached object is
-    /// aged through the generation this cycle advances (see `Inner::age_out`), by that thread
-    /// at its next use of the pool or at its exit.
-    fn steal_cells(&self) -> Vec<(usize, Box<T>)> {
-        self.steal_own().into_iter().collect()
-    }
-
     /// Step 3: measures each stolen object and files it in a victim generation (home shard
     /// first); returns those no shard had room for.
     fn demote_stolen(
