@@ -212,7 +212,9 @@ impl<T: Recycle + Send + 'static> Inner<T> {
                         mine.stats().set_held(Some(bytes));
                         Ok(())
                     }
-                    Some((older, cached_in)) => self.give_back_overflow(&mine, older, cached_in, bytes),
+                    Some((older, cached_in)) => {
+                        self.give_back_overflow(&mine, older, cached_in, bytes)
+                    }
                 };
             }
         }

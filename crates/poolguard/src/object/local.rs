@@ -364,3 +364,82 @@ mod tests {
         assert_eq!(d, 1, "c gave 1 back when it exited");
     }
 }
+
+#[cfg(all(test, poolguard_loom))]
+mod loom_tests {
+    //! The protocol the `unsafe` blocks rely on, with loom's `UnsafeCell` (which reports any
+    //! two accesses to a slot that are not ordered by happens-before) and a loom mutex in
+    //! place of the process-wide free list: the owner of an index, a trim that may only touch
+    //! cells of free indices under the list's lock, and the index's next owner.
+    use super::{Cells, Mine};
+    use crate::sync::{thread, Arc, Mutex};
+
+    impl<T> Cells<T> {
+        /// The `Mine` that `Cells::mine` would give the thread holding index `i`.
+        fn mine_as(&self, i: usize) -> Mine<'_, T> {
+            Mine {
+                i,
+                cell: &self.cells[i],
+            }
+        }
+    }
+
+    fn steal(cells: &Cells<u32>, free: &Mutex<Vec<usize>>) -> Vec<u32> {
+        let mut out = Vec::new();
+        let list = free.lock().expect("free list");
+        cells.steal_free(list.iter().copied(), &mut out);
+        out.into_iter().map(|(_, b)| *b).collect()
+    }
+
+    /// The owner caches, takes and caches again, then exits (gives its index back) while a
+    /// trim steals from free cells: every object ends up in exactly one place.
+    #[test]
+    fn loom_owner_exit_vs_trim() {
+        loom::model(|| {
+            let cells = Arc::new(Cells::<u32>::new(1));
+            let free = Arc::new(Mutex::new(Vec::<usize>::new()));
+            let owner = {
+                let (cells, free) = (Arc::clone(&cells), Arc::clone(&free));
+                thread::spawn(move || {
+                    let m = cells.mine_as(0);
+                    assert!(m.replace(Some((Box::new(1), 0))).is_none());
+                    let got = m.replace(None).map(|(b, _)| *b);
+                    assert!(m.replace(Some((Box::new(2), 0))).is_none());
+                    free.lock().expect("free list").push(0); // the thread exits
+                    got
+                })
+            };
+            let mut seen = steal(&cells, &free);
+            seen.extend(owner.join().expect("owner"));
+            seen.extend(steal(&cells, &free));
+            seen.sort_unstable();
+            assert_eq!(seen, vec![1, 2], "an object was lost or duplicated");
+        });
+    }
+
+    /// An index passes from an exited owner to a new thread while a trim steals: the object
+    /// the first owner cached goes to exactly one of them.
+    #[test]
+    fn loom_index_handoff_vs_trim() {
+        loom::model(|| {
+            let cells = Arc::new(Cells::<u32>::new(1));
+            let free = Arc::new(Mutex::new(Vec::<usize>::new()));
+            {
+                let m = cells.mine_as(0);
+                assert!(m.replace(Some((Box::new(7), 0))).is_none());
+                free.lock().expect("free list").push(0); // the first owner exits
+            }
+            let next = {
+                let (cells, free) = (Arc::clone(&cells), Arc::clone(&free));
+                thread::spawn(move || {
+                    let taken = free.lock().expect("free list").pop();
+                    taken.and_then(|i| cells.mine_as(i).replace(None).map(|(b, _)| *b))
+                })
+            };
+            let mut seen = steal(&cells, &free);
+            seen.extend(next.join().expect("next owner"));
+            seen.extend(steal(&cells, &free));
+            assert_eq!(seen, vec![7], "an object was lost or duplicated");
+        });
+    }
+}
