@@ -13,7 +13,8 @@
 //! 5. the process-wide **thread-index lock** (`local::Indices`), taken once per thread.
 //!
 //! Order: only the trim lock is ever held while another is taken, and then only a shard
-//! lock (a cycle rotates the shards and steals the cells under it). Every other lock is a
+//! lock or the thread-index lock (a cycle rotates the shards, and empties exited threads'
+//! cells under the thread-index lock, under it). Every other lock is a
 //! leaf: nothing is taken while it is held, and no two shard locks are ever held at once.
 //! No user code runs under any of them: `Recycle::reset`, `Recycle::heap_bytes`, the factory,
 //! an object's `Drop`, the clock and the `tracing` subscriber all run with no pool lock held

@@ -4,8 +4,9 @@
 //!
 //! 1. [`rotate_shards`](Inner::rotate_shards): every shard frees its victim generation and
 //!    demotes its primary one, one O(1) swap under that shard's lock;
-//! 2. [`steal_cells`](Inner::steal_cells): every per-thread cell is emptied with one atomic
-//!    exchange (so a thread that stopped using the pool does not pin its object).
+//! 2. [`steal_cells`](Inner::steal_cells): the calling thread's cell and the cells of exited
+//!    threads are emptied, and the pool's generation advances: every other live thread ages
+//!    its cached object by the cycles it missed at its next use.
 //!
 //! Then, with no pool lock held, because each runs user code (`heap_bytes`, `Drop`, the
 //! `tracing` subscriber, the hold tracker's clock):
