@@ -117,7 +117,9 @@ fn an_idle_live_threads_object_is_aged_at_its_next_use() {
 }
 
 /// Once an idle thread exits, the next two cycles free what it cached (its cell's index is
-/// free, so a trim may empty the cell).
+/// free, so a trim may empty the cell). Run alone (nextest runs each test in its own
+/// process): a thread of another test in the same process could take the freed index first
+/// and inherit the cell, the documented case that leaves the object to that thread.
 #[test]
 fn an_idle_thread_that_exits_is_reached_by_the_next_two_cycles() {
     let c = DropCounter::new();

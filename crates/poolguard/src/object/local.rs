@@ -22,7 +22,8 @@
 //! the cycles it missed at its next use (one missed cycle demotes the object to a victim
 //! generation, two free it). So an idle live thread keeps at most one object of at most
 //! `cell_bytes` per pool until its next use of that pool or its exit (after its exit the
-//! next cycle reaches it): `local_slots x cell_bytes` per pool at most, as before.
+//! next cycle reaches it, unless a new thread has taken the index first and so inherited the
+//! cell): `local_slots x cell_bytes` per pool at most, as before.
 //!
 //! Counters in a cell are written only by its owner (a relaxed load and store, no
 //! read-modify-write) and read by snapshots.

@@ -28,7 +28,8 @@
 //!   cells of threads that exited; a live thread applies the trims it missed at its next use
 //!   of the pool. So a thread that stays alive but stops using a pool keeps at most one
 //!   object there (of at most the cell's byte share, [`Layout::cell_bytes`]) until it uses
-//!   the pool again or exits: `local_slots x cell_bytes` per pool at most.
+//!   the pool again or exits (a thread that starts later may inherit the cell of one that
+//!   exited, object included): `local_slots x cell_bytes` per pool at most.
 //! * **shared**: `shards` mutex-protected stacks; a thread starts at its home shard and walks
 //!   the others, so returns from another thread are found.
 //! * **victim**: each shard keeps two generations; a trim frees the victim one and demotes the
