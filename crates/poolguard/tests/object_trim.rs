@@ -21,6 +21,17 @@ impl Recycle for Obj {
     }
 }
 
+/// Tests in this binary run one at a time. A thread takes the lowest free thread index on its
+/// first pool use, and a thread that takes an exited thread's index inherits its cell (the
+/// documented exception); under `cargo test`, whose tests share a process as threads, another
+/// test's thread could take the index an exit test just freed. Serialised, no other thread
+/// touches a pool while a test runs (nextest runs each test in its own process anyway).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn pool(c: &DropCounter) -> Pool<Obj> {
     let c = c.clone();
     Pool::builder(move || Obj {
@@ -34,6 +45,7 @@ fn pool(c: &DropCounter) -> Pool<Obj> {
 
 #[test]
 fn an_object_unused_for_two_cycles_is_freed() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
@@ -58,6 +70,7 @@ fn an_object_unused_for_two_cycles_is_freed() {
 
 #[test]
 fn an_object_used_between_cycles_survives_as_a_victim_hit() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
@@ -75,6 +88,7 @@ fn an_object_used_between_cycles_survives_as_a_victim_hit() {
 /// missed are applied at its next use of the pool, or at its exit.
 #[test]
 fn an_idle_live_threads_object_is_aged_at_its_next_use() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     let (parked_tx, parked_rx) = mpsc::channel::<()>();
@@ -117,11 +131,11 @@ fn an_idle_live_threads_object_is_aged_at_its_next_use() {
 }
 
 /// Once an idle thread exits, the next two cycles free what it cached (its cell's index is
-/// free, so a trim may empty the cell). Run alone (nextest runs each test in its own
-/// process): a thread of another test in the same process could take the freed index first
-/// and inherit the cell, the documented case that leaves the object to that thread.
+/// free, so a trim may empty the cell). No other thread may take the freed index first (see
+/// [`serial`]): it would inherit the cell, the documented case that leaves the object to it.
 #[test]
 fn an_idle_thread_that_exits_is_reached_by_the_next_two_cycles() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     let (parked_tx, parked_rx) = mpsc::channel::<()>();
@@ -148,6 +162,7 @@ fn an_idle_thread_that_exits_is_reached_by_the_next_two_cycles() {
 
 #[test]
 fn objects_of_an_exited_thread_stay_owned_and_are_trimmed() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     std::thread::scope(|s| {
@@ -163,6 +178,7 @@ fn objects_of_an_exited_thread_stay_owned_and_are_trimmed() {
 
 #[test]
 fn dropping_the_pool_drops_everything_once() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     let held: Vec<_> = (0..50).map(|_| p.get()).collect();
@@ -178,6 +194,7 @@ fn dropping_the_pool_drops_everything_once() {
 
 #[test]
 fn the_background_trimmer_runs_and_stops_when_dropped() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
@@ -208,6 +225,7 @@ fn the_background_trimmer_runs_and_stops_when_dropped() {
 
 #[test]
 fn the_trimmer_does_not_keep_the_pool_alive() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
@@ -219,6 +237,7 @@ fn the_trimmer_does_not_keep_the_pool_alive() {
 
 #[test]
 fn a_pool_worth_of_refusals_starts_a_budget_cycle() {
+    let _serial = serial();
     let c = DropCounter::new();
     let maker = c.clone();
     let p = Pool::builder(move || Obj {
@@ -247,6 +266,7 @@ fn a_pool_worth_of_refusals_starts_a_budget_cycle() {
 /// requests flows. Here they are freed within two cycles, or never kept at all.
 #[test]
 fn huge_buffers_do_not_stay_pinned_by_small_requests() {
+    let _serial = serial();
     const BIG: usize = 4 << 20;
     // A pool that accepts the big buffers (its cap allows them).
     let p = Pool::builder(|| Vec::<u8>::with_capacity(1024))
@@ -287,6 +307,7 @@ fn huge_buffers_do_not_stay_pinned_by_small_requests() {
 
 #[test]
 fn a_trim_over_many_objects_holds_each_lock_once() {
+    let _serial = serial();
     let c = DropCounter::new();
     let maker = c.clone();
     let p = Pool::builder(move || Obj {
@@ -313,6 +334,7 @@ fn a_trim_over_many_objects_holds_each_lock_once() {
 
 #[test]
 fn a_trimmer_interval_below_the_floor_is_raised_to_it() {
+    let _serial = serial();
     use poolguard::object::MIN_TRIM_INTERVAL;
     let c = DropCounter::new();
     let p = pool(&c);
