@@ -504,6 +504,23 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         }
     }
 
+    /// Gives back a connection just taken with [`take_idle`](Self::take_idle), where it
+    /// was (the get's fast path leaves it to the full acquire loop).
+    #[inline]
+    pub(crate) fn untake_idle(&mut self, conn: Conn<C>) {
+        if self.fifo {
+            self.idle.push_front(conn);
+        } else {
+            self.idle.push_back(conn);
+        }
+    }
+
+    /// Whether a get may take the fast path: the pool is open and not paused.
+    #[inline]
+    pub(crate) fn fast_get(&self) -> bool {
+        !self.closed && self.paused.is_none()
+    }
+
     /// Queues a caller (the caller checked `max_waiters` and the breaker) and counts why it
     /// waits. Returns the waiter's id, for [`remove_waiter`](Self::remove_waiter).
     pub(crate) fn queue_waiter(
