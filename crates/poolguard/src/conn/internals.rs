@@ -673,6 +673,27 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         }
     }
 
+    /// Whether a returned connection may take the return's fast path at `now`: its holder
+    /// in `slot` neither leaked nor abandoned, its epoch current (nothing to evict or
+    /// update), not due for retirement, the pool open, not above `max_size`, and nobody
+    /// waiting. Then the caller removes the holder and puts it idle
+    /// ([`put_idle`](Self::put_idle)) or resets it.
+    #[inline]
+    pub(crate) fn fast_return(&self, conn: &Conn<C>, slot: usize, now: Instant) -> bool {
+        self.holders.is_plain(slot)
+            && conn.epoch == self.epoch
+            && !conn.retire_due(now)
+            && self.waiters.is_empty()
+            && !self.closed
+            && self.size <= self.max_size
+    }
+
+    /// The return's fast path (see [`fast_return`](Self::fast_return)): into the idle list.
+    #[inline]
+    pub(crate) fn put_idle(&mut self, conn: Conn<C>) {
+        self.idle.push_back(conn);
+    }
+
     /// A connection in flight (taken idle, being validated or reset, refused by every
     /// waiter...) will be closed: its place in `size` is released. The caller closes it.
     pub(crate) fn release_place(&mut self) {
