@@ -62,8 +62,6 @@ pub(crate) struct Conn<C> {
     pub(crate) uses: u64,
     /// `created + max_lifetime - jitter`.
     pub(crate) retire_at: Option<Instant>,
-    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
-    pub(crate) last_used: Instant,
     /// Last time it was known alive (validated, reset or returned) plus
     /// `validation_bypass`: until then a checkout skips validation. Stored as the sum so the
     /// checkout compares two instants instead of computing a duration.
@@ -78,6 +76,10 @@ pub(crate) struct Conn<C> {
 #[derive(Debug)]
 pub(crate) struct Cold {
     pub(crate) created: Instant,
+    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
+    /// Written on every return but read only by maintenance and `retain`, so here: the
+    /// hot part that moves with every checkout and return stays small.
+    pub(crate) last_used: Instant,
     /// `idle_timeout - jitter`.
     pub(crate) idle_limit: Option<Duration>,
     /// `keepalive_interval - jitter`.
@@ -145,11 +147,11 @@ impl<C> Conn<C> {
             id,
             uses: 0,
             retire_at: None,
-            last_used: now,
             fresh_until: crate::deadline::add_tokio(now, bypass),
             epoch,
             cold: Box::new(Cold {
                 created: now,
+                last_used: now,
                 idle_limit: None,
                 keepalive: cfg
                     .keepalive_interval
@@ -176,7 +178,7 @@ impl<C> Conn<C> {
         super::ConnMetrics {
             id: self.id,
             age: now.saturating_duration_since(self.cold.created),
-            idle_for: now.saturating_duration_since(self.last_used),
+            idle_for: now.saturating_duration_since(self.cold.last_used),
             uses: self.uses,
         }
     }
@@ -188,7 +190,7 @@ impl<C> Conn<C> {
     pub(crate) fn idle_expired(&self, now: Instant) -> bool {
         self.cold
             .idle_limit
-            .is_some_and(|d| now.saturating_duration_since(self.last_used) >= d)
+            .is_some_and(|d| now.saturating_duration_since(self.cold.last_used) >= d)
     }
 
     /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
@@ -196,8 +198,13 @@ impl<C> Conn<C> {
     /// [`Shared::bypass`]: super::engine::Shared::bypass
     /// `bypass` is the pool's `validation_bypass`, already capped (`Shared::bypass`), so
     /// the sum needs no clamp: only the overflow check, which cannot fail for it.
+    #[inline]
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
-        self.fresh_until = now.checked_add(bypass).unwrap_or(now);
+        // Through `std` directly: one call on the return's fast path, not two.
+        self.fresh_until = now
+            .into_std()
+            .checked_add(bypass)
+            .map_or(now, Instant::from_std);
     }
 
     /// Whether a checkout at `now` must validate it first.

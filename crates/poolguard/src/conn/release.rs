@@ -77,7 +77,7 @@ impl<M: Manager> Shared<M> {
                 self.spawn_reset(conn);
                 return;
             }
-            conn.last_used = now;
+            conn.cold.last_used = now;
             conn.checked_at(now, self.bypass);
             st.put_idle(conn);
             return;
@@ -185,7 +185,7 @@ impl<M: Manager> Shared<M> {
             self.spawn_reset(conn);
             return;
         }
-        conn.last_used = now;
+        conn.cold.last_used = now;
         conn.checked_at(now, self.bypass);
         // Nobody waits (the common case): straight back to idle, without the handoff loop.
         if let Some(mut conn) = st.put_idle_unless_wanted(conn) {
@@ -271,7 +271,7 @@ impl<M: Manager> Shared<M> {
             } else {
                 let now = Instant::now();
                 let mut conn = d.take();
-                conn.last_used = now;
+                conn.cold.last_used = now;
                 conn.checked_at(now, shared.bypass);
                 shared.deliver(conn, now);
             }
@@ -296,7 +296,7 @@ impl<M: Manager> Shared<M> {
                 Ok(Ok(())) => {
                     let now = Instant::now();
                     let mut conn = d.take();
-                    conn.last_used = now;
+                    conn.cold.last_used = now;
                     conn.checked_at(now, shared.bypass);
                     shared.deliver(conn, now);
                 }
