@@ -1011,6 +1011,66 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_paths_step_aside_for_every_case_the_full_flows_handle() {
+        let now = Instant::now();
+        let site = Location::caller();
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        // Checkout: open and not paused.
+        assert!(p.fast_get());
+        p.pause(crate::conn::PauseMode::Wait, now);
+        assert!(!p.fast_get(), "paused");
+        p.resume();
+        // `untake_idle` puts a connection back where `take_idle` found it.
+        let ids = |p: &I| p.idle.iter().map(|c| c.id).collect::<Vec<_>>();
+        let before = ids(&p);
+        let c = p.take_idle().expect("idle");
+        p.untake_idle(c);
+        assert_eq!(ids(&p), before, "LIFO: back at the back");
+        p.fifo = true;
+        let c = p.take_idle().expect("idle");
+        p.untake_idle(c);
+        assert_eq!(ids(&p), before, "FIFO: back at the front");
+        p.fifo = false;
+
+        // Return: a plain hold of the current epoch, nobody waiting, open, within max_size.
+        let c = p.take_idle().expect("idle");
+        let slot = p.holders.insert(site, now, None);
+        assert!(p.fast_return(&c, slot, now));
+        p.holders.iter_mut().for_each(|h| h.leaked = true);
+        assert!(!p.fast_return(&c, slot, now), "a leaked hold is reported");
+        p.holders.iter_mut().for_each(|h| {
+            h.leaked = false;
+            h.abandoned = true;
+        });
+        assert!(!p.fast_return(&c, slot, now), "an abandoned hold is closed");
+        p.holders.iter_mut().for_each(|h| h.abandoned = false);
+        p.set_lifetimes(p.lifetimes);
+        assert!(
+            !p.fast_return(&c, slot, now),
+            "an older epoch: evict or update"
+        );
+        let mut c = c;
+        assert!(p.current(&mut c));
+        assert!(p.fast_return(&c, slot, now), "brought up to date");
+        let (tx, _rx) = oneshot::channel();
+        let w = p.queue_waiter(site, None, tx, 0, now);
+        assert!(!p.fast_return(&c, slot, now), "someone waits");
+        assert!(p.remove_waiter(w));
+        p.resize(0);
+        assert!(!p.fast_return(&c, slot, now), "above max_size");
+        p.resize(2);
+        assert!(p.fast_return(&c, slot, now));
+        p.holders.remove(slot);
+        assert!(!p.fast_return(&c, slot, now), "no such hold");
+        p.put_idle(c);
+        p.close().expect("first close");
+        let c = p.take_idle();
+        assert!(c.is_none(), "close took the idle ones");
+        assert!(!p.fast_get(), "closed");
+    }
+
+    #[test]
     fn put_idle_unless_wanted_idles_only_when_nobody_wants_it() {
         let now = Instant::now();
         // Nobody waits, open, within max_size: idle, and the count is unchanged.
