@@ -100,3 +100,37 @@ async fn a_zero_get_timeout_validates_and_takes_a_stale_idle_connection() {
     assert_eq!(m.validations.load(SeqCst), 1);
     drop(c);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_get_future_is_small_and_the_full_loop_still_serves_waiters() {
+    let m = Counting::default();
+    let p = Pool::builder(m.clone()).max_size(1).build().expect("valid");
+    // The common get moves no large state machine around: the full loop (waiting,
+    // validation, hooks) lives behind a box that only those gets allocate.
+    let fut = p.get();
+    assert!(
+        std::mem::size_of_val(&fut) <= 64,
+        "get's future is {} bytes",
+        std::mem::size_of_val(&fut)
+    );
+    let held = fut.await.expect("opens one");
+    // None idle: this get continues in the full loop and is served by the return.
+    let waiter = p.get();
+    tokio::pin!(waiter);
+    assert!(futures_poll_once(&mut waiter).await.is_none(), "it waits");
+    drop(held);
+    let c = waiter.await.expect("handed the returned connection");
+    assert_eq!(*c, 1);
+    assert_eq!(p.stats().gets, 2);
+}
+
+/// Polls `f` once (`None`: still pending).
+async fn futures_poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
