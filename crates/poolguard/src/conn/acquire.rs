@@ -10,9 +10,12 @@
 //! `Manager::validate` run without it, under their own deadlines, and waiters are told
 //! (oneshot sends) after it is released.
 
+use std::future::Future;
 use std::panic::Location;
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
@@ -41,31 +44,156 @@ enum Step<M: Manager> {
     ),
 }
 
+/// The future of `Pool::get`, `get_timeout` and `try_get`.
+///
+/// Its first poll is the fast path, written out by hand so that it inlines into the
+/// caller's future: the budget unit, one clock read, the lock, an idle connection that is
+/// neither due for retirement nor for validation and needs no hook, the holder recorded.
+/// Anything else (paused, closed, no idle connection, a connection to retire, validate or
+/// hand to `before_acquire`, a subscriber for the `poolguard.conn.get` span) continues as
+/// the full acquire loop, [`Shared::acquire_slow`], boxed: only those gets pay for its
+/// state machine, and the common one moves no large future around.
+pub(crate) struct Acquire<'a, M: Manager, const WAIT: bool> {
+    shared: &'a Arc<Shared<M>>,
+    site: &'static Location<'static>,
+    limit: Duration,
+    slow: Option<SlowAcquire<'a, M>>,
+}
+
+type SlowAcquire<'a, M> =
+    Pin<Box<dyn Future<Output = Result<PooledConnection<M>, PoolError<M>>> + Send + 'a>>;
+
+impl<M: Manager, const WAIT: bool> Future for Acquire<'_, M, WAIT> {
+    type Output = Result<PooledConnection<M>, PoolError<M>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(slow) = &mut this.slow {
+            return slow.as_mut().poll(cx);
+        }
+        let shared = this.shared;
+        if tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
+            return this.go_slow(cx, None);
+        }
+        // Cooperative budget: a task that gets and returns in a loop without awaiting
+        // anything else still yields now and then, so every task progresses.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+        coop.made_progress();
+        let now = Instant::now();
+        let mut st = shared.state.lock();
+        // Counted under the lock the get takes anyway (no extra atomic).
+        st.gets += 1;
+        if st.fast_get() && shared.hooks.before_acquire.is_none() {
+            if let Some(mut conn) = st.take_idle() {
+                if conn.retire_due(now) || conn.stale(now) {
+                    // Retired or validated by the full loop (which takes it again).
+                    st.untake_idle(conn);
+                } else if shared.manager.is_broken(&mut conn.raw) {
+                    // Died while idle (the server closed it): evicted here, by the
+                    // manager's cheap sync check, rather than handed out.
+                    shared.discard_locked(st, conn, CloseReason::Broken, now);
+                    let begun = Begun {
+                        start: now,
+                        now: Instant::now(),
+                        retry: true,
+                    };
+                    return this.go_slow(cx, Some(begun));
+                } else {
+                    // The task checking out: recorded with the hold (one thread-local
+                    // read), so a get that has to wait can tell whether its own task
+                    // already holds a connection.
+                    let slot = st.holders.insert(this.site, now, tokio::task::try_id());
+                    drop(st);
+                    return Poll::Ready(Ok(PooledConnection::new(
+                        Arc::clone(shared),
+                        conn,
+                        slot,
+                        now,
+                    )));
+                }
+            }
+        }
+        drop(st);
+        let begun = Begun {
+            start: now,
+            now,
+            retry: false,
+        };
+        this.go_slow(cx, Some(begun))
+    }
+}
+
+/// Where [`Acquire`]'s fast path left a get for [`Shared::acquire_slow`]: the budget unit
+/// consumed and the get counted at `start`; the clock read last at `now`; `retry` when it
+/// already made a pass (a broken idle connection was discarded), so the deadline applies.
+#[derive(Clone, Copy)]
+pub(crate) struct Begun {
+    start: Instant,
+    now: Instant,
+    retry: bool,
+}
+
+impl<'a, M: Manager, const WAIT: bool> Acquire<'a, M, WAIT> {
+    /// Continues as the full acquire loop: `begun` once the fast path consumed the budget
+    /// unit and counted the get, `None` for a traced get.
+    #[cold]
+    #[inline(never)]
+    fn go_slow(
+        &mut self,
+        cx: &mut Context<'_>,
+        begun: Option<Begun>,
+    ) -> Poll<Result<PooledConnection<M>, PoolError<M>>> {
+        let (shared, site, limit) = (self.shared, self.site, self.limit);
+        let slow: SlowAcquire<'a, M> = match begun {
+            None => Box::pin(shared.acquire_traced::<WAIT>(site, limit)),
+            begun => Box::pin(shared.acquire_slow::<WAIT>(site, limit, begun)),
+        };
+        self.slow.insert(slow).as_mut().poll(cx)
+    }
+}
+
 impl<M: Manager> Shared<M> {
     /// `Pool::get` (`WAIT`, `limit` = `acquire_timeout`), `Pool::get_timeout` (`WAIT`, a
     /// shorter `limit`) and `Pool::try_get` (no `WAIT`: no idle connection is
     /// `Error::WouldBlock`; validation and `before_acquire` still run, each bounded).
-    /// `TRACED` is false when called by the pool: then, if a subscriber wants the
-    /// `poolguard.conn.get` span, the get runs as [`Self::acquire_traced`] (boxed: only
-    /// traced gets pay for the span's state); otherwise this future is the whole get, with
-    /// no wrapper state machine around it (one cached interest check).
-    pub(crate) async fn acquire<const WAIT: bool, const TRACED: bool>(
+    /// See [`Acquire`]: the fast path, then (when it does not apply) [`Self::acquire_slow`].
+    #[inline]
+    pub(crate) fn acquire<const WAIT: bool>(
         self: &Arc<Self>,
         site: &'static Location<'static>,
         limit: Duration,
-    ) -> Result<PooledConnection<M>, PoolError<M>> {
-        if !TRACED && tracing::enabled!(target: "poolguard::conn::get", tracing::Level::INFO) {
-            return Box::pin(self.acquire_traced::<WAIT>(site, limit)).await;
+    ) -> Acquire<'_, M, WAIT> {
+        Acquire {
+            shared: self,
+            site,
+            limit,
+            slow: None,
         }
-        // Cooperative budget: a task that gets and returns in a loop without awaiting
-        // anything else still yields now and then, so every task progresses.
-        tokio::task::coop::consume_budget().await;
-        let start = Instant::now();
+    }
+
+    /// The full acquire loop (waiting, validating, hooks, pause, retries). `begun`: where
+    /// [`Acquire`]'s fast path left it; `None` (the traced get) starts from scratch.
+    pub(crate) async fn acquire_slow<const WAIT: bool>(
+        self: &Arc<Self>,
+        site: &'static Location<'static>,
+        limit: Duration,
+        begun: Option<Begun>,
+    ) -> Result<PooledConnection<M>, PoolError<M>> {
+        // `counted`: the get is counted; `passed`: a pass was made (the deadline applies
+        // from the second pass on: the first cannot be late, `acquire_timeout` > 0, and a
+        // zero `get_timeout` still takes what the first pass finds).
+        let (start, mut now, mut counted, mut passed) = match begun {
+            Some(b) => (b.start, b.now, true, b.retry),
+            None => {
+                tokio::task::coop::consume_budget().await;
+                let start = Instant::now();
+                (start, start, false, false)
+            }
+        };
         // The deadline is computed where it is needed (waiting, validating, retrying), not
         // on the fast path: the first pass cannot be late (`acquire_timeout` > 0).
         let deadline = || crate::deadline::add_tokio(start, limit);
-        let mut now = start;
-        let mut counted = false;
         // The task checking out: recorded with the hold (one thread-local read), so a get
         // that has to wait can tell whether its own task already holds a connection.
         let task = tokio::task::try_id();
@@ -74,7 +202,7 @@ impl<M: Manager> Shared<M> {
         // this time.
         let mut queued_at: Option<Instant> = None;
         loop {
-            if counted && now >= deadline() {
+            if passed && now >= deadline() {
                 if queued_at.is_some() {
                     // Woken, but out of time: a connection left idle goes to the next waiter.
                     self.wake_next();
@@ -83,6 +211,7 @@ impl<M: Manager> Shared<M> {
             }
             let step = {
                 let mut st = self.state.lock();
+                passed = true;
                 if !counted {
                     // Counted under the lock the get takes anyway (no extra atomic).
                     counted = true;
@@ -322,7 +451,7 @@ impl<M: Manager> Shared<M> {
         );
         let start = Instant::now();
         let res = self
-            .acquire::<WAIT, true>(site, limit)
+            .acquire_slow::<WAIT>(site, limit, None)
             .instrument(span.clone())
             .await;
         span.record("wait_s", start.elapsed().as_secs_f64());

@@ -150,7 +150,7 @@ impl<M: Manager> Drop for WaitGuard<M> {
                 let mut conn = h.conn;
                 let mut st = self.shared.state.lock();
                 st.holders.remove(h.slot);
-                conn.last_used = now;
+                conn.cold.last_used = now;
                 self.shared.deliver_locked(st, conn, now);
             }
             // Woken to retry, and gone: another waiter may take the idle connection.

@@ -62,8 +62,6 @@ pub(crate) struct Conn<C> {
     pub(crate) uses: u64,
     /// `created + max_lifetime - jitter`.
     pub(crate) retire_at: Option<Instant>,
-    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
-    pub(crate) last_used: Instant,
     /// Last time it was known alive (validated, reset or returned) plus
     /// `validation_bypass`: until then a checkout skips validation. Stored as the sum so the
     /// checkout compares two instants instead of computing a duration.
@@ -78,6 +76,10 @@ pub(crate) struct Conn<C> {
 #[derive(Debug)]
 pub(crate) struct Cold {
     pub(crate) created: Instant,
+    /// Last time it came back to the pool (or, for unsampled returns, was checked out).
+    /// Written on every return but read only by maintenance and `retain`, so here: the
+    /// hot part that moves with every checkout and return stays small.
+    pub(crate) last_used: Instant,
     /// `idle_timeout - jitter`.
     pub(crate) idle_limit: Option<Duration>,
     /// `keepalive_interval - jitter`.
@@ -145,11 +147,11 @@ impl<C> Conn<C> {
             id,
             uses: 0,
             retire_at: None,
-            last_used: now,
             fresh_until: crate::deadline::add_tokio(now, bypass),
             epoch,
             cold: Box::new(Cold {
                 created: now,
+                last_used: now,
                 idle_limit: None,
                 keepalive: cfg
                     .keepalive_interval
@@ -176,7 +178,7 @@ impl<C> Conn<C> {
         super::ConnMetrics {
             id: self.id,
             age: now.saturating_duration_since(self.cold.created),
-            idle_for: now.saturating_duration_since(self.last_used),
+            idle_for: now.saturating_duration_since(self.cold.last_used),
             uses: self.uses,
         }
     }
@@ -188,7 +190,7 @@ impl<C> Conn<C> {
     pub(crate) fn idle_expired(&self, now: Instant) -> bool {
         self.cold
             .idle_limit
-            .is_some_and(|d| now.saturating_duration_since(self.last_used) >= d)
+            .is_some_and(|d| now.saturating_duration_since(self.cold.last_used) >= d)
     }
 
     /// Records that it was known alive at `now` (`bypass`: see [`Shared::bypass`]).
@@ -196,8 +198,13 @@ impl<C> Conn<C> {
     /// [`Shared::bypass`]: super::engine::Shared::bypass
     /// `bypass` is the pool's `validation_bypass`, already capped (`Shared::bypass`), so
     /// the sum needs no clamp: only the overflow check, which cannot fail for it.
+    #[inline]
     pub(crate) fn checked_at(&mut self, now: Instant, bypass: Duration) {
-        self.fresh_until = now.checked_add(bypass).unwrap_or(now);
+        // Through `std` directly: one call on the return's fast path, not two.
+        self.fresh_until = now
+            .into_std()
+            .checked_add(bypass)
+            .map_or(now, Instant::from_std);
     }
 
     /// Whether a checkout at `now` must validate it first.
@@ -507,6 +514,23 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         }
     }
 
+    /// Gives back a connection just taken with [`take_idle`](Self::take_idle), where it
+    /// was (the get's fast path leaves it to the full acquire loop).
+    #[inline]
+    pub(crate) fn untake_idle(&mut self, conn: Conn<C>) {
+        if self.fifo {
+            self.idle.push_front(conn);
+        } else {
+            self.idle.push_back(conn);
+        }
+    }
+
+    /// Whether a get may take the fast path: the pool is open and not paused.
+    #[inline]
+    pub(crate) fn fast_get(&self) -> bool {
+        !self.closed && self.paused.is_none()
+    }
+
     /// Queues a caller (the caller checked `max_waiters` and the breaker) and counts why it
     /// waits. Returns the waiter's id, for [`remove_waiter`](Self::remove_waiter).
     pub(crate) fn queue_waiter(
@@ -657,6 +681,27 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         } else {
             Some(conn)
         }
+    }
+
+    /// Whether a returned connection may take the return's fast path at `now`: its holder
+    /// in `slot` neither leaked nor abandoned, its epoch current (nothing to evict or
+    /// update), not due for retirement, the pool open, not above `max_size`, and nobody
+    /// waiting. Then the caller removes the holder and puts it idle
+    /// ([`put_idle`](Self::put_idle)) or resets it.
+    #[inline]
+    pub(crate) fn fast_return(&self, conn: &Conn<C>, slot: usize, now: Instant) -> bool {
+        self.holders.is_plain(slot)
+            && conn.epoch == self.epoch
+            && !conn.retire_due(now)
+            && self.waiters.is_empty()
+            && !self.closed
+            && self.size <= self.max_size
+    }
+
+    /// The return's fast path (see [`fast_return`](Self::fast_return)): into the idle list.
+    #[inline]
+    pub(crate) fn put_idle(&mut self, conn: Conn<C>) {
+        self.idle.push_back(conn);
     }
 
     /// A connection in flight (taken idle, being validated or reset, refused by every
@@ -966,6 +1011,66 @@ mod tests {
         }
         assert_eq!(p.waiters.len(), 1);
         check(&p, 2);
+    }
+
+    #[test]
+    fn the_fast_paths_step_aside_for_every_case_the_full_flows_handle() {
+        let now = Instant::now();
+        let site = Location::caller();
+        let mut p = pool(2);
+        fill(&mut p, 2);
+        // Checkout: open and not paused.
+        assert!(p.fast_get());
+        p.pause(crate::conn::PauseMode::Wait, now);
+        assert!(!p.fast_get(), "paused");
+        p.resume();
+        // `untake_idle` puts a connection back where `take_idle` found it.
+        let ids = |p: &I| p.idle.iter().map(|c| c.id).collect::<Vec<_>>();
+        let before = ids(&p);
+        let c = p.take_idle().expect("idle");
+        p.untake_idle(c);
+        assert_eq!(ids(&p), before, "LIFO: back at the back");
+        p.fifo = true;
+        let c = p.take_idle().expect("idle");
+        p.untake_idle(c);
+        assert_eq!(ids(&p), before, "FIFO: back at the front");
+        p.fifo = false;
+
+        // Return: a plain hold of the current epoch, nobody waiting, open, within max_size.
+        let c = p.take_idle().expect("idle");
+        let slot = p.holders.insert(site, now, None);
+        assert!(p.fast_return(&c, slot, now));
+        p.holders.iter_mut().for_each(|h| h.leaked = true);
+        assert!(!p.fast_return(&c, slot, now), "a leaked hold is reported");
+        p.holders.iter_mut().for_each(|h| {
+            h.leaked = false;
+            h.abandoned = true;
+        });
+        assert!(!p.fast_return(&c, slot, now), "an abandoned hold is closed");
+        p.holders.iter_mut().for_each(|h| h.abandoned = false);
+        p.set_lifetimes(p.lifetimes);
+        assert!(
+            !p.fast_return(&c, slot, now),
+            "an older epoch: evict or update"
+        );
+        let mut c = c;
+        assert!(p.current(&mut c));
+        assert!(p.fast_return(&c, slot, now), "brought up to date");
+        let (tx, _rx) = oneshot::channel();
+        let w = p.queue_waiter(site, None, tx, 0, now);
+        assert!(!p.fast_return(&c, slot, now), "someone waits");
+        assert!(p.remove_waiter(w));
+        p.resize(0);
+        assert!(!p.fast_return(&c, slot, now), "above max_size");
+        p.resize(2);
+        assert!(p.fast_return(&c, slot, now));
+        p.holders.remove(slot);
+        assert!(!p.fast_return(&c, slot, now), "no such hold");
+        p.put_idle(c);
+        p.close().expect("first close");
+        let c = p.take_idle();
+        assert!(c.is_none(), "close took the idle ones");
+        assert!(!p.fast_get(), "closed");
     }
 
     #[test]

@@ -65,6 +65,14 @@ impl Holders {
             .map(|h| h.site)
     }
 
+    /// Whether `slot` holds a hold that is neither leaked nor abandoned.
+    #[inline]
+    pub(crate) fn is_plain(&self, slot: usize) -> bool {
+        self.slab
+            .get(slot)
+            .is_some_and(|h| !h.leaked && !h.abandoned)
+    }
+
     #[inline]
     pub(crate) fn remove(&mut self, slot: usize) -> Option<Hold> {
         self.slab.remove(slot)

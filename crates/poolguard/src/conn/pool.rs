@@ -157,7 +157,7 @@ impl<M: Manager> Pool<M> {
         // The acquire itself: with no subscriber for the span, it is the whole future (the
         // span check is its first statement).
         self.shared
-            .acquire::<true, false>(site, self.shared.acquire_timeout())
+            .acquire::<true>(site, self.shared.acquire_timeout())
     }
 
     /// As [`get`](Pool::get), with this call's own deadline: `timeout`, capped at the pool's
@@ -192,7 +192,7 @@ impl<M: Manager> Pool<M> {
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
         let limit = timeout.min(self.shared.acquire_timeout());
-        self.shared.acquire::<true, false>(site, limit)
+        self.shared.acquire::<true>(site, limit)
     }
 
     /// An idle connection now, or [`Error::WouldBlock`]: it never queues and never opens a
@@ -224,7 +224,7 @@ impl<M: Manager> Pool<M> {
     ) -> impl Future<Output = Result<PooledConnection<M>, Error<M::Error>>> + Send + '_ {
         let site = Location::caller();
         self.shared
-            .acquire::<false, false>(site, self.shared.acquire_timeout())
+            .acquire::<false>(site, self.shared.acquire_timeout())
     }
 
     /// As [`get`](Pool::get), but the future and the guard are `'static`: the guard holds
@@ -255,7 +255,7 @@ impl<M: Manager> Pool<M> {
         let pool = self.clone();
         async move {
             let limit = pool.shared.acquire_timeout();
-            let conn = pool.shared.acquire::<true, false>(site, limit).await?;
+            let conn = pool.shared.acquire::<true>(site, limit).await?;
             Ok(OwnedPooledConnection::new(conn, pool))
         }
     }

@@ -31,27 +31,103 @@ pub(crate) const HOLD_SAMPLE: u64 = 8;
 
 impl<M: Manager> Shared<M> {
     /// A held connection comes back (its guard was dropped).
+    ///
+    /// The fast path, inlined into the guard's drop: no leak detection, no
+    /// `after_release` hook, not marked broken, its holder neither leaked nor abandoned,
+    /// its epoch current, not due for retirement, the pool open and nobody waiting: the
+    /// connection goes straight back to the idle list (or to its reset), a sampled use
+    /// recording its hold time on the way. Everything else is
+    /// [`release_full`](Self::release_full), out of line; it decides from scratch, and
+    /// each `Manager` check (`is_broken`, `needs_reset`) still runs once per return.
+    #[inline]
     pub(crate) fn release(
         self: &Arc<Self>,
         mut conn: Conn<M::Connection>,
         slot: usize,
-        mut close_as: Option<CloseReason>,
+        close_as: Option<CloseReason>,
+        since: Instant,
+    ) {
+        conn.uses = conn.uses.wrapping_add(1);
+        if close_as.is_some()
+            || self.cfg.leak_threshold.is_some()
+            || self.hooks.after_release.is_some()
+        {
+            return self.release_full(conn, slot, close_as, since);
+        }
+        let sampled = conn.uses % HOLD_SAMPLE == 1;
+        if self.manager.is_broken(&mut conn.raw) {
+            return self.release_full(conn, slot, Some(CloseReason::Broken), since);
+        }
+        // As in `release_full`: a sampled use reads the clock (and records its hold time,
+        // once: the full path below does not sample again); otherwise the coarse clock.
+        let exact = if sampled {
+            Some(self.record_hold(since))
+        } else {
+            None
+        };
+        let mut st = self.state.lock();
+        let now = match exact {
+            Some(now) => now,
+            None => since.max(st.coarse),
+        };
+        if st.fast_return(&conn, slot, now) {
+            st.holders.remove(slot);
+            if self.manager.needs_reset(&mut conn.raw) {
+                drop(st);
+                self.spawn_reset(conn);
+                return;
+            }
+            conn.cold.last_used = now;
+            conn.checked_at(now, self.bypass);
+            st.put_idle(conn);
+            return;
+        }
+        drop(st);
+        self.release_rest(conn, slot, None, exact, since);
+    }
+
+    /// A sampled use: its hold time into the histogram; the exact clock it read.
+    #[inline(never)]
+    fn record_hold(&self, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.stats
+            .hold_time
+            .record(now.saturating_duration_since(since));
+        now
+    }
+
+    /// [`release`](Self::release) in full: sampling, leak reports, abandoned holds,
+    /// retirement, soft-evict, hooks, reset and the handoff to waiters. `conn.uses` is
+    /// already counted; `close_as` includes a broken connection the fast path found.
+    #[cold]
+    #[inline(never)]
+    fn release_full(
+        self: &Arc<Self>,
+        conn: Conn<M::Connection>,
+        slot: usize,
+        close_as: Option<CloseReason>,
         since: Instant,
     ) {
         // One clock read per cycle is the fast path's budget: the return reads the clock
         // only for sampled uses (hold-time histogram); otherwise the checkout time stands
         // in for "last used" (errs toward validating a long-held connection once more, and
         // lifetime is re-checked at the next checkout with a fresh clock anyway).
-        conn.uses = conn.uses.wrapping_add(1);
-        let sampled = if conn.uses % HOLD_SAMPLE == 1 {
-            let now = Instant::now();
-            self.stats
-                .hold_time
-                .record(now.saturating_duration_since(since));
-            Some(now)
-        } else {
-            None
-        };
+        let sampled = (conn.uses % HOLD_SAMPLE == 1).then(|| self.record_hold(since));
+        self.release_rest(conn, slot, close_as, sampled, since);
+    }
+
+    /// The rest of [`release_full`](Self::release_full), after sampling: `sampled` is the
+    /// exact clock of a sampled use (its hold time already recorded).
+    #[cold]
+    #[inline(never)]
+    fn release_rest(
+        self: &Arc<Self>,
+        mut conn: Conn<M::Connection>,
+        slot: usize,
+        mut close_as: Option<CloseReason>,
+        sampled: Option<Instant>,
+        since: Instant,
+    ) {
         // With leak detection on, every return reads the clock, so a hold past the threshold
         // is reported when it comes back even if no maintenance pass saw it out.
         let exact = sampled.or_else(|| self.cfg.leak_threshold.map(|_| Instant::now()));
@@ -109,7 +185,7 @@ impl<M: Manager> Shared<M> {
             self.spawn_reset(conn);
             return;
         }
-        conn.last_used = now;
+        conn.cold.last_used = now;
         conn.checked_at(now, self.bypass);
         // Nobody waits (the common case): straight back to idle, without the handoff loop.
         if let Some(mut conn) = st.put_idle_unless_wanted(conn) {
@@ -195,7 +271,7 @@ impl<M: Manager> Shared<M> {
             } else {
                 let now = Instant::now();
                 let mut conn = d.take();
-                conn.last_used = now;
+                conn.cold.last_used = now;
                 conn.checked_at(now, shared.bypass);
                 shared.deliver(conn, now);
             }
@@ -220,7 +296,7 @@ impl<M: Manager> Shared<M> {
                 Ok(Ok(())) => {
                     let now = Instant::now();
                     let mut conn = d.take();
-                    conn.last_used = now;
+                    conn.cold.last_used = now;
                     conn.checked_at(now, shared.bypass);
                     shared.deliver(conn, now);
                 }

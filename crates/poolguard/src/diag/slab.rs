@@ -51,6 +51,12 @@ impl<T> Slab<T> {
         Some(v)
     }
 
+    /// The value in slot `i` (`None` if it is free or was never used).
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> Option<&T> {
+        self.slots.get(i)?.as_ref()
+    }
+
     /// Values stored.
     pub(crate) fn len(&self) -> usize {
         self.live
