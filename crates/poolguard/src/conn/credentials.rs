@@ -401,3 +401,129 @@ impl<M: super::Manager> super::Builder<M> {
         self
     }
 }
+
+/// Ends a probe run by `Pool::refresh_credentials` without a verdict if it is dropped.
+struct ProbeGuard<'a, M: super::Manager> {
+    shared: &'a super::engine::Shared<M>,
+    armed: bool,
+}
+
+impl<M: super::Manager> Drop for ProbeGuard<'_, M> {
+    fn drop(&mut self) {
+        if self.armed {
+            let cfg = &self.shared.cfg;
+            self.shared.state.lock().rotation.probe_failed(
+                None,
+                Instant::now(),
+                cfg.breaker_backoff,
+                cfg.breaker_max_backoff,
+            );
+        }
+    }
+}
+
+impl<M: super::Manager> super::Pool<M> {
+    /// Asks the credentials provider now, without waiting for the next connect (call it
+    /// when the secret store says the secret changed, or on a timer). When the answer
+    /// changed, one probe connect proves it at once (outside `max_size`; the connection
+    /// is kept if there is room, closed otherwise), and on success the connections opened
+    /// with the old credentials start retiring, paced as after any rotation. Returns
+    /// whether a rotation was proven by this call: `false` when the answer is unchanged,
+    /// no provider is set, or a probe is already running or backing off after a failure.
+    ///
+    /// Bounded by `credentials_timeout` plus `connect_timeout`; dropping the future ends
+    /// the probe without a verdict (the next connect may probe again).
+    ///
+    /// # Errors
+    /// [`Error::Credentials`](super::Error::Credentials) when the provider fails; the
+    /// probe's own failure ([`Error::Backend`](super::Error::Backend) or
+    /// [`Error::PhaseTimeout`](super::Error::PhaseTimeout), phase `connect`), after which
+    /// the old credentials stay in use; [`Error::Closed`](super::Error::Closed).
+    pub async fn refresh_credentials(&self) -> Result<bool, super::Error<M::Error>> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let shared = &self.shared;
+        let Some(provider) = &shared.hooks.credentials else {
+            return Ok(false);
+        };
+        if shared.state.lock().is_closed() {
+            return Err(super::Error::Closed);
+        }
+        shared.stats.credentials_calls.fetch_add(1, Relaxed);
+        let fresh = match call(&**provider, shared.cfg.credentials_timeout).await {
+            Ok(c) => c,
+            Err(fault) => {
+                shared.stats.credentials_failures.fetch_add(1, Relaxed);
+                shared.state.lock().rotation.provider_fault = Some(fault.to_string());
+                tracing::warn!(pool = %shared.cfg.name, error = %fault, "credentials provider failed (refresh)");
+                return Err(super::Error::Credentials(fault));
+            }
+        };
+        let used = shared.state.lock().rotation.choose(fresh, Instant::now());
+        if used.probe.is_none() {
+            return Ok(false);
+        }
+        let mut guard = ProbeGuard {
+            shared,
+            armed: true,
+        };
+        let limit = shared.cfg.connect_timeout;
+        let creds = used.credentials.clone();
+        let res = tokio::time::timeout(limit, shared.manager.connect_with(creds)).await;
+        let now = Instant::now();
+        guard.armed = false;
+        let raw = match res {
+            Ok(Ok(raw)) => raw,
+            Ok(Err(e)) => {
+                shared.stats.connect_failures.fetch_add(1, Relaxed);
+                let auth = shared.manager.is_auth_failure(&e);
+                if auth {
+                    shared.stats.auth_failures.fetch_add(1, Relaxed);
+                }
+                tracing::warn!(pool = %shared.cfg.name, error = %e, auth, "credential rotation: the probe connect with the new credentials failed; the proven credentials stay in use");
+                shared.probe_failed(format!("connect: {e}"), now);
+                return Err(super::Error::Backend {
+                    phase: super::Phase::Connect,
+                    source: Arc::new(e),
+                });
+            }
+            Err(_) => {
+                shared.stats.connect_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "credential rotation: the probe connect with the new credentials timed out; the proven credentials stay in use");
+                shared.probe_failed(format!("connect: timed out after {limit:?}"), now);
+                return Err(super::Error::PhaseTimeout {
+                    phase: super::Phase::Connect,
+                    after: limit,
+                });
+            }
+        };
+        shared.stats.created.fetch_add(1, Relaxed);
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        let gen = used.gen;
+        let (adopted, life, epoch, old, opens) = {
+            let mut st = shared.state.lock();
+            st.rotation.succeeded(used);
+            st.rotated();
+            let adopted = st.adopt();
+            let old = st.retire_old_idle();
+            shared.begin_closes(old.len() + usize::from(!adopted));
+            let min_idle = st.min_idle();
+            let opens = shared.plan(&mut st, now, min_idle);
+            (adopted, st.lifetimes(), st.epoch(), old, opens)
+        };
+        shared.stats.rotations.fetch_add(1, Relaxed);
+        tracing::info!(pool = %shared.cfg.name, conn = id, generation = gen, max_at_once = shared.cfg.max_concurrent_opens, "credentials rotated: the new credentials were proven by a probe connect; connections opened with the old ones retire gradually");
+        let mut conn =
+            super::internals::Conn::new(raw, id, now, &shared.cfg, life, epoch, shared.bypass);
+        conn.cold.cred_gen = gen;
+        if adopted {
+            shared.deliver(conn, now);
+        } else {
+            shared.close_conn(conn, super::CloseReason::Surplus);
+        }
+        for c in old {
+            shared.close_conn(c, super::CloseReason::Rotated);
+        }
+        shared.spawn_opens(opens);
+        Ok(true)
+    }
+}

@@ -533,6 +533,17 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             && !self.closed
     }
 
+    /// A connection opened outside `plan_opens` (the probe of
+    /// `Pool::refresh_credentials`) takes a place in `size` if one is free and the pool is
+    /// open; `false`: the caller closes it.
+    pub(crate) fn adopt(&mut self) -> bool {
+        if self.closed || self.size >= self.max_size {
+            return false;
+        }
+        self.size += 1;
+        true
+    }
+
     /// Credentials rotated (the probe succeeded): connections of an older generation take
     /// the slow path of [`current`](Self::current) from now on (a new epoch).
     pub(crate) fn rotated(&mut self) {
