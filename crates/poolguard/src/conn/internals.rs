@@ -510,6 +510,14 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         if conn.epoch == self.epoch {
             return None;
         }
+        self.stale_slow(conn)
+    }
+
+    /// [`stale`](Self::stale) for a connection of another epoch (kept out of line: the
+    /// return fast path inlines only the comparison).
+    #[cold]
+    #[inline(never)]
+    fn stale_slow(&mut self, conn: &mut Conn<C>) -> Option<CloseReason> {
         if conn.epoch < self.evict_before {
             return Some(CloseReason::Evicted);
         }
