@@ -107,6 +107,11 @@ pub(crate) struct Stats {
     pub(crate) hooks: [HookCounters; HookName::ALL.len()],
     pub(crate) detached: AtomicU64,
     pub(crate) would_block: AtomicU64,
+    pub(crate) credentials_calls: AtomicU64,
+    pub(crate) credentials_failures: AtomicU64,
+    pub(crate) rotations: AtomicU64,
+    pub(crate) rotation_probe_failures: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
     pub(crate) wait_time: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) queue_time: Histogram,
@@ -114,12 +119,6 @@ pub(crate) struct Stats {
     pub(crate) connect_time: Histogram,
     pub(crate) validation_time: Histogram,
     pub(crate) reset_time: Histogram,
-    // Credentials (cold: connect path only), after everything the get/return path touches.
-    pub(crate) credentials_calls: AtomicU64,
-    pub(crate) credentials_failures: AtomicU64,
-    pub(crate) rotations: AtomicU64,
-    pub(crate) rotation_probe_failures: AtomicU64,
-    pub(crate) auth_failures: AtomicU64,
 }
 
 impl Stats {
