@@ -19,6 +19,7 @@ const EXPECTED: &[(&str, &str)] = &[
     ("spike", "doctor.in-use-spike"),
     ("trap-min-idle-0", "conn.cold-start"),
     ("trap-abandon", "conn.abandon-on"),
+    ("trap-validation-timeout", "conn.slow-validation"),
     ("nested-acquire", "conn.nested-acquire"),
     ("put-only", "object.only-puts"),
     ("oversized", "object.oversized"),
@@ -231,6 +232,16 @@ fn short_abandon_timeout_is_named() {
     let (f, code) = first_finding("trap-abandon");
     assert_eq!(f["severity"], "warning");
     assert_eq!(code, 1);
+}
+
+#[test]
+fn a_validation_timeout_as_long_as_the_acquire_timeout_is_named() {
+    let (f, code) = first_finding("trap-validation-timeout");
+    assert_eq!(f["severity"], "critical");
+    assert_eq!(f["pool"], "legacy-service");
+    let message = f["message"].as_str().unwrap_or_default();
+    assert!(message.contains("validation_timeout (3s)"), "{f}");
+    assert_eq!(code, 2);
 }
 
 #[test]

@@ -230,3 +230,53 @@ async fn validation_failures_are_named_before_anything_else_fails() {
         codes(&f)
     );
 }
+
+/// A pool whose idle connections hang on validation (a node that died under them) while new
+/// connects hang too; `validation` is the pool's `validation_timeout`, acquire_timeout 3 s.
+/// Returns the doctor's findings after one get, and that get's outcome.
+async fn dead_node(validation: Duration) -> (Vec<Finding>, bool) {
+    let m = sim();
+    let p = Pool::builder(m.clone())
+        .max_size(2)
+        .min_idle(2)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(1))
+        .validation_timeout(validation)
+        .keepalive_interval(None)
+        .build()
+        .expect("valid");
+    p.ready(Duration::from_secs(5)).await.expect("warm");
+    m.set(Op::Validate, Behavior::Hang);
+    m.set(Op::Connect, Behavior::Hang);
+    // Idle past the bypass window: the next checkout validates.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ok = p.get().await.is_ok();
+    (p.doctor(), ok)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_validation_timeout_near_the_acquire_timeout_is_named_first() {
+    let (f, ok) = dead_node(Duration::from_secs(3)).await;
+    assert!(!ok, "nothing answers: the get cannot succeed");
+    let first = f.first().unwrap_or_else(|| panic!("no finding"));
+    assert_eq!(first.code, "conn.slow-validation", "{:?}", codes(&f));
+    assert_eq!(first.severity, Severity::Critical);
+    assert!(first.message.contains("validation_timeout (3s)"), "{first}");
+    assert!(
+        first
+            .message
+            .contains("at least all of acquire_timeout (3s)"),
+        "{first}"
+    );
+    assert!(first.fix.contains("validation_timeout"), "{first}");
+
+    // The same dead node with a short validation timeout: the timeouts are the node's fault,
+    // not the setting's, and the other findings say so.
+    let (f, _) = dead_node(Duration::from_millis(200)).await;
+    assert!(
+        find(&f, "conn.slow-validation").is_none(),
+        "a 200 ms validation_timeout is no trap: {:?}",
+        codes(&f)
+    );
+    assert!(!f.is_empty(), "the dead node is still named: {f:?}");
+}

@@ -257,6 +257,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.unleaked
         connection_pool.stats.validation_failures
         connection_pool.stats.validation_time=histogram
+        connection_pool.stats.validation_timeouts
         connection_pool.stats.validations
         connection_pool.stats.wait_time=histogram
         connection_pool.stats.waited

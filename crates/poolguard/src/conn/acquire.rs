@@ -401,6 +401,7 @@ impl<M: Manager> Shared<M> {
             }
             Err(_) => {
                 self.stats.validation_failures.fetch_add(1, Relaxed);
+                self.stats.validation_timeouts.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %self.cfg.name, conn = id, timeout_s = limit.as_secs_f64(), "validation timed out; closing the connection");
                 let text = format!("validate: timed out after {limit:?}");
                 if limit >= self.cfg.validation_timeout {

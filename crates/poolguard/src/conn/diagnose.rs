@@ -113,7 +113,7 @@ mod ser {
 
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 38)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 39)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
@@ -127,6 +127,7 @@ mod ser {
             st.serialize_field("connect_failures", &self.connect_failures)?;
             st.serialize_field("validations", &self.validations)?;
             st.serialize_field("validation_failures", &self.validation_failures)?;
+            st.serialize_field("validation_timeouts", &self.validation_timeouts)?;
             st.serialize_field("resets", &self.resets)?;
             st.serialize_field("leaks", &self.leaks)?;
             st.serialize_field("unleaked", &self.unleaked)?;

@@ -120,6 +120,33 @@ pub(crate) fn diagnose<M: Manager>(
         ));
     }
     let acquire_timeout = shared.acquire_timeout();
+    // A validation timeout that can eat half of a caller's budget: against a dead node each
+    // checkout waits it out before the pool can try anything else, so the callers time out
+    // (or the breaker opens) because of the setting. Named before what it causes.
+    if t.validation_timeouts > 0 && cfg.validation_timeout * 2 >= acquire_timeout {
+        out.push(Finding::new(
+            Severity::Critical,
+            "conn.slow-validation",
+            &label,
+            format!(
+                "{} validations timed out, and validation_timeout ({:?}) is {} of acquire_timeout ({acquire_timeout:?}): a checkout that meets a dead connection waits out the validation before it can try another one or fail, so callers hang instead of getting an answer ({} gets timed out, {} connects failed)",
+                t.validation_timeouts,
+                cfg.validation_timeout,
+                if cfg.validation_timeout >= acquire_timeout {
+                    "at least all".to_owned()
+                } else {
+                    format!(
+                        "{:.0} %",
+                        100.0 * cfg.validation_timeout.as_secs_f64()
+                            / acquire_timeout.as_secs_f64().max(f64::MIN_POSITIVE)
+                    )
+                },
+                t.timed_out,
+                t.connect_failures,
+            ),
+            "set validation_timeout to a few times a normal validation (1 s is plenty for SELECT 1 or PING), well under acquire_timeout, so a dead node costs a caller one short wait and the breaker can open",
+        ));
+    }
     if let Some(p) = paused {
         let paused_for = Instant::now().saturating_duration_since(p.since);
         if s.waiters > 0 && paused_for > acquire_timeout {

@@ -590,6 +590,11 @@ impl<M: Manager> Pool<M> {
                 t.validation_failures,
             ),
             (
+                "poolguard_conn_validation_timeouts_total",
+                "Validations that timed out (also counted as failures).",
+                t.validation_timeouts,
+            ),
+            (
                 "poolguard_conn_resets_total",
                 "Resets run on return.",
                 t.resets,

@@ -94,6 +94,7 @@ pub(crate) struct Stats {
     pub(crate) connect_failures: AtomicU64,
     pub(crate) validations: AtomicU64,
     pub(crate) validation_failures: AtomicU64,
+    pub(crate) validation_timeouts: AtomicU64,
     pub(crate) resets: AtomicU64,
     pub(crate) leaks: AtomicU64,
     pub(crate) unleaked: AtomicU64,
@@ -142,6 +143,7 @@ impl Stats {
             connect_failures: l(&self.connect_failures),
             validations: l(&self.validations),
             validation_failures: l(&self.validation_failures),
+            validation_timeouts: l(&self.validation_timeouts),
             resets: l(&self.resets),
             leaks: l(&self.leaks),
             unleaked: l(&self.unleaked),
@@ -206,6 +208,9 @@ pub struct StatsSnapshot {
     pub validations: u64,
     /// Validations that failed or timed out.
     pub validation_failures: u64,
+    /// Validations that timed out (counted in `validation_failures` too): cut off by
+    /// `validation_timeout` or by the caller's own deadline.
+    pub validation_timeouts: u64,
     /// Resets run on return.
     pub resets: u64,
     /// Connections reported as leaked: held past `leak_threshold`, seen by maintenance while

@@ -56,6 +56,7 @@
 //! | `poolguard_conn_connect_failures_total` | connects that failed or timed out |
 //! | `poolguard_conn_validations_total` | validations run (checkout and keepalive) |
 //! | `poolguard_conn_validation_failures_total` | validations that failed or timed out |
+//! | `poolguard_conn_validation_timeouts_total` | validations that timed out (also counted as failures) |
 //! | `poolguard_conn_resets_total` | resets run on return |
 //! | `poolguard_conn_breaker_opens_total` | times the breaker opened |
 //! | `poolguard_conn_closed_total{reason}` | connections closed, by reason: `broken`, `validation`, `reset`, `idle`, `lifetime`, `abandoned`, `surplus`, `pool_closed`, `evicted`, `hook`, `rotated` |

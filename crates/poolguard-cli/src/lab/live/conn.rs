@@ -309,6 +309,38 @@ pub(crate) async fn abandon(registry: Registry, mut ready: Ready) -> Result<(), 
     Ok(())
 }
 
+/// `trap-validation-timeout`: 4 clients on a pool whose `validation_timeout` (3 s) equals its
+/// `acquire_timeout`; the node dies (every validation and connect hangs) and stays dead.
+pub(crate) async fn slow_validation(registry: Registry, mut ready: Ready) -> Result<(), String> {
+    let db = sim(ms(5), ms(2));
+    let pool = Pool::builder(db.clone())
+        .name("legacy-service")
+        .max_size(4)
+        .min_idle(4)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_timeout(Duration::from_secs(1))
+        .validation_timeout(Duration::from_secs(3))
+        .keepalive_interval(None)
+        .maintenance_interval(ms(100))
+        .build()
+        .map_err(|e| e.to_string())?;
+    registry.register(&pool);
+    until(|| pool.status().idle >= 4).await;
+    let mut set = JoinSet::new();
+    // Pauses longer than the validation bypass (500 ms): every checkout validates.
+    workers(&mut set, 4, &pool, &db, ms(600));
+    until(|| pool.stats().validations >= 8).await;
+    db.set_outage(true);
+    until(|| pool.stats().validation_timeouts >= 1).await;
+    let t = pool.stats();
+    ready.set(format!(
+        "the node is dead: {} validations ran into the 3 s validation_timeout, {} gets timed out",
+        t.validation_timeouts, t.timed_out
+    ));
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
 /// `nested-acquire`: 3 tasks, a pool of 3; each holds a connection ("cached per task") and
 /// then takes another from the same pool ("a new transaction").
 pub(crate) async fn nested(registry: Registry, mut ready: Ready) -> Result<(), String> {

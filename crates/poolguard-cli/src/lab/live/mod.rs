@@ -96,6 +96,12 @@ pub(crate) const LIVE: &[LiveScenario] = &[
         start: |r, ready| Box::pin(conn::abandon(r, ready)),
     },
     LiveScenario {
+        name: "trap-validation-timeout",
+        about: "validation_timeout as long as acquire_timeout, then the node dies: every caller waits out a validation and times out",
+        cause: "conn.slow-validation",
+        start: |r, ready| Box::pin(conn::slow_validation(r, ready)),
+    },
+    LiveScenario {
         name: "nested-acquire",
         about: "each task holds a connection and takes a second from the same pool of 3: deadlock until the acquire timeout",
         cause: "conn.nested-acquire",
