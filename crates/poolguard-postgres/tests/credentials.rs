@@ -20,10 +20,10 @@ const ROLE: &str = "creds11_rot";
 
 /// Creates the role with password `rot-A`; checks that pg_hba makes it authenticate.
 async fn setup_role(admin: &tokio_postgres::Client) {
+    // A run that failed half-way may have left the role (and sessions) behind.
+    drop_role(admin).await;
     admin
-        .batch_execute(&format!(
-            "DROP ROLE IF EXISTS {ROLE}; CREATE ROLE {ROLE} LOGIN PASSWORD 'rot-A'"
-        ))
+        .batch_execute(&format!("CREATE ROLE {ROLE} LOGIN PASSWORD 'rot-A'"))
         .await
         .expect("create the test role");
     let wrong = PostgresManager::new(&format!(

@@ -308,7 +308,6 @@ async fn a_failed_probe_keeps_the_old_credentials_serving() {
         .find(|f| f.code == "conn.credentials-rotation")
         .unwrap_or_else(|| panic!("no rotation finding: {f:#?}"));
     assert!(finding.message.contains("password authentication failed"));
-    assert!(!finding.message.contains('B') || !finding.message.contains("\"B\""));
     // The server learns B; after the backoff the next probe proves it.
     m.accept(&["A", "B"]);
     sleep(Duration::from_secs(1)).await;
