@@ -29,7 +29,8 @@
 //! poolguard = { version = "0.1", default-features = false, features = ["object"] }
 //! ```
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![forbid(unsafe_code)]
+// Denied everywhere; allowed only in the per-thread tier (`object::local`), see there.
+#![deny(unsafe_code)]
 #![warn(
     missing_docs,
     unreachable_pub,

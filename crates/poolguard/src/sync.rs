@@ -7,8 +7,8 @@
 //! * `atomic`, `Mutex`, `MutexGuard`, `Arc`, `thread`: `std`'s (the shared tier's shards);
 //! * [`pl`]: `parking_lot`'s `Mutex`, `MutexGuard`, `Condvar` and `RwLock` (the trim and hold
 //!   locks, the reclaimer's queue); under loom, shims over loom's types with the same API;
-//! * [`AtomicCell`]: crossbeam's (the per-thread cells); under loom, a loom mutex around
-//!   the value (loom models the exchange; only the atomicity matters to the models).
+//! * [`UnsafeCell`]: the per-thread slots (the crate's one `unsafe` module); under loom,
+//!   loom's, which reports any two accesses not ordered by happens-before.
 //!
 //! In a normal build every name is a plain re-export of the real type: no wrapper, no cost.
 //! Process-wide statics (the thread-index free list, the live-label registry) keep the real
@@ -27,8 +27,25 @@ pub(crate) use std::sync::{atomic, Arc, Mutex, MutexGuard, TryLockError};
 #[cfg(not(poolguard_loom))]
 pub(crate) use std::thread;
 
+#[cfg(poolguard_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `std::cell::UnsafeCell` with loom's closure API (`with_mut`), so the per-thread cells
+/// compile against either; no cost.
 #[cfg(not(poolguard_loom))]
-pub(crate) use crossbeam_utils::atomic::AtomicCell;
+#[derive(Debug, Default)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(poolguard_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(v: T) -> Self {
+        Self(std::cell::UnsafeCell::new(v))
+    }
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
 
 /// `parking_lot`'s lock API.
 #[cfg(not(poolguard_loom))]
@@ -138,30 +155,5 @@ pub(crate) mod pl {
         pub(crate) fn write(&self) -> loom::sync::RwLockWriteGuard<'_, T> {
             self.0.write().unwrap_or_else(PoisonError::into_inner)
         }
-    }
-}
-
-/// crossbeam's `AtomicCell` API (the part the per-thread cells use) over a loom mutex.
-#[cfg(poolguard_loom)]
-#[derive(Debug, Default)]
-pub(crate) struct AtomicCell<T>(loom::sync::Mutex<T>);
-
-#[cfg(poolguard_loom)]
-impl<T> AtomicCell<T> {
-    pub(crate) fn new(v: T) -> Self {
-        Self(loom::sync::Mutex::new(v))
-    }
-    pub(crate) fn swap(&self, v: T) -> T {
-        let mut g = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::replace(&mut *g, v)
-    }
-    pub(crate) fn take(&self) -> T
-    where
-        T: Default,
-    {
-        self.swap(T::default())
     }
 }

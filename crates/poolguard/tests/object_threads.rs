@@ -136,9 +136,10 @@ fn concurrent_gets_puts_and_trims_conserve_every_object() {
     let p = pool(&c, 16, 16 * 64);
     let barrier = Barrier::new(5);
     std::thread::scope(|s| {
+        let mut workers = Vec::new();
         for t in 0..4 {
             let (p, c, barrier) = (&p, &c, &barrier);
-            s.spawn(move || {
+            workers.push(s.spawn(move || {
                 barrier.wait();
                 let mut held = Vec::new();
                 for i in 0..3_000 {
@@ -159,7 +160,7 @@ fn concurrent_gets_puts_and_trims_conserve_every_object() {
                     }
                     assert!(held.len() <= 3_000);
                 }
-            });
+            }));
         }
         s.spawn(|| {
             barrier.wait();
@@ -167,6 +168,10 @@ fn concurrent_gets_puts_and_trims_conserve_every_object() {
                 let _ = p.trim();
             }
         });
+        // Joined: their thread-local destructors handed their cached objects back.
+        for w in workers {
+            w.join().expect("worker");
+        }
     });
     let st = p.stats();
     // Nothing is checked out any more: every live object is retained by the pool.

@@ -21,6 +21,17 @@ impl Recycle for Obj {
     }
 }
 
+/// Tests in this binary run one at a time. A thread takes the lowest free thread index on its
+/// first pool use, and a thread that takes an exited thread's index inherits its cell (the
+/// documented exception); under `cargo test`, whose tests share a process as threads, another
+/// test's thread could take the index an exit test just freed. Serialised, no other thread
+/// touches a pool while a test runs (nextest runs each test in its own process anyway).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn pool(c: &DropCounter) -> Pool<Obj> {
     let c = c.clone();
     Pool::builder(move || Obj {
@@ -34,6 +45,7 @@ fn pool(c: &DropCounter) -> Pool<Obj> {
 
 #[test]
 fn an_object_unused_for_two_cycles_is_freed() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
@@ -58,6 +70,7 @@ fn an_object_unused_for_two_cycles_is_freed() {
 
 #[test]
 fn an_object_used_between_cycles_survives_as_a_victim_hit() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
@@ -70,35 +83,91 @@ fn an_object_used_between_cycles_survives_as_a_victim_hit() {
     assert_eq!(c.dropped(), 0, "used in the last cycle: kept");
 }
 
+/// The per-thread tier's one exception: a live thread that stopped using the pool keeps
+/// its one cached object (of at most the cell's byte share) through the trims; the trims it
+/// missed are applied at its next use of the pool, or at its exit.
 #[test]
-fn objects_cached_by_an_idle_live_thread_are_reclaimed() {
+fn an_idle_live_threads_object_is_aged_at_its_next_use() {
+    let _serial = serial();
+    let c = DropCounter::new();
+    let p = pool(&c);
+    let (parked_tx, parked_rx) = mpsc::channel::<()>();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (used_tx, used_rx) = mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let p = &p;
+        let t = s.spawn(move || {
+            drop(p.get()); // cached in this thread's slot
+            parked_tx.send(()).expect("main waits");
+            release_rx.recv().expect("main releases"); // idle, alive
+            drop(p.get()); // the next use: the two missed cycles free the cached object
+            used_tx.send(()).expect("main waits");
+            release_rx.recv().expect("main releases");
+        });
+        parked_rx.recv().expect("thread parked");
+        let _ = p.trim();
+        let t2 = p.trim();
+        assert_eq!(
+            (t2.freed, c.alive()),
+            (0, 1),
+            "the idle thread's object is kept"
+        );
+        let s2 = p.stats();
+        assert_eq!(s2.retained_by_tier.local.objects, 1);
+        assert!(s2.retained_by_tier.local.bytes <= p.layout().cell_bytes);
+        release_tx.send(()).expect("thread waits");
+        used_rx.recv().expect("thread used the pool");
+        let st = p.stats();
+        assert_eq!((c.created(), c.dropped()), (2, 1), "freed at the next use");
+        assert_eq!((st.misses, st.trim_freed, st.retained_objects), (2, 1, 1));
+        release_tx.send(()).expect("thread waits");
+        t.join().expect("thread");
+    });
+    // It exited: its cell has no owner any more, so trims reach the object again.
+    assert_eq!(p.stats().retained_by_tier.local.objects, 1);
+    let _ = p.trim();
+    assert_eq!(p.trim().freed, 1);
+    assert_eq!(c.alive(), 0);
+}
+
+/// Once an idle thread exits, the next two cycles free what it cached (its cell's index is
+/// free, so a trim may empty the cell). No other thread may take the freed index first (see
+/// [`serial`]): it would inherit the cell, the documented case that leaves the object to it.
+#[test]
+fn an_idle_thread_that_exits_is_reached_by_the_next_two_cycles() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     let (parked_tx, parked_rx) = mpsc::channel::<()>();
     let (release_tx, release_rx) = mpsc::channel::<()>();
     std::thread::scope(|s| {
         let p = &p;
-        s.spawn(move || {
-            drop(p.get()); // cached in this thread's cell
+        let t = s.spawn(move || {
+            drop(p.get());
             parked_tx.send(()).expect("main waits");
-            release_rx.recv().expect("main releases"); // alive, never touches the pool again
+            release_rx.recv().expect("main releases");
         });
         parked_rx.recv().expect("thread parked");
-        assert_eq!(c.alive(), 1);
         let _ = p.trim();
-        let t = p.trim();
-        assert_eq!(t.freed, 1);
-        assert_eq!(c.alive(), 0, "freed while its thread is still alive");
+        let _ = p.trim();
+        assert_eq!(c.alive(), 1);
         release_tx.send(()).expect("thread waits");
+        t.join().expect("thread");
     });
+    assert_eq!(c.alive(), 1);
+    assert_eq!(p.trim().freed, 0, "the first cycle demotes it");
+    let t = p.trim();
+    assert_eq!((t.freed, t.after.0, c.alive()), (1, 0, 0));
 }
 
 #[test]
 fn objects_of_an_exited_thread_stay_owned_and_are_trimmed() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     std::thread::scope(|s| {
-        s.spawn(|| drop(p.get()));
+        // Joined: its thread-local destructors (which hand the object back) have run.
+        s.spawn(|| drop(p.get())).join().expect("thread");
     });
     assert_eq!(c.alive(), 1, "the pool owns it, not the exited thread");
     assert_eq!(p.stats().retained_objects, 1);
@@ -109,6 +178,7 @@ fn objects_of_an_exited_thread_stay_owned_and_are_trimmed() {
 
 #[test]
 fn dropping_the_pool_drops_everything_once() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     let held: Vec<_> = (0..50).map(|_| p.get()).collect();
@@ -124,15 +194,19 @@ fn dropping_the_pool_drops_everything_once() {
 
 #[test]
 fn the_background_trimmer_runs_and_stops_when_dropped() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
     let trimmer = p.trimmer(Duration::from_millis(1));
     assert!(trimmer.wait_for_cycles(2, Duration::from_secs(60)));
     drop(trimmer); // joins the thread
+                   // This thread's cached object is aged by its next use: two cycles free it.
+    assert_eq!(c.alive(), 1);
+    drop(p.get());
     assert_eq!(
-        c.alive(),
-        0,
+        (c.dropped(), p.stats().trim_freed),
+        (1, 1),
         "two background cycles freed the unused object"
     );
     let s = p.stats();
@@ -151,6 +225,7 @@ fn the_background_trimmer_runs_and_stops_when_dropped() {
 
 #[test]
 fn the_trimmer_does_not_keep_the_pool_alive() {
+    let _serial = serial();
     let c = DropCounter::new();
     let p = pool(&c);
     drop(p.get());
@@ -162,6 +237,7 @@ fn the_trimmer_does_not_keep_the_pool_alive() {
 
 #[test]
 fn a_pool_worth_of_refusals_starts_a_budget_cycle() {
+    let _serial = serial();
     let c = DropCounter::new();
     let maker = c.clone();
     let p = Pool::builder(move || Obj {
@@ -190,6 +266,7 @@ fn a_pool_worth_of_refusals_starts_a_budget_cycle() {
 /// requests flows. Here they are freed within two cycles, or never kept at all.
 #[test]
 fn huge_buffers_do_not_stay_pinned_by_small_requests() {
+    let _serial = serial();
     const BIG: usize = 4 << 20;
     // A pool that accepts the big buffers (its cap allows them).
     let p = Pool::builder(|| Vec::<u8>::with_capacity(1024))
@@ -230,6 +307,7 @@ fn huge_buffers_do_not_stay_pinned_by_small_requests() {
 
 #[test]
 fn a_trim_over_many_objects_holds_each_lock_once() {
+    let _serial = serial();
     let c = DropCounter::new();
     let maker = c.clone();
     let p = Pool::builder(move || Obj {
@@ -256,6 +334,7 @@ fn a_trim_over_many_objects_holds_each_lock_once() {
 
 #[test]
 fn a_trimmer_interval_below_the_floor_is_raised_to_it() {
+    let _serial = serial();
     use poolguard::object::MIN_TRIM_INTERVAL;
     let c = DropCounter::new();
     let p = pool(&c);

@@ -13,7 +13,8 @@
 //! 5. the process-wide **thread-index lock** (`local::Indices`), taken once per thread.
 //!
 //! Order: only the trim lock is ever held while another is taken, and then only a shard
-//! lock (a cycle rotates the shards and steals the cells under it). Every other lock is a
+//! lock or the thread-index lock (a cycle rotates the shards, and empties exited threads'
+//! cells under the thread-index lock, under it). Every other lock is a
 //! leaf: nothing is taken while it is held, and no two shard locks are ever held at once.
 //! No user code runs under any of them: `Recycle::reset`, `Recycle::heap_bytes`, the factory,
 //! an object's `Drop`, the clock and the `tracing` subscriber all run with no pool lock held
@@ -27,7 +28,7 @@ use crossbeam_utils::CachePadded;
 use super::config::{system_clock, Builder, Config, Factory};
 use super::hold::HoldTracker;
 use super::layout::Layout;
-use super::local::{bump, thread_index, HotCell};
+use super::local::{bump, thread_index, Cells, Mine};
 use super::pool::DiscardReason;
 use super::shared::{ShardTotals, Shards};
 use super::stats::{Counters, Discards, PoolStats, Retained, RetainedByTier, TrimCause};
@@ -45,9 +46,15 @@ pub(crate) struct Inner<T> {
     pub(super) config: Config,
     pub(super) name: String,
     /// The per-thread tier: cell `i` belongs to the thread with index `i`.
-    pub(super) cells: Box<[CachePadded<HotCell<T>>]>,
+    pub(super) cells: Cells<T>,
+    /// Trim cycles started; a cached object stamped with an older value has been through
+    /// that many cycles (read with one relaxed load on every take from a magazine).
+    pub(super) gen: CachePadded<crate::sync::atomic::AtomicU64>,
+
     /// Largest object a per-thread cell may hold (its share of `max_idle_bytes`).
     pub(super) cell_bytes: usize,
+    /// `min(cell_bytes, max_object_bytes)`: a return this small takes the fast path.
+    fast_bytes: usize,
     /// The split of the caps between the tiers (`cell_bytes` is its field, copied here).
     pub(super) layout: Layout,
     pub(super) shards: Shards<T>,
@@ -89,10 +96,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             .map(|t| HoldTracker::new(t, b.clock.unwrap_or_else(system_clock)));
         Self {
             factory: b.factory,
-            cells: (0..layout.local_slots)
-                .map(|_| CachePadded::new(HotCell::new()))
-                .collect(),
+            cells: Cells::new(layout.local_slots),
+            gen: CachePadded::new(crate::sync::atomic::AtomicU64::new(0)),
             cell_bytes: layout.cell_bytes,
+            fast_bytes: layout.cell_bytes.min(c.max_object_bytes),
             layout,
             shards: Shards::new(layout.shards, layout.shared_objects, layout.shared_bytes),
             counters: Counters::default(),
@@ -107,32 +114,35 @@ impl<T: Recycle + Send + 'static> Inner<T> {
 
     #[inline]
     pub(super) fn take(&self) -> Box<T> {
-        let tid = thread_index();
-        let cell = tid.and_then(|i| self.cells.get(i));
-        match cell {
-            Some(c) => {
-                bump(&c.gets);
-                if let Some(o) = c.take() {
-                    bump(&c.hits);
-                    return o;
-                }
+        let Some(mine) = self.cells.mine() else {
+            Counters::add(&self.counters.gets_unslotted, 1);
+            return self.take_slow(thread_index().unwrap_or(0), false);
+        };
+        let c = mine.stats();
+        bump(&c.gets);
+        if let Some((o, cached_in)) = mine.replace(None) {
+            c.set_held(None);
+            let age = self.gen.load(Relaxed).wrapping_sub(cached_in);
+            if age == 0 {
+                return o; // a local hit: counted as `gets - missed`
             }
-            None => Counters::add(&self.counters.gets_unslotted, 1),
+            self.age_out(mine.i, o, age);
         }
-        self.take_slow(tid.unwrap_or(0), cell.map(|c| &**c))
+        bump(&c.missed);
+        self.take_slow(mine.i, true)
     }
 
     #[cold]
-    fn take_slow(&self, home: usize, cell: Option<&HotCell<T>>) -> Box<T> {
-        // The caller's cell is empty (its take just failed): refill it with a spare taken
+    fn take_slow(&self, home: usize, slotted: bool) -> Box<T> {
+        // The caller's slot is empty (its take just failed): refill it with a spare taken
         // under the same shard lock.
-        let spare_bytes = cell.map(|_| self.cell_bytes);
+        let spare_bytes = slotted.then_some(self.cell_bytes);
         if let Some(((o, _), _, spare)) = self.shards.pop_with_spare(home, spare_bytes) {
-            if let (Some(c), Some((s, bytes))) = (cell, spare) {
-                if let Some(displaced) = c.swap(s, bytes) {
-                    // Unreachable while only the owner puts into its cell; never lose it.
-                    let b = T::heap_bytes(&displaced);
-                    if let Err((_, Some(d))) = self.give_back_shared(home, displaced, b) {
+            if let Some((s, bytes)) = spare {
+                if let Some(back) = self.stash(s, bytes) {
+                    // Unreachable (the slot was just found empty); never lose it.
+                    let b = T::heap_bytes(&back);
+                    if let Err((_, Some(d))) = self.give_back_shared(home, back, b) {
                         self.dispose(vec![(d, b)], false);
                     }
                 }
@@ -143,70 +153,145 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         Box::new((self.factory)())
     }
 
+    /// What the trims this thread missed would have done to `o` (cached `age` cycles ago):
+    /// one cycle demotes it to a victim generation, two free it.
+    #[cold]
+    fn age_out(&self, home: usize, o: Box<T>, age: u64) {
+        let b = T::heap_bytes(&o);
+        if age == 1 {
+            if let Err(e) = self.shards.push_victim(home, (o, b)) {
+                self.dispose(vec![e], true);
+            }
+        } else {
+            Counters::add(&self.counters.trim_freed, 1);
+            self.dispose(vec![(o, b)], true);
+        }
+    }
+
+    /// Puts `obj` (of `bytes`) into this thread's slot if it is empty; otherwise hands it back.
+    #[cold]
+    fn stash(&self, obj: Box<T>, bytes: usize) -> Option<Box<T>> {
+        let Some(mine) = self.cells.mine() else {
+            return Some(obj);
+        };
+        match mine.replace(Some((obj, self.gen.load(Relaxed)))) {
+            None => {
+                mine.stats().set_held(Some(bytes));
+                None
+            }
+            // Unreachable (callers stash only into a slot they just emptied): put the older
+            // one back and hand this one back.
+            Some((older, cached_in)) => mine.replace(Some((older, cached_in))).map(|(o, _)| o),
+        }
+    }
+
     /// Resets `obj` and keeps it if the caps allow; otherwise the reason and (unless its
     /// reset panicked) an object to dispose of or hand back.
     #[inline]
     pub(super) fn give_back(&self, mut obj: Box<T>) -> Result<(), (DiscardReason, Option<Box<T>>)> {
-        let tid = thread_index();
-        let cell = tid.and_then(|i| self.cells.get(i));
-        match cell {
-            Some(c) => bump(&c.returns),
-            None => Counters::add(&self.counters.returns_unslotted, 1),
-        }
         match catch_unwind(AssertUnwindSafe(|| T::reset(&mut obj))) {
             Ok(true) => {}
             Ok(false) => {
+                self.count_return();
                 Counters::add(&self.counters.discard_reset, 1);
                 return Err((DiscardReason::RefusedByReset, Some(obj)));
             }
             Err(_) => {
+                self.count_return();
                 Counters::add(&self.counters.discard_reset, 1);
                 Counters::add(&self.counters.reset_panics, 1);
                 self.dispose(vec![(obj, 0)], false);
                 return Err((DiscardReason::ResetPanicked, None));
             }
         }
-        let mut bytes = T::heap_bytes(&obj);
+        let bytes = T::heap_bytes(&obj);
+        if bytes <= self.fast_bytes {
+            if let Some(mine) = self.cells.mine() {
+                bump(&mine.stats().returns);
+                return match mine.replace(Some((obj, self.gen.load(Relaxed)))) {
+                    None => {
+                        mine.stats().set_held(Some(bytes));
+                        Ok(())
+                    }
+                    Some((older, cached_in)) => {
+                        self.give_back_overflow(&mine, older, cached_in, bytes)
+                    }
+                };
+            }
+        }
+        self.give_back_checked(obj, bytes)
+    }
+
+    /// A return that is oversized, too large for a cell, or from a thread without a cell.
+    #[cold]
+    fn give_back_checked(
+        &self,
+        obj: Box<T>,
+        bytes: usize,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
         if bytes > self.config.max_object_bytes {
+            self.count_return();
             Counters::add(&self.counters.discard_oversized, 1);
             return Err((DiscardReason::Oversized, Some(obj)));
         }
-        let home = tid.unwrap_or(0);
-        if let Some(c) = cell {
-            if bytes > self.cell_bytes {
-                // Too large for the cell's byte share: to the shards (counted for the doctor).
-                bump(&c.skipped);
-            } else {
-                // Into the own cell when it is empty. A full cell means this thread returns
-                // more than it gets (overflow, e.g. the consumer of a producer/consumer
-                // pair): its object and this one go to the shards together, under one lock,
-                // and the cell is left empty for the next return, so a run of returns takes
-                // half the shard locks (the mirror of a get's spare).
-                if !c.maybe_full() {
-                    match c.swap(obj, bytes) {
-                        None => return Ok(()),
-                        Some(prev) => {
-                            bytes = T::heap_bytes(&prev);
-                            obj = prev;
-                        }
-                    }
-                } else if let Some(prev) = c.take() {
-                    return self.give_back_pair(home, c, prev, obj, bytes);
+        let Some(mine) = self.cells.mine() else {
+            Counters::add(&self.counters.returns_unslotted, 1);
+            return self.give_back_shared(thread_index().unwrap_or(0), obj, bytes);
+        };
+        // Too large for the cell's byte share: to the shards (counted for the doctor).
+        bump(&mine.stats().returns);
+        bump(&mine.stats().skipped);
+        self.give_back_shared(mine.i, obj, bytes)
+    }
+
+    /// The caller's slot was full (`older`, cached in generation `cached_in`, came out and
+    /// the object just returned went in): this thread returns more than it gets (e.g. the
+    /// consumer of a producer/consumer pair). Both go to the shards together, under one lock,
+    /// and the slot is left empty for the next return, so a run of returns takes half the
+    /// shard locks (the mirror of a get's spare).
+    #[cold]
+    fn give_back_overflow(
+        &self,
+        mine: &Mine<'_, T>,
+        older: Box<T>,
+        cached_in: u64,
+        bytes: usize,
+    ) -> Result<(), (DiscardReason, Option<Box<T>>)> {
+        mine.stats().set_held(None);
+        let Some((obj, _)) = mine.replace(None) else {
+            // Unreachable (the object was just put there); never lose `older`.
+            let ob = T::heap_bytes(&older);
+            return self.give_back_shared(mine.i, older, ob);
+        };
+        match self.gen.load(Relaxed).wrapping_sub(cached_in) {
+            0 => self.give_back_pair(mine.i, older, obj, bytes),
+            age => {
+                self.age_out(mine.i, older, age);
+                match self.stash(obj, bytes) {
+                    None => Ok(()),
+                    Some(obj) => self.give_back_shared(mine.i, obj, bytes),
                 }
             }
         }
-        self.give_back_shared(home, obj, bytes)
     }
 
-    /// The overflow return: `older` (just taken from the caller's own cell `cell`) and
-    /// `obj` go to the shards under one lock. If the shards refuse `older`, it goes back
-    /// into the (empty, owned) cell, so a full pool keeps what it kept before; a refused
-    /// `obj` is counted and handed back like any refusal.
+    /// Counts a return that is refused before it reaches a tier.
+    #[cold]
+    fn count_return(&self) {
+        match self.cells.mine() {
+            Some(mine) => bump(&mine.stats().returns),
+            None => Counters::add(&self.counters.returns_unslotted, 1),
+        }
+    }
+
+    /// The overflow return: `older` (just taken from the caller's own slot) and `obj` go to
+    /// the shards under one lock. If the shards refuse `older`, it goes back into the
+    /// (empty, owned) slot, so a full pool keeps what it kept before; a refused `obj` is
+    /// counted and handed back like any refusal.
     #[cold]
     fn give_back_pair(
         &self,
         home: usize,
-        cell: &HotCell<T>,
         older: Box<T>,
         obj: Box<T>,
         bytes: usize,
@@ -220,11 +305,10 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             self.dispose(evicted, true);
         }
         if let Some((o, ob)) = a {
-            if let Some(displaced) = cell.swap(o, ob) {
-                // Unreachable while only the owner puts into its cell; never lose it.
-                let db = T::heap_bytes(&displaced);
-                if let Err((_, Some(d))) = self.give_back_shared(home, displaced, db) {
-                    self.dispose(vec![(d, db)], false);
+            if let Some(back) = self.stash(o, ob) {
+                // Unreachable (the slot was just emptied); never lose it.
+                if let Err((_, Some(d))) = self.give_back_shared(home, back, ob) {
+                    self.dispose(vec![(d, ob)], false);
                 }
             }
         }
@@ -232,6 +316,20 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             None => Ok(()),
             Some((o, _)) => self.refuse_over_cap(o),
         }
+    }
+
+    /// Trim step 2: empties the calling thread's own slot and the slots of exited threads
+    /// (other live threads' slots are aged through the generation, at their next use).
+    pub(super) fn steal_cells(&self) -> Vec<(usize, Box<T>)> {
+        let mut out = Vec::new();
+        if let Some(mine) = self.cells.mine() {
+            if let Some((o, _)) = mine.replace(None) {
+                mine.stats().set_held(None);
+                out.push((mine.i, o));
+            }
+        }
+        self.cells.steal_unowned(&mut out);
+        out
     }
 
     #[cold]
@@ -303,7 +401,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     pub(super) fn retained_except(&self, skip: &[bool]) -> (usize, usize) {
         let t = self.shards.totals();
         let (mut objs, mut bytes) = (t.objects, t.bytes);
-        for (i, c) in self.cells.iter().enumerate() {
+        for (i, c) in self.cells.stats().enumerate() {
             if skip.get(i).copied().unwrap_or(false) {
                 continue;
             }
@@ -325,7 +423,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
     /// over their locks, so the shared and victim figures are each shard's at one instant).
     fn retained_by_tier(&self, t: &ShardTotals) -> RetainedByTier {
         let mut local = (0, 0);
-        for c in self.cells.iter() {
+        for c in self.cells.stats() {
             if let Some(b) = c.held() {
                 local = (local.0 + 1, local.1 + b);
             }
@@ -350,9 +448,12 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         self.note_peak(retained_objects, retained_bytes);
         let c = &self.counters;
         let (mut gets, mut hits_local, mut returns, mut skipped_local) = (0, 0, 0, 0);
-        for cell in self.cells.iter() {
-            gets += cell.gets.load(Relaxed);
-            hits_local += cell.hits.load(Relaxed);
+        for cell in self.cells.stats() {
+            // `missed` first: it never exceeds `gets`, which only grows.
+            let missed = cell.missed.load(Relaxed);
+            let cell_gets = cell.gets.load(Relaxed);
+            gets += cell_gets;
+            hits_local += cell_gets.saturating_sub(missed);
             returns += cell.returns.load(Relaxed);
             skipped_local += cell.skipped.load(Relaxed);
         }

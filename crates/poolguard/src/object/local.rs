@@ -1,17 +1,32 @@
-//! The per-thread tier: dense thread indices and one stealable cached object per thread.
+//! The per-thread tier: dense thread indices and one owner-only cached object per thread.
+//!
+//! This is the crate's one module with `unsafe` code (three blocks, each with its `SAFETY`
+//! argument); the loom models at the end check the protocol they rely on.
 //!
 //! Every thread that touches any pool takes a small index from a process-wide free list (the
 //! lowest free one) and gives it back when it exits, so live threads have distinct indices
-//! and the indices stay small. A pool owns `local_slots` [`HotCell`]s; thread `i` uses cell
-//! `i` (threads with larger indices skip the tier). A cell holds at most one object in a
-//! `crossbeam_utils::atomic::AtomicCell<Option<Box<T>>>`: the owner takes and swaps it with
-//! one atomic exchange each, and a trim can steal it with the same exchange from any thread,
-//! so objects idling in the cache of a thread that stopped using the pool (or exited) are
-//! still aged and freed. The cells belong to the pool, not to the thread: a thread that
-//! exits leaves its object in the pool's cell, where it is counted, capped and trimmed.
+//! and the indices stay small. A pool owns `local_slots` [`Cell`]s; thread `i` uses cell `i`
+//! (threads with larger indices skip the tier). A cell holds at most one object in a plain
+//! [`Slot`] that only one thread at a time may touch:
 //!
-//! Counters in a cell are written only by the thread that owns the index (a relaxed load and
-//! store, no read-modify-write) and read by snapshots.
+//! * the thread that holds index `i` (its owner), through [`Cells::mine`] and
+//!   [`Mine::replace`]: no atomic operation, no lock, just the object moved in or out;
+//! * a trim, through [`Cells::steal_unowned`], only while it holds the free-list lock and only
+//!   for indices on the free list: no thread holds them, and none can take them before the
+//!   lock is released. A thread gives its index back (under that lock) as the last thing it
+//!   does with the pools, and takes one under it too, so the lock orders every access of a
+//!   cell by an exited owner, a trim and the next owner.
+//!
+//! A trim cannot touch a live thread's slot. Instead it advances the pool's generation;
+//! each slot is stamped with the generation its object was cached in, and the owner applies
+//! the cycles it missed at its next use (one missed cycle demotes the object to a victim
+//! generation, two free it). So an idle live thread keeps at most one object of at most
+//! `cell_bytes` per pool until its next use of that pool or its exit (after its exit the
+//! next cycle reaches it, unless a new thread has taken the index first and so inherited the
+//! cell): `local_slots x cell_bytes` per pool at most, as before.
+//!
+//! Counters in a cell are written only by its owner (a relaxed load and store, no
+//! read-modify-write) and read by snapshots.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -19,13 +34,15 @@ use std::collections::BinaryHeap;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
-// The cells: through `crate::sync`, so loom models them.
+use crossbeam_utils::CachePadded;
+
+// The cells' counters and the slot cell: through `crate::sync`, so loom models them.
 use crate::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use crate::sync::AtomicCell;
+use crate::sync::UnsafeCell;
 
 /// A free list of dense indices: the lowest released one first, a fresh one only when none
 /// is free.
-struct Indices {
+pub(crate) struct Indices {
     /// Indices released by exited threads, lowest first.
     free: Mutex<BinaryHeap<Reverse<usize>>>,
     /// The next never-used index.
@@ -53,6 +70,7 @@ impl Indices {
     }
 
     fn release(&self, i: usize) {
+        // On a poisoned lock the index is never reused (so never on the free list either).
         if let Ok(mut free) = self.free.lock() {
             free.push(Reverse(i));
         }
@@ -79,36 +97,181 @@ impl ThreadIndex {
 
 impl Drop for ThreadIndex {
     fn drop(&mut self) {
+        // From here on this thread has no index (`CACHED` says none, and `INDEX` is gone, so
+        // it never gets one again): it never touches a cell again.
+        let _ = CACHED.try_with(|c| c.set(NONE));
         self.from.release(self.i);
     }
 }
 
+/// `CACHED` before the thread took its index, and after it gave it back.
+const NONE: usize = usize::MAX;
+
 thread_local! {
+    /// Holds the index (and gives it back at thread exit).
     static INDEX: ThreadIndex = ThreadIndex::acquire(&INDICES);
+    /// A copy of `INDEX`'s index while the thread holds it, else `NONE`: a constant-
+    /// initialised cell without a destructor, so reading it is one load.
+    static CACHED: std::cell::Cell<usize> = const { std::cell::Cell::new(NONE) };
 }
 
 /// This thread's index, or `None` during thread-local teardown (the caller then uses the
 /// shared tier only, so pool access from other thread-local destructors never panics).
 #[inline]
 pub(crate) fn thread_index() -> Option<usize> {
-    INDEX.try_with(|i| i.i).ok()
+    match CACHED.try_with(std::cell::Cell::get) {
+        Ok(i) if i != NONE => Some(i),
+        _ => first_index(),
+    }
 }
 
-/// One thread's cached object and the counters only that thread writes.
-pub(crate) struct HotCell<T> {
-    obj: AtomicCell<Option<Box<T>>>,
-    /// Occupancy gauge: a version (high 32 bits) and the cached object's heap bytes plus one
-    /// (low 32 bits, saturating), or 0 in the low bits when empty. The owner writes it after
-    /// each take/swap. Only the owner puts into its cell, and only when the gauge says empty,
-    /// so an empty gauge means an empty cell, except after a rare race of a steal with the
-    /// owner's take and put (found by loom), which costs the owner one miss: its next swap
-    /// hands the object back, never loses it. A trim that steals the object clears the gauge
-    /// with a compare-exchange against the full value it read before stealing, which fails
-    /// if the owner wrote since (it is then stale-full until the owner's next get, which
-    /// finds the cell empty and clears it). Feeds the retained gauge, never a cap.
+/// Takes this thread's index (its first pool access) or finds it gone (teardown).
+#[cold]
+fn first_index() -> Option<usize> {
+    let i = INDEX.try_with(|t| t.i).ok()?;
+    let _ = CACHED.try_with(|c| c.set(i));
+    Some(i)
+}
+
+/// What a cell caches: at most one object, stamped with the trim generation it was cached in.
+pub(crate) struct Slot<T> {
+    pub(crate) obj: Option<Box<T>>,
+    pub(crate) gen: u64,
+}
+
+/// One thread's cell in a pool: its counters (read by anyone) and its slot (see the module
+/// docs for who may touch it).
+pub(crate) struct Cell<T> {
+    pub(crate) stats: HotCell,
+    slot: UnsafeCell<Slot<T>>,
+}
+
+/// The per-thread tier of one pool.
+pub(crate) struct Cells<T> {
+    cells: Box<[CachePadded<Cell<T>>]>,
+}
+
+// SAFETY: `Cells` moves `T`s between threads (a slot filled by one thread may be emptied by
+// the next owner of the index or by a trim on another thread), hence `T: Send`. It is shared
+// between threads, and every access to a slot is exclusive by the protocol in the module
+// docs: the owner's accesses through `Mine::replace` and a trim's through `steal_unowned` are
+// ordered by the free-list lock, and no `&T` ever leaves a slot (only whole `Box<T>`s move).
+unsafe impl<T: Send> Sync for Cells<T> {}
+
+/// The calling thread's own cell in one pool (see [`Cells::mine`]). Not `Send` (it holds
+/// a `&Cell`, and `Cell` is not `Sync`): it stays on the thread that holds the index.
+pub(crate) struct Mine<'a, T> {
+    /// The thread's index (its home shard too).
+    pub(crate) i: usize,
+    cell: &'a Cell<T>,
+}
+
+impl<T> Mine<'_, T> {
+    /// The cell's counters and gauge.
+    #[inline]
+    pub(crate) fn stats(&self) -> &HotCell {
+        &self.cell.stats
+    }
+
+    /// Replaces what the slot caches (an object and the generation it was cached in) and
+    /// returns what it cached before. Moves boxes only: no user code runs in here.
+    #[inline]
+    pub(crate) fn replace(&self, new: Option<(Box<T>, u64)>) -> Option<(Box<T>, u64)> {
+        self.cell.slot.with_mut(|p| {
+            // SAFETY: a `Mine` for cell `i` exists only on the thread that holds index `i`
+            // (`Cells::mine` reads it from this thread's `CACHED`, which holds the index of
+            // this thread's `INDEX` from its first access until `INDEX`'s destructor resets it
+            // just before giving the index back, and a `Mine` cannot move to another thread). While a thread holds `i`, no other thread is its owner, and a
+            // trim touches only cells whose index is on the free list, which `i` is not. The
+            // thread's own accesses never overlap: this `&mut` lives only inside this block,
+            // which calls no other code (moving a `Box` runs none, and the old value is moved
+            // out, not dropped). Accesses by the index's previous owner or by a trim
+            // happened-before this one: they released the free-list lock that this thread's
+            // `Indices::acquire` took afterwards.
+            let slot = unsafe { &mut *p };
+            match new {
+                Some((o, gen)) => {
+                    let old_gen = std::mem::replace(&mut slot.gen, gen);
+                    slot.obj.replace(o).map(|old| (old, old_gen))
+                }
+                None => slot.obj.take().map(|o| (o, slot.gen)),
+            }
+        })
+    }
+}
+
+impl<T> Cells<T> {
+    pub(crate) fn new(n: usize) -> Self {
+        Self {
+            cells: (0..n)
+                .map(|_| {
+                    CachePadded::new(Cell {
+                        stats: HotCell::new(),
+                        slot: UnsafeCell::new(Slot { obj: None, gen: 0 }),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The cells' counters, in index order.
+    pub(crate) fn stats(&self) -> impl Iterator<Item = &HotCell> {
+        self.cells.iter().map(|c| &c.stats)
+    }
+
+    /// The calling thread's own cell; `None` when it has none here (its index is past
+    /// `local_slots`, or its thread-locals are being torn down).
+    #[inline]
+    pub(crate) fn mine(&self) -> Option<Mine<'_, T>> {
+        let i = thread_index()?;
+        self.cells.get(i).map(|c| Mine { i, cell: c })
+    }
+
+    /// A trim: takes the objects cached in the cells of indices no thread holds (threads
+    /// that exited), appending `(index, object)` to `out`.
+    pub(crate) fn steal_unowned(&self, out: &mut Vec<(usize, Box<T>)>) {
+        let free = INDICES
+            .free
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.steal_free(free.iter().map(|r| r.0), out);
+    }
+
+    /// `steal_unowned` over an explicit free list; the caller holds the lock that guards it
+    /// (loom drives this with its own list).
+    fn steal_free(&self, free: impl Iterator<Item = usize>, out: &mut Vec<(usize, Box<T>)>) {
+        for i in free {
+            let Some(c) = self.cells.get(i) else { continue };
+            let got = c.slot.with_mut(|p| {
+                // SAFETY: index `i` is on the free list and the caller holds the list's lock:
+                // no thread holds `i` (its last owner released it under this lock after its
+                // last access), and none can take it before the lock is released (`acquire`
+                // takes it), so this is the only access to the slot.
+                let slot = unsafe { &mut *p };
+                slot.obj.take()
+            });
+            if let Some(o) = got {
+                c.stats.set_held(None);
+                out.push((i, o));
+            }
+        }
+    }
+}
+
+/// One thread's counters and occupancy gauge in a pool, written only by that thread (or by
+/// a trim, for a cell whose index no thread holds).
+pub(crate) struct HotCell {
+    /// The cached object's heap bytes plus one (saturating), or 0 when the cell caches
+    /// none. Feeds the retained gauge, never a cap (the cap is one object per cell).
     held: AtomicU64,
     pub(crate) gets: AtomicU64,
-    pub(crate) hits: AtomicU64,
+    /// Gets that found nothing usable in the cell (the cell's hits are `gets - missed`, so a
+    /// hit writes one counter).
+    pub(crate) missed: AtomicU64,
     pub(crate) returns: AtomicU64,
     /// Returns larger than the cell's byte share (they went to the shards).
     pub(crate) skipped: AtomicU64,
@@ -120,73 +283,27 @@ pub(crate) fn bump(c: &AtomicU64) {
     c.store(c.load(Relaxed).wrapping_add(1), Relaxed);
 }
 
-const LOW: u64 = u32::MAX as u64;
-
-#[inline]
-fn next(cur: u64, low: u64) -> u64 {
-    ((cur >> 32).wrapping_add(1) << 32) | low
-}
-
-impl<T> HotCell<T> {
+impl HotCell {
     pub(crate) fn new() -> Self {
         Self {
-            obj: AtomicCell::new(None),
             held: AtomicU64::new(0),
             gets: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
             returns: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
         }
     }
 
+    /// The cell now caches an object of `bytes` heap bytes (`None`: nothing).
     #[inline]
-    fn set(&self, low: u64) {
-        let cur = self.held.load(Relaxed);
-        self.held.store(next(cur, low), Relaxed);
+    pub(crate) fn set_held(&self, bytes: Option<usize>) {
+        let v = bytes.map_or(0, |b| (b as u64).saturating_add(1));
+        self.held.store(v, Relaxed);
     }
 
-    /// Owner: whether the cell may hold an object (`false` is exact, see `held`).
-    #[inline]
-    pub(crate) fn maybe_full(&self) -> bool {
-        self.held.load(Relaxed) & LOW != 0
-    }
-
-    /// Owner: takes the cached object, if any.
-    #[inline]
-    pub(crate) fn take(&self) -> Option<Box<T>> {
-        if !self.maybe_full() {
-            return None;
-        }
-        let got = self.obj.take();
-        self.set(0);
-        got
-    }
-
-    /// Owner, only when `!maybe_full()`: caches `obj` (of `bytes` heap bytes) and returns
-    /// whatever the cell held (nothing, unless the gauge was wrong).
-    #[inline]
-    pub(crate) fn swap(&self, obj: Box<T>, bytes: usize) -> Option<Box<T>> {
-        let prev = self.obj.swap(Some(obj));
-        self.set((bytes as u64).saturating_add(1).min(LOW));
-        prev
-    }
-
-    /// Any thread (a trim): takes the cached object out of the cell and clears the gauge
-    /// unless the owner wrote it meanwhile.
-    pub(crate) fn steal(&self) -> Option<Box<T>> {
-        let seen = self.held.load(Relaxed);
-        let got = self.obj.take();
-        if got.is_some() && seen & LOW != 0 {
-            let _ = self
-                .held
-                .compare_exchange(seen, next(seen, 0), Relaxed, Relaxed);
-        }
-        got
-    }
-
-    /// The gauge: `Some(bytes)` when the cell appears to hold an object.
+    /// The gauge: `Some(bytes)` when the cell caches an object.
     pub(crate) fn held(&self) -> Option<usize> {
-        match self.held.load(Relaxed) & LOW {
+        match self.held.load(Relaxed) {
             0 => None,
             n => Some((n - 1) as usize),
         }
@@ -196,11 +313,6 @@ impl<T> HotCell<T> {
 #[cfg(all(test, not(poolguard_loom)))]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cell_is_lock_free() {
-        assert!(AtomicCell::<Option<Box<Vec<u8>>>>::is_lock_free());
-    }
 
     #[test]
     fn indices_reuse_the_lowest_released_one_exactly() {
@@ -252,84 +364,83 @@ mod tests {
         let d = std::thread::spawn(index).join().expect("d");
         assert_eq!(d, 1, "c gave 1 back when it exited");
     }
-
-    #[test]
-    fn swap_returns_displaced_object() {
-        let cell = HotCell::new();
-        assert!(cell.take().is_none());
-        assert!(cell.swap(Box::new(1u8), 10).is_none());
-        assert_eq!(cell.held(), Some(10));
-        assert_eq!(cell.swap(Box::new(2u8), 20).as_deref(), Some(&1));
-        assert_eq!(cell.steal().as_deref(), Some(&2));
-        assert_eq!(cell.held(), None, "a steal clears the gauge");
-        assert!(cell.take().is_none());
-        assert!(cell.swap(Box::new(3u8), 30).is_none());
-        assert!(cell.maybe_full());
-    }
 }
 
 #[cfg(all(test, poolguard_loom))]
 mod loom_tests {
-    use super::HotCell;
-    use crate::sync::{thread, Arc};
+    //! The protocol the `unsafe` blocks rely on, with loom's `UnsafeCell` (which reports any
+    //! two accesses to a slot that are not ordered by happens-before) and a loom mutex in
+    //! place of the process-wide free list: the owner of an index, a trim that may only touch
+    //! cells of free indices under the list's lock, and the index's next owner.
+    use super::{Cells, Mine};
+    use crate::sync::{thread, Arc, Mutex};
 
-    /// The owner caches an object, takes it back and caches another while a trim steals
-    /// from the cell: every object ends up in exactly one place (the owner's hands, the
-    /// thief's, or the cell).
+    impl<T> Cells<T> {
+        /// The `Mine` that `Cells::mine` would give the thread holding index `i`.
+        fn mine_as(&self, i: usize) -> Mine<'_, T> {
+            Mine {
+                i,
+                cell: &self.cells[i],
+            }
+        }
+    }
+
+    fn steal(cells: &Cells<u32>, free: &Mutex<Vec<usize>>) -> Vec<u32> {
+        let mut out = Vec::new();
+        let list = free.lock().expect("free list");
+        cells.steal_free(list.iter().copied(), &mut out);
+        out.into_iter().map(|(_, b)| *b).collect()
+    }
+
+    /// The owner caches, takes and caches again, then exits (gives its index back) while a
+    /// trim steals from free cells: every object ends up in exactly one place.
     #[test]
-    fn loom_hot_cell_owner_put_take_vs_steal() {
+    fn loom_owner_exit_vs_trim() {
         loom::model(|| {
-            let cell = Arc::new(HotCell::<u32>::new());
-            let thief = {
-                let c = Arc::clone(&cell);
-                thread::spawn(move || c.steal().map(|b| *b))
+            let cells = Arc::new(Cells::<u32>::new(1));
+            let free = Arc::new(Mutex::new(Vec::<usize>::new()));
+            let owner = {
+                let (cells, free) = (Arc::clone(&cells), Arc::clone(&free));
+                thread::spawn(move || {
+                    let m = cells.mine_as(0);
+                    assert!(m.replace(Some((Box::new(1), 0))).is_none());
+                    let got = m.replace(None).map(|(b, _)| *b);
+                    assert!(m.replace(Some((Box::new(2), 0))).is_none());
+                    free.lock().expect("free list").push(0); // the thread exits
+                    got
+                })
             };
-            let mut seen = Vec::new();
-            // The owner's return: only into a cell its gauge says is empty.
-            assert!(!cell.maybe_full());
-            if let Some(d) = cell.swap(Box::new(1), 10) {
-                seen.push(*d);
-            }
-            // The owner's get.
-            if let Some(o) = cell.take() {
-                seen.push(*o);
-            }
-            // Another return.
-            if !cell.maybe_full() {
-                if let Some(d) = cell.swap(Box::new(2), 20) {
-                    seen.push(*d);
-                }
-            } else {
-                seen.push(2); // kept by the owner (it would go to the shards)
-            }
-            if let Some(s) = thief.join().expect("thief") {
-                seen.push(s);
-            }
-            // The gauge is not checked: loom finds interleavings of the relaxed gauge with a
-            // steal that leave it reading empty over an object. That costs a miss (the next
-            // return's swap hands the object back, and it goes to the shards), never an object.
-            seen.extend(cell.steal().map(|b| *b));
+            let mut seen = steal(&cells, &free);
+            seen.extend(owner.join().expect("owner"));
+            seen.extend(steal(&cells, &free));
             seen.sort_unstable();
             assert_eq!(seen, vec![1, 2], "an object was lost or duplicated");
         });
     }
 
-    /// Two trims steal at once while the owner puts: exactly one of them gets the object.
+    /// An index passes from an exited owner to a new thread while a trim steals: the object
+    /// the first owner cached goes to exactly one of them.
     #[test]
-    fn loom_hot_cell_two_steals_one_object() {
+    fn loom_index_handoff_vs_trim() {
         loom::model(|| {
-            let cell = Arc::new(HotCell::<u32>::new());
-            let steal = || {
-                let c = Arc::clone(&cell);
-                thread::spawn(move || c.steal().map(|b| *b))
+            let cells = Arc::new(Cells::<u32>::new(1));
+            let free = Arc::new(Mutex::new(Vec::<usize>::new()));
+            {
+                let m = cells.mine_as(0);
+                assert!(m.replace(Some((Box::new(7), 0))).is_none());
+                free.lock().expect("free list").push(0); // the first owner exits
+            }
+            let next = {
+                let (cells, free) = (Arc::clone(&cells), Arc::clone(&free));
+                thread::spawn(move || {
+                    let taken = free.lock().expect("free list").pop();
+                    taken.and_then(|i| cells.mine_as(i).replace(None).map(|(b, _)| *b))
+                })
             };
-            let (a, b) = (steal(), steal());
-            assert!(cell.swap(Box::new(7), 1).is_none());
-            let mut seen: Vec<u32> = Vec::new();
-            seen.extend(a.join().expect("a"));
-            seen.extend(b.join().expect("b"));
-            seen.extend(cell.steal().map(|b| *b));
-            assert_eq!(seen, vec![7]);
+            let mut seen = steal(&cells, &free);
+            seen.extend(next.join().expect("next owner"));
+            seen.extend(steal(&cells, &free));
+            assert_eq!(seen, vec![7], "an object was lost or duplicated");
         });
     }
 }

@@ -23,9 +23,13 @@
 //!
 //! Three tiers, all owned by the pool (never by a thread):
 //!
-//! * **local**: one cached object per thread index in a lock-free
-//!   `AtomicCell`, taken and swapped with one atomic exchange each; a trim steals it the
-//!   same way, so threads that stop using the pool do not pin memory.
+//! * **local**: one cached object per thread, which only that thread touches: a get or a
+//!   return that hits it costs no atomic read-modify-write and no lock. A trim empties the
+//!   cells of threads that exited; a live thread applies the trims it missed at its next use
+//!   of the pool. So a thread that stays alive but stops using a pool keeps at most one
+//!   object there (of at most the cell's byte share, [`Layout::cell_bytes`]) until it uses
+//!   the pool again or exits (a thread that starts later may inherit the cell of one that
+//!   exited, object included): `local_slots x cell_bytes` per pool at most.
 //! * **shared**: `shards` mutex-protected stacks; a thread starts at its home shard and walks
 //!   the others, so returns from another thread are found.
 //! * **victim**: each shard keeps two generations; a trim frees the victim one and demotes the
@@ -43,6 +47,8 @@ mod doctor;
 mod engine;
 mod hold;
 mod layout;
+// The one module with `unsafe` code (the owner-only per-thread slots); see its docs.
+#[allow(unsafe_code)]
 mod local;
 mod metrics;
 mod owned;

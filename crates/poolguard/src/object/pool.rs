@@ -221,8 +221,10 @@ impl<T: Recycle + Send + 'static> Pool<T> {
     }
 
     /// Runs one trim cycle now: frees what was unused since the previous cycle, demotes the
-    /// rest (including objects cached by threads that no longer use the pool). Concurrent
-    /// gets and puts wait at most for one shard's O(1) generation swap.
+    /// rest (including the objects cached by the calling thread and by threads that exited).
+    /// A live thread's cached object is aged by the cycle at that thread's next use of the
+    /// pool (until then it keeps at most that one object). Concurrent gets and puts wait at
+    /// most for one shard's O(1) generation swap.
     pub fn trim(&self) -> TrimTrace {
         match self.inner.trim_cycle(TrimCause::Manual, false) {
             Some(t) => t,

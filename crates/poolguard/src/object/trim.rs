@@ -4,8 +4,9 @@
 //!
 //! 1. [`rotate_shards`](Inner::rotate_shards): every shard frees its victim generation and
 //!    demotes its primary one, one O(1) swap under that shard's lock;
-//! 2. [`steal_cells`](Inner::steal_cells): every per-thread cell is emptied with one atomic
-//!    exchange (so a thread that stopped using the pool does not pin its object).
+//! 2. [`steal_cells`](Inner::steal_cells): the calling thread's cell and the cells of exited
+//!    threads are emptied, and the pool's generation advances: every other live thread ages
+//!    its cached object by the cycles it missed at its next use.
 //!
 //! Then, with no pool lock held, because each runs user code (`heap_bytes`, `Drop`, the
 //! `tracing` subscriber, the hold tracker's clock):
@@ -97,6 +98,7 @@ impl<T: Recycle + Send + 'static> Inner<T> {
             let cycle = self.trim.cycles.fetch_add(1, Relaxed) + 1;
             let dead = self.rotate_shards(&mut pauses);
             let stolen = self.steal_cells();
+            self.gen.fetch_add(1, Relaxed);
             (before, cycle, Collected { dead, stolen })
         };
         // No pool lock from here on.
@@ -135,15 +137,6 @@ impl<T: Recycle + Send + 'static> Inner<T> {
         let mut dead = Vec::new();
         self.shards.rotate(&mut dead, |p| pauses.note(p));
         dead
-    }
-
-    /// Step 2: empties every per-thread cell (one atomic exchange each).
-    fn steal_cells(&self) -> Vec<(usize, Box<T>)> {
-        self.cells
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.steal().map(|o| (i, o)))
-            .collect()
     }
 
     /// Step 3: measures each stolen object and files it in a victim generation (home shard
