@@ -204,6 +204,15 @@ pub struct Config {
     pub after_release_timeout: Duration,
     /// Which idle connection a `get` takes. Default [`IdleOrder::Lifo`].
     pub idle_order: IdleOrder,
+    /// Longest one call of the credentials provider (see
+    /// [`Builder::credentials`](super::Builder::credentials)) may take, before each connect;
+    /// past it that connect fails with
+    /// [`CredentialsFault::TimedOut`](super::CredentialsFault::TimedOut). Default 5 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
+    pub credentials_timeout: Duration,
 }
 
 /// Which idle connection a `get` takes.
@@ -252,6 +261,7 @@ impl Default for Config {
             after_connect_timeout: Duration::from_secs(5),
             before_acquire_timeout: Duration::from_secs(2),
             after_release_timeout: Duration::from_secs(2),
+            credentials_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -395,6 +405,7 @@ impl Config {
             ("after_connect_timeout", self.after_connect_timeout),
             ("before_acquire_timeout", self.before_acquire_timeout),
             ("after_release_timeout", self.after_release_timeout),
+            ("credentials_timeout", self.credentials_timeout),
         ] {
             if d.is_zero() {
                 return bad(
@@ -486,6 +497,7 @@ impl Config {
             ("after_connect_timeout", Some(self.after_connect_timeout)),
             ("before_acquire_timeout", Some(self.before_acquire_timeout)),
             ("after_release_timeout", Some(self.after_release_timeout)),
+            ("credentials_timeout", Some(self.credentials_timeout)),
         ];
         for (field, d) in all {
             if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
@@ -625,5 +637,7 @@ impl<M: super::Manager> Builder<M> {
         before_acquire_timeout: Duration,
         /// See [`Config::after_release_timeout`].
         after_release_timeout: Duration,
+        /// See [`Config::credentials_timeout`].
+        credentials_timeout: Duration,
     }
 }

@@ -99,11 +99,13 @@ impl<M: Manager> Shared<M> {
         .for_pool(&cfg.name);
         Self {
             state: Mutex::new(
-                Internals::new(cfg.max_size, breaker, Instant::now()).with_settings(
-                    cfg.min_idle,
-                    Lifetimes::of(&cfg),
-                    cfg.idle_order == super::IdleOrder::Fifo,
-                ),
+                Internals::new(cfg.max_size, breaker, Instant::now())
+                    .with_settings(
+                        cfg.min_idle,
+                        Lifetimes::of(&cfg),
+                        cfg.idle_order == super::IdleOrder::Fifo,
+                    )
+                    .with_rotation(cfg.max_concurrent_opens),
             ),
             acquire_timeout_ns: AtomicU64::new(duration_ns(cfg.acquire_timeout)),
             manager,
@@ -155,6 +157,7 @@ impl<M: Manager> Shared<M> {
             let opening = Opening {
                 shared: Arc::clone(self),
                 armed: true,
+                probe: false,
             };
             self.rt.spawn(opening.run());
         }
