@@ -136,3 +136,28 @@ fn the_environment_uses_the_same_keys_and_rules() {
     let e = Config::from_vars("POOL_", vars(&[("POOL_CONNECT_TIMEOUT", "soon")])).expect_err("bad");
     assert!(e.to_string().contains("\"soon\""), "{e}");
 }
+
+/// Every duration key takes the human form, the hooks' and the provider's timeouts too.
+#[test]
+fn every_duration_key_takes_a_human_string() {
+    let keys = [
+        "acquire_timeout",
+        "connect_timeout",
+        "validation_timeout",
+        "reset_timeout",
+        "close_timeout",
+        "after_connect_timeout",
+        "before_acquire_timeout",
+        "after_release_timeout",
+        "credentials_timeout",
+    ];
+    for key in keys {
+        let c: Config = serde_json::from_str(&format!(r#"{{"{key}": "7s"}}"#))
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let text = format!("{c:?}");
+        assert!(
+            text.contains(&format!("{key}: 7s")),
+            "{key} not set: {text}"
+        );
+    }
+}

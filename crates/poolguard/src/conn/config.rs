@@ -195,12 +195,24 @@ pub struct Config {
     pub timeout_log_level: Option<tracing::Level>,
     /// Longest one run of the `after_connect` hook may take; past it the new connection is
     /// closed and the connect counts as failed. Default 5 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub after_connect_timeout: Duration,
     /// Longest one run of the `before_acquire` hook may take (never past the get's own
     /// deadline); past it the connection is closed and the next one tried. Default 2 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub before_acquire_timeout: Duration,
     /// Longest one run of the `after_release` hook may take; past it the connection is
     /// closed. Default 2 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub after_release_timeout: Duration,
     /// Which idle connection a `get` takes. Default [`IdleOrder::Lifo`].
     pub idle_order: IdleOrder,
