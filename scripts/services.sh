@@ -46,13 +46,21 @@ ensure_postgres() {
 
 # The backends' wrong-password test needs one role that authenticates with a password even
 # though everything else uses trust: role poolguard_pw (password poolguard-secret), scram on
-# 127.0.0.1, placed before the trust line. Only that role is affected.
+# 127.0.0.1, placed before the trust line. Only that role is affected. The credentials
+# rotation test gets the same for its own role, creds11_rot (created and dropped by the
+# test itself, which also rotates its password).
 ensure_password_role() {
   local ver; ver=$(ls /etc/postgresql | sort -V | tail -n1)
   local hba="/etc/postgresql/$ver/main/pg_hba.conf"
-  if ! grep -qE '^host\s+all\s+poolguard_pw\s' "$hba"; then
-    log "adding scram auth for role poolguard_pw in $hba (wrong-password test)"
-    as_root sed -i '1i host all poolguard_pw 127.0.0.1/32 scram-sha-256' "$hba"
+  local role reload=
+  for role in poolguard_pw creds11_rot; do
+    if ! grep -qE "^host\s+all\s+$role\s" "$hba"; then
+      log "adding scram auth for role $role in $hba (password tests)"
+      as_root sed -i "1i host all $role 127.0.0.1/32 scram-sha-256" "$hba"
+      reload=1
+    fi
+  done
+  if [ -n "$reload" ]; then
     psql -h 127.0.0.1 -U postgres -d postgres -Atc 'select pg_reload_conf()' >/dev/null
   fi
   psql -h 127.0.0.1 -U postgres -d postgres -v ON_ERROR_STOP=1 -q >/dev/null <<'SQL' \

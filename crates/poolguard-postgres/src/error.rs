@@ -136,6 +136,13 @@ impl Error {
         }
     }
 
+    /// Whether the server refused the credentials: SQLSTATE 28P01 `invalid_password` or
+    /// 28000 `invalid_authorization_specification` (unknown role, no `pg_hba.conf` entry).
+    pub fn is_auth_failure(&self) -> bool {
+        self.code()
+            .is_some_and(|c| matches!(c.code(), "28P01" | "28000"))
+    }
+
     /// Whether the server said it is restarting (see [`is_restarting`]).
     pub fn is_restarting(&self) -> bool {
         matches!(self, Error::Postgres(e) | Error::InitSql { source: e, .. } if is_restarting(e))

@@ -65,6 +65,11 @@
 //!   the caller; see the option's documentation for what happens to the connection then.
 //! - **Connect errors say what is wrong**: a refused port, a wrong password (28P01), an
 //!   unknown role (28000) or database (3D000) each have their own message, never a timeout.
+//! - **Credentials that change**: with a credentials provider on the pool
+//!   (`Builder::credentials`, for an IAM token or a secrets manager), every connect uses the
+//!   provider's user and password instead of the connection string's; 28P01 and 28000 count
+//!   as authentication failures, which the pool's doctor names first when they open its
+//!   breaker.
 //!
 //! # Prepared statements
 //!

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use poolguard::conn::{ErrorClass, Manager};
+use poolguard::conn::{Credentials, ErrorClass, Manager};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_postgres::config::{Host, LoadBalanceHosts, SslMode, TargetSessionAttrs};
 use tokio_postgres::NoTls;
@@ -163,7 +163,9 @@ impl PostgresManager {
     /// Tries every address of every host in order, as tokio-postgres does, and returns the
     /// first session that matches `target_session_attrs`. Each address gets its own
     /// `connect_timeout` (socket, TLS, startup and the session check).
-    async fn connect_any(&self) -> Result<PgConnection, Error> {
+    /// `creds`: a credentials provider's answer, replacing the configured user and
+    /// password.
+    async fn connect_any(&self, creds: Option<&Credentials>) -> Result<PgConnection, Error> {
         let mut failures: Vec<(String, Error)> = Vec::new();
         let random = self.config.pg.get_load_balance_hosts() == LoadBalanceHosts::Random;
         for c in self.candidates() {
@@ -181,7 +183,7 @@ impl PostgresManager {
             };
             for target in targets {
                 let desc = target.describe();
-                match self.connect_one(&c, target, &desc).await {
+                match self.connect_one(&c, target, &desc, creds).await {
                     Ok(conn) => return Ok(conn),
                     Err(e) => {
                         tracing::debug!(addr = %desc, error = %e, "PostgreSQL host not usable; trying the next one");
@@ -248,9 +250,10 @@ impl PostgresManager {
         c: &Candidate,
         target: Target,
         desc: &str,
+        creds: Option<&Credentials>,
     ) -> Result<PgConnection, Error> {
         let phase = std::sync::Mutex::new("the TCP connect");
-        let attempt = self.attempt(c, target, desc, &phase);
+        let attempt = self.attempt(c, target, desc, &phase, creds);
         match self.config.pg.get_connect_timeout() {
             Some(t) => match tokio::time::timeout(*t, attempt).await {
                 Ok(r) => r,
@@ -270,6 +273,7 @@ impl PostgresManager {
         target: Target,
         desc: &str,
         phase: &std::sync::Mutex<&'static str>,
+        creds: Option<&Credentials>,
     ) -> Result<PgConnection, Error> {
         let set_phase = |p: &'static str| *phase.lock().unwrap_or_else(|p| p.into_inner()) = p;
         let connect_error = |source: io::Error| Error::Connect {
@@ -294,8 +298,21 @@ impl PostgresManager {
         set_phase("the startup handshake (authentication)");
         let query_timeout = self.config.query_timeout;
         let tap = Arc::new(TapState::new(query_timeout.is_some()));
-        let (client, connection) = self
-            .raw
+        // A provider's credentials replace the configured ones for this connect only.
+        let with_creds;
+        let raw = match creds {
+            None => &self.raw,
+            Some(creds) => {
+                let mut raw = self.raw.clone();
+                if let Some(user) = creds.user() {
+                    raw.user(user);
+                }
+                raw.password(creds.password().expose());
+                with_creds = raw;
+                &with_creds
+            }
+        };
+        let (client, connection) = raw
             .connect_raw(TapStream::new(socket, Arc::clone(&tap)), NoTls)
             .await?;
         let task_addr = desc.to_owned();
@@ -446,9 +463,26 @@ impl Manager for PostgresManager {
     type Error = Error;
 
     async fn connect(&self) -> Result<PgConnection, Error> {
-        let mut conn = self.connect_any().await?;
+        let mut conn = self.connect_any(None).await?;
         self.run_init_sql(&mut conn).await?;
         Ok(conn)
+    }
+
+    /// Connects as [`connect`](Manager::connect) does, with the provider's user (when it
+    /// names one) and password instead of the configured ones.
+    async fn connect_with(&self, credentials: Credentials) -> Result<PgConnection, Error> {
+        let mut conn = self.connect_any(Some(&credentials)).await?;
+        self.run_init_sql(&mut conn).await?;
+        Ok(conn)
+    }
+
+    fn accepts_credentials(&self) -> bool {
+        true
+    }
+
+    /// SQLSTATE 28P01 (wrong password) and 28000 (unknown role, `pg_hba.conf`).
+    fn is_auth_failure(&self, error: &Error) -> bool {
+        error.is_auth_failure()
     }
 
     async fn validate(&self, conn: &mut PgConnection) -> Result<(), Error> {

@@ -66,6 +66,16 @@ impl Error {
         }
     }
 
+    /// Whether the server refused the credentials: `WRONGPASS` (wrong user or password, or
+    /// the user is disabled) or `NOAUTH` (a password is required), during the connect's
+    /// `AUTH` or an init command.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            Error::Redis(e) | Error::InitCommand { source: e, .. } => is_auth_failure(e),
+            _ => false,
+        }
+    }
+
     /// Whether the server said it is restarting: `LOADING` (loading its dataset after a
     /// start). The pool's breaker then probes again within 100 ms instead of backing off.
     pub fn is_restarting(&self) -> bool {
@@ -128,6 +138,17 @@ fn describe(e: &RedisError) -> String {
 /// primary after a failover). `None` for every other error.
 pub fn failover_class(error: &RedisError) -> Option<&'static str> {
     is_read_only(error).then_some("READONLY")
+}
+
+/// `WRONGPASS` / `NOAUTH`, or redis-rs's own authentication failure.
+fn is_auth_failure(e: &RedisError) -> bool {
+    if e.kind() == ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+    {
+        return true;
+    }
+    let text = e.to_string();
+    text.contains("WRONGPASS") || text.contains("NOAUTH")
 }
 
 /// `READONLY`: the node is a replica (typically a former primary after a failover).

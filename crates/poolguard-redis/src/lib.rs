@@ -34,6 +34,10 @@
 //!   password. [`redact_url`] masks any connection URL the same way, for your own logs.
 //! - **Connect errors say what is wrong**: a refused port, a wrong password and an untrusted
 //!   TLS certificate ([`Error::Tls`]) have their own messages, never a timeout.
+//! - **Credentials that change**: with a credentials provider on the pool
+//!   (`Builder::credentials`), every connect authenticates (`AUTH`) with the provider's user
+//!   and password instead of the URL's; `WRONGPASS` and `NOAUTH` count as authentication
+//!   failures, which the pool's doctor names first when they open its breaker.
 //! - **A connection the server closed is never handed out**: the connection notices the end of
 //!   its socket by itself (no command needed), and the pool discards it at its next checkout or
 //!   return ([`RedisConnection::is_closed`]).

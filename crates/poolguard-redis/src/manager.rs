@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use poolguard::conn::{Classify, ErrorClass, Manager};
+use poolguard::conn::{Classify, Credentials, ErrorClass, Manager};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisError, Value};
 
@@ -305,20 +305,27 @@ impl std::fmt::Debug for RedisManager {
     }
 }
 
-impl Manager for RedisManager {
-    type Connection = RedisConnection;
-    type Error = Error;
-
-    async fn connect(&self) -> Result<RedisConnection, Error> {
+impl RedisManager {
+    /// Opens a connection: socket (TLS when configured), `HELLO`/`AUTH`, `SELECT`, then the
+    /// init commands. `creds`: a credentials provider's answer, replacing the URL's user
+    /// (when it names one) and password for this connect.
+    async fn open(&self, creds: Option<&Credentials>) -> Result<RedisConnection, Error> {
         // The pool bounds the connect with its connect_timeout; redis-rs's own 1 s default
         // would turn a slow network into a confusing second deadline.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(None)
             .set_response_timeout(self.response_timeout);
         let info = self.client.get_connection_info();
+        let mut settings = info.redis_settings().clone();
+        if let Some(creds) = creds {
+            if let Some(user) = creds.user() {
+                settings = settings.set_username(user);
+            }
+            settings = settings.set_password(creds.password().expose());
+        }
         let stream = crate::connect::open(info, self.tls.as_ref()).await?;
         let (inner, driver) =
-            MultiplexedConnection::new_with_config(info.redis_settings(), stream, config).await?;
+            MultiplexedConnection::new_with_config(&settings, stream, config).await?;
         // The driver owns the socket and ends when the server closes it; the connection
         // owns the driver (aborted on drop) and reads its end as "closed".
         let driver = tokio::spawn(driver);
@@ -337,6 +344,31 @@ impl Manager for RedisManager {
             }
         }
         Ok(conn)
+    }
+}
+
+impl Manager for RedisManager {
+    type Connection = RedisConnection;
+    type Error = Error;
+
+    async fn connect(&self) -> Result<RedisConnection, Error> {
+        self.open(None).await
+    }
+
+    /// Connects as [`connect`](Manager::connect) does, authenticating (`AUTH`) with the
+    /// provider's user (the URL's when it names none) and password instead of the
+    /// URL's.
+    async fn connect_with(&self, credentials: Credentials) -> Result<RedisConnection, Error> {
+        self.open(Some(&credentials)).await
+    }
+
+    fn accepts_credentials(&self) -> bool {
+        true
+    }
+
+    /// `WRONGPASS` and `NOAUTH`.
+    fn is_auth_failure(&self, error: &Error) -> bool {
+        error.is_auth_failure()
     }
 
     /// `PING n` with a counter: the reply must echo `n`, which proves the replies are in step

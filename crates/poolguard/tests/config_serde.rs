@@ -158,3 +158,30 @@ async fn the_failover_policy_reads_like_the_other_settings() {
         .expect_err("refused");
     assert_eq!(e.field, "failover_burst");
 }
+
+/// Every duration key takes the human form, the hooks' and the provider's timeouts too.
+#[test]
+fn every_duration_key_takes_a_human_string() {
+    let keys = [
+        "acquire_timeout",
+        "connect_timeout",
+        "validation_timeout",
+        "reset_timeout",
+        "close_timeout",
+        "after_connect_timeout",
+        "before_acquire_timeout",
+        "after_release_timeout",
+        "credentials_timeout",
+        "failover_window",
+        "failover_cooldown",
+    ];
+    for key in keys {
+        let c: Config = serde_json::from_str(&format!(r#"{{"{key}": "7s"}}"#))
+            .unwrap_or_else(|e| panic!("{key}: {e}"));
+        let text = format!("{c:?}");
+        assert!(
+            text.contains(&format!("{key}: 7s")),
+            "{key} not set: {text}"
+        );
+    }
+}

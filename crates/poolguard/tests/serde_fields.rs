@@ -201,6 +201,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.holders[].site
         connection_pool.stats
         connection_pool.stats.abandoned
+        connection_pool.stats.auth_failures
         connection_pool.stats.auto_soft_evicts
         connection_pool.stats.breaker_opened
         connection_pool.stats.checkout_validation_time=histogram
@@ -214,12 +215,15 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.closed.lifetime
         connection_pool.stats.closed.pool_closed
         connection_pool.stats.closed.reset
+        connection_pool.stats.closed.rotated
         connection_pool.stats.closed.surplus
         connection_pool.stats.closed.validation
         connection_pool.stats.closes_done
         connection_pool.stats.connect_failures
         connection_pool.stats.connect_time=histogram
         connection_pool.stats.created
+        connection_pool.stats.credentials_calls
+        connection_pool.stats.credentials_failures
         connection_pool.stats.detached
         connection_pool.stats.gets
         connection_pool.stats.hold_time=histogram
@@ -246,6 +250,8 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats.queue_time=histogram
         connection_pool.stats.reset_time=histogram
         connection_pool.stats.resets
+        connection_pool.stats.rotation_probe_failures
+        connection_pool.stats.rotations
         connection_pool.stats.soft_evictions
         connection_pool.stats.timed_out
         connection_pool.stats.unavailable

@@ -555,7 +555,7 @@ impl<M: Manager> Shared<M> {
     fn failure(
         self: &Arc<Self>,
         error: Option<Arc<M::Error>>,
-        hook: Option<HookFailure>,
+        other: Option<ConnectFault<M::Error>>,
         text: String,
         phase: Phase,
         restart: bool,
@@ -567,8 +567,8 @@ impl<M: Manager> Shared<M> {
         // Paused waiters did not ask for this connect: they wait for `resume`.
         let paused = st.paused().is_some();
         let fault = (phase == Phase::Connect).then(|| {
-            let fault = match (hook, error) {
-                (Some(h), _) => ConnectFault::Hook(h),
+            let fault = match (other, error) {
+                (Some(f), _) => f,
                 (None, Some(source)) => ConnectFault::Backend(source),
                 (None, None) => ConnectFault::TimedOut(self.cfg.connect_timeout),
             };
@@ -627,15 +627,44 @@ impl<M: Manager> Shared<M> {
 }
 
 impl<M: Manager> Opening<M> {
-    /// Connects under `connect_timeout`; the connection goes to the oldest waiter (or idle),
-    /// a failure to the breaker and the oldest waiter.
+    /// Connects under `connect_timeout` (after asking the credentials provider, when one is
+    /// set); the connection goes to the oldest waiter (or idle), a failure to the breaker
+    /// and the oldest waiter.
     pub(super) async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         // The epoch this connect belongs to: a soft-evict while it runs evicts it too.
         let epoch = shared.state.lock().epoch();
+        let used = match &shared.hooks.credentials {
+            None => None,
+            Some(provider) => match shared.credentials_for_connect(&**provider).await {
+                Ok(u) => {
+                    self.probe = u.probe.is_some();
+                    Some(u)
+                }
+                Err(fault) => {
+                    self.armed = false;
+                    shared.unreserve();
+                    let text = format!("connect: {fault}");
+                    shared.failure(
+                        None,
+                        Some(ConnectFault::Credentials(fault)),
+                        text,
+                        Phase::Connect,
+                        false,
+                    );
+                    return;
+                }
+            },
+        };
         let limit = shared.cfg.connect_timeout;
         let began = Instant::now();
-        let res = tokio::time::timeout(limit, shared.manager.connect()).await;
+        let res = match &used {
+            None => tokio::time::timeout(limit, shared.manager.connect()).await,
+            Some(u) => {
+                let creds = u.credentials.clone();
+                tokio::time::timeout(limit, shared.manager.connect_with(creds)).await
+            }
+        };
         let mut now = Instant::now();
         shared.stats.connect_time.record(now - began);
         match res {
@@ -652,48 +681,93 @@ impl<M: Manager> Opening<M> {
                     if let Err(fault) = res {
                         self.armed = false;
                         let failure = shared.hook_failed(HookName::AfterConnect, id, &fault);
+                        if std::mem::take(&mut self.probe) {
+                            shared.probe_failed(format!("connect: {failure}"), now);
+                        }
                         shared.after_connect_failed(raw, id, now, failure);
                         return;
                     }
                 }
                 self.armed = false;
-                let (closed_breaker, life) = {
+                self.probe = false;
+                let (closed_breaker, life, gen, rotated) = {
                     let mut st = shared.state.lock();
                     st.opened();
-                    (st.breaker.on_success(), st.lifetimes())
+                    st.auth_failing = false;
+                    let (gen, rotated) = match used {
+                        None => (0, false),
+                        Some(u) => {
+                            let gen = u.gen;
+                            let rotated = st.rotation.succeeded(u);
+                            if rotated {
+                                st.rotated();
+                            }
+                            (gen, rotated)
+                        }
+                    };
+                    (st.breaker.on_success(), st.lifetimes(), gen, rotated)
                 };
-                let conn = Conn::new(raw, id, now, &shared.cfg, life, epoch, shared.bypass);
+                let mut conn = Conn::new(raw, id, now, &shared.cfg, life, epoch, shared.bypass);
+                conn.cold.cred_gen = gen;
                 tracing::debug!(pool = %shared.cfg.name, conn = id, "connection opened");
                 if closed_breaker {
                     tracing::info!(pool = %shared.cfg.name, "breaker closed: connect succeeded");
                 }
+                if rotated {
+                    shared.stats.rotations.fetch_add(1, Relaxed);
+                    tracing::info!(pool = %shared.cfg.name, conn = id, generation = gen, max_at_once = shared.cfg.max_concurrent_opens, "credentials rotated: the new credentials were proven by a probe connect; connections opened with the old ones retire gradually");
+                }
                 shared.deliver(conn, now);
-                // Keep going while waiters or min_idle still want connections.
-                let opens = {
+                // Keep going while waiters or min_idle still want connections, and retire
+                // old-credential connections as retirement slots free up.
+                let (old, opens) = {
                     let mut st = shared.state.lock();
+                    let old = st.retire_old_idle();
+                    shared.begin_closes(old.len());
                     let min_idle = st.min_idle();
-                    shared.plan(&mut st, now, min_idle)
+                    (old, shared.plan(&mut st, now, min_idle))
                 };
+                for c in old {
+                    shared.close_conn(c, CloseReason::Rotated);
+                }
                 shared.spawn_opens(opens);
                 shared.progress.notify_waiters();
             }
             Ok(Err(e)) => {
                 self.armed = false;
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
-                tracing::warn!(pool = %shared.cfg.name, error = %e, "connect failed");
+                let auth = shared.manager.is_auth_failure(&e);
+                if auth {
+                    shared.stats.auth_failures.fetch_add(1, Relaxed);
+                }
+                if std::mem::take(&mut self.probe) {
+                    tracing::warn!(pool = %shared.cfg.name, error = %e, auth, "credential rotation: the probe connect with the new credentials failed; the proven credentials stay in use");
+                    shared.unreserve();
+                    shared.probe_failed(format!("connect: {e}"), now);
+                    return;
+                }
+                tracing::warn!(pool = %shared.cfg.name, error = %e, auth, "connect failed");
                 shared.unreserve();
                 let text = format!("connect: {e}");
                 let restart = shared.manager.is_restarting(&e);
                 if shared.cfg.failover_burst.is_some() {
                     shared.failover_seen(shared.manager.failover_class(&e), "connect");
                 }
+                shared.state.lock().auth_failing = auth;
                 shared.failure(Some(Arc::new(e)), None, text, Phase::Connect, restart);
             }
             Err(_) => {
                 self.armed = false;
                 shared.stats.connect_failures.fetch_add(1, Relaxed);
+                if std::mem::take(&mut self.probe) {
+                    tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "credential rotation: the probe connect with the new credentials timed out; the proven credentials stay in use");
+                    shared.unreserve();
+                    shared.probe_failed(format!("connect: timed out after {limit:?}"), now);
+                    return;
+                }
                 tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "connect timed out");
                 shared.unreserve();
+                shared.state.lock().auth_failing = false;
                 shared.failure(
                     None,
                     None,
@@ -703,6 +777,48 @@ impl<M: Manager> Opening<M> {
                 );
             }
         }
+    }
+}
+
+impl<M: Manager> Shared<M> {
+    /// Asks the provider (under `credentials_timeout`, counted) and decides what this
+    /// connect uses: the proven credentials, a fresh answer of the same generation, or (one
+    /// connect at a time) a changed answer as the rotation's probe.
+    async fn credentials_for_connect(
+        &self,
+        provider: &dyn super::CredentialsProvider,
+    ) -> Result<super::credentials::Use, super::CredentialsFault> {
+        self.stats.credentials_calls.fetch_add(1, Relaxed);
+        let limit = self.cfg.credentials_timeout;
+        match super::credentials::call(provider, limit).await {
+            Ok(fresh) => Ok(self.state.lock().rotation.choose(fresh, Instant::now())),
+            Err(fault) => {
+                self.stats.credentials_failures.fetch_add(1, Relaxed);
+                self.state.lock().rotation.provider_fault = Some(fault.to_string());
+                self.stats.connect_failures.fetch_add(1, Relaxed);
+                tracing::warn!(pool = %self.cfg.name, error = %fault, "credentials provider failed; the connect fails");
+                Err(fault)
+            }
+        }
+    }
+
+    /// The rotation's probe failed: the proven credentials stay in use, the next probe
+    /// backs off; waiters get connects with the proven credentials (the probe's failure
+    /// is not the backend's: the breaker does not count it).
+    pub(super) fn probe_failed(self: &Arc<Self>, text: String, now: Instant) {
+        self.stats.rotation_probe_failures.fetch_add(1, Relaxed);
+        let opens = {
+            let mut st = self.state.lock();
+            st.rotation.probe_failed(
+                Some(text),
+                now,
+                self.cfg.breaker_backoff,
+                self.cfg.breaker_max_backoff,
+            );
+            self.plan(&mut st, now, 0)
+        };
+        self.spawn_opens(opens);
+        self.progress.notify_waiters();
     }
 }
 
@@ -736,7 +852,13 @@ impl<M: Manager> Shared<M> {
         };
         self.close_conn(conn, CloseReason::Hook);
         let text = format!("connect: {failure}");
-        self.failure(None, Some(failure), text, Phase::Connect, false);
+        self.failure(
+            None,
+            Some(ConnectFault::Hook(failure)),
+            text,
+            Phase::Connect,
+            false,
+        );
     }
 
     /// A connect failed or was cancelled: its reservation is released (and `wait_closed`

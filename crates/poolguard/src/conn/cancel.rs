@@ -52,10 +52,23 @@ pub(super) struct Opening<M: Manager> {
     pub(super) shared: Arc<Shared<M>>,
     /// Cleared once the connect's outcome is accounted for by the opener itself.
     pub(super) armed: bool,
+    /// This connect is the credentials rotation's probe (cleared once its outcome is
+    /// accounted for): dropped before, the probe ends without a verdict.
+    pub(super) probe: bool,
 }
 
 impl<M: Manager> Drop for Opening<M> {
     fn drop(&mut self) {
+        if self.probe {
+            let now = Instant::now();
+            let cfg = &self.shared.cfg;
+            self.shared.state.lock().rotation.probe_failed(
+                None,
+                now,
+                cfg.breaker_backoff,
+                cfg.breaker_max_backoff,
+            );
+        }
         if self.armed {
             // The connect was cancelled (runtime shutting down): give the place back.
             self.shared.unreserve();

@@ -195,12 +195,24 @@ pub struct Config {
     pub timeout_log_level: Option<tracing::Level>,
     /// Longest one run of the `after_connect` hook may take; past it the new connection is
     /// closed and the connect counts as failed. Default 5 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub after_connect_timeout: Duration,
     /// Longest one run of the `before_acquire` hook may take (never past the get's own
     /// deadline); past it the connection is closed and the next one tried. Default 2 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub before_acquire_timeout: Duration,
     /// Longest one run of the `after_release` hook may take; past it the connection is
     /// closed. Default 2 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
     pub after_release_timeout: Duration,
     /// Which idle connection a `get` takes. Default [`IdleOrder::Lifo`].
     pub idle_order: IdleOrder,
@@ -229,6 +241,15 @@ pub struct Config {
         serde(deserialize_with = "super::config_serde::duration")
     )]
     pub failover_cooldown: Duration,
+    /// Longest one call of the credentials provider (see
+    /// [`Builder::credentials`](super::Builder::credentials)) may take, before each connect;
+    /// past it that connect fails with
+    /// [`CredentialsFault::TimedOut`](super::CredentialsFault::TimedOut). Default 5 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
+    pub credentials_timeout: Duration,
 }
 
 /// Which idle connection a `get` takes.
@@ -280,6 +301,7 @@ impl Default for Config {
             failover_burst: None,
             failover_window: Duration::from_secs(10),
             failover_cooldown: Duration::from_secs(60),
+            credentials_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -429,6 +451,7 @@ impl Config {
             ("after_release_timeout", self.after_release_timeout),
             ("failover_window", self.failover_window),
             ("failover_cooldown", self.failover_cooldown),
+            ("credentials_timeout", self.credentials_timeout),
         ] {
             if d.is_zero() {
                 return bad(
@@ -522,6 +545,7 @@ impl Config {
             ("after_release_timeout", Some(self.after_release_timeout)),
             ("failover_window", Some(self.failover_window)),
             ("failover_cooldown", Some(self.failover_cooldown)),
+            ("credentials_timeout", Some(self.credentials_timeout)),
         ];
         for (field, d) in all {
             if let Some(d) = d.filter(|d| *d > MAX_DURATION) {
@@ -676,5 +700,7 @@ impl<M: super::Manager> Builder<M> {
         failover_window: Duration,
         /// See [`Config::failover_cooldown`].
         failover_cooldown: Duration,
+        /// See [`Config::credentials_timeout`].
+        credentials_timeout: Duration,
     }
 }

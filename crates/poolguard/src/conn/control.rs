@@ -86,8 +86,8 @@ impl<M: Manager> Pool<M> {
                 let Some(mut conn) = st.take_idle() else {
                     break;
                 };
-                let reason = if !st.current(&mut conn) {
-                    Some(CloseReason::Evicted)
+                let reason = if let Some(reason) = st.stale(&mut conn) {
+                    Some(reason)
                 } else if conn.retire_due(now) {
                     Some(CloseReason::Lifetime)
                 } else if shared.manager.is_broken(&mut conn.raw) {

@@ -113,7 +113,7 @@ mod ser {
 
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 35)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 40)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
@@ -142,6 +142,11 @@ mod ser {
             st.serialize_field("hooks", &Hooks(self))?;
             st.serialize_field("detached", &self.detached)?;
             st.serialize_field("would_block", &self.would_block)?;
+            st.serialize_field("credentials_calls", &self.credentials_calls)?;
+            st.serialize_field("credentials_failures", &self.credentials_failures)?;
+            st.serialize_field("rotations", &self.rotations)?;
+            st.serialize_field("rotation_probe_failures", &self.rotation_probe_failures)?;
+            st.serialize_field("auth_failures", &self.auth_failures)?;
             st.serialize_field("wait_time", &self.wait_time)?;
             st.serialize_field("hold_time", &self.hold_time)?;
             st.serialize_field("queue_time", &self.queue_time)?;

@@ -37,6 +37,60 @@ pub(crate) fn diagnose<M: Manager>(
             }),
         )
     };
+    let (auth_failing, probe_fault, provider_fault, probe_failures) = {
+        let st = shared.state.lock();
+        (
+            st.auth_failing,
+            st.rotation.probe_fault.clone(),
+            st.rotation.provider_fault.clone(),
+            st.rotation.probe_failures,
+        )
+    };
+    let provider = shared.hooks.credentials.is_some();
+    // First: authentication failures that opened the breaker are the cause of everything
+    // the other findings would show (fast failures, timeouts, an empty pool).
+    if auth_failing && s.breaker != BreakerState::Closed {
+        let fix = if provider {
+            "the database refuses the credentials: check what the credentials provider returns (its source, the role or user it names), whether a rotation changed the password on the server before the provider saw it, and the role's password or ACL on the server"
+        } else {
+            "the database refuses the configured user and password: check the role's password (or the ACL user) on the server and the manager's configuration, or set a credentials provider that follows rotations"
+        };
+        out.push(Finding::new(
+            Severity::Critical,
+            "conn.auth-failures",
+            &label,
+            format!(
+                "authentication failures opened the breaker ({} connects refused on authentication in total, {failing} consecutive failures); last error: {}",
+                t.auth_failures,
+                last.as_deref().unwrap_or("none")
+            ),
+            fix,
+        ));
+    }
+    if let Some(fault) = &provider_fault {
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.credentials-provider",
+            &label,
+            format!(
+                "the credentials provider failed {} times in {} calls (each failed its connect); last: {fault}",
+                t.credentials_failures, t.credentials_calls
+            ),
+            "fix the provider's source (secrets manager, token service) or raise credentials_timeout if it is only slow",
+        ));
+    }
+    if let Some(fault) = &probe_fault {
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.credentials-rotation",
+            &label,
+            format!(
+                "the credentials provider returned new credentials, but the probe connect with them failed {probe_failures} times in a row ({} in total), so the pool keeps using the previous ones; last probe error: {fault}",
+                t.rotation_probe_failures
+            ),
+            "make the server accept the new credentials (finish the rotation: ALTER ROLE ... PASSWORD, ACL SETUSER), or have the provider return the current ones; the pool probes again with a backoff",
+        ));
+    }
     // First: a nested acquire is the cause of the waits and timeouts it produces.
     if t.nested_acquires > 0 {
         let exhausted = s.idle == 0 && s.size >= s.max_size;

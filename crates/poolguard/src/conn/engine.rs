@@ -98,11 +98,13 @@ impl<M: Manager> Shared<M> {
             cfg.breaker_max_backoff,
         )
         .for_pool(&cfg.name);
-        let mut internals = Internals::new(cfg.max_size, breaker, Instant::now()).with_settings(
-            cfg.min_idle,
-            Lifetimes::of(&cfg),
-            cfg.idle_order == super::IdleOrder::Fifo,
-        );
+        let mut internals = Internals::new(cfg.max_size, breaker, Instant::now())
+            .with_settings(
+                cfg.min_idle,
+                Lifetimes::of(&cfg),
+                cfg.idle_order == super::IdleOrder::Fifo,
+            )
+            .with_rotation(cfg.max_concurrent_opens);
         internals.failover = cfg
             .failover_burst
             .map(|n| Watch::new(n, cfg.failover_window, cfg.failover_cooldown));
@@ -158,6 +160,7 @@ impl<M: Manager> Shared<M> {
             let opening = Opening {
                 shared: Arc::clone(self),
                 armed: true,
+                probe: false,
             };
             self.rt.spawn(opening.run());
         }

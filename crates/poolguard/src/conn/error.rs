@@ -5,6 +5,7 @@ use std::panic::Location;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::credentials::CredentialsFault;
 use super::hooks::{HookFailure, HookName};
 use super::stats::Status;
 
@@ -20,6 +21,8 @@ pub enum Phase {
     Validate,
     /// `Manager::reset`.
     Reset,
+    /// The credentials provider, before a connect.
+    Credentials,
 }
 
 impl fmt::Display for Phase {
@@ -29,6 +32,7 @@ impl fmt::Display for Phase {
             Phase::Connect => "connect",
             Phase::Validate => "validate",
             Phase::Reset => "reset",
+            Phase::Credentials => "credentials",
         })
     }
 }
@@ -160,6 +164,11 @@ pub enum Error<E: std::error::Error + 'static> {
     /// warm-up connection.
     #[error("{0}")]
     Hook(HookFailure),
+    /// The credentials provider failed, panicked or hung before the connect this caller
+    /// waited for (or, for [`Pool::ready`](super::Pool::ready), a warm-up connect): phase
+    /// [`Phase::Credentials`]; the connect counts as failed. Never holds a secret.
+    #[error("{0}")]
+    Credentials(CredentialsFault),
     /// [`Pool::try_get`](super::Pool::try_get) found no idle connection (it never waits).
     #[error("no idle connection now (try_get does not wait; use get or get_timeout to wait)")]
     WouldBlock,
@@ -220,12 +229,13 @@ impl<E: std::error::Error + 'static> Error<E> {
             Error::Timeout(_) => Some(Phase::Wait),
             Error::PhaseTimeout { phase, .. } | Error::Backend { phase, .. } => Some(*phase),
             Error::Hook(f) if f.hook == HookName::AfterConnect => Some(Phase::Connect),
+            Error::Credentials(_) => Some(Phase::Credentials),
             _ => None,
         }
     }
 
     /// A stable snake_case word for the variant (`timeout`, `phase_timeout`, `backend`,
-    /// `closed`, `paused`, `overloaded`, `unavailable`, `hook`, `would_block`): the `outcome`
+    /// `closed`, `paused`, `overloaded`, `unavailable`, `hook`, `credentials`, `would_block`): the `outcome`
     /// of a get in traces.
     pub fn code(&self) -> &'static str {
         match self {
@@ -237,6 +247,7 @@ impl<E: std::error::Error + 'static> Error<E> {
             Error::Overloaded { .. } => "overloaded",
             Error::Unavailable { .. } => "unavailable",
             Error::Hook(_) => "hook",
+            Error::Credentials(_) => "credentials",
             Error::WouldBlock => "would_block",
         }
     }

@@ -139,6 +139,8 @@ pub(crate) struct Hooks<C> {
     pub(crate) after_connect: Option<Box<HookFn<C>>>,
     pub(crate) before_acquire: Option<Box<HookFn<C>>>,
     pub(crate) after_release: Option<Box<HookFn<C>>>,
+    /// The credentials provider (`credentials.rs`), called before every connect.
+    pub(crate) credentials: Option<super::credentials::Provider>,
 }
 
 impl<C> Default for Hooks<C> {
@@ -147,6 +149,7 @@ impl<C> Default for Hooks<C> {
             after_connect: None,
             before_acquire: None,
             after_release: None,
+            credentials: None,
         }
     }
 }

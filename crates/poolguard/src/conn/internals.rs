@@ -45,6 +45,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::breaker::Breaker;
+use super::credentials::Rotation;
 use super::error::Error;
 use super::leak::{self, Holders, Scan};
 use super::nested::Nested;
@@ -88,6 +89,9 @@ pub(crate) struct Cold {
     /// runtime change of either keeps this connection's jitter).
     cut_life: f64,
     cut_idle: f64,
+    /// The credentials generation it was opened with (`credentials.rs`; 0 without a
+    /// provider): below the pool's, it retires.
+    pub(crate) cred_gen: u64,
 }
 
 /// The lifetimes that can change at run time (`Pool::set_idle_timeout`,
@@ -158,6 +162,7 @@ impl<C> Conn<C> {
                     .map(|d| shortened(d, cut(cfg.jitter))),
                 cut_life: cut(cfg.jitter),
                 cut_idle: cut(cfg.jitter),
+                cred_gen: 0,
             }),
         };
         c.apply(life);
@@ -313,6 +318,10 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) connect_faults: u64,
     /// The failover-signature detector (`Config::failover_burst`); `None`: off.
     pub(crate) failover: Option<super::failover::Watch>,
+    /// Credentials rotation (`credentials.rs`); inert without a provider.
+    pub(crate) rotation: Rotation,
+    /// The last connect failure was an authentication failure (cleared by a success).
+    pub(crate) auth_failing: bool,
 }
 
 /// A failed connect, kept for `Pool::ready` (cloned into its error).
@@ -321,6 +330,7 @@ pub(crate) enum ConnectFault<E> {
     Backend(std::sync::Arc<E>),
     TimedOut(Duration),
     Hook(super::hooks::HookFailure),
+    Credentials(super::CredentialsFault),
 }
 
 impl<E> Clone for ConnectFault<E> {
@@ -329,6 +339,7 @@ impl<E> Clone for ConnectFault<E> {
             ConnectFault::Backend(e) => ConnectFault::Backend(std::sync::Arc::clone(e)),
             ConnectFault::TimedOut(d) => ConnectFault::TimedOut(*d),
             ConnectFault::Hook(h) => ConnectFault::Hook(h.clone()),
+            ConnectFault::Credentials(c) => ConnectFault::Credentials(c.clone()),
         }
     }
 }
@@ -345,6 +356,7 @@ impl<E: std::error::Error + 'static> ConnectFault<E> {
                 after,
             },
             ConnectFault::Hook(h) => Error::Hook(h),
+            ConnectFault::Credentials(c) => Error::Credentials(c),
         }
     }
 }
@@ -382,7 +394,16 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             connect_fault: None,
             connect_faults: 0,
             failover: None,
+            rotation: Rotation::new(1),
+            auth_failing: false,
         }
+    }
+
+    /// At most `max_swaps` old-credential connections retire at once
+    /// (`max_concurrent_opens`).
+    pub(crate) fn with_rotation(mut self, max_swaps: usize) -> Self {
+        self.rotation = Rotation::new(max_swaps);
+        self
     }
 
     /// The run-time settings taken from the built configuration.
@@ -420,7 +441,8 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             self.waiters.len().saturating_sub(self.opening)
         };
         let want_idle = warm_min_idle.saturating_sub(self.idle.len() + self.opening);
-        let want = want_waiters.max(want_idle);
+        // Each retired old-credential connection is owed its replacement.
+        let want = want_waiters.max(want_idle).max(self.rotation.owed);
         if want == 0 {
             return 0;
         }
@@ -430,6 +452,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             .min(limit.saturating_sub(self.opening));
         self.size += n;
         self.opening += n;
+        self.rotation.owed -= n.min(self.rotation.owed);
         n
     }
 
@@ -482,17 +505,91 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// Whether `conn` may stay in the pool: `false` when it was soft-evicted (the caller
     /// releases its place and closes it); otherwise it is brought up to the current epoch's
     /// lifetimes. One comparison when nothing changed.
+    #[cfg(test)]
+    pub(crate) fn current(&mut self, conn: &mut Conn<C>) -> bool {
+        self.stale(conn).is_none()
+    }
+
+    /// [`current`](Self::current) with the reason to close: `Evicted` (soft-evicted) or
+    /// `Rotated` (opened with credentials a rotation replaced, and a retirement slot is
+    /// free: its replacement is then owed and planned by the next `plan_opens`). An
+    /// old-credential connection without a free slot stays, on the slow path (its epoch
+    /// is left behind), until one is.
     #[inline]
-    pub(crate) fn current(&self, conn: &mut Conn<C>) -> bool {
+    pub(crate) fn stale(&mut self, conn: &mut Conn<C>) -> Option<CloseReason> {
         if conn.epoch == self.epoch {
-            return true;
+            return None;
         }
+        self.stale_slow(conn)
+    }
+
+    /// [`stale`](Self::stale) for a connection of another epoch (kept out of line: the
+    /// return fast path inlines only the comparison).
+    #[cold]
+    #[inline(never)]
+    fn stale_slow(&mut self, conn: &mut Conn<C>) -> Option<CloseReason> {
         if conn.epoch < self.evict_before {
-            return false;
+            return Some(CloseReason::Evicted);
         }
         conn.apply(self.lifetimes);
+        if conn.cold.cred_gen < self.rotation.gen {
+            if self.retire_slot() {
+                self.rotation.owed += 1;
+                return Some(CloseReason::Rotated);
+            }
+            return None;
+        }
         conn.epoch = self.epoch;
+        None
+    }
+
+    /// Whether an old-credential connection may retire now: a slot below
+    /// `max_concurrent_opens` is free and the breaker lets connects through.
+    fn retire_slot(&self) -> bool {
+        self.rotation.may_retire(self.opening)
+            && self.breaker.state() == super::breaker::BreakerState::Closed
+            && !self.closed
+    }
+
+    /// A connection opened outside `plan_opens` (the probe of
+    /// `Pool::refresh_credentials`) takes a place in `size` if one is free and the pool is
+    /// open; `false`: the caller closes it.
+    pub(crate) fn adopt(&mut self) -> bool {
+        if self.closed || self.size >= self.max_size {
+            return false;
+        }
+        self.size += 1;
         true
+    }
+
+    /// Credentials rotated (the probe succeeded): connections of an older generation take
+    /// the slow path of [`current`](Self::current) from now on (a new epoch).
+    pub(crate) fn rotated(&mut self) {
+        self.epoch += 1;
+    }
+
+    /// Retires idle old-credential connections, oldest first, while retirement slots are
+    /// free: each leaves `size` (returned to close) and is owed a replacement, which the
+    /// caller plans (`plan_opens`) in the same critical section.
+    pub(crate) fn retire_old_idle(&mut self) -> Vec<Conn<C>> {
+        let mut out = Vec::new();
+        if self.rotation.gen == 0 {
+            return out;
+        }
+        let gen = self.rotation.gen;
+        let mut i = 0;
+        while i < self.idle.len() && self.retire_slot() {
+            if self.idle[i].cold.cred_gen < gen {
+                if let Some(c) = self.idle.remove(i) {
+                    self.size -= 1;
+                    self.rotation.owed += 1;
+                    out.push(c);
+                }
+            } else {
+                i += 1;
+            }
+        }
+        out
     }
 
     /// Closed, and no connection counted or abandoned (pending closes are counted apart).
@@ -640,10 +737,8 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             Some(CloseReason::PoolClosed)
         } else if self.size > self.max_size {
             Some(CloseReason::Surplus)
-        } else if !self.current(&mut conn) {
-            Some(CloseReason::Evicted)
         } else {
-            None
+            self.stale(&mut conn)
         };
         if let Some(reason) = reason {
             self.size -= 1;

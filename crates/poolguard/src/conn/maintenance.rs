@@ -3,8 +3,9 @@
 //!
 //! Each pass, under one short lock: leak and abandon scans over the holders; retirement of
 //! idle connections past their (jittered) lifetime, or idle timeout while above `min_idle`;
-//! selection of idle connections due for keepalive validation; opens for `min_idle` and
-//! breaker probes. The slow parts (closes, validations, connects) then run on their own
+//! selection of idle connections due for keepalive validation; retirement of idle
+//! connections opened with rotated-out credentials (paced, with their replacements); opens
+//! for `min_idle` and breaker probes. The slow parts (closes, validations, connects) then run on their own
 //! bounded tasks, so a hanging backend never stalls maintenance.
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -53,7 +54,13 @@ pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
         }
         let scan = st.scan_holders(now, cfg.leak_threshold, cfg.abandon_timeout);
         let min_idle = st.min_idle();
-        let (retire, keepalive) = st.retire_idle(now, min_idle, shared.bypass);
+        let (mut retire, keepalive) = st.retire_idle(now, min_idle, shared.bypass);
+        // Old-credential connections that came back idle since the last retirement.
+        retire.extend(
+            st.retire_old_idle()
+                .into_iter()
+                .map(|c| (c, CloseReason::Rotated)),
+        );
         shared.begin_closes(retire.len());
         let opens = shared.plan(&mut st, now, min_idle);
         (scan, retire, keepalive, opens)

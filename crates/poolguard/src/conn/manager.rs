@@ -33,6 +33,35 @@ pub trait Manager: Send + Sync + 'static {
     /// Opens a new connection. Runs on its own task, without the pool lock.
     fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
 
+    /// Opens a new connection authenticating with `credentials`, the answer of the pool's
+    /// credentials provider ([`Builder::credentials`](super::Builder::credentials)), instead
+    /// of the credentials in the manager's own configuration. Called instead of
+    /// [`connect`](Manager::connect) only when a provider is set; runs as `connect` does.
+    /// The default ignores `credentials` and calls `connect`: a manager that supports them
+    /// overrides this and [`accepts_credentials`](Manager::accepts_credentials).
+    fn connect_with(
+        &self,
+        credentials: super::Credentials,
+    ) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send {
+        drop(credentials);
+        self.connect()
+    }
+
+    /// Whether [`connect_with`](Manager::connect_with) uses its credentials. `build()`
+    /// refuses a credentials provider for a manager that says `false` (the default).
+    fn accepts_credentials(&self) -> bool {
+        false
+    }
+
+    /// Whether a failed connect is an authentication failure (PostgreSQL SQLSTATE 28P01 /
+    /// 28000; Redis `WRONGPASS`, `NOAUTH`): counted apart, and when such failures open the
+    /// breaker the doctor says so first (`conn.auth-failures`). The default is `false`.
+    /// Called without the pool lock.
+    fn is_auth_failure(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        false
+    }
+
     /// A cheap liveness check (`SELECT 1`, `PING`). An error evicts the connection.
     /// Runs in `get` (checkout) or on a maintenance task (keepalive), without the pool lock.
     fn validate(

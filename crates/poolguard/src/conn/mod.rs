@@ -36,6 +36,7 @@ mod config;
 #[cfg(feature = "serde")]
 pub mod config_serde;
 mod control;
+mod credentials;
 mod diagnose;
 mod doctor;
 mod engine;
@@ -60,6 +61,9 @@ pub use config::{
     MAX_WAITERS, MIN_MAINTENANCE_INTERVAL,
 };
 pub use control::{ConnMetrics, PauseMode};
+pub use credentials::{
+    Credentials, CredentialsError, CredentialsFault, CredentialsFuture, CredentialsProvider,
+};
 pub use error::{Error, Holder, Phase, TimeoutSnapshot};
 pub use guard::{OwnedPooledConnection, PooledConnection};
 pub use hooks::{HookError, HookFailure, HookFault, HookFuture, HookName, HookStats};

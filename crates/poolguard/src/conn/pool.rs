@@ -38,6 +38,16 @@ impl<M: Manager> Builder<M> {
     /// outside a tokio runtime.
     pub fn build(mut self) -> Result<Pool<M>, BuildError> {
         self.config.validate()?;
+        if self.hooks.credentials.is_some() && !self.manager.accepts_credentials() {
+            return Err(BuildError {
+                field: "credentials",
+                problem: format!(
+                    "is set, but the manager ({}) ignores credentials, so the provider's answers would never be used",
+                    std::any::type_name::<M>()
+                ),
+                fix: "use a manager that accepts credentials (the PostgreSQL and Redis managers do), or drop the provider and configure the manager's own user and password",
+            });
+        }
         let rt = Handle::try_current().map_err(|_| BuildError {
             field: "runtime",
             problem: "no tokio runtime is running".into(),
@@ -628,6 +638,31 @@ impl<M: Manager> Pool<M> {
                 "poolguard_conn_would_block_total",
                 "try_get calls that found no idle connection.",
                 t.would_block,
+            ),
+            (
+                "poolguard_conn_credentials_calls_total",
+                "Calls to the credentials provider (one per connect).",
+                t.credentials_calls,
+            ),
+            (
+                "poolguard_conn_credentials_failures_total",
+                "Credentials provider calls that failed, panicked or timed out.",
+                t.credentials_failures,
+            ),
+            (
+                "poolguard_conn_credential_rotations_total",
+                "Credential rotations proven by a probe connect.",
+                t.rotations,
+            ),
+            (
+                "poolguard_conn_rotation_probe_failures_total",
+                "Probe connects with changed credentials that failed (the old ones stayed in use).",
+                t.rotation_probe_failures,
+            ),
+            (
+                "poolguard_conn_auth_failures_total",
+                "Connects that failed on authentication.",
+                t.auth_failures,
             ),
         ] {
             w.counter(name, help, &pool, v);

@@ -164,8 +164,8 @@ impl<M: Manager> Shared<M> {
         }
         let retire = if close_as.is_some() {
             close_as
-        } else if !st.current(&mut conn) {
-            Some(CloseReason::Evicted)
+        } else if let Some(reason) = st.stale(&mut conn) {
+            Some(reason)
         } else if conn.retire_due(now) {
             Some(CloseReason::Lifetime)
         } else {
@@ -348,7 +348,7 @@ impl<M: Manager> Shared<M> {
                     self.begin_closes(1);
                     // A soft-evicted connection may have been meant for a waiter: a
                     // replacement is planned for it (none for a closed pool).
-                    let opens = if reason == CloseReason::Evicted {
+                    let opens = if matches!(reason, CloseReason::Evicted | CloseReason::Rotated) {
                         self.plan(&mut st, now, 0)
                     } else {
                         0

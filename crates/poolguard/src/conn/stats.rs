@@ -34,11 +34,14 @@ pub enum CloseReason {
     /// A lifecycle hook refused it, panicked or hung (`after_connect`, `before_acquire`,
     /// `after_release`).
     Hook,
+    /// Opened with credentials a rotation replaced (see `Builder::credentials`), retired
+    /// once the new ones were proven.
+    Rotated,
 }
 
 impl CloseReason {
     /// Every reason, in the order of [`StatsSnapshot::closed`].
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Broken,
         CloseReason::Validation,
         CloseReason::Reset,
@@ -49,6 +52,7 @@ impl CloseReason {
         CloseReason::PoolClosed,
         CloseReason::Evicted,
         CloseReason::Hook,
+        CloseReason::Rotated,
     ];
 
     /// A short lowercase name (Prometheus label value).
@@ -64,6 +68,7 @@ impl CloseReason {
             CloseReason::PoolClosed => "pool_closed",
             CloseReason::Evicted => "evicted",
             CloseReason::Hook => "hook",
+            CloseReason::Rotated => "rotated",
         }
     }
 
@@ -104,6 +109,11 @@ pub(crate) struct Stats {
     pub(crate) hooks: [HookCounters; HookName::ALL.len()],
     pub(crate) detached: AtomicU64,
     pub(crate) would_block: AtomicU64,
+    pub(crate) credentials_calls: AtomicU64,
+    pub(crate) credentials_failures: AtomicU64,
+    pub(crate) rotations: AtomicU64,
+    pub(crate) rotation_probe_failures: AtomicU64,
+    pub(crate) auth_failures: AtomicU64,
     pub(crate) wait_time: Histogram,
     pub(crate) hold_time: Histogram,
     pub(crate) queue_time: Histogram,
@@ -149,6 +159,11 @@ impl Stats {
             hooks: HookName::ALL.map(|h| self.hooks[h.index()].snapshot()),
             detached: l(&self.detached),
             would_block: l(&self.would_block),
+            credentials_calls: l(&self.credentials_calls),
+            credentials_failures: l(&self.credentials_failures),
+            rotations: l(&self.rotations),
+            rotation_probe_failures: l(&self.rotation_probe_failures),
+            auth_failures: l(&self.auth_failures),
             wait_time: self.wait_time.snapshot(),
             hold_time: self.hold_time.snapshot(),
             queue_time: self.queue_time.snapshot(),
@@ -230,6 +245,16 @@ pub struct StatsSnapshot {
     pub detached: u64,
     /// `try_get` calls that found no idle connection ([`Error::WouldBlock`](super::Error::WouldBlock)).
     pub would_block: u64,
+    /// Calls to the credentials provider (one per connect while one is set).
+    pub credentials_calls: u64,
+    /// Provider calls that failed, panicked or timed out (each failed its connect).
+    pub credentials_failures: u64,
+    /// Credential rotations proven by a probe connect (older connections then retire).
+    pub rotations: u64,
+    /// Probe connects with changed credentials that failed (the old ones stayed in use).
+    pub rotation_probe_failures: u64,
+    /// Connects that failed on authentication (`Manager::is_auth_failure`).
+    pub auth_failures: u64,
     /// Time callers waited (only gets that waited).
     pub wait_time: HistogramSnapshot,
     /// Time connections were held by callers, sampled: the 1st, 9th, 17th... use of each

@@ -59,7 +59,7 @@
 //! | `poolguard_conn_validation_timeouts_total` | validations that timed out (also counted as failures) |
 //! | `poolguard_conn_resets_total` | resets run on return |
 //! | `poolguard_conn_breaker_opens_total` | times the breaker opened |
-//! | `poolguard_conn_closed_total{reason}` | connections closed, by reason: `broken`, `validation`, `reset`, `idle`, `lifetime`, `abandoned`, `surplus`, `pool_closed`, `evicted`, `hook` |
+//! | `poolguard_conn_closed_total{reason}` | connections closed, by reason: `broken`, `validation`, `reset`, `idle`, `lifetime`, `abandoned`, `surplus`, `pool_closed`, `evicted`, `hook`, `rotated` |
 //! | `poolguard_conn_leaks_total` | connections reported as leaked |
 //! | `poolguard_conn_unleaks_total` | leaked connections that came back later |
 //! | `poolguard_conn_paused_refused_total` | gets refused at once because the pool was paused in fail-fast mode |
@@ -67,6 +67,11 @@
 //! | `poolguard_conn_auto_soft_evictions_total` | automatic soft-evicts on a failover signature (`failover_burst`) |
 //! | `poolguard_conn_detached_total` | connections taken out of the pool for good (`detach`) |
 //! | `poolguard_conn_would_block_total` | `try_get` calls that found no idle connection |
+//! | `poolguard_conn_credentials_calls_total` | calls to the credentials provider (one per connect) |
+//! | `poolguard_conn_credentials_failures_total` | credentials provider calls that failed, panicked or timed out |
+//! | `poolguard_conn_credential_rotations_total` | credential rotations proven by a probe connect |
+//! | `poolguard_conn_rotation_probe_failures_total` | probe connects with changed credentials that failed (the old ones stayed in use) |
+//! | `poolguard_conn_auth_failures_total` | connects that failed on authentication |
 //! | `poolguard_conn_hook_runs_total{hook}` | lifecycle hook runs, by hook: `after_connect`, `before_acquire`, `after_release` |
 //! | `poolguard_conn_hook_failures_total{hook,outcome}` | hook runs that failed and closed their connection, by hook and `outcome`: `refused` (the hook returned an error), `panicked`, `timed_out` |
 //!
