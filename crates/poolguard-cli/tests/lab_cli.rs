@@ -11,6 +11,7 @@ const SCENARIOS: &[&str] = &[
     "conn-leak",
     "db-outage",
     "spike",
+    "failover",
     "config-traps",
 ];
 
@@ -253,7 +254,13 @@ fn no_output_shows_a_password() {
         (
             &pg_url,
             "postgres://postgres:***@127.0.0.1:5432/test",
-            &["conn-leak", "db-outage", "spike", "config-traps"][..],
+            &[
+                "conn-leak",
+                "db-outage",
+                "spike",
+                "failover",
+                "config-traps",
+            ][..],
         ),
     ] {
         // The report and the JSON (which keep every line, table and chart) too.
@@ -525,4 +532,103 @@ fn esc_html(s: &str) -> String {
         .replace('>', "&gt;")
         .replace('"', "&quot;")
         .replace('\'', "&#39;")
+}
+
+/// A `failover` table: its section and, paced then unpaced, (pools, opens per pool, peak).
+type FailoverTable = (Option<String>, [(u64, u64, u64); 2]);
+
+/// The `failover` tables of a `--json` report, by section (`None`: the simulator): per
+/// table, the paced and the unpaced rows as (pools, opens per pool, peak connects at once).
+fn failover_peaks(json: &std::path::Path) -> Vec<FailoverTable> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json).expect("the JSON file")).unwrap();
+    let s = v["scenarios"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "failover")
+        .expect("the failover scenario in the JSON");
+    assert_eq!(s["ok"], true, "{}", s["error"]);
+    let row = |r: &serde_json::Value| {
+        let cells: Vec<&str> = r
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let (pools, opens) = cells[1].split_once(" x ").expect("pools x opens");
+        (
+            pools.parse().unwrap(),
+            opens.parse().unwrap(),
+            cells[2].parse().unwrap(),
+        )
+    };
+    s["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            let rows = t["rows"].as_array().unwrap();
+            assert_eq!(rows.len(), 2, "{t}");
+            assert!(rows[0][0].as_str().unwrap().starts_with("paced"), "{t}");
+            assert!(rows[1][0].as_str().unwrap().starts_with("unpaced"), "{t}");
+            let verdict = t["verdict"].as_str().unwrap();
+            assert!(verdict.contains("within the bound"), "{verdict}");
+            (
+                t["section"].as_str().map(str::to_owned),
+                [row(&rows[0]), row(&rows[1])],
+            )
+        })
+        .collect()
+}
+
+/// `lab failover`: the paced fleet never has more than `max_concurrent_opens` x pools
+/// connects in progress at the database; the unpaced fleet has more.
+#[test]
+fn failover_paced_refill_stays_within_its_bound_and_unpaced_does_not() {
+    let json = tmp("failover.json");
+    let out = poolguard(&[
+        "lab",
+        "failover",
+        "--quick",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let tables = failover_peaks(&json);
+    assert_eq!(tables.len(), 1, "{stdout}");
+    let [(pools, opens, paced), (upools, uopens, unpaced)] = tables[0].1;
+    assert_eq!((pools, opens, upools, uopens), (8, 2, 8, 10), "{stdout}");
+    assert!(paced <= pools * opens, "paced peak {paced}:\n{stdout}");
+    assert!(unpaced > pools * opens, "unpaced peak {unpaced}:\n{stdout}");
+    assert!(stdout.contains("verdict: paced: at most"), "{stdout}");
+}
+
+/// The same against the real PostgreSQL (`--postgres`): 4 pools of 5.
+#[test]
+fn failover_runs_against_the_real_postgres() {
+    let json = tmp("failover-pg.json");
+    let pg = pg_url();
+    let out = poolguard(&[
+        "lab",
+        "failover",
+        "--quick",
+        "--postgres",
+        &pg,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "the lab failed against the real server (run scripts/services.sh to start it):\n{stdout}\n{stderr}"
+    );
+    let tables = failover_peaks(&json);
+    assert_eq!(tables.len(), 1, "{stdout}");
+    assert_eq!(tables[0].0.as_deref(), Some("PostgreSQL"));
+    let [(pools, opens, paced), (_, uopens, unpaced)] = tables[0].1;
+    assert_eq!((pools, opens, uopens), (4, 1, 5), "{stdout}");
+    assert!(paced <= pools * opens, "paced peak {paced}:\n{stdout}");
+    assert!(unpaced > pools * opens, "unpaced peak {unpaced}:\n{stdout}");
 }

@@ -14,6 +14,7 @@ const SCENARIOS: &[&str] = &[
     "conn-leak",
     "db-outage",
     "spike",
+    "failover",
     "config-traps",
 ];
 

@@ -7,7 +7,10 @@
 //! database-wide *outage* makes new connects hang and existing connections go silent (a dead
 //! node); *refuse* makes connects fail at once (a refused port or a wrong password);
 //! *restarting* ends every open connection and makes connects fail at once with a restart
-//! message that [`SimManager`]'s `Manager::is_restarting` recognises. Every
+//! message that [`SimManager`]'s `Manager::is_restarting` recognises; a *failover*
+//! ([`SimManager::fail_over`]) leaves every open connection on a demoted server, answering
+//! [`SimError::ReadOnly`] (failover class `read-only`); a limit on connects in progress
+//! ([`SimManager::max_connecting`]) refuses the rest of a connect storm. Every
 //! connection's creation, close call and drop is counted, so tests can prove that none is
 //! lost and each is closed once.
 //!
@@ -114,6 +117,15 @@ pub enum SimError {
     /// A request error that leaves the connection usable.
     #[error("bad query (simulated)")]
     BadQuery,
+    /// The server was demoted in a failover ([`SimManager::fail_over`]): as PostgreSQL's
+    /// 25006 "cannot execute ... in a read-only transaction" or Redis's `READONLY`. Its
+    /// failover class is `read-only`.
+    #[error("cannot execute the request in a read-only transaction (simulated)")]
+    ReadOnly,
+    /// More connects in progress than the database accepts
+    /// ([`SimManager::max_connecting`]), as PostgreSQL's "sorry, too many clients already".
+    #[error("too many connects in progress (simulated)")]
+    TooManyConnects,
 }
 
 #[derive(Debug)]
@@ -143,6 +155,11 @@ struct Db {
     /// Connects in progress (from the attempt to its outcome or cancellation).
     connecting: AtomicU64,
     connecting_max: AtomicU64,
+    /// Incremented at every failover: connections of an older one answer `ReadOnly`.
+    failovers: AtomicU64,
+    /// Connects beyond this many in progress are refused (`u64::MAX`: no limit).
+    connect_limit: AtomicU64,
+    refused_connects: AtomicU64,
 }
 
 /// Counts one connect in progress in [`Db::connecting`] until dropped (also when the
@@ -174,6 +191,7 @@ pub struct SimManager {
 pub struct SimConn {
     id: u64,
     epoch: u64,
+    failovers: u64,
     broken: bool,
     db: Arc<Db>,
 }
@@ -191,6 +209,10 @@ impl SimConn {
 
     fn dead(&self) -> bool {
         self.epoch != self.db.epoch.load(SeqCst)
+    }
+
+    fn demoted(&self) -> bool {
+        self.failovers != self.db.failovers.load(SeqCst)
     }
 }
 
@@ -228,6 +250,9 @@ impl SimManager {
                 alive_max: AtomicU64::new(0),
                 connecting: AtomicU64::new(0),
                 connecting_max: AtomicU64::new(0),
+                failovers: AtomicU64::new(0),
+                connect_limit: AtomicU64::new(u64::MAX),
+                refused_connects: AtomicU64::new(0),
             }),
         }
     }
@@ -302,6 +327,27 @@ impl SimManager {
         self.db
             .connecting_max
             .store(self.db.connecting.load(SeqCst), SeqCst);
+    }
+
+    /// A failover: the server every open connection reaches is demoted, so their
+    /// validations and queries answer [`SimError::ReadOnly`] (whose failover class is
+    /// `read-only`); connections opened afterwards reach the new primary and work.
+    pub fn fail_over(&self) {
+        self.db.failovers.fetch_add(1, SeqCst);
+    }
+
+    /// The database accepts at most `limit` connects in progress at once; more are
+    /// refused at once with [`SimError::TooManyConnects`] (`None`: no limit, the default).
+    pub fn max_connecting(&self, limit: Option<u64>) -> &Self {
+        self.db
+            .connect_limit
+            .store(limit.unwrap_or(u64::MAX), SeqCst);
+        self
+    }
+
+    /// Connects refused by [`max_connecting`](Self::max_connecting) so far.
+    pub fn refused_connects(&self) -> u64 {
+        self.db.refused_connects.load(SeqCst)
     }
 
     /// `Manager::close` calls so far.
@@ -399,6 +445,10 @@ impl Manager for SimManager {
     async fn connect(&self) -> Result<SimConn, SimError> {
         self.db.attempts.fetch_add(1, SeqCst);
         let _connecting = Connecting::start(&self.db);
+        if self.db.connecting.load(SeqCst) > self.db.connect_limit.load(SeqCst) {
+            self.db.refused_connects.fetch_add(1, SeqCst);
+            return Err(SimError::TooManyConnects);
+        }
         if self.db.refuse.load(SeqCst) {
             return Err(SimError::Refused);
         }
@@ -415,6 +465,7 @@ impl Manager for SimManager {
         Ok(SimConn {
             id,
             epoch: self.db.epoch.load(SeqCst),
+            failovers: self.db.failovers.load(SeqCst),
             broken: false,
             db: Arc::clone(&self.db),
         })
@@ -423,7 +474,11 @@ impl Manager for SimManager {
     async fn validate(&self, conn: &mut SimConn) -> Result<(), SimError> {
         self.db.validations.fetch_add(1, SeqCst);
         self.silent_if_dead(conn).await?;
-        self.step(Op::Validate).await
+        self.step(Op::Validate).await?;
+        if conn.demoted() {
+            return Err(SimError::ReadOnly);
+        }
+        Ok(())
     }
 
     async fn reset(&self, conn: &mut SimConn) -> Result<(), SimError> {
@@ -451,6 +506,10 @@ impl Manager for SimManager {
         matches!(error, SimError::Restarting)
     }
 
+    fn failover_class(&self, error: &SimError) -> Option<&'static str> {
+        matches!(error, SimError::ReadOnly).then_some("read-only")
+    }
+
     async fn close(&self, conn: SimConn) {
         self.db.closes.fetch_add(1, SeqCst);
         let _ = self.step(Op::Close).await;
@@ -464,7 +523,11 @@ impl Workload for SimManager {
             conn.broken = true;
             return Err(e);
         }
-        self.step(Op::Query).await
+        self.step(Op::Query).await?;
+        if conn.demoted() {
+            return Err(SimError::ReadOnly);
+        }
+        Ok(())
     }
 }
 

@@ -123,6 +123,19 @@ impl Error {
         }
     }
 
+    /// The failover class of this error (see [`failover_class`]); also `read_only` for
+    /// [`Error::ReadOnly`], a connect that found only read-only hosts.
+    pub fn failover_class(&self) -> Option<&'static str> {
+        match self {
+            Error::Postgres(e) | Error::InitSql { source: e, .. } => failover_class(e),
+            Error::ReadOnly { .. } => Some(READ_ONLY),
+            Error::AllHostsFailed { attempts } => {
+                attempts.last().and_then(|(_, e)| e.failover_class())
+            }
+            _ => None,
+        }
+    }
+
     /// Whether the server refused the credentials: SQLSTATE 28P01 `invalid_password` or
     /// 28000 `invalid_authorization_specification` (unknown role, no `pg_hba.conf` entry).
     pub fn is_auth_failure(&self) -> bool {
@@ -151,6 +164,21 @@ pub fn is_restarting(error: &tokio_postgres::Error) -> bool {
         ]
         .iter()
         .any(|m| db.message().starts_with(m))
+}
+
+const READ_ONLY: &str = "read_only";
+
+/// The failover class of a tokio-postgres error, for the pool's automatic soft-evict
+/// (`failover_burst`): `admin_shutdown` for SQLSTATE 57P01 (the server is shutting down or
+/// the backend was terminated: a switchover stops the old primary), `read_only` for 25006
+/// `read_only_sql_transaction` ("cannot execute ... in a read-only transaction": the server
+/// was demoted, or is a standby). `None` for every other error.
+pub fn failover_class(error: &tokio_postgres::Error) -> Option<&'static str> {
+    match error.code()? {
+        c if *c == SqlState::ADMIN_SHUTDOWN => Some("admin_shutdown"),
+        c if *c == SqlState::READ_ONLY_SQL_TRANSACTION => Some(READ_ONLY),
+        _ => None,
+    }
 }
 
 /// Classifies a tokio-postgres error: [`ErrorClass::Fatal`] when the connection it came from

@@ -128,7 +128,7 @@ mod transaction;
 pub use config::{BuildError, PostgresConfig, PostgresManagerBuilder, RecyclingMethod};
 pub use connection::{PgConnection, TcpOptions};
 pub use conninfo::redact_connection_string;
-pub use error::{classify, is_restarting, Error};
+pub use error::{classify, failover_class, is_restarting, Error};
 pub use manager::PostgresManager;
 pub use pgbouncer::StatementMode;
 pub use report::ReportPg;

@@ -537,6 +537,10 @@ impl Manager for PostgresManager {
         error.class()
     }
 
+    fn failover_class(&self, error: &Error) -> Option<&'static str> {
+        error.failover_class()
+    }
+
     async fn close(&self, conn: PgConnection) {
         conn.shutdown().await;
     }

@@ -2,7 +2,7 @@
 
 use poolguard::conn::{ErrorClass, PooledConnection};
 
-use crate::error::classify;
+use crate::error::{classify, failover_class};
 use crate::manager::PostgresManager;
 
 /// Reports a query's `tokio_postgres::Error` to the pool, as
@@ -23,16 +23,14 @@ use crate::manager::PostgresManager;
 /// ```
 pub trait ReportPg {
     /// Classifies `error` with [`classify`]; when it is [`ErrorClass::Fatal`] the connection
-    /// is closed instead of reused when the guard is dropped. Returns the classification.
+    /// is closed instead of reused when the guard is dropped (and, with the pool's
+    /// `failover_burst` on, a [`failover_class`] error counts toward the automatic
+    /// soft-evict). Returns the classification.
     fn report_pg(&mut self, error: &tokio_postgres::Error) -> ErrorClass;
 }
 
 impl ReportPg for PooledConnection<PostgresManager> {
     fn report_pg(&mut self, error: &tokio_postgres::Error) -> ErrorClass {
-        let class = classify(error);
-        if class == ErrorClass::Fatal {
-            self.mark_broken();
-        }
-        class
+        self.report_classified(classify(error), failover_class(error))
     }
 }

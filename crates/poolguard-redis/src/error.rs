@@ -58,6 +58,14 @@ impl Error {
         }
     }
 
+    /// The failover class of this error (see [`failover_class`]).
+    pub fn failover_class(&self) -> Option<&'static str> {
+        match self {
+            Error::Redis(e) => failover_class(e),
+            _ => None,
+        }
+    }
+
     /// Whether the server refused the credentials: `WRONGPASS` (wrong user or password, or
     /// the user is disabled) or `NOAUTH` (a password is required), during the connect's
     /// `AUTH` or an init command.
@@ -123,6 +131,13 @@ fn describe(e: &RedisError) -> String {
         ""
     };
     format!("Redis: {e}{hint}")
+}
+
+/// The failover class of a redis-rs error, for the pool's automatic soft-evict
+/// (`failover_burst`): `READONLY` when the node answered that it is a replica (a former
+/// primary after a failover). `None` for every other error.
+pub fn failover_class(error: &RedisError) -> Option<&'static str> {
+    is_read_only(error).then_some("READONLY")
 }
 
 /// `WRONGPASS` / `NOAUTH`, or redis-rs's own authentication failure.

@@ -77,7 +77,7 @@ mod settings;
 mod tls;
 
 pub use connection::RedisConnection;
-pub use error::{classify, Error};
+pub use error::{classify, failover_class, Error};
 pub use manager::{BuildError, RedisManager, RedisManagerBuilder};
 pub use redact::redact_url;
 pub use redis;

@@ -451,6 +451,10 @@ impl Manager for RedisManager {
     fn is_restarting(&self, error: &Error) -> bool {
         error.is_restarting()
     }
+
+    fn failover_class(&self, error: &Error) -> Option<&'static str> {
+        error.failover_class()
+    }
 }
 
 /// `conn.report(&e)` with the `redis::RedisError` a command returned: the error stays yours
@@ -471,6 +475,10 @@ impl Manager for RedisManager {
 impl Classify<RedisError> for RedisManager {
     fn classify_error(&self, error: &RedisError) -> ErrorClass {
         crate::error::classify(error)
+    }
+
+    fn failover_class_of(&self, error: &RedisError) -> Option<&'static str> {
+        crate::error::failover_class(error)
     }
 }
 

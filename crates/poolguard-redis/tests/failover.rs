@@ -120,3 +120,47 @@ async fn a_write_to_a_replica_is_fatal_and_evicts() {
     drop(c);
     assert_eq!(pool.stats().closed_by(CloseReason::Broken), 2);
 }
+
+/// `READONLY` is the Redis failover class: with `failover_burst` on, two reported writes
+/// refused by a replica soft-evict the pool once, and the doctor names the class.
+#[tokio::test]
+async fn a_burst_of_readonly_reports_soft_evicts_the_pool() {
+    let primary = PrivateRedis::start(&[]);
+    let replica = PrivateRedis::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    let key = unique("pg:failover-burst");
+    let pool = Pool::builder(RedisManager::new(replica.url().as_str()).unwrap())
+        .name("redis-failover-burst")
+        .max_size(3)
+        .acquire_timeout(Duration::from_secs(10))
+        .failover_burst(Some(2))
+        .failover_window(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut held = vec![pool.get().await.unwrap(), pool.get().await.unwrap()];
+    drop(pool.get().await.unwrap()); // a third one, idle
+    assert_eq!(pool.status().idle, 1);
+    for c in &mut held {
+        let e = c
+            .set::<_, _, ()>(&key, "x")
+            .await
+            .expect_err("a replica refuses writes");
+        assert_eq!(poolguard_redis::failover_class(&e), Some("READONLY"));
+        assert_eq!(c.report(&e), ErrorClass::Fatal);
+    }
+    let t = pool.stats();
+    assert_eq!((t.auto_soft_evicts, t.soft_evictions), (1, 1));
+    assert_eq!(
+        t.closed_by(CloseReason::Evicted),
+        1,
+        "the idle one, at once"
+    );
+    let doctor = pool.doctor();
+    let f = doctor
+        .iter()
+        .find(|f| f.code == "conn.failover")
+        .expect("reported");
+    assert!(f.message.contains("2 `READONLY` errors"), "{}", f.message);
+    // A read error of another kind is no signature.
+    let other = redis::RedisError::from((redis::ErrorKind::Io, "reset"));
+    assert_eq!(poolguard_redis::failover_class(&other), None);
+}

@@ -137,6 +137,28 @@ fn the_environment_uses_the_same_keys_and_rules() {
     assert!(e.to_string().contains("\"soon\""), "{e}");
 }
 
+#[tokio::test]
+async fn the_failover_policy_reads_like_the_other_settings() {
+    let c: Config = serde_json::from_str(
+        r#"{ "failover_burst": 5, "failover_window": "15s", "failover_cooldown": "2m" }"#,
+    )
+    .expect("valid file");
+    assert_eq!(c.failover_burst, Some(5));
+    assert_eq!(c.failover_window, Duration::from_secs(15));
+    assert_eq!(c.failover_cooldown, Duration::from_secs(120));
+    assert_eq!(Config::default().failover_burst, None, "off unless set");
+    let p = Builder::from_config(SimManager::new(), c)
+        .build()
+        .expect("valid");
+    assert_eq!(p.config().failover_burst, Some(5));
+    // Validated by build(), as the setters are.
+    let c: Config = serde_json::from_str(r#"{ "failover_burst": 0 }"#).expect("parses");
+    let e = Builder::from_config(SimManager::new(), c)
+        .build()
+        .expect_err("refused");
+    assert_eq!(e.field, "failover_burst");
+}
+
 /// Every duration key takes the human form, the hooks' and the provider's timeouts too.
 #[test]
 fn every_duration_key_takes_a_human_string() {
@@ -150,6 +172,8 @@ fn every_duration_key_takes_a_human_string() {
         "before_acquire_timeout",
         "after_release_timeout",
         "credentials_timeout",
+        "failover_window",
+        "failover_cooldown",
     ];
     for key in keys {
         let c: Config = serde_json::from_str(&format!(r#"{{"{key}": "7s"}}"#))

@@ -2,14 +2,15 @@
 //! close each succeed, fail, are slow or hang (seeded at random), callers that drop `get`
 //! futures mid-wait, and tasks aborted at random points; then the invariants: the size
 //! never exceeds `max_size`, no capacity is lost, and after the pool is closed every
-//! connection has been closed exactly once.
+//! connection has been closed exactly once. Workers also report failover-class errors, so
+//! automatic soft-evicts (`failover_burst`) happen amid the aborts.
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use poolguard::conn::{HookError, HookFuture, HookName, PauseMode, Pool};
-use poolguard_testkit::sim::{Behavior, Op, SimConn, SimManager};
+use poolguard_testkit::sim::{Behavior, Op, SimConn, SimError, SimManager};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::task::JoinHandle;
@@ -28,6 +29,9 @@ fn spawn_worker(p: &Pool<SimManager>, seed: u64) -> JoinHandle<()> {
             if let Ok(Ok(mut c)) = timeout(patience, p.get()).await {
                 if rng.random_bool(0.1) {
                     c.mark_broken();
+                } else if rng.random_bool(0.3) {
+                    // A failover-class error: bursts of them soft-evict the pool.
+                    c.report(&SimError::ReadOnly);
                 }
                 sleep(Duration::from_millis(rng.random_range(0..30))).await;
                 drop(c);
@@ -74,7 +78,21 @@ fn control(p: &Pool<SimManager>, rng: &mut StdRng) {
     }
 }
 
-async fn run_seed(seed: u64) {
+/// Sometimes, a burst of failover-class errors on one connection: an automatic
+/// soft-evict (outside its cooldown) with gets waiting, validating and opening.
+async fn failover_burst(p: &Pool<SimManager>, rng: &mut StdRng) {
+    if rng.random_range(0..8) != 0 {
+        return;
+    }
+    if let Ok(Ok(mut c)) = timeout(Duration::from_millis(200), p.get()).await {
+        for _ in 0..3 {
+            c.report(&SimError::ReadOnly);
+        }
+    }
+}
+
+/// Returns the automatic soft-evicts the seed's failover bursts caused.
+async fn run_seed(seed: u64) -> u64 {
     let m = SimManager::new();
     let slow = Duration::from_millis(60);
     m.randomize(Op::Connect, seed ^ 1, slow)
@@ -95,6 +113,9 @@ async fn run_seed(seed: u64) {
         .breaker_threshold(if seed % 2 == 0 { Some(4) } else { None })
         .breaker_backoff(Duration::from_millis(50))
         .breaker_max_backoff(Duration::from_millis(200))
+        .failover_burst(Some(3))
+        .failover_window(Duration::from_secs(1))
+        .failover_cooldown(Duration::from_millis(300))
         .build()
         .expect("valid");
     let mut rng = StdRng::seed_from_u64(seed);
@@ -110,6 +131,7 @@ async fn run_seed(seed: u64) {
         workers[i] = spawn_worker(&p, seed * 100 + 50 + step);
         // Operator controls at random points, with gets waiting, validating and opening.
         control(&p, &mut rng);
+        failover_burst(&p, &mut rng).await;
     }
     // Back to the built settings, so the pool can settle (no refill, no short lifetime).
     p.resume();
@@ -172,13 +194,16 @@ async fn run_seed(seed: u64) {
         "seed {seed}: Manager::close once each"
     );
     drop(p);
+    t.auto_soft_evicts
 }
 
 #[tokio::test(start_paused = true)]
 async fn random_aborts_leak_nothing() {
+    let mut auto = 0;
     for seed in 0..24 {
-        run_seed(seed).await;
+        auto += run_seed(seed).await;
     }
+    assert!(auto > 0, "failover bursts soft-evicted amid the aborts");
 }
 
 /// A hook that succeeds, refuses, panics, is slow or hangs, at random (seeded), until

@@ -202,6 +202,7 @@ async fn snapshot_and_finding_field_names_are_pinned() {
         connection_pool.stats
         connection_pool.stats.abandoned
         connection_pool.stats.auth_failures
+        connection_pool.stats.auto_soft_evicts
         connection_pool.stats.breaker_opened
         connection_pool.stats.checkout_validation_time=histogram
         connection_pool.stats.close_timeouts

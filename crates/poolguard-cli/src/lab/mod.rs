@@ -4,6 +4,7 @@
 mod config_traps;
 mod conn_leak;
 mod db_outage;
+mod failover;
 mod finalizer_stall;
 mod html;
 mod live;
@@ -124,6 +125,11 @@ const SCENARIOS: &[Scenario] = &[
         name: "spike",
         about: "HikariCP's spike test: 50 requests, 150 ms connects, min idle 5: connections opened",
         run: spike::run,
+    },
+    Scenario {
+        name: "failover",
+        about: "a fleet of pools soft-evicting at once (a failover), 8 x 10: paced refill vs max_concurrent_opens = max_size, peak connects and time to full",
+        run: failover::run,
     },
     Scenario {
         name: "config-traps",

@@ -17,7 +17,7 @@ use poolguard_faults::sim::{Faults, Workload};
 use poolguard_postgres::{tokio_postgres, PostgresManager};
 use poolguard_redis::{redis, RedisManager};
 
-use super::{config_traps, conn_leak, db_outage, spike, LabCtx};
+use super::{config_traps, conn_leak, db_outage, failover, spike, LabCtx};
 use crate::redact;
 
 /// A real backend behind a fault proxy. Clones share the manager and the proxy.
@@ -76,6 +76,9 @@ impl<M: Manager> Manager for Real<M> {
     }
     fn is_restarting(&self, error: &M::Error) -> bool {
         self.manager.is_restarting(error)
+    }
+    fn failover_class(&self, error: &M::Error) -> Option<&'static str> {
+        self.manager.failover_class(error)
     }
     fn close(&self, conn: M::Connection) -> impl std::future::Future<Output = ()> + Send {
         self.manager.close(conn)
@@ -398,7 +401,10 @@ pub(crate) async fn redis(r: &Redis) -> Result<Real<RedisManager>, String> {
 
 /// Whether scenario `name` runs against `--postgres` / `--redis` when they are given.
 pub(crate) fn is_connection_scenario(name: &str) -> bool {
-    matches!(name, "conn-leak" | "db-outage" | "spike" | "config-traps")
+    matches!(
+        name,
+        "conn-leak" | "db-outage" | "spike" | "failover" | "config-traps"
+    )
 }
 
 /// Runs scenario `name` against every real backend given on the command line; `None` when
@@ -457,6 +463,16 @@ where
                 ],
             )
             .await?
+        }
+        "failover" => {
+            failover::table(
+                out,
+                "fleet of 4 x 5 (real server, its own connect latency)",
+                backend,
+                failover::REAL_FLEET,
+                failover::run_for(ctx.quick),
+            )
+            .await?;
         }
         "config-traps" => {
             config_traps::tables(out, &backend, &backend, ["", " (blackhole)"]).await?

@@ -522,6 +522,9 @@ impl<M: Manager> Shared<M> {
                 // so a server restart does not open it while fresh connects would succeed.
                 let text = format!("validate: {e}");
                 let restart = self.manager.is_restarting(&e);
+                if self.cfg.failover_burst.is_some() {
+                    self.failover_seen(self.manager.failover_class(&e), "validate");
+                }
                 self.state
                     .lock()
                     .breaker
@@ -747,6 +750,9 @@ impl<M: Manager> Opening<M> {
                 shared.unreserve();
                 let text = format!("connect: {e}");
                 let restart = shared.manager.is_restarting(&e);
+                if shared.cfg.failover_burst.is_some() {
+                    shared.failover_seen(shared.manager.failover_class(&e), "connect");
+                }
                 shared.state.lock().auth_failing = auth;
                 shared.failure(Some(Arc::new(e)), None, text, Phase::Connect, restart);
             }

@@ -216,6 +216,31 @@ pub struct Config {
     pub after_release_timeout: Duration,
     /// Which idle connection a `get` takes. Default [`IdleOrder::Lifo`].
     pub idle_order: IdleOrder,
+    /// Automatic soft-evict on a failover signature: this many errors of one failover
+    /// class ([`Manager::failover_class`](super::Manager::failover_class): PostgreSQL
+    /// 57P01 `admin_shutdown` or 25006 read-only transaction, Redis `READONLY`) within
+    /// [`failover_window`](Self::failover_window) retire every connection as
+    /// [`Pool::soft_evict_all`](super::Pool::soft_evict_all) does (the refill paced by
+    /// `max_concurrent_opens` and the breaker), once: no second one for
+    /// [`failover_cooldown`](Self::failover_cooldown). The errors counted are those the pool
+    /// meets: fatal ones given to `PooledConnection::report`, failed validations, connects
+    /// and resets. Each trigger is counted (`stats().auto_soft_evicts`), logged as a
+    /// warning and reported by the doctor (`conn.failover`). `None`: off (the default),
+    /// and no error is examined. 1 to [`MAX_FAILOVER_BURST`].
+    pub failover_burst: Option<u32>,
+    /// The window the `failover_burst` errors must fall in. Default 10 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
+    pub failover_window: Duration,
+    /// After an automatic soft-evict, none again for this long (a sustained outage or a
+    /// replica that keeps answering read-only does not evict in a loop). Default 60 s.
+    #[cfg_attr(
+        feature = "serde",
+        serde(deserialize_with = "super::config_serde::duration")
+    )]
+    pub failover_cooldown: Duration,
     /// Longest one call of the credentials provider (see
     /// [`Builder::credentials`](super::Builder::credentials)) may take, before each connect;
     /// past it that connect fails with
@@ -273,6 +298,9 @@ impl Default for Config {
             after_connect_timeout: Duration::from_secs(5),
             before_acquire_timeout: Duration::from_secs(2),
             after_release_timeout: Duration::from_secs(2),
+            failover_burst: None,
+            failover_window: Duration::from_secs(10),
+            failover_cooldown: Duration::from_secs(60),
             credentials_timeout: Duration::from_secs(5),
         }
     }
@@ -285,6 +313,10 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
 /// The largest `max_size` accepted: 10 000 connections. Databases refuse far fewer (a
 /// PostgreSQL server defaults to 100); a larger figure is a typo or an unbounded intent.
 pub const MAX_SIZE: usize = 10_000;
+
+/// The largest `failover_burst` accepted: 1000 errors (the pool keeps the times of up to
+/// that many recent errors per class).
+pub const MAX_FAILOVER_BURST: u32 = 1000;
 
 /// The largest `max_waiters` accepted: 1 048 576 callers queued at once.
 pub const MAX_WAITERS: usize = 1 << 20;
@@ -417,6 +449,8 @@ impl Config {
             ("after_connect_timeout", self.after_connect_timeout),
             ("before_acquire_timeout", self.before_acquire_timeout),
             ("after_release_timeout", self.after_release_timeout),
+            ("failover_window", self.failover_window),
+            ("failover_cooldown", self.failover_cooldown),
             ("credentials_timeout", self.credentials_timeout),
         ] {
             if d.is_zero() {
@@ -509,6 +543,8 @@ impl Config {
             ("after_connect_timeout", Some(self.after_connect_timeout)),
             ("before_acquire_timeout", Some(self.before_acquire_timeout)),
             ("after_release_timeout", Some(self.after_release_timeout)),
+            ("failover_window", Some(self.failover_window)),
+            ("failover_cooldown", Some(self.failover_cooldown)),
             ("credentials_timeout", Some(self.credentials_timeout)),
         ];
         for (field, d) in all {
@@ -517,6 +553,15 @@ impl Config {
                     field,
                     format!("({d:?}) is longer than {} days, the longest duration the pool accepts (deadlines that far away overflow the clock)", MAX_DURATION.as_secs() / 86_400),
                     "use at most 365 days; for \"never\", use None where the setting is optional",
+                );
+            }
+        }
+        if let Some(burst) = self.failover_burst {
+            if burst == 0 || burst > MAX_FAILOVER_BURST {
+                return bad(
+                    "failover_burst",
+                    format!("({burst}) is outside 1..={MAX_FAILOVER_BURST}"),
+                    "use None to turn automatic soft-evict off, or a small count such as 5 (errors of one failover class within failover_window)",
                 );
             }
         }
@@ -649,6 +694,12 @@ impl<M: super::Manager> Builder<M> {
         before_acquire_timeout: Duration,
         /// See [`Config::after_release_timeout`].
         after_release_timeout: Duration,
+        /// See [`Config::failover_burst`].
+        failover_burst: Option<u32>,
+        /// See [`Config::failover_window`].
+        failover_window: Duration,
+        /// See [`Config::failover_cooldown`].
+        failover_cooldown: Duration,
         /// See [`Config::credentials_timeout`].
         credentials_timeout: Duration,
     }

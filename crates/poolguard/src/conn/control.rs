@@ -152,26 +152,7 @@ impl<M: Manager> Pool<M> {
     /// how many idle connections were closed now; the closes are counted under
     /// [`CloseReason::Evicted`].
     pub fn soft_evict_all(&self) -> usize {
-        let shared = &self.shared;
-        let now = Instant::now();
-        let (idle, opens) = {
-            let mut st = shared.state.lock();
-            if st.is_closed() {
-                return 0;
-            }
-            let idle = st.soft_evict();
-            shared.begin_closes(idle.len());
-            let min_idle = st.min_idle();
-            (idle, shared.plan(&mut st, now, min_idle))
-        };
-        shared.stats.soft_evictions.fetch_add(1, Relaxed);
-        tracing::info!(pool = %shared.cfg.name, idle_closed = idle.len(), "soft evict: every current connection retires (idle now, held on return)");
-        let n = idle.len();
-        for c in idle {
-            shared.close_conn(c, CloseReason::Evicted);
-        }
-        shared.spawn_opens(opens);
-        n
+        self.shared.soft_evict()
     }
 
     /// Keeps the idle connections for which `keep(conn, metrics)` is true and closes the

@@ -113,7 +113,7 @@ mod ser {
 
     impl Serialize for StatsSnapshot {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            let mut st = s.serialize_struct("StatsSnapshot", 39)?;
+            let mut st = s.serialize_struct("StatsSnapshot", 40)?;
             st.serialize_field("gets", &self.gets)?;
             st.serialize_field("waited", &self.waited)?;
             st.serialize_field("waited_saturated", &self.waited_saturated)?;
@@ -137,6 +137,7 @@ mod ser {
             st.serialize_field("breaker_opened", &self.breaker_opened)?;
             st.serialize_field("paused_refused", &self.paused_refused)?;
             st.serialize_field("soft_evictions", &self.soft_evictions)?;
+            st.serialize_field("auto_soft_evicts", &self.auto_soft_evicts)?;
             st.serialize_field("closed", &Closed(self))?;
             st.serialize_field("hooks", &Hooks(self))?;
             st.serialize_field("detached", &self.detached)?;

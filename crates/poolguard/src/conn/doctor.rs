@@ -21,7 +21,7 @@ pub(crate) fn diagnose<M: Manager>(
     let cfg = &shared.cfg;
     let label = cfg.name.clone();
     let mut out = Vec::new();
-    let (last, failing, noted, min_idle, paused, nested) = {
+    let (last, failing, noted, min_idle, paused, nested, failover) = {
         let st = shared.state.lock();
         (
             st.breaker.last_text.clone(),
@@ -30,6 +30,11 @@ pub(crate) fn diagnose<M: Manager>(
             st.min_idle(),
             st.paused(),
             st.nested.pairs(),
+            st.failover.as_ref().and_then(|w| {
+                w.last
+                    .clone()
+                    .map(|t| (t, w.in_cooldown, w.window(), w.cooldown()))
+            }),
         )
     };
     let (auth_failing, probe_fault, provider_fault, probe_failures) = {
@@ -161,6 +166,24 @@ pub(crate) fn diagnose<M: Manager>(
                 "resume the pool (Pool::resume) once the switchover is done, or pause with PauseMode::FailFast so callers fail at once instead of timing out",
             ));
         }
+    }
+    if let Some((f, in_cooldown, window, cooldown)) = failover {
+        let ago = Instant::now().saturating_duration_since(f.at);
+        out.push(Finding::new(
+            Severity::Warning,
+            "conn.failover",
+            &label,
+            format!(
+                "failover signature: {} `{}` errors within {:.1?} (failover_burst {} in failover_window {window:?}; the last one met in {}) {ago:.1?} ago soft-evicted every connection; {} automatic soft-evicts so far; {in_cooldown} more such errors met during a cooldown ({cooldown:?})",
+                f.count,
+                f.class,
+                f.within,
+                cfg.failover_burst.unwrap_or_default(),
+                f.phase,
+                t.auto_soft_evicts,
+            ),
+            "the database failed over or a server was shut down or demoted: make sure new connections reach the new primary (a name or proxy that follows failovers; for PostgreSQL target_session_attrs=read-write); the pool replaced its connections, paced by max_concurrent_opens",
+        ));
     }
     if s.breaker == BreakerState::Closed && (failing > 0 || noted > 0) {
         // Failing now, the breaker not (yet) open: say so before it opens, or when it is off.

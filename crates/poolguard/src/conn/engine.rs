@@ -33,6 +33,7 @@ use tokio::time::Instant;
 use super::breaker::Breaker;
 use super::cancel::Opening;
 use super::error::Error;
+use super::failover::Watch;
 use super::hooks::{HookFailure, HookFault, HookName, Hooks};
 use super::internals::{Internals, Lifetimes, Waiter};
 use super::stats::{CloseReason, Stats, Status};
@@ -97,16 +98,18 @@ impl<M: Manager> Shared<M> {
             cfg.breaker_max_backoff,
         )
         .for_pool(&cfg.name);
+        let mut internals = Internals::new(cfg.max_size, breaker, Instant::now())
+            .with_settings(
+                cfg.min_idle,
+                Lifetimes::of(&cfg),
+                cfg.idle_order == super::IdleOrder::Fifo,
+            )
+            .with_rotation(cfg.max_concurrent_opens);
+        internals.failover = cfg
+            .failover_burst
+            .map(|n| Watch::new(n, cfg.failover_window, cfg.failover_cooldown));
         Self {
-            state: Mutex::new(
-                Internals::new(cfg.max_size, breaker, Instant::now())
-                    .with_settings(
-                        cfg.min_idle,
-                        Lifetimes::of(&cfg),
-                        cfg.idle_order == super::IdleOrder::Fifo,
-                    )
-                    .with_rotation(cfg.max_concurrent_opens),
-            ),
+            state: Mutex::new(internals),
             acquire_timeout_ns: AtomicU64::new(duration_ns(cfg.acquire_timeout)),
             manager,
             cfg,
@@ -203,6 +206,62 @@ impl<M: Manager> Shared<M> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// `Pool::soft_evict_all` (also run by the failover detector): every current
+    /// connection retires, idle ones now; the refill is planned (paced) for waiters and
+    /// `min_idle`. Returns how many idle connections were closed now.
+    pub(crate) fn soft_evict(self: &Arc<Self>) -> usize {
+        let now = Instant::now();
+        let (idle, opens) = {
+            let mut st = self.state.lock();
+            if st.is_closed() {
+                return 0;
+            }
+            let idle = st.soft_evict();
+            self.begin_closes(idle.len());
+            let min_idle = st.min_idle();
+            (idle, self.plan(&mut st, now, min_idle))
+        };
+        self.stats.soft_evictions.fetch_add(1, Relaxed);
+        tracing::info!(pool = %self.cfg.name, idle_closed = idle.len(), "soft evict: every current connection retires (idle now, held on return)");
+        let n = idle.len();
+        for c in idle {
+            self.close_conn(c, CloseReason::Evicted);
+        }
+        self.spawn_opens(opens);
+        n
+    }
+
+    /// An error the pool met (`phase`: where), when `failover_burst` is on: its failover
+    /// class (if the manager names one) goes to the detector; a completed burst
+    /// soft-evicts the pool once. The caller has checked that the option is on.
+    pub(crate) fn failover_seen(
+        self: &Arc<Self>,
+        class: Option<&'static str>,
+        phase: &'static str,
+    ) {
+        let Some(class) = class else {
+            return;
+        };
+        let now = Instant::now();
+        let hit = {
+            let mut st = self.state.lock();
+            if st.is_closed() {
+                return;
+            }
+            let hit = st
+                .failover
+                .as_mut()
+                .and_then(|w| w.observe(class, now, phase));
+            hit.map(|t| (t, st.failover.as_ref().map(|w| (w.window(), w.cooldown()))))
+        };
+        let Some((t, Some((window, cooldown)))) = hit else {
+            return;
+        };
+        self.stats.auto_soft_evicts.fetch_add(1, Relaxed);
+        tracing::warn!(pool = %self.cfg.name, class = t.class, errors = t.count, within_s = t.within.as_secs_f64(), window_s = window.as_secs_f64(), cooldown_s = cooldown.as_secs_f64(), phase, "failover signature: {} `{}` errors within {:.1?}; soft-evicting every connection (paced refill), next automatic one not before {cooldown:?}", t.count, t.class, t.within);
+        self.soft_evict();
+    }
+
     /// A hook run failed on connection `conn`: a refusal is a decision (`debug`); a panic or
     /// a timeout is a bug in the hook (`warn`, kept for the doctor).
     pub(crate) fn hook_failed(&self, hook: HookName, conn: u64, fault: &HookFault) -> HookFailure {

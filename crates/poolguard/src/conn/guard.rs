@@ -65,7 +65,10 @@ impl<M: Manager> PooledConnection<M> {
     /// Reports a backend error seen while using this connection: the manager's `Error`, or
     /// any other error type the manager can [`Classify`] (the error stays the caller's).
     /// When the manager classifies it as [`ErrorClass::Fatal`], the connection is closed
-    /// instead of reused when this guard is dropped. Returns the classification.
+    /// instead of reused when this guard is dropped; with
+    /// [`Config::failover_burst`](super::Config::failover_burst) set, a fatal error of a
+    /// failover class also counts toward the automatic soft-evict. Returns the
+    /// classification.
     pub fn report<E: ?Sized>(&mut self, error: &E) -> ErrorClass
     where
         M: Classify<E>,
@@ -73,6 +76,31 @@ impl<M: Manager> PooledConnection<M> {
         let class = self.shared.manager.classify_error(error);
         if class == ErrorClass::Fatal {
             self.close_as = Some(CloseReason::Broken);
+            if self.shared.cfg.failover_burst.is_some() {
+                let failover = self.shared.manager.failover_class_of(error);
+                self.shared.failover_seen(failover, "report");
+            }
+        }
+        class
+    }
+
+    /// [`report`](Self::report) for an error the caller has classified itself, for a
+    /// backend's own reporting helper on an error type it cannot give [`Classify`] for
+    /// (a second `Classify` impl would make `conn.report(&e.into())` ambiguous): a fatal
+    /// `class` closes the connection on drop, and with
+    /// [`Config::failover_burst`](super::Config::failover_burst) set, a fatal error's
+    /// `failover_class` (as [`Manager::failover_class`] names them) counts toward the
+    /// automatic soft-evict. Returns `class`.
+    pub fn report_classified(
+        &mut self,
+        class: ErrorClass,
+        failover_class: Option<&'static str>,
+    ) -> ErrorClass {
+        if class == ErrorClass::Fatal {
+            self.close_as = Some(CloseReason::Broken);
+            if self.shared.cfg.failover_burst.is_some() {
+                self.shared.failover_seen(failover_class, "report");
+            }
         }
         class
     }

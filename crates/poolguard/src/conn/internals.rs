@@ -316,6 +316,8 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     /// `Pool::ready` returns the first one after it started.
     pub(crate) connect_fault: Option<ConnectFault<E>>,
     pub(crate) connect_faults: u64,
+    /// The failover-signature detector (`Config::failover_burst`); `None`: off.
+    pub(crate) failover: Option<super::failover::Watch>,
     /// Credentials rotation (`credentials.rs`); inert without a provider.
     pub(crate) rotation: Rotation,
     /// The last connect failure was an authentication failure (cleared by a success).
@@ -391,6 +393,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             hook_fault: None,
             connect_fault: None,
             connect_faults: 0,
+            failover: None,
             rotation: Rotation::new(1),
             auth_failing: false,
         }

@@ -120,6 +120,18 @@ pub trait Manager: Send + Sync + 'static {
         false
     }
 
+    /// The failover class of `error`, when it is the kind of error a failover produces on
+    /// every connection to the old server (PostgreSQL 57P01 `admin_shutdown`, 25006
+    /// `read_only_sql_transaction`; Redis `READONLY`): a short name, the same for every
+    /// error of the class (it appears in logs and in the doctor). With
+    /// [`Config::failover_burst`](super::Config::failover_burst) set, a burst of errors of
+    /// one class soft-evicts the pool. The default is `None` (no class). Only asked when
+    /// that option is on. Called without the pool lock.
+    fn failover_class(&self, error: &Self::Error) -> Option<&'static str> {
+        let _ = error;
+        None
+    }
+
     /// Closes a connection the pool no longer wants (politely, if the protocol has a goodbye).
     /// Runs on its own task under the pool's close timeout, without the pool lock. The
     /// default drops it.
@@ -146,10 +158,20 @@ pub trait Manager: Send + Sync + 'static {
 pub trait Classify<E: ?Sized> {
     /// What `error` means for the connection it came from.
     fn classify_error(&self, error: &E) -> ErrorClass;
+
+    /// Its failover class, as [`Manager::failover_class`] (default `None`).
+    fn failover_class_of(&self, error: &E) -> Option<&'static str> {
+        let _ = error;
+        None
+    }
 }
 
 impl<M: Manager> Classify<M::Error> for M {
     fn classify_error(&self, error: &M::Error) -> ErrorClass {
         self.classify(error)
+    }
+
+    fn failover_class_of(&self, error: &M::Error) -> Option<&'static str> {
+        self.failover_class(error)
     }
 }

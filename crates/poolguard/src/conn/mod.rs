@@ -41,6 +41,7 @@ mod diagnose;
 mod doctor;
 mod engine;
 mod error;
+mod failover;
 mod guard;
 mod hooks;
 mod internals;
@@ -56,8 +57,8 @@ mod stats;
 
 pub use breaker::BreakerState;
 pub use config::{
-    BuildError, Builder, Config, IdleOrder, MAX_DURATION, MAX_SIZE, MAX_WAITERS,
-    MIN_MAINTENANCE_INTERVAL,
+    BuildError, Builder, Config, IdleOrder, MAX_DURATION, MAX_FAILOVER_BURST, MAX_SIZE,
+    MAX_WAITERS, MIN_MAINTENANCE_INTERVAL,
 };
 pub use control::{ConnMetrics, PauseMode};
 pub use credentials::{

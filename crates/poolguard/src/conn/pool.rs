@@ -621,8 +621,13 @@ impl<M: Manager> Pool<M> {
             ),
             (
                 "poolguard_conn_soft_evictions_total",
-                "Calls to soft_evict_all.",
+                "Soft-evicts (soft_evict_all calls and automatic ones).",
                 t.soft_evictions,
+            ),
+            (
+                "poolguard_conn_auto_soft_evictions_total",
+                "Automatic soft-evicts on a failover signature.",
+                t.auto_soft_evicts,
             ),
             (
                 "poolguard_conn_detached_total",

@@ -302,6 +302,9 @@ impl<M: Manager> Shared<M> {
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(pool = %shared.cfg.name, conn = d.id(), error = %e, "reset failed; closing the connection");
+                    if shared.cfg.failover_burst.is_some() {
+                        shared.failover_seen(shared.manager.failover_class(&e), "reset");
+                    }
                 }
                 Err(_) => {
                     tracing::warn!(pool = %shared.cfg.name, conn = d.id(), timeout_s = limit.as_secs_f64(), "reset timed out; closing the connection");

@@ -104,6 +104,7 @@ pub(crate) struct Stats {
     pub(crate) breaker_opened: AtomicU64,
     pub(crate) paused_refused: AtomicU64,
     pub(crate) soft_evictions: AtomicU64,
+    pub(crate) auto_soft_evicts: AtomicU64,
     closed: [AtomicU64; CloseReason::ALL.len()],
     pub(crate) hooks: [HookCounters; HookName::ALL.len()],
     pub(crate) detached: AtomicU64,
@@ -153,6 +154,7 @@ impl Stats {
             breaker_opened: l(&self.breaker_opened),
             paused_refused: l(&self.paused_refused),
             soft_evictions: l(&self.soft_evictions),
+            auto_soft_evicts: l(&self.auto_soft_evicts),
             closed: CloseReason::ALL.map(|r| l(&self.closed[r.index()])),
             hooks: HookName::ALL.map(|h| self.hooks[h.index()].snapshot()),
             detached: l(&self.detached),
@@ -229,8 +231,11 @@ pub struct StatsSnapshot {
     pub breaker_opened: u64,
     /// Gets refused at once because the pool was paused with `PauseMode::FailFast`.
     pub paused_refused: u64,
-    /// Calls to `Pool::soft_evict_all`.
+    /// Soft-evicts: calls to `Pool::soft_evict_all` and the automatic ones.
     pub soft_evictions: u64,
+    /// Automatic soft-evicts on a failover signature (`Config::failover_burst`), included
+    /// in `soft_evictions`.
+    pub auto_soft_evicts: u64,
     /// Connections closed, by [`CloseReason`] (indexed as [`CloseReason::ALL`]).
     pub closed: [u64; CloseReason::ALL.len()],
     /// Each lifecycle hook's runs and failures (indexed as [`HookName::ALL`]:

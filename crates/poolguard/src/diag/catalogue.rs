@@ -63,7 +63,8 @@
 //! | `poolguard_conn_leaks_total` | connections reported as leaked |
 //! | `poolguard_conn_unleaks_total` | leaked connections that came back later |
 //! | `poolguard_conn_paused_refused_total` | gets refused at once because the pool was paused in fail-fast mode |
-//! | `poolguard_conn_soft_evictions_total` | calls to `soft_evict_all` |
+//! | `poolguard_conn_soft_evictions_total` | soft-evicts: calls to `soft_evict_all` and the automatic ones |
+//! | `poolguard_conn_auto_soft_evictions_total` | automatic soft-evicts on a failover signature (`failover_burst`) |
 //! | `poolguard_conn_detached_total` | connections taken out of the pool for good (`detach`) |
 //! | `poolguard_conn_would_block_total` | `try_get` calls that found no idle connection |
 //! | `poolguard_conn_credentials_calls_total` | calls to the credentials provider (one per connect) |
