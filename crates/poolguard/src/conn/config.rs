@@ -23,7 +23,7 @@ pub struct BuildError {
 /// wait the pool performs has one of these deadlines; none of them can be infinite.
 ///
 /// With feature `serde` it deserializes from any serde format (JSON, TOML, YAML...) or from
-/// the environment ([`Config::from_env`]): every key is a field name below, every key is
+/// the environment (`Config::from_env`): every key is a field name below, every key is
 /// optional (the default stands), durations are human strings (`"30s"`, `"250ms"`,
 /// `"1h 30m"`; `"off"` or `null` for an optional one), `timeout_log_level` a level name or
 /// `"off"`, `idle_order` `"lifo"` or `"fifo"`, and an unknown key is an error that names it.
