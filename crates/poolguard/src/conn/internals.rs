@@ -510,7 +510,8 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
         self.stale(conn).is_none()
     }
 
-    /// [`current`](Self::current) with the reason to close: `Evicted` (soft-evicted) or
+    /// `None` to keep `conn` (of the current epoch, or see below); else the reason to close:
+    /// `Evicted` (soft-evicted) or
     /// `Rotated` (opened with credentials a rotation replaced, and a retirement slot is
     /// free: its replacement is then owed and planned by the next `plan_opens`). An
     /// old-credential connection without a free slot stays, on the slow path (its epoch
@@ -563,7 +564,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     }
 
     /// Credentials rotated (the probe succeeded): connections of an older generation take
-    /// the slow path of [`current`](Self::current) from now on (a new epoch).
+    /// the slow path of [`stale`](Self::stale) from now on (a new epoch).
     pub(crate) fn rotated(&mut self) {
         self.epoch += 1;
     }
@@ -729,7 +730,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
     /// A ready connection counted in `size` goes to the oldest waiter (registered as held
     /// for it), else to the idle list; or, when the pool is closed or above `max_size`, its
     /// place is released and the caller must close it.
-    /// A soft-evicted connection (see [`current`](Self::current)) is closed too; while the
+    /// A soft-evicted connection (see [`stale`](Self::stale)) is closed too; while the
     /// pool is paused the connection goes idle even if callers wait.
     #[inline]
     pub(crate) fn hand_off(&mut self, mut conn: Conn<C>, now: Instant) -> Handed<C, E> {
@@ -941,7 +942,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
 
     /// `Pool::soft_evict_all`: every connection of the current epoch or older is evicted.
     /// The idle ones leave `size` now (returned to close); the others are closed when they
-    /// next meet the lock ([`current`](Self::current)).
+    /// next meet the lock ([`stale`](Self::stale)).
     pub(crate) fn soft_evict(&mut self) -> Vec<Conn<C>> {
         self.epoch += 1;
         self.evict_before = self.epoch;
