@@ -245,7 +245,8 @@ async fn advisory_locks_temp_tables_and_prepare_become_findings() {
 }
 
 /// Load from 16 tasks while the admin console runs `RECONNECT test_pause`, then `PAUSE test_pause` and
-/// `RESUME test_pause`: no request fails or hangs, and the pool serves afterwards.
+/// `RESUME test_pause`: no request fails (but for the proxy's own login refusals) or hangs,
+/// and the pool serves afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnect_and_pause_on_the_proxy_are_survived_under_load() {
     let admin = console().await;
@@ -334,10 +335,18 @@ async fn reconnect_and_pause_on_the_proxy_are_survived_under_load() {
         served.load(Ordering::Relaxed),
         p.stats()
     );
+    // PgBouncer itself may refuse a request while RECONNECT's new server logins are being
+    // retried ("server login has been failing", 08P01, for server_login_retry): a proxy-side
+    // refusal the pool cannot prevent, which also ends that client connection. At most one
+    // per connection; anything else is a failure of the pool.
+    let (refused, other): (Vec<_>, Vec<_>) = failures
+        .iter()
+        .partition(|e| e.contains("08P01") && e.contains("server login has been failing"));
+    assert!(other.is_empty(), "{} failures: {other:?}", other.len());
     assert!(
-        failures.is_empty(),
-        "{} failures: {failures:?}",
-        failures.len()
+        refused.len() <= 16,
+        "{} proxy refusals: {refused:?}",
+        refused.len()
     );
     assert_eq!(one(&p, 7).await, Ok(()), "serves afterwards");
 }
