@@ -67,7 +67,7 @@ COMPARE = [
             ("poolguard", "rust", "object/round_trip/poolguard"),
             ("Go sync.Pool", "go", "sync.Pool"),
             ("glibc malloc+free", "rust", "object/round_trip/alloc-system"),
-            ("thread-local Vec (floor)", "rust", "object/round_trip/floor-thread-local-vec"),
+            ("thread-local boxed free list (floor)", "rust", "object/round_trip/floor-thread-local-box"),
         ],
     ),
     (

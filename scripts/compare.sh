@@ -60,7 +60,7 @@ javac -d "$out/java" -cp "$jcp" scripts/compare/java/HikariLoop.java
 cargo bench -q -j 2 -p poolguard-bench --bench object_pool --bench conn_pool --no-run 2>/dev/null
 crit=${CARGO_TARGET_DIR:-$root/target}/criterion
 
-obj_filter='^object/round_trip/(poolguard|alloc-system|floor-thread-local-vec)/[128]$'
+obj_filter='^object/round_trip/(poolguard|alloc-system|floor-thread-local-box)/[128]$'
 conn_filter='^conn/w2s10t(1|2|16|64)/(poolguard|r2d2)$'
 res="$out/results.tsv"
 echo "window: $(date -u '+%F %T') UTC, load $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) cores" >&2
@@ -79,7 +79,7 @@ for r in $(seq 1 "$rounds"); do
   POOLGUARD_BENCH_NO_REPORT=1 cargo bench -q -j 2 -p poolguard-bench --bench conn_pool -- --noplot "$conn_filter" >"$out/rust.log" 2>&1 \
     || { tail -20 "$out/rust.log" >&2; exit 1; }
   python3 scripts/bench_summary.py --emit "$crit" object/round_trip conn/w2s10t \
-    | grep -E "^rust	(object/round_trip/(poolguard|alloc-system|floor-thread-local-vec)	[128]|conn/w2s10t(1|2|16|64)/(poolguard|r2d2))	" >>"$res"
+    | grep -E "^rust	(object/round_trip/(poolguard|alloc-system|floor-thread-local-box)	[128]|conn/w2s10t(1|2|16|64)/(poolguard|r2d2))	" >>"$res"
 done
 echo "window end: $(date -u '+%F %T') UTC, load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 scripts/bench_summary.py --compare "$res"

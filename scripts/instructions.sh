@@ -21,7 +21,7 @@ ir() { # binary what n -> total instructions
     | sed -n 's/.*Collected : \([0-9]*\).*/\1/p'
 }
 
-printf '%-12s %14s %14s\n' revision object_ir/op conn_ir/op
+printf '%-12s %14s %14s %14s\n' revision object_ir/op floor_ir/op conn_ir/op
 for rev in "${revs[@]}"; do
   if [ "$rev" = WORKTREE ]; then src=$root; else
     src="$work/wt-$rev"; git worktree add -q --detach "$src" "$rev"; fi
@@ -44,10 +44,10 @@ TOML
   CARGO_TARGET_DIR="$work/target" cargo build -q --release --manifest-path "$proj/Cargo.toml"
   bin="$work/target/release/instr"
   row=()
-  for what in object conn; do
+  for what in object floor conn; do
     a=$(ir "$bin" "$what" "$n"); b=$(ir "$bin" "$what" $((2 * n)))
     row+=("$(python3 -c "print(f'{($b - $a) / $n:.1f}')")")
   done
-  printf '%-12s %14s %14s\n' "$rev" "${row[0]}" "${row[1]}"
+  printf '%-12s %14s %14s %14s\n' "$rev" "${row[0]}" "${row[1]}" "${row[2]}"
   rm -f "$bin"
 done

@@ -2,12 +2,19 @@
 //!
 //! `instr object N` — object pool round trip (4 KiB `Vec<u8>`: get, push one byte, return).
 //! `instr conn N`   — connection checkout cycle (no-op manager, pool of 10, one task).
+//! `instr floor N`  — the floor: the same round trip on a raw thread-local free list of
+//!                    boxed buffers (no caps, no stats, not shareable).
 //!
 //! Compiled against whichever poolguard revision the script points it at, so it uses only
 //! API that every compared revision has.
 
+use std::cell::RefCell;
 use std::hint::black_box;
 use std::io;
+
+thread_local! {
+    static FREE: RefCell<Vec<Box<Vec<u8>>>> = const { RefCell::new(Vec::new()) };
+}
 
 struct Noop;
 
@@ -40,6 +47,18 @@ fn main() {
                 black_box(&mut *v);
             }
         }
+        "floor" => {
+            for _ in 0..n {
+                let mut v = match FREE.with(|f| f.borrow_mut().pop()) {
+                    Some(v) => v,
+                    None => Box::new(Vec::<u8>::with_capacity(4096)),
+                };
+                v.push(1);
+                black_box(&mut *v);
+                v.clear();
+                FREE.with(|f| f.borrow_mut().push(v));
+            }
+        }
         "conn" => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -58,7 +77,7 @@ fn main() {
             });
         }
         other => {
-            eprintln!("usage: instr object|conn N (got {other:?})");
+            eprintln!("usage: instr object|floor|conn N (got {other:?})");
             std::process::exit(2);
         }
     }

@@ -135,14 +135,14 @@ fn round_trip(c: &mut Criterion) {
             })
         });
         g.bench_with_input(
-            BenchmarkId::new("floor-thread-local-vec", t),
+            BenchmarkId::new("floor-thread-local-box", t),
             &t,
             |b, &t| {
                 b.iter_custom(|n| {
                     run_parallel(t, n, |_| {
                         let mut v = tl_get();
                         v.push(1);
-                        black_box(&mut v);
+                        black_box(&mut *v);
                         tl_put(v);
                     })
                 })
