@@ -73,7 +73,7 @@ pub(crate) struct Lane<M: Manager> {
     pub(crate) gets: u64,
     /// The lane's reference to the pool (made on its first get; dropped when the pool
     /// closes, which breaks the pool -> lane -> pool cycle).
-    pub(crate) handle: Option<Arc<LaneRef<M>>>,
+    pub(crate) handle: Option<Arc<CachePadded<LaneRef<M>>>>,
 }
 
 impl<M: Manager> Default for Lane<M> {
@@ -92,10 +92,11 @@ pub(crate) struct LaneRef<M: Manager> {
     shared: Arc<Shared<M>>,
 }
 
-/// How a guard holds its pool.
+/// How a guard holds its pool. A lane's reference is cache-padded (with its reference
+/// count, which precedes it in the same allocation), so two lanes' counts never share a line.
 pub(crate) enum PoolRef<M: Manager> {
     Shared(Arc<Shared<M>>),
-    Lane(Arc<LaneRef<M>>),
+    Lane(Arc<CachePadded<LaneRef<M>>>),
 }
 
 impl<M: Manager> PoolRef<M> {
@@ -113,9 +114,9 @@ impl<M: Manager> Lane<M> {
     #[inline]
     pub(crate) fn handle(&mut self, shared: &Arc<Shared<M>>) -> PoolRef<M> {
         let h = self.handle.get_or_insert_with(|| {
-            Arc::new(LaneRef {
+            Arc::new(CachePadded::new(LaneRef {
                 shared: Arc::clone(shared),
-            })
+            }))
         });
         PoolRef::Lane(Arc::clone(h))
     }
@@ -276,7 +277,7 @@ impl<M: Manager> Lanes<M> {
 
     /// Takes every lane's reference to the pool (the pool is closing: breaks the pool ->
     /// lane -> pool cycle). The caller drops them after releasing the state lock.
-    pub(crate) fn take_handles(&self) -> Vec<Arc<LaneRef<M>>> {
+    pub(crate) fn take_handles(&self) -> Vec<Arc<CachePadded<LaneRef<M>>>> {
         self.lanes
             .iter()
             .filter_map(|lane| lane.lock().handle.take())
