@@ -324,7 +324,11 @@ mod tests {
         let p = Pool::builder(Noop).max_size(2).build().expect("valid");
         drop(p.get().await.expect("get"));
         drop(p.get().await.expect("get"));
-        assert_eq!(p.shared.lanes.parked(), (1, 0), "parked in this thread's lane");
+        assert_eq!(
+            p.shared.lanes.parked(),
+            (1, 0),
+            "parked in this thread's lane"
+        );
         let c = p.get().await.expect("get");
         assert_eq!(p.shared.lanes.parked(), (0, 1), "held from the lane");
         {
