@@ -29,6 +29,8 @@ use super::error::{Error, Phase, TimeoutSnapshot};
 use super::guard::PooledConnection;
 use super::hooks::{self, HookFailure, HookName};
 use super::internals::{Conn, ConnectFault};
+use super::lanes::{LaneHold, PoolRef, LANE_BIT};
+use super::leak::Hold;
 use super::stats::CloseReason;
 use super::{Manager, PauseMode};
 
@@ -42,6 +44,14 @@ enum Step<M: Manager> {
         usize,
         Option<(&'static Location<'static>, usize, usize)>,
     ),
+}
+
+/// What a lane's fast path found.
+enum LaneGet<M: Manager> {
+    Got(PooledConnection<M>),
+    /// Its idle connection, broken (taken out; the get counted).
+    Broken(Conn<M::Connection>),
+    Miss,
 }
 
 /// The future of `Pool::get`, `get_timeout` and `try_get`.
@@ -81,7 +91,24 @@ impl<M: Manager, const WAIT: bool> Future for Acquire<'_, M, WAIT> {
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         coop.made_progress();
         let now = Instant::now();
-        let mut st = shared.state.lock();
+        if shared.lanes.on() {
+            match shared.lane_get(this.site, now) {
+                LaneGet::Got(conn) => return Poll::Ready(Ok(conn)),
+                LaneGet::Broken(conn) => {
+                    // Died while idle in the lane: evicted here (the get is counted), as
+                    // the shared fast path below does.
+                    shared.discard(conn, CloseReason::Broken);
+                    let begun = Begun {
+                        start: now,
+                        now: Instant::now(),
+                        retry: true,
+                    };
+                    return this.go_slow(cx, Some(begun));
+                }
+                LaneGet::Miss => {}
+            }
+        }
+        let mut st = shared.lock();
         // Counted under the lock the get takes anyway (no extra atomic).
         st.gets += 1;
         if st.fast_get() && shared.hooks.before_acquire.is_none() {
@@ -106,7 +133,7 @@ impl<M: Manager, const WAIT: bool> Future for Acquire<'_, M, WAIT> {
                     let slot = st.holders.insert(this.site, now, tokio::task::try_id());
                     drop(st);
                     return Poll::Ready(Ok(PooledConnection::new(
-                        Arc::clone(shared),
+                        PoolRef::Shared(Arc::clone(shared)),
                         conn,
                         slot,
                         now,
@@ -154,6 +181,46 @@ impl<'a, M: Manager, const WAIT: bool> Acquire<'a, M, WAIT> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// The lane's fast path of a get (see `lanes.rs`): this thread's lane, when free to
+    /// take, has an idle connection that is current and neither due for retirement nor for
+    /// validation, and the gate is open. A broken one is taken out (and the get counted);
+    /// anything else leaves the connection where it is, for the shared path (whose lock
+    /// drains it into the idle list).
+    #[inline]
+    fn lane_get(self: &Arc<Self>, site: &'static Location<'static>, now: Instant) -> LaneGet<M> {
+        let i = self.lanes.mine();
+        let Some(mut lane) = self.lanes.try_lock(i) else {
+            return LaneGet::Miss;
+        };
+        let Some(epoch) = self.lanes.open_epoch() else {
+            return LaneGet::Miss;
+        };
+        let Some(conn) = lane.conn.as_mut() else {
+            return LaneGet::Miss;
+        };
+        if conn.epoch != epoch || conn.retire_due(now) || conn.stale(now) {
+            return LaneGet::Miss;
+        }
+        let broken = self.manager.is_broken(&mut conn.raw);
+        let Some(conn) = lane.conn.take() else {
+            return LaneGet::Miss;
+        };
+        lane.gets += 1;
+        if broken {
+            return LaneGet::Broken(conn);
+        }
+        lane.hold = LaneHold::Held(Hold {
+            site,
+            since: now,
+            leaked: false,
+            abandoned: false,
+            task: tokio::task::try_id(),
+        });
+        let shared = lane.handle(self);
+        drop(lane);
+        LaneGet::Got(PooledConnection::new(shared, conn, LANE_BIT | i, now))
+    }
+
     /// `Pool::get` (`WAIT`, `limit` = `acquire_timeout`), `Pool::get_timeout` (`WAIT`, a
     /// shorter `limit`) and `Pool::try_get` (no `WAIT`: no idle connection is
     /// `Error::WouldBlock`; validation and `before_acquire` still run, each bounded).
@@ -210,7 +277,7 @@ impl<M: Manager> Shared<M> {
                 return Err(self.timed_out(now, now - start));
             }
             let step = {
-                let mut st = self.state.lock();
+                let mut st = self.lock();
                 passed = true;
                 if !counted {
                     // Counted under the lock the get takes anyway (no extra atomic).
@@ -279,7 +346,12 @@ impl<M: Manager> Shared<M> {
                         } else {
                             drop(st);
                         }
-                        let g = PooledConnection::new(Arc::clone(self), conn, slot, now);
+                        let g = PooledConnection::new(
+                            PoolRef::Shared(Arc::clone(self)),
+                            conn,
+                            slot,
+                            now,
+                        );
                         if self.hooks.before_acquire.is_none() {
                             return Ok(g);
                         }
@@ -385,7 +457,12 @@ impl<M: Manager> Shared<M> {
                         Some(Ok(Some(h))) => {
                             self.stats.wait_time.record(end - start);
                             self.stats.queue_time.record(end - first);
-                            let g = PooledConnection::new(Arc::clone(self), h.conn, h.slot, h.at);
+                            let g = PooledConnection::new(
+                                PoolRef::Shared(Arc::clone(self)),
+                                h.conn,
+                                h.slot,
+                                h.at,
+                            );
                             if self.hooks.before_acquire.is_none() {
                                 return Ok(g);
                             }
@@ -395,7 +472,7 @@ impl<M: Manager> Shared<M> {
                         }
                         // Woken to retry: another waiter may be woken from now on; take an
                         // idle connection or queue again.
-                        Some(Ok(None)) => self.state.lock().end_wake(),
+                        Some(Ok(None)) => self.lock().end_wake(),
                         Some(Err(e)) => return Err(e),
                         None => return Err(self.timed_out(end, end - start)),
                     }
@@ -487,12 +564,13 @@ impl<M: Manager> Shared<M> {
             let now = Instant::now();
             let mut conn = d.take();
             conn.checked_at(now, self.bypass);
-            let slot = self
-                .state
-                .lock()
-                .holders
-                .insert(site, now, tokio::task::try_id());
-            Some(PooledConnection::new(Arc::clone(self), conn, slot, now))
+            let slot = self.lock().holders.insert(site, now, tokio::task::try_id());
+            Some(PooledConnection::new(
+                PoolRef::Shared(Arc::clone(self)),
+                conn,
+                slot,
+                now,
+            ))
         } else {
             None
         }
@@ -508,7 +586,7 @@ impl<M: Manager> Shared<M> {
         self.stats.validation_time.record(Instant::now() - began);
         match res {
             Ok(Ok(())) => {
-                let closed_breaker = self.state.lock().breaker.on_success();
+                let closed_breaker = self.lock().breaker.on_success();
                 if closed_breaker {
                     tracing::info!(pool = %self.cfg.name, "breaker closed: validation succeeded");
                 }
@@ -525,8 +603,7 @@ impl<M: Manager> Shared<M> {
                 if self.cfg.failover_burst.is_some() {
                     self.failover_seen(self.manager.failover_class(&e), "validate");
                 }
-                self.state
-                    .lock()
+                self.lock()
                     .breaker
                     .note(Instant::now(), Arc::new(e), text, restart);
                 false
@@ -540,7 +617,7 @@ impl<M: Manager> Shared<M> {
                     self.failure(None, None, text, Phase::Validate, false);
                 } else {
                     // Cut short by the caller's own deadline: says nothing about the backend.
-                    self.state.lock().breaker.last_text = Some(text);
+                    self.lock().breaker.last_text = Some(text);
                 }
                 false
             }
@@ -561,7 +638,7 @@ impl<M: Manager> Shared<M> {
         restart: bool,
     ) {
         let now = Instant::now();
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let opened = st.breaker.on_failure(now, error.clone(), text, restart);
         let mut failed: Vec<(WaiterOf<M>, PoolError<M>)> = Vec::new();
         // Paused waiters did not ask for this connect: they wait for `resume`.
@@ -616,7 +693,7 @@ impl<M: Manager> Shared<M> {
     }
 
     pub(crate) fn timeout_snapshot(&self, now: Instant, waited: Duration) -> TimeoutSnapshot {
-        let st = self.state.lock();
+        let st = self.lock();
         TimeoutSnapshot {
             name: self.cfg.name.clone(),
             waited,
@@ -633,7 +710,7 @@ impl<M: Manager> Opening<M> {
     pub(super) async fn run(mut self) {
         let shared = Arc::clone(&self.shared);
         // The epoch this connect belongs to: a soft-evict while it runs evicts it too.
-        let epoch = shared.state.lock().epoch();
+        let epoch = shared.lock().epoch();
         let used = match &shared.hooks.credentials {
             None => None,
             Some(provider) => match shared.credentials_for_connect(&**provider).await {
@@ -691,7 +768,7 @@ impl<M: Manager> Opening<M> {
                 self.armed = false;
                 self.probe = false;
                 let (closed_breaker, life, gen, rotated) = {
-                    let mut st = shared.state.lock();
+                    let mut st = shared.lock();
                     st.opened();
                     st.auth_failing = false;
                     let (gen, rotated) = match used {
@@ -721,7 +798,7 @@ impl<M: Manager> Opening<M> {
                 // Keep going while waiters or min_idle still want connections, and retire
                 // old-credential connections as retirement slots free up.
                 let (old, opens) = {
-                    let mut st = shared.state.lock();
+                    let mut st = shared.lock();
                     let old = st.retire_old_idle();
                     shared.begin_closes(old.len());
                     let min_idle = st.min_idle();
@@ -753,7 +830,7 @@ impl<M: Manager> Opening<M> {
                 if shared.cfg.failover_burst.is_some() {
                     shared.failover_seen(shared.manager.failover_class(&e), "connect");
                 }
-                shared.state.lock().auth_failing = auth;
+                shared.lock().auth_failing = auth;
                 shared.failure(Some(Arc::new(e)), None, text, Phase::Connect, restart);
             }
             Err(_) => {
@@ -767,7 +844,7 @@ impl<M: Manager> Opening<M> {
                 }
                 tracing::warn!(pool = %shared.cfg.name, timeout_s = limit.as_secs_f64(), "connect timed out");
                 shared.unreserve();
-                shared.state.lock().auth_failing = false;
+                shared.lock().auth_failing = false;
                 shared.failure(
                     None,
                     None,
@@ -791,10 +868,10 @@ impl<M: Manager> Shared<M> {
         self.stats.credentials_calls.fetch_add(1, Relaxed);
         let limit = self.cfg.credentials_timeout;
         match super::credentials::call(provider, limit).await {
-            Ok(fresh) => Ok(self.state.lock().rotation.choose(fresh, Instant::now())),
+            Ok(fresh) => Ok(self.lock().rotation.choose(fresh, Instant::now())),
             Err(fault) => {
                 self.stats.credentials_failures.fetch_add(1, Relaxed);
-                self.state.lock().rotation.provider_fault = Some(fault.to_string());
+                self.lock().rotation.provider_fault = Some(fault.to_string());
                 self.stats.connect_failures.fetch_add(1, Relaxed);
                 tracing::warn!(pool = %self.cfg.name, error = %fault, "credentials provider failed; the connect fails");
                 Err(fault)
@@ -808,7 +885,7 @@ impl<M: Manager> Shared<M> {
     pub(super) fn probe_failed(self: &Arc<Self>, text: String, now: Instant) {
         self.stats.rotation_probe_failures.fetch_add(1, Relaxed);
         let opens = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             st.rotation.probe_failed(
                 Some(text),
                 now,
@@ -835,7 +912,7 @@ impl<M: Manager> Shared<M> {
     ) {
         self.stats.connect_failures.fetch_add(1, Relaxed);
         let conn = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             let conn = Conn::new(
                 raw,
                 id,
@@ -864,7 +941,7 @@ impl<M: Manager> Shared<M> {
     /// A connect failed or was cancelled: its reservation is released (and `wait_closed`
     /// woken when that was the last place of a closed pool).
     pub(super) fn unreserve(&self) {
-        let last = self.state.lock().open_failed();
+        let last = self.lock().open_failed();
         if last {
             self.drained.notify_waiters();
         }

@@ -62,7 +62,7 @@ impl<M: Manager> Drop for Opening<M> {
         if self.probe {
             let now = Instant::now();
             let cfg = &self.shared.cfg;
-            self.shared.state.lock().rotation.probe_failed(
+            self.shared.lock().rotation.probe_failed(
                 None,
                 now,
                 cfg.breaker_backoff,
@@ -145,7 +145,7 @@ impl<M: Manager> WaitGuard<M> {
     /// Leaves the queue; returns a reply that raced the cancellation, if any.
     pub(super) fn cancel(&mut self) -> Option<Reply<M::Connection, M::Error>> {
         self.done = true;
-        self.shared.state.lock().remove_waiter(self.id);
+        self.shared.lock().remove_waiter(self.id);
         self.rx.close();
         self.rx.try_recv().ok()
     }
@@ -161,7 +161,7 @@ impl<M: Manager> Drop for WaitGuard<M> {
                 // Never used: back to the pool without a reset.
                 let now = Instant::now();
                 let mut conn = h.conn;
-                let mut st = self.shared.state.lock();
+                let mut st = self.shared.lock();
                 st.holders.remove(h.slot);
                 conn.cold.last_used = now;
                 self.shared.deliver_locked(st, conn, now);

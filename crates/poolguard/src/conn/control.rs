@@ -59,7 +59,7 @@ impl<M: Manager> Pool<M> {
     /// shows it, and the doctor reports a pause longer than `acquire_timeout` while callers
     /// wait.
     pub fn pause(&self, mode: PauseMode) {
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         st.pause(mode, Instant::now());
         drop(st);
         tracing::info!(pool = %self.shared.cfg.name, ?mode, "pool paused");
@@ -77,7 +77,7 @@ impl<M: Manager> Pool<M> {
         let mut validate = Vec::new();
         let mut back = Vec::new();
         let opens = {
-            let mut st = shared.state.lock();
+            let mut st = shared.lock();
             let Some(p) = st.resume() else {
                 return false;
             };
@@ -118,7 +118,7 @@ impl<M: Manager> Pool<M> {
                 at: now,
             }))) {
                 // That waiter gave up meanwhile: the next one, or idle.
-                let mut st = shared.state.lock();
+                let mut st = shared.lock();
                 st.holders.remove(h.slot);
                 shared.deliver_locked(st, h.conn, now);
             }
@@ -138,7 +138,7 @@ impl<M: Manager> Pool<M> {
 
     /// Whether the pool is paused, and how (`None`: serving).
     pub fn paused(&self) -> Option<PauseMode> {
-        self.shared.state.lock().paused().map(|p| p.mode)
+        self.shared.lock().paused().map(|p| p.mode)
     }
 
     /// Retires every connection the pool has now, without breaking any caller (after a
@@ -167,7 +167,7 @@ impl<M: Manager> Pool<M> {
     /// [`soft_evict_all`](Self::soft_evict_all).
     pub fn retain(&self, mut keep: impl FnMut(&M::Connection, ConnMetrics) -> bool) -> usize {
         let shared = &self.shared;
-        let all = shared.state.lock().take_all_idle();
+        let all = shared.lock().take_all_idle();
         let now = Instant::now();
         let mut kept = Vec::with_capacity(all.len());
         let mut drop_list = Vec::new();
@@ -185,7 +185,7 @@ impl<M: Manager> Pool<M> {
         }
         let n = drop_list.len();
         {
-            let mut st = shared.state.lock();
+            let mut st = shared.lock();
             for _ in &drop_list {
                 st.release_place();
             }
@@ -197,7 +197,7 @@ impl<M: Manager> Pool<M> {
             shared.deliver(conn, now);
         }
         let opens = {
-            let mut st = shared.state.lock();
+            let mut st = shared.lock();
             let min_idle = st.min_idle();
             shared.plan(&mut st, now, min_idle)
         };
@@ -218,7 +218,7 @@ impl<M: Manager> Pool<M> {
     pub fn set_min_idle(&self, min_idle: usize) -> Result<(), BuildError> {
         let shared = &self.shared;
         let opens = {
-            let mut st = shared.state.lock();
+            let mut st = shared.lock();
             check_min_idle(min_idle, st.max_size())?;
             st.set_min_idle(min_idle);
             shared.plan(&mut st, Instant::now(), min_idle)
@@ -236,7 +236,7 @@ impl<M: Manager> Pool<M> {
     /// The [`BuildError`] `build()` gives for that value.
     pub fn set_idle_timeout(&self, idle_timeout: Option<Duration>) -> Result<(), BuildError> {
         check_optional("idle_timeout", idle_timeout)?;
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         let life = Lifetimes {
             idle_timeout,
             ..st.lifetimes()
@@ -256,7 +256,7 @@ impl<M: Manager> Pool<M> {
     /// The [`BuildError`] `build()` gives for that value.
     pub fn set_max_lifetime(&self, max_lifetime: Option<Duration>) -> Result<(), BuildError> {
         check_optional("max_lifetime", max_lifetime)?;
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         let life = Lifetimes {
             max_lifetime,
             ..st.lifetimes()
@@ -286,7 +286,7 @@ impl<M: Manager> Pool<M> {
     /// `max_lifetime`, `acquire_timeout` by their setters).
     pub fn current_config(&self) -> Config {
         let mut c = self.shared.cfg.clone();
-        let st = self.shared.state.lock();
+        let st = self.shared.lock();
         let life = st.lifetimes();
         c.max_size = st.max_size();
         c.min_idle = st.min_idle();

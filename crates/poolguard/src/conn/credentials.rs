@@ -412,7 +412,7 @@ impl<M: super::Manager> Drop for ProbeGuard<'_, M> {
     fn drop(&mut self) {
         if self.armed {
             let cfg = &self.shared.cfg;
-            self.shared.state.lock().rotation.probe_failed(
+            self.shared.lock().rotation.probe_failed(
                 None,
                 Instant::now(),
                 cfg.breaker_backoff,
@@ -445,7 +445,7 @@ impl<M: super::Manager> super::Pool<M> {
         let Some(provider) = &shared.hooks.credentials else {
             return Ok(false);
         };
-        if shared.state.lock().is_closed() {
+        if shared.lock().is_closed() {
             return Err(super::Error::Closed);
         }
         shared.stats.credentials_calls.fetch_add(1, Relaxed);
@@ -453,12 +453,12 @@ impl<M: super::Manager> super::Pool<M> {
             Ok(c) => c,
             Err(fault) => {
                 shared.stats.credentials_failures.fetch_add(1, Relaxed);
-                shared.state.lock().rotation.provider_fault = Some(fault.to_string());
+                shared.lock().rotation.provider_fault = Some(fault.to_string());
                 tracing::warn!(pool = %shared.cfg.name, error = %fault, "credentials provider failed (refresh)");
                 return Err(super::Error::Credentials(fault));
             }
         };
-        let used = shared.state.lock().rotation.choose(fresh, Instant::now());
+        let used = shared.lock().rotation.choose(fresh, Instant::now());
         if used.probe.is_none() {
             return Ok(false);
         }
@@ -500,7 +500,7 @@ impl<M: super::Manager> super::Pool<M> {
         let id = shared.next_id.fetch_add(1, Relaxed);
         let gen = used.gen;
         let (adopted, life, epoch, old, opens) = {
-            let mut st = shared.state.lock();
+            let mut st = shared.lock();
             st.rotation.succeeded(used);
             st.rotated();
             let adopted = st.adopt();

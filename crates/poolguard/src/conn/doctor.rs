@@ -22,7 +22,7 @@ pub(crate) fn diagnose<M: Manager>(
     let label = cfg.name.clone();
     let mut out = Vec::new();
     let (last, failing, noted, min_idle, paused, nested, failover) = {
-        let st = shared.state.lock();
+        let st = shared.lock();
         (
             st.breaker.last_text.clone(),
             st.breaker.failures,
@@ -38,7 +38,7 @@ pub(crate) fn diagnose<M: Manager>(
         )
     };
     let (auth_failing, probe_fault, provider_fault, probe_failures) = {
-        let st = shared.state.lock();
+        let st = shared.lock();
         (
             st.auth_failing,
             st.rotation.probe_fault.clone(),
@@ -254,7 +254,7 @@ pub(crate) fn diagnose<M: Manager>(
         })
         .collect();
     if !faults.is_empty() {
-        let last = shared.state.lock().hook_fault.clone();
+        let last = shared.lock().hook_fault.clone();
         out.push(Finding::new(
             Severity::Warning,
             "conn.hook-faults",

@@ -7,14 +7,16 @@
 //!
 //! # The one lock
 //!
-//! `Shared::state` (a `parking_lot` mutex over [`Internals`]) is the pool's only lock. The
-//! leak tracker (`Internals::holders`) and the breaker (`Internals::breaker`) are plain data
-//! inside it, not locks of their own; the stats (`Stats`, `closing`, `next_id`) are
-//! atomics, updated with or without the lock. So there is no lock order to get wrong:
-//! nothing else is ever taken while the state lock is held, except the `tracing`
-//! subscriber for the few events emitted in a critical section (leak reports on return,
-//! the breaker opening). The state lock is never held across an await: every critical
-//! section is a synchronous block that decides, unlocks, then spawns, sends or closes.
+//! `Shared::state` (a `parking_lot` mutex over [`Internals`]) is the pool's lock, always taken
+//! through [`Shared::lock`], which drains the per-thread lanes (`lanes.rs`) into it first
+//! and re-opens their gate when it is released. The leak tracker (`Internals::holders`) and
+//! the breaker (`Internals::breaker`) are plain data inside it, not locks of their own; the
+//! stats (`Stats`, `closing`, `next_id`) are atomics, updated with or without the lock. Lock
+//! order: the state lock, then a lane's lock (the lanes' fast paths take only their lane);
+//! nothing else is taken while the state lock is held, except the `tracing` subscriber for
+//! the few events emitted in a critical section (leak reports on return, the breaker
+//! opening). The state lock is never held across an await: every critical section is a
+//! synchronous block that decides, unlocks, then spawns, sends or closes.
 //!
 //! User code that runs under the state lock: [`Manager::is_broken`] on the checkout of an
 //! idle connection, and [`Manager::needs_reset`] on every healthy return while the pool is
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -36,6 +38,7 @@ use super::error::Error;
 use super::failover::Watch;
 use super::hooks::{HookFailure, HookFault, HookName, Hooks};
 use super::internals::{Internals, Lifetimes, Waiter};
+use super::lanes::Lanes;
 use super::stats::{CloseReason, Stats, Status};
 use super::{Config, Manager};
 
@@ -47,7 +50,8 @@ pub(super) type WaiterOf<M> = Waiter<<M as Manager>::Connection, <M as Manager>:
 // the state share cache lines, so a get touches fewer lines that the other worker also writes.
 #[repr(C)]
 pub(crate) struct Shared<M: Manager> {
-    pub(crate) state: Mutex<State<M>>,
+    /// Only through [`lock`](Self::lock).
+    state: Mutex<State<M>>,
     pub(crate) manager: M,
     pub(crate) cfg: Config,
     pub(crate) stats: Stats,
@@ -72,6 +76,36 @@ pub(crate) struct Shared<M: Manager> {
     /// `acquire_timeout` in force, in nanoseconds (`Pool::set_acquire_timeout`; at most
     /// `MAX_DURATION`, so it fits). Read only when a get waits, validates or retries.
     pub(crate) acquire_timeout_ns: AtomicU64,
+    /// The per-thread lanes of the checkout cycle (none when off).
+    pub(crate) lanes: Lanes<M>,
+}
+
+/// The state lock, held: lanes drained when it was taken, their gate set when it is dropped.
+pub(crate) struct Locked<'a, M: Manager> {
+    guard: MutexGuard<'a, State<M>>,
+    lanes: &'a Lanes<M>,
+}
+
+impl<M: Manager> std::ops::Deref for Locked<'_, M> {
+    type Target = State<M>;
+    #[inline]
+    fn deref(&self) -> &State<M> {
+        &self.guard
+    }
+}
+
+impl<M: Manager> std::ops::DerefMut for Locked<'_, M> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut State<M> {
+        &mut self.guard
+    }
+}
+
+impl<M: Manager> Drop for Locked<'_, M> {
+    #[inline]
+    fn drop(&mut self) {
+        self.lanes.leave(&self.guard);
+    }
 }
 
 /// `d` in nanoseconds, saturating (validated durations are at most a year).
@@ -88,6 +122,17 @@ impl<M: Manager> std::fmt::Debug for Shared<M> {
 }
 
 impl<M: Manager> Shared<M> {
+    /// Takes the state lock (see the module rules): every lane drained into it.
+    #[inline]
+    pub(crate) fn lock(&self) -> Locked<'_, M> {
+        let mut guard = self.state.lock();
+        self.lanes.enter(&mut guard);
+        Locked {
+            guard,
+            lanes: &self.lanes,
+        }
+    }
+
     pub(crate) fn new(manager: M, cfg: Config, rt: Handle, hooks: Hooks<M::Connection>) -> Self {
         let cfg_bypass = cfg
             .validation_bypass
@@ -105,6 +150,11 @@ impl<M: Manager> Shared<M> {
                 cfg.idle_order == super::IdleOrder::Fifo,
             )
             .with_rotation(cfg.max_concurrent_opens);
+        // Lanes need every checkout and return to be free to skip the shared path.
+        let lanes = cfg.idle_order != super::IdleOrder::Fifo
+            && cfg.leak_threshold.is_none()
+            && hooks.before_acquire.is_none()
+            && hooks.after_release.is_none();
         internals.failover = cfg
             .failover_burst
             .map(|n| Watch::new(n, cfg.failover_window, cfg.failover_cooldown));
@@ -123,6 +173,7 @@ impl<M: Manager> Shared<M> {
             bypass: cfg_bypass,
             hooks,
             progress: Notify::new(),
+            lanes: Lanes::new(lanes),
         }
     }
 
@@ -176,7 +227,7 @@ impl<M: Manager> Shared<M> {
     /// Whether the pool is closed and every connection is gone (none counted, none
     /// abandoned, no close pending).
     pub(crate) fn is_drained(&self) -> bool {
-        let st = self.state.lock();
+        let st = self.lock();
         st.is_empty_closed() && self.closing.load(Relaxed) == 0
     }
 
@@ -184,11 +235,18 @@ impl<M: Manager> Shared<M> {
     /// held ones closed when they come back. Idempotent.
     pub(crate) fn close_pool(self: &Arc<Self>) {
         let (idle, waiters) = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
+            // The lanes' references to this pool (dropped unlocked, at the end of this
+            // block), also when it was closed before: none is made after.
+            let handles = self.lanes.take_handles();
             let Some((idle, waiters)) = st.close() else {
+                drop(st);
+                drop(handles);
                 return;
             };
             self.begin_closes(idle.len());
+            drop(st);
+            drop(handles);
             (idle, waiters)
         };
         tracing::info!(pool = %self.cfg.name, idle = idle.len(), waiters = waiters.len(), "pool closed");
@@ -212,7 +270,7 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn soft_evict(self: &Arc<Self>) -> usize {
         let now = Instant::now();
         let (idle, opens) = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             if st.is_closed() {
                 return 0;
             }
@@ -244,7 +302,7 @@ impl<M: Manager> Shared<M> {
         };
         let now = Instant::now();
         let hit = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             if st.is_closed() {
                 return;
             }
@@ -275,7 +333,7 @@ impl<M: Manager> Shared<M> {
             }
             HookFault::Panicked(_) | HookFault::TimedOut(_) => {
                 tracing::warn!(pool = %self.cfg.name, conn, %hook, error = %failure, "hook failed (contained); closing the connection");
-                self.state.lock().hook_fault = Some(failure.to_string());
+                self.lock().hook_fault = Some(failure.to_string());
             }
         }
         failure

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::engine::Shared;
 use super::internals::Conn;
+use super::lanes::PoolRef;
 use super::stats::CloseReason;
 use super::{Classify, ErrorClass, Manager};
 
@@ -16,7 +17,9 @@ use super::{Classify, ErrorClass, Manager};
 /// to the pool (reset first, when the manager has a reset), or closes it when it is broken,
 /// past its lifetime, abandoned, or the pool is closed.
 pub struct PooledConnection<M: Manager> {
-    shared: Arc<Shared<M>>,
+    /// The pool: directly, or through the lane it was checked out from (whose reference
+    /// count only that lane's thread touches).
+    shared: PoolRef<M>,
     /// Always `Some` until `Drop` takes it.
     conn: Option<Conn<M::Connection>>,
     slot: usize,
@@ -27,7 +30,7 @@ pub struct PooledConnection<M: Manager> {
 
 impl<M: Manager> PooledConnection<M> {
     pub(crate) fn new(
-        shared: Arc<Shared<M>>,
+        shared: PoolRef<M>,
         conn: Conn<M::Connection>,
         slot: usize,
         since: Instant,
@@ -48,6 +51,11 @@ impl<M: Manager> PooledConnection<M> {
 
     pub(crate) fn raw_mut(&mut self) -> &mut M::Connection {
         &mut self.conn_mut().raw
+    }
+
+    #[inline]
+    fn shared(&self) -> &Arc<Shared<M>> {
+        self.shared.get()
     }
 
     fn conn(&self) -> &Conn<M::Connection> {
@@ -73,12 +81,12 @@ impl<M: Manager> PooledConnection<M> {
     where
         M: Classify<E>,
     {
-        let class = self.shared.manager.classify_error(error);
+        let class = self.shared().manager.classify_error(error);
         if class == ErrorClass::Fatal {
             self.close_as = Some(CloseReason::Broken);
-            if self.shared.cfg.failover_burst.is_some() {
-                let failover = self.shared.manager.failover_class_of(error);
-                self.shared.failover_seen(failover, "report");
+            if self.shared().cfg.failover_burst.is_some() {
+                let failover = self.shared().manager.failover_class_of(error);
+                self.shared().failover_seen(failover, "report");
             }
         }
         class
@@ -98,8 +106,8 @@ impl<M: Manager> PooledConnection<M> {
     ) -> ErrorClass {
         if class == ErrorClass::Fatal {
             self.close_as = Some(CloseReason::Broken);
-            if self.shared.cfg.failover_burst.is_some() {
-                self.shared.failover_seen(failover_class, "report");
+            if self.shared().cfg.failover_burst.is_some() {
+                self.shared().failover_seen(failover_class, "report");
             }
         }
         class
@@ -141,7 +149,7 @@ impl<M: Manager> PooledConnection<M> {
             .conn
             .take()
             .expect("invariant: the connection is present until drop");
-        self.shared.detach_conn(self.slot, conn.id);
+        self.shared().detach_conn(self.slot, conn.id);
         conn.raw
     }
 
@@ -172,7 +180,7 @@ impl<M: Manager> DerefMut for PooledConnection<M> {
 impl<M: Manager> fmt::Debug for PooledConnection<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PooledConnection")
-            .field("pool", &self.shared.cfg.name)
+            .field("pool", &self.shared().cfg.name)
             .field("id", &self.conn.as_ref().map(|c| c.id))
             .field("held_for", &self.since.elapsed())
             .field("broken", &self.close_as.is_some())
@@ -183,7 +191,7 @@ impl<M: Manager> fmt::Debug for PooledConnection<M> {
 impl<M: Manager> Drop for PooledConnection<M> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.shared
+            self.shared()
                 .release(conn, self.slot, self.close_as, self.since);
         }
     }

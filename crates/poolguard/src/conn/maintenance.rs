@@ -34,7 +34,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
             let Some(shared) = weak.upgrade() else {
                 return;
             };
-            if shared.state.lock().is_closed() {
+            if shared.lock().is_closed() {
                 tracing::debug!(pool = %shared.cfg.name, "maintenance stopped");
                 return;
             }
@@ -47,7 +47,7 @@ pub(crate) fn spawn<M: Manager>(shared: &Arc<Shared<M>>) {
 pub(crate) fn run_pass<M: Manager>(shared: &Arc<Shared<M>>, now: Instant) {
     let cfg = &shared.cfg;
     let (scan, retire, keepalive, opens) = {
-        let mut st = shared.state.lock();
+        let mut st = shared.lock();
         st.coarse = st.coarse.max(now);
         if st.is_closed() {
             return;

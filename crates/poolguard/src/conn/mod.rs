@@ -45,6 +45,7 @@ mod failover;
 mod guard;
 mod hooks;
 mod internals;
+mod lanes;
 mod leak;
 mod maintenance;
 mod manager;

@@ -64,7 +64,7 @@ impl<M: Manager> Builder<M> {
         tracing::info!(pool = %shared.cfg.name, max_size = shared.cfg.max_size, min_idle = shared.cfg.min_idle, "pool built");
         if shared.cfg.min_idle > 0 {
             let opens = {
-                let mut st = shared.state.lock();
+                let mut st = shared.lock();
                 shared.plan(&mut st, Instant::now(), shared.cfg.min_idle)
             };
             shared.spawn_opens(opens);
@@ -298,15 +298,15 @@ impl<M: Manager> Pool<M> {
     pub async fn ready(&self, timeout: Duration) -> Result<(), Error<M::Error>> {
         let start = Instant::now();
         let deadline = crate::deadline::add_tokio(start, timeout);
-        let target = self.shared.state.lock().min_idle().max(1);
-        let seen = self.shared.state.lock().connect_faults;
+        let target = self.shared.lock().min_idle().max(1);
+        let seen = self.shared.lock().connect_faults;
         loop {
             // Registered before the check, so a connect finishing in between is not missed.
             let progress = self.shared.progress.notified();
             tokio::pin!(progress);
             progress.as_mut().enable();
             let (opens, wake) = {
-                let mut st = self.shared.state.lock();
+                let mut st = self.shared.lock();
                 if st.is_closed() {
                     return Err(Error::Closed);
                 }
@@ -350,7 +350,7 @@ impl<M: Manager> Pool<M> {
 
     /// Whether [`close`](Pool::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.shared.state.lock().is_closed()
+        self.shared.lock().is_closed()
     }
 
     /// Waits until every connection is closed after [`close`](Pool::close), for at most
@@ -381,7 +381,7 @@ impl<M: Manager> Pool<M> {
     /// # Errors
     /// When `max_size` is 0, below `min_idle` or above [`MAX_SIZE`](super::MAX_SIZE).
     pub fn resize(&self, max_size: usize) -> Result<(), BuildError> {
-        let min_idle = self.shared.state.lock().min_idle();
+        let min_idle = self.shared.lock().min_idle();
         if max_size == 0 || max_size < min_idle {
             return Err(BuildError {
                 field: "max_size",
@@ -403,7 +403,7 @@ impl<M: Manager> Pool<M> {
         }
         let now = Instant::now();
         let (surplus, opens) = {
-            let mut st = self.shared.state.lock();
+            let mut st = self.shared.lock();
             let (old, surplus) = st.resize(max_size);
             self.shared.begin_closes(surplus.len());
             tracing::info!(pool = %self.shared.cfg.name, old, new = max_size, "pool resized");
@@ -419,7 +419,7 @@ impl<M: Manager> Pool<M> {
     /// The pool right now.
     pub fn status(&self) -> Status {
         let now = Instant::now();
-        let mut st = self.shared.state.lock();
+        let mut st = self.shared.lock();
         // Reading the breaker may move it from open to half-open: fine, that is its clock.
         let _ = st.breaker.open_limit(now);
         self.shared.status_locked(&st)
@@ -431,7 +431,6 @@ impl<M: Manager> Pool<M> {
     pub fn holders(&self) -> Vec<Holder> {
         let now = Instant::now();
         self.shared
-            .state
             .lock()
             .holders
             .longest(now, Self::MAX_LISTED_HOLDERS)
@@ -440,7 +439,7 @@ impl<M: Manager> Pool<M> {
     /// Totals since the pool was built.
     pub fn stats(&self) -> StatsSnapshot {
         let mut s = self.shared.stats.snapshot();
-        let st = self.shared.state.lock();
+        let st = self.shared.lock();
         s.gets = st.gets;
         s.waited_saturated = st.waited_saturated;
         s.waited_cold = st.waited_cold;
@@ -488,7 +487,7 @@ impl<M: Manager> Pool<M> {
             (
                 "poolguard_conn_min_idle",
                 "The min_idle setting.",
-                self.shared.state.lock().min_idle(),
+                self.shared.lock().min_idle(),
             ),
             ("poolguard_conn_idle", "Idle connections.", s.idle),
             (

@@ -17,9 +17,10 @@ use tokio::time::Instant;
 
 use super::cancel::{Closing, Detached};
 use super::engine::WaiterOf;
-use super::engine::{Shared, State};
+use super::engine::{Locked, Shared};
 use super::hooks::{self, HookName};
 use super::internals::{Conn, Handed, Handoff};
+use super::lanes::{LaneHold, LANE_BIT};
 use super::leak;
 use super::stats::CloseReason;
 use super::Manager;
@@ -32,13 +33,15 @@ pub(crate) const HOLD_SAMPLE: u64 = 8;
 impl<M: Manager> Shared<M> {
     /// A held connection comes back (its guard was dropped).
     ///
-    /// The fast path, inlined into the guard's drop: no leak detection, no
+    /// The fast paths, inlined into the guard's drop: no leak detection, no
     /// `after_release` hook, not marked broken, its holder neither leaked nor abandoned,
     /// its epoch current, not due for retirement, the pool open and nobody waiting: the
-    /// connection goes straight back to the idle list (or to its reset), a sampled use
-    /// recording its hold time on the way. Everything else is
-    /// [`release_full`](Self::release_full), out of line; it decides from scratch, and
-    /// each `Manager` check (`is_broken`, `needs_reset`) still runs once per return.
+    /// connection goes straight back to its lane (a guard from a lane, whose lane is free
+    /// and whose gate is open, see `lanes.rs`: no pool lock), or else, under the pool lock,
+    /// to this thread's lane or the idle list
+    /// (or to its reset), a sampled use recording its hold time on the way. Everything
+    /// else is [`release_full`](Self::release_full), out of line; it decides from scratch,
+    /// and each `Manager` check (`is_broken`, `needs_reset`) still runs once per return.
     #[inline]
     pub(crate) fn release(
         self: &Arc<Self>,
@@ -65,7 +68,41 @@ impl<M: Manager> Shared<M> {
         } else {
             None
         };
-        let mut st = self.state.lock();
+        if slot & LANE_BIT != 0 {
+            // The lane's return: without the pool lock, the coarse clock is the checkout
+            // time (errs toward validating a long-held connection once more; lifetime is
+            // re-checked at the next checkout with a fresh clock anyway).
+            let now = exact.unwrap_or(since);
+            let mut lane = self.lanes.lock(slot & !LANE_BIT);
+            if matches!(lane.hold, LaneHold::Held(_))
+                && lane.conn.is_none()
+                && self.lanes.open_epoch() == Some(conn.epoch)
+                && !conn.retire_due(now)
+                && !self.manager.needs_reset(&mut conn.raw)
+            {
+                lane.hold = LaneHold::Free;
+                conn.cold.last_used = now;
+                conn.checked_at(now, self.bypass);
+                lane.conn = Some(conn);
+                return;
+            }
+            drop(lane);
+        }
+        self.release_locked(conn, slot, exact, since);
+    }
+
+    /// [`release`](Self::release) past its lane: the shared fast path under the pool lock,
+    /// else the rest.
+    #[inline]
+    fn release_locked(
+        self: &Arc<Self>,
+        mut conn: Conn<M::Connection>,
+        slot: usize,
+        exact: Option<Instant>,
+        since: Instant,
+    ) {
+        let mut st = self.lock();
+        let slot = self.lanes.resolve(&mut st, slot);
         let now = match exact {
             Some(now) => now,
             None => since.max(st.coarse),
@@ -79,7 +116,11 @@ impl<M: Manager> Shared<M> {
             }
             conn.cold.last_used = now;
             conn.checked_at(now, self.bypass);
-            st.put_idle(conn);
+            // The last step of this critical section: this thread's next get takes it
+            // from its lane.
+            if let Some(conn) = self.lanes.seed(conn) {
+                st.put_idle(conn);
+            }
             return;
         }
         drop(st);
@@ -134,7 +175,8 @@ impl<M: Manager> Shared<M> {
         if close_as.is_none() && self.manager.is_broken(&mut conn.raw) {
             close_as = Some(CloseReason::Broken);
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
+        let slot = self.lanes.resolve(&mut st, slot);
         let now = match exact {
             Some(now) => now,
             None => since.max(st.coarse),
@@ -219,7 +261,7 @@ impl<M: Manager> Shared<M> {
             if w.tx.send(Ok(None)).is_ok() {
                 return;
             }
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             st.end_wake();
             match st.wake_for_idle() {
                 Some(next) => w = next,
@@ -230,7 +272,7 @@ impl<M: Manager> Shared<M> {
 
     /// Wakes the oldest waiter if connections are idle and no waiter is woken.
     pub(crate) fn wake_next(&self) {
-        let next = self.state.lock().wake_for_idle();
+        let next = self.lock().wake_for_idle();
         if let Some(w) = next {
             self.wake(w);
         }
@@ -240,7 +282,7 @@ impl<M: Manager> Shared<M> {
     /// next waiter, if connections are idle.
     pub(crate) fn pass_wake_on(&self) {
         let next = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
             st.end_wake();
             st.wake_for_idle()
         };
@@ -264,7 +306,7 @@ impl<M: Manager> Shared<M> {
                 shared.hook_failed(HookName::AfterRelease, d.id(), &fault);
                 return; // `d` closes it
             }
-            let closed = shared.state.lock().is_closed();
+            let closed = shared.lock().is_closed();
             if !closed && shared.manager.needs_reset(d.raw()) {
                 d.set_reason(CloseReason::Reset);
                 Self::reset_then_deliver(&shared, d).await;
@@ -318,7 +360,8 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn detach_conn(self: &Arc<Self>, slot: usize, id: u64) {
         self.stats.detached.fetch_add(1, Relaxed);
         let (last, opens) = {
-            let mut st = self.state.lock();
+            let mut st = self.lock();
+            let slot = self.lanes.resolve(&mut st, slot);
             let last = st.detach_held(slot);
             (last, self.plan(&mut st, Instant::now(), 0))
         };
@@ -331,13 +374,13 @@ impl<M: Manager> Shared<M> {
 
     /// Gives a ready connection (counted in `size`) to the oldest waiter, or makes it idle.
     pub(crate) fn deliver(self: &Arc<Self>, conn: Conn<M::Connection>, now: Instant) {
-        let st = self.state.lock();
+        let st = self.lock();
         self.deliver_locked(st, conn, now);
     }
 
     pub(super) fn deliver_locked<'a>(
         self: &'a Arc<Self>,
-        mut st: parking_lot::MutexGuard<'a, State<M>>,
+        mut st: Locked<'a, M>,
         mut conn: Conn<M::Connection>,
         now: Instant,
     ) {
@@ -371,7 +414,7 @@ impl<M: Manager> Shared<M> {
                 Err(Ok(Some(h))) => {
                     // That waiter gave up in the meantime: try the next one.
                     conn = h.conn;
-                    st = self.state.lock();
+                    st = self.lock();
                     st.holders.remove(slot);
                 }
                 Err(Ok(None) | Err(_)) => return,
@@ -381,7 +424,7 @@ impl<M: Manager> Shared<M> {
 
     /// Releases a connection's place in `size` and closes it.
     pub(crate) fn discard(self: &Arc<Self>, conn: Conn<M::Connection>, reason: CloseReason) {
-        let st = self.state.lock();
+        let st = self.lock();
         self.discard_locked(st, conn, reason, Instant::now());
     }
 
@@ -389,7 +432,7 @@ impl<M: Manager> Shared<M> {
     /// the place, plans replacement opens, unlocks, then closes and spawns the opens.
     pub(super) fn discard_locked(
         self: &Arc<Self>,
-        mut st: parking_lot::MutexGuard<'_, State<M>>,
+        mut st: Locked<'_, M>,
         conn: Conn<M::Connection>,
         reason: CloseReason,
         now: Instant,
