@@ -27,7 +27,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -65,9 +65,14 @@ pub(crate) struct TapState {
     /// Error responses rejecting a prepared statement (SQLSTATE 0A000 or 26000), which
     /// make the statement cache start afresh (see `statement_cache`).
     stale_statements: AtomicU64,
-    /// Notified after every `ReadyForQuery` and every completed poll of the connection task,
-    /// so [`TapState::settled`] can wait for an unknown status to become known.
+    /// Notified after a completed poll of the connection task while a [`TapState::settled`]
+    /// call is waiting (`settling > 0`), so it can wait for an unknown status to become known.
     progress: Notify,
+    /// [`TapState::settled`] rounds in progress (each counted from just after it created its
+    /// `progress` future until it returns or looks again); the connection task notifies
+    /// `progress` only while this is non-zero (see [`TapState::wake_settlers`] for why no
+    /// notification is lost).
+    settling: AtomicUsize,
     /// Request timing, for the query timeout (`None`: not timed).
     timing: Option<Timing>,
     /// Session state changed by the borrower (see [`crate::session_state`]).
@@ -119,6 +124,7 @@ impl TapState {
             dead: AtomicBool::new(false),
             stale_statements: AtomicU64::new(0),
             progress: Notify::new(),
+            settling: AtomicUsize::new(0),
             session: SessionState::default(),
         }
     }
@@ -217,16 +223,49 @@ impl TapState {
 
 impl TapState {
     /// Waits until every request sent so far is answered (or the session ends), then returns
-    /// the status. Callers bound it with a timeout (the pool's `reset_timeout`).
+    /// the status. Callers bound it with a timeout (the pool's `reset_timeout`); dropping
+    /// the future at any await is safe (the `settling` count is restored by a guard).
     pub(crate) async fn settled(&self) -> TxStatus {
         loop {
+            // Order matters (see `wake_settlers`): the `Notified` is created first, then this
+            // waiter is counted, then the status is read.
             let notified = self.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let _counted = Settling::enter(&self.settling);
             match self.status() {
                 TxStatus::Unknown if !self.is_dead() => notified.await,
                 s => return s,
             }
+        }
+    }
+
+    /// Called by the connection task after each completed poll, once `processed` is stored:
+    /// wakes the [`TapState::settled`] calls, and costs one load when there are none.
+    ///
+    /// No wake-up is lost. Every change that can turn an unknown status into a known one
+    /// (a `ReadyForQuery`, the end of the session, `processed` catching up with `wakes`) is
+    /// made inside a poll of the connection task (the socket is only read from there), except
+    /// [`TapState::expire`], which notifies unconditionally. Each poll's changes are
+    /// followed by the `SeqCst` store of `processed` (P), then by the `SeqCst` load of
+    /// `settling` here (L). A waiter creates its `Notified` (N), then counts itself with a
+    /// `SeqCst` read-modify-write of `settling` (C), then reads the status, starting with a
+    /// `SeqCst` load of `processed` (R). The `SeqCst` operations have one total order, which
+    /// agrees with program order, so P < L and C < R in it. Either:
+    /// - L reads C's write or a later one. Every write to `settling` is a read-modify-write,
+    ///   so C heads a release sequence that L (an acquire load) reads from: C
+    ///   synchronizes-with L, hence N happens-before the `notify_waiters` call below, and a
+    ///   `Notified` receives every `notify_waiters` call made after it was created (tokio's
+    ///   documented guarantee). The count read includes this waiter unless its guard has
+    ///   already been dropped, which only happens after this round of the waiter is over
+    ///   (it returned, or it loops and its next round starts the argument again).
+    /// - or L reads a value older than C: then L < C in the total order, so P < L < C < R,
+    ///   and R reads P's value or a later one; a `SeqCst` store is a release and R an
+    ///   acquire, so everything the poll did before P (the `ReadyForQuery`, `dead`) is
+    ///   visible to the status read that follows R, and the waiter does not sleep.
+    fn wake_settlers(&self) {
+        if self.settling.load(Ordering::SeqCst) > 0 {
+            self.progress.notify_waiters();
         }
     }
 
@@ -268,7 +307,27 @@ impl TapState {
     }
 }
 
+/// Counts one [`TapState::settled`] round in `settling` while it lives.
+struct Settling<'a>(&'a AtomicUsize);
+
+impl<'a> Settling<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Settling(count)
+    }
+}
+
+impl Drop for Settling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// The waker the connection task is polled with: it counts wake-ups, then forwards them.
+///
+/// The forwarded-to waker (the task's) is written only by [`drive`], which keeps its own
+/// copy and takes the lock only when the task's waker changes (in practice once, at the
+/// first poll); so a poll takes no lock, and a wake-up takes the lock uncontended.
 #[derive(Debug)]
 pub(crate) struct WakeCounter {
     state: Arc<TapState>,
@@ -302,17 +361,19 @@ impl Wake for WakeCounter {
 /// `processed` the wake count each completed poll started from.
 pub(crate) async fn drive<F: Future + Unpin>(mut fut: F, counter: Arc<WakeCounter>) -> F::Output {
     let waker = Waker::from(Arc::clone(&counter));
+    // The waker last stored in `counter.inner`; only this closure writes it, so while the
+    // task's waker would wake the same task the slot needs no look (and no lock).
+    let mut forwarded: Option<Waker> = None;
     std::future::poll_fn(move |cx| {
-        {
-            let mut inner = counter.inner.lock().unwrap_or_else(|p| p.into_inner());
-            if !inner.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                *inner = Some(cx.waker().clone());
-            }
+        if !forwarded.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            let w = cx.waker().clone();
+            *counter.inner.lock().unwrap_or_else(|p| p.into_inner()) = Some(w.clone());
+            forwarded = Some(w);
         }
         let seen = counter.state.wakes.load(Ordering::SeqCst);
         let res = Pin::new(&mut fut).poll(&mut Context::from_waker(&waker));
         counter.state.processed.store(seen, Ordering::SeqCst);
-        counter.state.progress.notify_waiters();
+        counter.state.wake_settlers();
         res
     })
     .await
@@ -527,7 +588,7 @@ impl AsyncRead for TapStream {
                         if state.timing.is_some() {
                             state.retime(true, true);
                         }
-                        state.progress.notify_waiters();
+                        // Waiters are woken by `drive` when this poll ends.
                     },
                     &mut || state.dead.store(true, Ordering::Release),
                 );
@@ -537,8 +598,8 @@ impl AsyncRead for TapStream {
                 }
             }
             Poll::Ready(Err(_)) => {
-                this.state.dead.store(true, Ordering::Release);
-                this.state.progress.notify_waiters();
+                // Waiters are woken by `drive` when this poll ends.
+                this.state.dead.store(true, Ordering::Release)
             }
             Poll::Pending => {}
         }
@@ -766,6 +827,199 @@ mod tests {
         assert_eq!(s.status(), TxStatus::Unknown, "query still unanswered");
         answer(b'T');
         assert_eq!(s.status(), TxStatus::InTransaction, "the query was BEGIN");
+    }
+
+    /// A stand-in for the tokio-postgres connection under [`drive`]: each status byte
+    /// received over the channel is one `ReadyForQuery`, applied inside a poll as the real
+    /// socket's are. The channel wakes it through the [`WakeCounter`] waker.
+    struct FakeConnection {
+        state: Arc<TapState>,
+        answers: tokio::sync::mpsc::UnboundedReceiver<u8>,
+    }
+
+    impl Future for FakeConnection {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            loop {
+                match self.answers.poll_recv(cx) {
+                    Poll::Ready(Some(status)) => {
+                        self.state.status.store(status, Ordering::Release);
+                        self.state.ready.fetch_add(1, Ordering::Release);
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+    }
+
+    /// A tap whose startup is answered (idle), driven by a [`FakeConnection`] task.
+    fn driven_tap() -> (
+        Arc<TapState>,
+        tokio::sync::mpsc::UnboundedSender<u8>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let state = Arc::new(TapState::default());
+        state.status.store(b'I', Ordering::Release);
+        state.ready.store(1, Ordering::Release);
+        let (tx, answers) = tokio::sync::mpsc::unbounded_channel();
+        let conn = FakeConnection {
+            state: Arc::clone(&state),
+            answers,
+        };
+        let task = tokio::spawn(drive(conn, WakeCounter::new(Arc::clone(&state))));
+        (state, tx, task)
+    }
+
+    /// Lets the other tasks of the current-thread runtime run until `cond` holds (a bounded
+    /// number of turns, each of which runs every ready task).
+    async fn run_until(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..1000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    /// Every `settled` waiter is woken by the connection task's progress: none is left
+    /// parked (with the paused clock, a lost wake-up would leave the runtime idle, the clock
+    /// would jump to the timeout and the test would fail at once). Waiters cancelled while
+    /// parked give their count back, and with nobody settling the task notifies nobody.
+    #[tokio::test(start_paused = true)]
+    async fn settled_waiters_are_all_woken_and_counted_out() {
+        use std::time::Duration;
+        use tokio::time::timeout;
+        let (s, tx, task) = driven_tap();
+        // Let the connection task run its first poll: `processed` catches up with `wakes`.
+        run_until("first poll", || s.status() == TxStatus::Idle).await;
+        assert_eq!(
+            timeout(Duration::from_secs(60), s.settled()).await,
+            Ok(TxStatus::Idle),
+            "a known status returns at once"
+        );
+        assert_eq!(s.settling.load(Ordering::SeqCst), 0);
+
+        // Nobody settling: the task's polls notify nobody (a `Notified` created before them
+        // is left pending).
+        let mut close_only = true;
+        {
+            let stray = s.progress.notified();
+            tokio::pin!(stray);
+            stray.as_mut().enable();
+            s.on_client_message(b'Q', &mut close_only);
+            tx.send(b'I').expect("connection task alive");
+            run_until("answer applied", || s.status() == TxStatus::Idle).await;
+            assert!(
+                stray
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+                    .is_pending(),
+                "nobody settling, nobody notified"
+            );
+        }
+
+        // Two requests written (BEGIN; SELECT 1), none answered yet.
+        s.on_client_message(b'Q', &mut close_only);
+        s.on_client_message(b'Q', &mut close_only);
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { s.settled().await })
+            })
+            .collect();
+        let cancelled = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.settled().await })
+        };
+        run_until("9 waiters counted", || {
+            s.settling.load(Ordering::SeqCst) == 9
+        })
+        .await;
+        cancelled.abort();
+        assert!(cancelled.await.is_err_and(|e| e.is_cancelled()));
+        assert_eq!(
+            s.settling.load(Ordering::SeqCst),
+            8,
+            "a cancelled waiter is counted out"
+        );
+
+        tx.send(b'T').expect("connection task alive"); // BEGIN answered
+        run_until("BEGIN answered", || s.ready.load(Ordering::Acquire) == 3).await;
+        // Give the woken waiters their turn to look again.
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            waiters.iter().all(|w| !w.is_finished()),
+            "one request still unanswered: everyone waits again"
+        );
+        assert_eq!(s.settling.load(Ordering::SeqCst), 8);
+
+        tx.send(b'T').expect("connection task alive"); // SELECT 1 answered, in the block
+        for w in waiters {
+            let status = timeout(Duration::from_secs(60), w)
+                .await
+                .expect("every waiter is woken")
+                .expect("waiter ran");
+            assert_eq!(status, TxStatus::InTransaction);
+        }
+        assert_eq!(s.settling.load(Ordering::SeqCst), 0);
+
+        // The end of the session wakes a waiter too.
+        s.on_client_message(b'Q', &mut close_only);
+        let waiter = {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.settled().await })
+        };
+        run_until("waiter counted", || s.settling.load(Ordering::SeqCst) == 1).await;
+        s.dead.store(true, Ordering::Release);
+        drop(tx); // the connection future ends; its last poll notifies
+        let status = timeout(Duration::from_secs(60), waiter)
+            .await
+            .expect("woken by the session's end")
+            .expect("waiter ran");
+        assert_eq!(status, TxStatus::Unknown);
+        task.await.expect("connection task");
+    }
+
+    /// The same on two worker threads, so the waiter's count-then-check races the
+    /// connection task's store-then-load for real. A lost wake-up parks a waiter forever;
+    /// the timeout only turns that hang into a failure (it is not a speed assertion: a
+    /// round normally takes microseconds).
+    #[test]
+    fn settled_races_with_the_connection_task_without_losing_a_wakeup() {
+        use std::time::Duration;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (s, tx, task) = driven_tap();
+            let mut close_only = true;
+            for round in 0..2000u32 {
+                s.on_client_message(b'Q', &mut close_only);
+                let waiter = {
+                    let s = Arc::clone(&s);
+                    tokio::spawn(async move { s.settled().await })
+                };
+                // Vary which side starts first.
+                if round % 3 == 0 {
+                    tokio::task::yield_now().await;
+                }
+                tx.send(b'I').expect("connection task alive");
+                let status = tokio::time::timeout(Duration::from_secs(30), waiter)
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}: waiter never woken"))
+                    .expect("waiter ran");
+                assert_eq!(status, TxStatus::Idle, "round {round}");
+            }
+            assert_eq!(s.settling.load(Ordering::SeqCst), 0);
+            drop(tx);
+            task.await.expect("connection task");
+        });
     }
 
     #[tokio::test(start_paused = true)]

@@ -106,3 +106,52 @@ async fn a_pending_close_inside_a_transaction_still_rolls_back() {
     assert_eq!(pool.stats().resets, 1);
     drop(proxy);
 }
+
+/// A query by SQL string prepares a statement and closes it as the statement drops, so the
+/// connection comes back with that `Close` unanswered (or not yet written); inside a
+/// transaction block it always goes through the reset, which waits for every answer before
+/// rolling back. Each checkout after such a return gets the same connection, idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_after_a_query_by_sql_string_gets_the_connection_idle() {
+    let (builder, _app) = manager_builder("sql_string").await;
+    let m = builder
+        .recycling(RecyclingMethod::Fast)
+        .build()
+        .expect("manager");
+    let pool = Pool::builder(m)
+        .max_size(1)
+        .reset_timeout(Duration::from_secs(30))
+        .build()
+        .expect("pool");
+    const ROUNDS: i64 = 200;
+    for round in 0..ROUNDS {
+        let conn = pool.get().await.expect("get");
+        assert!(
+            !in_transaction_block(&conn).await,
+            "round {round}: idle at checkout"
+        );
+        let in_block = round % 2 == 1;
+        if in_block {
+            conn.batch_execute("BEGIN").await.expect("begin");
+        }
+        let row = conn
+            .query_one("SELECT $1::int8", &[&round])
+            .await
+            .expect("query by SQL string");
+        assert_eq!(row.get::<_, i64>(0), round);
+        drop(row);
+        drop(conn);
+    }
+    let conn = pool.get().await.expect("last get");
+    assert!(
+        !in_transaction_block(&conn).await,
+        "idle after the last return"
+    );
+    let stats = pool.stats();
+    assert_eq!(stats.created, 1, "the same connection every time");
+    assert_eq!(stats.closed.iter().sum::<u64>(), 0, "nothing evicted");
+    assert!(
+        stats.resets >= ROUNDS as u64 / 2,
+        "every return inside a block is reset: {stats:?}"
+    );
+}
