@@ -29,11 +29,11 @@ need() { # package command
   if command -v "$2" >/dev/null 2>&1 && { [ "$1" != libhikaricp-java ] || [ -e /usr/share/java/HikariCP.jar ]; }; then
     return
   fi
-  if ! apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  if ! apt-cache policy "$1" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
     # Package lists may be missing or stale on a fresh machine: refresh them once.
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
   fi
-  if ! apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+  if ! apt-cache policy "$1" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; then
     echo "compare.sh: Debian package $1 is not available here (apt-cache policy $1 shows no candidate); install it another way or add a repository that has it" >&2
     exit 1
   fi

@@ -69,14 +69,14 @@ pg_resume() {
   for c in $(ps -o pid= --ppid "$pm" 2>/dev/null); do kill -CONT "$c" 2>/dev/null || true; done
 }
 drop_cluster() {
-  if pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION $CLUSTER"; then
+  if pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -x "$PG_VERSION $CLUSTER" >/dev/null; then
     pg_resume
     pg_ctlcluster --skip-systemctl-redirect "$PG_VERSION" "$CLUSTER" stop -m immediate >/dev/null 2>&1 || true
     pg_dropcluster "$PG_VERSION" "$CLUSTER" >/dev/null 2>&1 \
       || log "could not remove cluster $PG_VERSION/$CLUSTER (remove it with: pg_dropcluster --stop $PG_VERSION $CLUSTER)"
   fi
   # pg_dropcluster leaves the settings file the soak added (conf.d/soak.conf) behind.
-  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -qx "$PG_VERSION $CLUSTER"; then
+  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2}' | grep -x "$PG_VERSION $CLUSTER" >/dev/null; then
     rm -rf "/etc/postgresql/$PG_VERSION/$CLUSTER"
   fi
 }
@@ -106,7 +106,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # PostgreSQL: a throwaway cluster on its own port, trust auth on 127.0.0.1, no durability.
-if pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2" "$4}' | grep -qx "$PG_VERSION $CLUSTER online"; then
+if pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2" "$4}' | grep -x "$PG_VERSION $CLUSTER online" >/dev/null; then
   die "cluster $PG_VERSION/$CLUSTER is running: another soak is under way, or one was killed; remove it with: pg_dropcluster --stop $PG_VERSION $CLUSTER (a killed run may have left its processes stopped: kill -CONT the pid in $PG_DATA/postmaster.pid and its children first)"
 fi
 drop_cluster # a stopped one, left over from an interrupted run
