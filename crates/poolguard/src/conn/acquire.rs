@@ -108,7 +108,7 @@ impl<M: Manager, const WAIT: bool> Future for Acquire<'_, M, WAIT> {
                 LaneGet::Miss => {}
             }
         }
-        let mut st = shared.lock();
+        let mut st = shared.lock_quick();
         // Counted under the lock the get takes anyway (no extra atomic).
         st.gets += 1;
         if st.fast_get() && shared.hooks.before_acquire.is_none() {
@@ -119,7 +119,10 @@ impl<M: Manager, const WAIT: bool> Future for Acquire<'_, M, WAIT> {
                 } else if shared.manager.is_broken(&mut conn.raw) {
                     // Died while idle (the server closed it): evicted here, by the
                     // manager's cheap sync check, rather than handed out.
-                    shared.discard_locked(st, conn, CloseReason::Broken, now);
+                    // (Through the draining lock: its replacement plan counts every idle
+                    // connection.)
+                    drop(st);
+                    shared.discard(conn, CloseReason::Broken);
                     let begun = Begun {
                         start: now,
                         now: Instant::now(),
@@ -190,6 +193,7 @@ impl<M: Manager> Shared<M> {
     fn lane_get(self: &Arc<Self>, site: &'static Location<'static>, now: Instant) -> LaneGet<M> {
         let i = self.lanes.mine();
         let Some(mut lane) = self.lanes.try_lock(i) else {
+            super::lanes::reseed();
             return LaneGet::Miss;
         };
         let Some(epoch) = self.lanes.open_epoch() else {

@@ -80,10 +80,11 @@ pub(crate) struct Shared<M: Manager> {
     pub(crate) lanes: Lanes<M>,
 }
 
-/// The state lock, held: lanes drained when it was taken, their gate set when it is dropped.
+/// The state lock, held: lanes drained when it was taken, their gate set when it is dropped
+/// (or, from [`Shared::lock_quick`], neither).
 pub(crate) struct Locked<'a, M: Manager> {
     guard: MutexGuard<'a, State<M>>,
-    lanes: &'a Lanes<M>,
+    lanes: Option<&'a Lanes<M>>,
 }
 
 impl<M: Manager> std::ops::Deref for Locked<'_, M> {
@@ -104,7 +105,9 @@ impl<M: Manager> std::ops::DerefMut for Locked<'_, M> {
 impl<M: Manager> Drop for Locked<'_, M> {
     #[inline]
     fn drop(&mut self) {
-        self.lanes.leave(&self.guard);
+        if let Some(lanes) = self.lanes {
+            lanes.leave(&self.guard);
+        }
     }
 }
 
@@ -129,7 +132,21 @@ impl<M: Manager> Shared<M> {
         self.lanes.enter(&mut guard);
         Locked {
             guard,
-            lanes: &self.lanes,
+            lanes: Some(&self.lanes),
+        }
+    }
+
+    /// Takes the state lock without draining the lanes, for the two shared fast paths only:
+    /// a get that takes an idle connection from the shared list (or leaves for the full
+    /// loop, which drains), and a return that makes its connection idle. Neither counts or
+    /// walks idle connections or holders, nor makes the gate's conditions true, so they
+    /// need not see the lanes; and draining there would empty every other thread's lane
+    /// each time one thread's lane is empty, which then empties the next one's.
+    #[inline]
+    pub(crate) fn lock_quick(&self) -> Locked<'_, M> {
+        Locked {
+            guard: self.state.lock(),
+            lanes: None,
         }
     }
 

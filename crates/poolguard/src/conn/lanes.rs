@@ -1,8 +1,9 @@
 //! Per-thread lanes: the checkout cycle without the pool lock.
 //!
-//! A pool has a few lanes (the machine's parallelism, rounded up to a power of two, at most
-//! 64), each a small mutex of its own on its own cache line; a thread uses lane
-//! `seed & mask`, its seed taken from a process-wide counter on its first use of any pool.
+//! A pool has a few lanes (twice the machine's parallelism, rounded up to a power of two, at
+//! most 64), each a small mutex of its own on its own cache line; a thread uses lane
+//! `seed & mask`, its seed taken from a process-wide counter on its first use of any pool,
+//! and a new one whenever it finds its lane locked by another thread.
 //! A lane holds at most one idle connection, at most one hold record (the call site, time
 //! and task of a connection checked out from it), a count of the gets it served, and its
 //! own reference to the pool ([`LaneRef`]): a guard from a lane holds the lane's reference,
@@ -133,8 +134,11 @@ fn lane_count() -> usize {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     match COUNT.load(Ordering::Relaxed) {
         0 => {
+            // Twice the cores: threads that first used the pool in an interleaved order,
+            // or more threads than cores, still mostly find a lane of their own.
             let n = std::thread::available_parallelism()
                 .map_or(1, std::num::NonZeroUsize::get)
+                .saturating_mul(2)
                 .next_power_of_two()
                 .min(64);
             COUNT.store(n, Ordering::Relaxed);
@@ -150,20 +154,32 @@ thread_local! {
     static SEED: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-/// This thread's lane seed: threads take consecutive seeds in the order they first use a
-/// pool, so a runtime's workers spread over the lanes.
+/// Where seeds come from: threads take consecutive seeds in the order they first use a pool
+/// (and a new one when they find their lane busy), so a runtime's workers spread over the
+/// lanes.
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// This thread's lane seed.
 #[inline]
 fn seed() -> usize {
     SEED.try_with(|s| match s.get() {
-        usize::MAX => {
-            static NEXT: AtomicUsize = AtomicUsize::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed) & !LANE_BIT;
-            s.set(n);
-            n
-        }
+        usize::MAX => reseed_cell(s),
         n => n,
     })
     .unwrap_or(0)
+}
+
+fn reseed_cell(s: &Cell<usize>) -> usize {
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) & !LANE_BIT;
+    s.set(n);
+    n
+}
+
+/// This thread found its lane held by another thread: it moves to the next seed (so two
+/// threads that share a lane part after their first collisions, as `LongAdder`'s cells do).
+#[cold]
+pub(crate) fn reseed() {
+    let _ = SEED.try_with(reseed_cell);
 }
 
 impl<M: Manager> Lanes<M> {
@@ -242,8 +258,9 @@ impl<M: Manager> Lanes<M> {
         }
     }
 
-    /// Under the state lock (lanes drained): the holders' slot of a guard's `slot`, taking a
-    /// lane's moved record out of the lane (which is free again).
+    /// Under the state lock: the holders' slot of a guard's `slot`, taking the lane's record
+    /// out of the lane (which is free again): moved there by a drain, or still in the lane
+    /// (the return's quick lock does not drain), when it joins the holders now.
     pub(crate) fn resolve(&self, st: &mut State<M>, slot: usize) -> usize {
         if slot & LANE_BIT == 0 {
             return slot;
@@ -251,7 +268,6 @@ impl<M: Manager> Lanes<M> {
         let mut l = self.lock(slot & !LANE_BIT);
         match mem::take(&mut l.hold) {
             LaneHold::Moved(s) => s,
-            // Not reachable after a drain; kept total: the record joins the holders.
             LaneHold::Held(h) => st.holders.insert_hold(h),
             // No record (not reachable either): a slot the holders do not have.
             LaneHold::Free => usize::MAX & !LANE_BIT,
@@ -259,8 +275,10 @@ impl<M: Manager> Lanes<M> {
     }
 
     /// Under the state lock, for a connection the shared return path made idle: parks it in
-    /// this thread's lane instead when that lane is free (so the thread's next get takes the
-    /// lane's path). Returns it when it did not.
+    /// this thread's lane when the lane holds no checkout, so the thread's next get takes the
+    /// lane's path. A connection already parked there is handed back for the idle list
+    /// instead: the lane is the top of the thread's LIFO order (the most recently returned
+    /// connection is the next one it reuses). Returns what goes to the idle list.
     pub(crate) fn seed(&self, conn: Conn<M::Connection>) -> Option<Conn<M::Connection>> {
         if !self.on() {
             return Some(conn);
@@ -268,11 +286,10 @@ impl<M: Manager> Lanes<M> {
         let Some(mut l) = self.try_lock(self.mine()) else {
             return Some(conn);
         };
-        if l.conn.is_some() || !matches!(l.hold, LaneHold::Free) {
+        if !matches!(l.hold, LaneHold::Free) {
             return Some(conn);
         }
-        l.conn = Some(conn);
-        None
+        l.conn.replace(conn)
     }
 
     /// Takes every lane's reference to the pool (the pool is closing: breaks the pool ->

@@ -73,7 +73,12 @@ impl<M: Manager> Shared<M> {
             // time (errs toward validating a long-held connection once more; lifetime is
             // re-checked at the next checkout with a fresh clock anyway).
             let now = exact.unwrap_or(since);
-            let mut lane = self.lanes.lock(slot & !LANE_BIT);
+            // Busy: another thread shares this lane (it moves on; the shared path below
+            // takes the lane lock in turn, after the state lock).
+            let Some(mut lane) = self.lanes.try_lock(slot & !LANE_BIT) else {
+                super::lanes::reseed();
+                return self.release_locked(conn, slot, exact, since);
+            };
             if matches!(lane.hold, LaneHold::Held(_))
                 && lane.conn.is_none()
                 && self.lanes.open_epoch() == Some(conn.epoch)
@@ -101,7 +106,7 @@ impl<M: Manager> Shared<M> {
         exact: Option<Instant>,
         since: Instant,
     ) {
-        let mut st = self.lock();
+        let mut st = self.lock_quick();
         let slot = self.lanes.resolve(&mut st, slot);
         let now = match exact {
             Some(now) => now,
