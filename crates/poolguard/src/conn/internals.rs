@@ -322,6 +322,9 @@ pub(crate) struct Internals<C, E: std::error::Error + 'static> {
     pub(crate) rotation: Rotation,
     /// The last connect failure was an authentication failure (cleared by a success).
     pub(crate) auth_failing: bool,
+    /// A connection was parked in a lane under this lock since the last drain (see
+    /// `lanes.rs`: the next locked section drains even if the gate stayed closed).
+    pub(crate) lanes_dirty: bool,
 }
 
 /// A failed connect, kept for `Pool::ready` (cloned into its error).
@@ -396,6 +399,7 @@ impl<C, E: std::error::Error + 'static> Internals<C, E> {
             failover: None,
             rotation: Rotation::new(1),
             auth_failing: false,
+            lanes_dirty: false,
         }
     }
 

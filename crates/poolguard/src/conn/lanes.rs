@@ -229,6 +229,16 @@ impl<M: Manager> Lanes<M> {
         if !self.on() {
             return;
         }
+        // Only state-lock holders write the gate, so this reads the last one's value. Closed
+        // (by the last drain, or by the last critical section's end) and nothing parked
+        // under the lock since: no fast path has run since the lanes were last drained
+        // (one that read an open gate did so under its lane lock, before that drain took
+        // it), so they hold nothing new. This keeps an exhausted pool, whose gate stays
+        // closed while callers wait, from locking every lane twice per cycle.
+        if self.gate.load(Ordering::Relaxed) == CLOSED && !st.lanes_dirty {
+            return;
+        }
+        st.lanes_dirty = false;
         self.gate.store(CLOSED, Ordering::Release);
         for lane in self.lanes.iter() {
             let mut l = lane.lock();

@@ -123,6 +123,9 @@ impl<M: Manager> Shared<M> {
             conn.checked_at(now, self.bypass);
             // The last step of this critical section: this thread's next get takes it
             // from its lane.
+            if self.lanes.on() {
+                st.lanes_dirty = true;
+            }
             if let Some(conn) = self.lanes.seed(conn) {
                 st.put_idle(conn);
             }
