@@ -166,12 +166,7 @@ async fn pause_stops_the_thread_path_too() {
 
 #[tokio::test(start_paused = true)]
 async fn close_closes_a_parked_connection_and_frees_the_pool() {
-    let m = sim();
-    let dropped = Arc::new(AtomicBool::new(false));
-    let p = Pool::builder(Tracked(m.clone(), DropFlag(Arc::clone(&dropped))))
-        .max_size(2)
-        .build()
-        .expect("valid");
+    let (m, dropped, p) = tracked_pool();
     drop(p.get().await.expect("get"));
     p.close();
     assert!(p.wait_closed(LIMIT).await, "closed in time");
@@ -199,18 +194,14 @@ async fn a_connection_held_across_close_is_closed_on_return() {
 
 #[tokio::test(start_paused = true)]
 async fn a_pool_dropped_with_a_parked_connection_is_freed() {
-    let m = sim();
-    let dropped = Arc::new(AtomicBool::new(false));
-    let p = Pool::builder(Tracked(m.clone(), DropFlag(Arc::clone(&dropped))))
-        .max_size(2)
-        .build()
-        .expect("valid");
+    let (m, dropped, p) = tracked_pool();
     drop(p.get().await.expect("get"));
     drop(p);
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }
     assert!(dropped.load(SeqCst), "no reference cycle keeps it");
+    assert_eq!(m.alive(), 0, "the parked connection was closed");
 }
 
 #[tokio::test(start_paused = true)]
@@ -352,6 +343,17 @@ fn random_traffic_with_aborts_loses_nothing() {
 }
 
 // ---- managers for the tests above ----
+
+/// A pool of 2 over a simulated database, and a flag set when the pool's manager is dropped.
+fn tracked_pool() -> (SimManager, Arc<AtomicBool>, Pool<Tracked>) {
+    let m = sim();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let p = Pool::builder(Tracked(m.clone(), DropFlag(Arc::clone(&dropped))))
+        .max_size(2)
+        .build()
+        .expect("valid");
+    (m, dropped, p)
+}
 
 /// Sets its flag when dropped (with the pool that owns the manager).
 struct DropFlag(Arc<AtomicBool>);

@@ -94,17 +94,8 @@ impl<M: Manager, const WAIT: bool> Future for Acquire<'_, M, WAIT> {
         if shared.lanes.on() {
             match shared.lane_get(this.site, now) {
                 LaneGet::Got(conn) => return Poll::Ready(Ok(conn)),
-                LaneGet::Broken(conn) => {
-                    // Died while idle in the lane: evicted here (the get is counted), as
-                    // the shared fast path below does.
-                    shared.discard(conn, CloseReason::Broken);
-                    let begun = Begun {
-                        start: now,
-                        now: Instant::now(),
-                        retry: true,
-                    };
-                    return this.go_slow(cx, Some(begun));
-                }
+                // Died while idle in the lane: evicted as the shared fast path below does.
+                LaneGet::Broken(conn) => return this.evict_and_retry(cx, conn, now),
                 LaneGet::Miss => {}
             }
         }
@@ -119,16 +110,8 @@ impl<M: Manager, const WAIT: bool> Future for Acquire<'_, M, WAIT> {
                 } else if shared.manager.is_broken(&mut conn.raw) {
                     // Died while idle (the server closed it): evicted here, by the
                     // manager's cheap sync check, rather than handed out.
-                    // (Through the draining lock: its replacement plan counts every idle
-                    // connection.)
                     drop(st);
-                    shared.discard(conn, CloseReason::Broken);
-                    let begun = Begun {
-                        start: now,
-                        now: Instant::now(),
-                        retry: true,
-                    };
-                    return this.go_slow(cx, Some(begun));
+                    return this.evict_and_retry(cx, conn, now);
                 } else {
                     // The task checking out: recorded with the hold (one thread-local
                     // read), so a get that has to wait can tell whether its own task
@@ -165,6 +148,26 @@ pub(crate) struct Begun {
 }
 
 impl<'a, M: Manager, const WAIT: bool> Acquire<'a, M, WAIT> {
+    /// A fast path found its idle connection broken (the get counted at `start`): closes
+    /// it (through the draining lock, so the replacement plan counts every idle
+    /// connection), then continues as the full loop, on its second pass.
+    #[cold]
+    #[inline(never)]
+    fn evict_and_retry(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: Conn<M::Connection>,
+        start: Instant,
+    ) -> Poll<Result<PooledConnection<M>, PoolError<M>>> {
+        self.shared.discard(conn, CloseReason::Broken);
+        let begun = Begun {
+            start,
+            now: Instant::now(),
+            retry: true,
+        };
+        self.go_slow(cx, Some(begun))
+    }
+
     /// Continues as the full acquire loop: `begun` once the fast path consumed the budget
     /// unit and counted the get, `None` for a traced get.
     #[cold]
