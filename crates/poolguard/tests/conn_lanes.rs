@@ -234,6 +234,25 @@ async fn idle_timeout_and_lifetime_reach_a_parked_connection() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_long_hold_returned_on_the_thread_path_is_not_taken_for_idle() {
+    let m = sim();
+    let p = Pool::builder(m.clone())
+        .max_size(2)
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .maintenance_interval(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    drop(p.get().await.expect("get")); // now parked on this thread
+    let c = p.get().await.expect("get"); // from the thread's path
+    let id = c.id();
+    tokio::time::sleep(Duration::from_secs(30)).await; // held past the idle timeout
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few maintenance passes
+    assert_eq!(p.status().size, 1, "just used: kept");
+    assert_eq!(p.get().await.expect("get").id(), id);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_smaller_max_size_reaches_parked_connections() {
     let m = sim();
     let p = Pool::builder(m.clone()).max_size(3).build().expect("valid");

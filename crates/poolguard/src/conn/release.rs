@@ -70,8 +70,10 @@ impl<M: Manager> Shared<M> {
         };
         if slot & LANE_BIT != 0 {
             // The lane's return: without the pool lock, the coarse clock is the checkout
-            // time (errs toward validating a long-held connection once more; lifetime is
-            // re-checked at the next checkout with a fresh clock anyway).
+            // time. A hold that spans a maintenance pass is never back here (that pass's
+            // drain moved its record to the holders), so it is at most one interval old,
+            // as the state's coarse clock is; lifetime is re-checked at the next checkout
+            // with a fresh clock anyway.
             let now = exact.unwrap_or(since);
             // Busy: another thread shares this lane (it moves on; the shared path below
             // takes the lane lock in turn, after the state lock).
