@@ -22,7 +22,10 @@
 //!
 //! * [`Pool`] is a cheap, clonable handle; [`PooledConnection`] is the checked-out
 //!   connection, which goes back on drop. All state sits behind one lock that is never held
-//!   across an await.
+//!   across an await. A thread's usual checkout cycle does not take it: the thread reuses
+//!   the connection it returned last from a small per-thread lane (a lock and a cache line
+//!   of its own), which the pool lock drains whenever it needs the whole picture (waiting
+//!   callers, close, pause, eviction, maintenance, status).
 //! * Callers only ever wait on the pool. Connections are opened on background tasks and
 //!   handed to the oldest waiter; returns go to the oldest waiter before the idle list.
 //! * Every connection is owned by exactly one guard at every await point, so cancellation
