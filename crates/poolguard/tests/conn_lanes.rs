@@ -206,13 +206,7 @@ async fn a_pool_dropped_with_a_parked_connection_is_freed() {
 
 #[tokio::test(start_paused = true)]
 async fn idle_timeout_and_lifetime_reach_a_parked_connection() {
-    let m = sim();
-    let p = Pool::builder(m.clone())
-        .max_size(2)
-        .idle_timeout(Some(Duration::from_secs(10)))
-        .maintenance_interval(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let (m, p) = idle_timeout_pool();
     drop(p.get().await.expect("get"));
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(p.status().size, 0, "retired by maintenance while parked");
@@ -235,13 +229,7 @@ async fn idle_timeout_and_lifetime_reach_a_parked_connection() {
 
 #[tokio::test(start_paused = true)]
 async fn a_long_hold_returned_on_the_thread_path_is_not_taken_for_idle() {
-    let m = sim();
-    let p = Pool::builder(m.clone())
-        .max_size(2)
-        .idle_timeout(Some(Duration::from_secs(10)))
-        .maintenance_interval(Duration::from_secs(1))
-        .build()
-        .expect("valid");
+    let (m, p) = idle_timeout_pool();
     drop(p.get().await.expect("get")); // now parked on this thread
     let c = p.get().await.expect("get"); // from the thread's path
     let id = c.id();
@@ -250,6 +238,7 @@ async fn a_long_hold_returned_on_the_thread_path_is_not_taken_for_idle() {
     tokio::time::sleep(Duration::from_secs(3)).await; // a few maintenance passes
     assert_eq!(p.status().size, 1, "just used: kept");
     assert_eq!(p.get().await.expect("get").id(), id);
+    assert_eq!(m.created(), 1, "nothing was reopened");
 }
 
 #[tokio::test(start_paused = true)]
@@ -362,6 +351,18 @@ fn random_traffic_with_aborts_loses_nothing() {
 }
 
 // ---- managers for the tests above ----
+
+/// A pool of 2 whose connections retire after 10 s idle, maintained every second.
+fn idle_timeout_pool() -> (SimManager, Pool<SimManager>) {
+    let m = sim();
+    let p = Pool::builder(m.clone())
+        .max_size(2)
+        .idle_timeout(Some(Duration::from_secs(10)))
+        .maintenance_interval(Duration::from_secs(1))
+        .build()
+        .expect("valid");
+    (m, p)
+}
 
 /// A pool of 2 over a simulated database, and a flag set when the pool's manager is dropped.
 fn tracked_pool() -> (SimManager, Arc<AtomicBool>, Pool<Tracked>) {
