@@ -9,7 +9,8 @@
 //!
 //! `Shared::state` (a `parking_lot` mutex over [`Internals`]) is the pool's lock, always taken
 //! through [`Shared::lock`], which drains the per-thread lanes (`lanes.rs`) into it first
-//! and re-opens their gate when it is released. The leak tracker (`Internals::holders`) and
+//! and re-opens their gate when it is released, or, on the two shared fast paths only,
+//! through [`Shared::lock_quick`], which does neither. The leak tracker (`Internals::holders`) and
 //! the breaker (`Internals::breaker`) are plain data inside it, not locks of their own; the
 //! stats (`Stats`, `closing`, `next_id`) are atomics, updated with or without the lock. Lock
 //! order: the state lock, then a lane's lock (the lanes' fast paths take only their lane);
@@ -253,17 +254,13 @@ impl<M: Manager> Shared<M> {
     pub(crate) fn close_pool(self: &Arc<Self>) {
         let (idle, waiters) = {
             let mut st = self.lock();
-            // The lanes' references to this pool (dropped unlocked, at the end of this
-            // block), also when it was closed before: none is made after.
-            let handles = self.lanes.take_handles();
+            // The lanes' references to this pool, also when it was closed before (none is
+            // made after). Never the last reference: the caller holds one.
+            drop(self.lanes.take_handles());
             let Some((idle, waiters)) = st.close() else {
-                drop(st);
-                drop(handles);
                 return;
             };
             self.begin_closes(idle.len());
-            drop(st);
-            drop(handles);
             (idle, waiters)
         };
         tracing::info!(pool = %self.cfg.name, idle = idle.len(), waiters = waiters.len(), "pool closed");

@@ -12,14 +12,23 @@
 //!
 //! # The rule that keeps lanes invisible
 //!
-//! Every critical section of the state lock starts by **closing the gate** (an atomic the
-//! lanes' fast paths read under their own lane lock) and **draining** every lane: its idle
-//! connection goes to the pool's idle list, its hold record into the pool's holders (the lane
-//! keeps the slot it moved to, for the guard to find), its get count into the pool's. When
-//! the critical section ends, the gate is opened again, stamped with the pool's epoch, if and
-//! only if the pool is open, not paused, within `max_size` and nobody waits. So code under
-//! the state lock sees every connection, hold and get exactly as if there were no lanes, and
-//! the fast paths only run while none of the conditions that need the shared path holds.
+//! A critical section of the state lock taken through `Shared::lock` starts by **closing
+//! the gate** (an atomic the lanes' fast paths read under their own lane lock) and
+//! **draining** every lane: its idle connection goes to the pool's idle list, its hold
+//! record into the pool's holders (the lane keeps the slot it moved to, for the guard to
+//! find), its get count into the pool's. When the critical section ends, the gate is opened
+//! again, stamped with the pool's epoch, if and only if the pool is open, not paused, within
+//! `max_size` and nobody waits. So code under that lock sees every connection, hold and get
+//! exactly as if there were no lanes, and the fast paths only run while none of the
+//! conditions that need the shared path holds.
+//!
+//! Two exceptions keep the drain off the paths that do not need it. The shared fast paths
+//! (`Shared::lock_quick`: a get that takes an idle connection from the shared list, a return
+//! that makes its connection idle) neither count nor walk idle connections or holders, so
+//! they skip the drain and leave the gate as it is. And a drain is skipped while the gate
+//! stayed closed and nothing was parked under the lock since the last one (`lanes_dirty`):
+//! the gate only goes from open to closed in a draining section, so no fast path has added
+//! anything since.
 //!
 //! Lock order: state, then a lane. The fast paths take their lane only and never the state
 //! lock while they hold it.
@@ -131,21 +140,16 @@ pub(crate) struct Lanes<M: Manager> {
 
 /// How many lanes a pool gets when lanes are on.
 fn lane_count() -> usize {
-    static COUNT: AtomicUsize = AtomicUsize::new(0);
-    match COUNT.load(Ordering::Relaxed) {
-        0 => {
-            // Twice the cores: threads that first used the pool in an interleaved order,
-            // or more threads than cores, still mostly find a lane of their own.
-            let n = std::thread::available_parallelism()
-                .map_or(1, std::num::NonZeroUsize::get)
-                .saturating_mul(2)
-                .next_power_of_two()
-                .min(64);
-            COUNT.store(n, Ordering::Relaxed);
-            n
-        }
-        n => n,
-    }
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    // Twice the cores: threads that first used the pool in an interleaved order, or more
+    // threads than cores, still mostly find a lane of their own.
+    *COUNT.get_or_init(|| {
+        std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .saturating_mul(2)
+            .next_power_of_two()
+            .min(64)
+    })
 }
 
 thread_local! {
@@ -246,7 +250,7 @@ impl<M: Manager> Lanes<M> {
                 st.put_idle(conn);
             }
             if let LaneHold::Held(h) = l.hold {
-                l.hold = LaneHold::Moved(st.holders.insert_hold(h));
+                l.hold = LaneHold::Moved(st.holders.insert(h.site, h.since, h.task));
             }
             st.gets += mem::take(&mut l.gets);
         }
@@ -278,32 +282,39 @@ impl<M: Manager> Lanes<M> {
         let mut l = self.lock(slot & !LANE_BIT);
         match mem::take(&mut l.hold) {
             LaneHold::Moved(s) => s,
-            LaneHold::Held(h) => st.holders.insert_hold(h),
-            // No record (not reachable either): a slot the holders do not have.
+            LaneHold::Held(h) => st.holders.insert(h.site, h.since, h.task),
+            // No record (a guard's lane always has its record): a slot the holders do not
+            // have, so the return takes its full path.
             LaneHold::Free => usize::MAX & !LANE_BIT,
         }
     }
 
     /// Under the state lock, for a connection the shared return path made idle: parks it in
     /// this thread's lane when the lane holds no checkout, so the thread's next get takes the
-    /// lane's path. A connection already parked there is handed back for the idle list
-    /// instead: the lane is the top of the thread's LIFO order (the most recently returned
-    /// connection is the next one it reuses). Returns what goes to the idle list.
-    pub(crate) fn seed(&self, conn: Conn<M::Connection>) -> Option<Conn<M::Connection>> {
-        if !self.on() {
-            return Some(conn);
-        }
-        let Some(mut l) = self.try_lock(self.mine()) else {
-            return Some(conn);
+    /// lane's path. A connection already parked there goes to the idle list instead: the
+    /// lane is the top of the thread's LIFO order (the most recently returned connection is
+    /// the next one it reuses).
+    pub(crate) fn park(&self, st: &mut State<M>, conn: Conn<M::Connection>) {
+        let lane = if self.on() {
+            self.try_lock(self.mine())
+                .filter(|l| matches!(l.hold, LaneHold::Free))
+        } else {
+            None
         };
-        if !matches!(l.hold, LaneHold::Free) {
-            return Some(conn);
+        let Some(mut lane) = lane else {
+            st.put_idle(conn);
+            return;
+        };
+        // Parked under the lock: the next draining section must look even if the gate
+        // stayed closed.
+        st.lanes_dirty = true;
+        if let Some(older) = lane.conn.replace(conn) {
+            st.put_idle(older);
         }
-        l.conn.replace(conn)
     }
 
     /// Takes every lane's reference to the pool (the pool is closing: breaks the pool ->
-    /// lane -> pool cycle). The caller drops them after releasing the state lock.
+    /// lane -> pool cycle).
     pub(crate) fn take_handles(&self) -> Vec<Arc<CachePadded<LaneRef<M>>>> {
         self.lanes
             .iter()

@@ -55,12 +55,6 @@ impl Holders {
         })
     }
 
-    /// A record made elsewhere (a lane's) joins the holders.
-    #[inline]
-    pub(crate) fn insert_hold(&mut self, hold: Hold) -> usize {
-        self.slab.insert(hold)
-    }
-
     /// The call site of the oldest connection `task` holds (abandoned ones excluded: they
     /// no longer count against the pool). Walks every holder: the wait path only.
     pub(crate) fn held_by(&self, task: tokio::task::Id) -> Option<&'static Location<'static>> {

@@ -81,8 +81,8 @@ impl<M: Manager> Shared<M> {
                 super::lanes::reseed();
                 return self.release_locked(conn, slot, exact, since);
             };
+            // (A lane with a checkout record holds no idle connection.)
             if matches!(lane.hold, LaneHold::Held(_))
-                && lane.conn.is_none()
                 && self.lanes.open_epoch() == Some(conn.epoch)
                 && !conn.retire_due(now)
                 && !self.manager.needs_reset(&mut conn.raw)
@@ -125,12 +125,7 @@ impl<M: Manager> Shared<M> {
             conn.checked_at(now, self.bypass);
             // The last step of this critical section: this thread's next get takes it
             // from its lane.
-            if self.lanes.on() {
-                st.lanes_dirty = true;
-            }
-            if let Some(conn) = self.lanes.seed(conn) {
-                st.put_idle(conn);
-            }
+            self.lanes.park(&mut st, conn);
             return;
         }
         drop(st);
